@@ -1,0 +1,91 @@
+"""Settings shared by every agg process.
+
+Each setting comes from a command-line option, else an environment variable, else a default
+(:mod:`aggregator.defaults`). The CLI resolves options and env vars with click; library users
+build :class:`Settings` directly or with :meth:`Settings.from_env`.
+
+========================= ================== ==============================================
+setting                   environment        default
+========================= ================== ==============================================
+``redis_url``             ``AGG_REDIS_URL``  none: the embedded redis-server under data_dir
+``namespace``             ``AGG_NAMESPACE``  ``agg``
+``data_dir``              ``AGG_DATA_DIR``   the platform's user data dir for ``agg``
+``claude_dirs``           ``AGG_CLAUDE_DIR`` ``$CLAUDE_CONFIG_DIR`` (``,``-separated), else
+                          (``:``-separated)  ``~/.claude`` and ``~/.config/claude`` that exist
+``host``                  ``AGG_HOST``       this machine's host name (cursors are per host)
+========================= ================== ==============================================
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from aggregator import defaults
+from aggregator.errors import ConfigError
+from aggregator.keys import Keys
+
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def default_data_dir() -> Path:
+    """The platform's user data dir for agg (``~/.local/share/agg`` on Linux)."""
+    return Path(platformdirs.user_data_dir("agg", appauthor=False))
+
+
+def default_claude_dirs(env: Mapping[str, str] | None = None) -> list[Path]:
+    """Claude Code config dirs to watch when none are given.
+
+    ``$CLAUDE_CONFIG_DIR`` wins when set (several dirs may be given, ``,``-separated, as
+    ccusage accepts); otherwise ``~/.claude`` and ``~/.config/claude``, those that exist.
+    """
+    env = os.environ if env is None else env
+    configured = env.get("CLAUDE_CONFIG_DIR", "").strip()
+    if configured:
+        return [Path(p).expanduser() for p in configured.split(",") if p.strip()]
+    home = Path(env.get("HOME") or Path.home())
+    return [p for p in (home / ".claude", home / ".config" / "claude") if p.is_dir()]
+
+
+def validate_namespace(ns: str) -> str:
+    """Return ``ns`` if it is a usable key prefix, else raise :class:`ConfigError`."""
+    if not _NAMESPACE_RE.match(ns):
+        raise ConfigError(f"bad namespace {ns!r}: use 1-64 letters, digits, '_', '.' or '-'")
+    return ns
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of one agg process."""
+
+    redis_url: str | None = None
+    namespace: str = defaults.NAMESPACE
+    data_dir: Path = field(default_factory=default_data_dir)
+    claude_dirs: Sequence[Path] = field(default_factory=default_claude_dirs)
+    host: str = field(default_factory=socket.gethostname)
+
+    def __post_init__(self) -> None:
+        validate_namespace(self.namespace)
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.namespace)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``AGG_*`` environment variables, defaults elsewhere."""
+        env = os.environ if env is None else env
+        dirs = env.get("AGG_CLAUDE_DIR")
+        return cls(
+            redis_url=env.get("AGG_REDIS_URL") or None,
+            namespace=env.get("AGG_NAMESPACE") or defaults.NAMESPACE,
+            data_dir=Path(env["AGG_DATA_DIR"]).expanduser() if env.get("AGG_DATA_DIR") else default_data_dir(),
+            claude_dirs=([Path(p).expanduser() for p in dirs.split(":") if p] if dirs else default_claude_dirs(env)),
+            host=env.get("AGG_HOST") or socket.gethostname(),
+        )

@@ -1,0 +1,53 @@
+"""The exceptions agg raises, as one tree::
+
+    AggError                      anything agg reports to a user as one line
+    ├── ConfigError               a bad option, URL, path or environment value
+    ├── RedisUnavailable          Redis cannot be reached or refused us (auth, OOM, down)
+    ├── EmbeddedRedisError        the embedded redis-server is missing or would not start
+    ├── NotFound                  a named conversation (or other object) does not exist
+    └── StoreError                the store is in a state agg cannot work with
+        └── CursorConflict        a file cursor moved under us (internal: the tailer retries)
+
+Low-level errors (``redis.ConnectionError``, ``OSError``) are mapped to these at module
+boundaries, so the CLI catches :class:`AggError` and prints one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class AggError(Exception):
+    """Base class: a failure agg can explain in one line."""
+
+    exit_code = 1
+
+
+class ConfigError(AggError):
+    """A bad option, URL, path or environment value."""
+
+    exit_code = 2
+
+
+class RedisUnavailable(AggError):
+    """Redis cannot be reached, or refused the command (auth, OOM, loading)."""
+
+    exit_code = 3
+
+
+class EmbeddedRedisError(AggError):
+    """The embedded redis-server binary is missing or would not start."""
+
+    exit_code = 3
+
+
+class NotFound(AggError):
+    """A named object (e.g. a conversation) does not exist in the store."""
+
+    exit_code = 4
+
+
+class StoreError(AggError):
+    """The store holds something agg cannot work with."""
+
+
+class CursorConflict(StoreError):
+    """A file cursor changed between reading it and committing a batch (another ingester won)."""

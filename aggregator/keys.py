@@ -1,0 +1,131 @@
+"""Every Redis key and channel name agg uses — this module is the only place that spells them.
+
+Global keys sit directly under the namespace (``agg:…``). Keys of one conversation carry the hash
+tag ``{c:<conv>}`` (``agg:{c:<conv>}:…``) so that a conversation's keys live in one Cluster slot.
+The ingest script also touches the global keys (sequence, log, stats, cursor), which is the one
+place a Cluster deployment would need redesigning (per-shard logs).
+
+Layout (type · written by · meaning):
+
+========================== ====== ============ ==================================================
+key                        type   written by   meaning
+========================== ====== ============ ==================================================
+``agg:seq``                string ingest/turns last global ``seq`` handed out
+``agg:log``                stream ingest/turns one entry per committed batch, id ``<first seq>-0``:
+                                               ``e`` envelopes and ``f`` facts (``\\n``-joined),
+                                               ``d`` digests (32 hex chars each), ``file``,
+                                               ``project``, ``agent``
+``agg:stats``              hash   ingest       counters: events, revisions, duplicates, rejected,
+                                               lines, conversations, batches, last_ingest_ms
+``agg:convs``              zset   ingest       conversation → last seq that touched it
+``agg:files``              set    ingest       file ids of every cursor
+``agg:file:<fid>``         hash   ingest       cursor of one (host, path): off, gen, ino, dev,
+                                               size, mtime, fp, fplen, tfp, path, host, conv,
+                                               project, agent
+``agg:rejects``            list   ingest       newest rejection records (JSON), capped
+``agg:rejects:seen``       set    ingest       (file, line digest) of every rejection, so a
+                                               re-read file does not count a bad line twice
+``agg:dirty``              zset   ingest       conversation → time (ms) of its oldest change that
+                                               no LLM turn has covered yet (workers/ consume it)
+``agg:proj:seq``           string projector    last seq applied to the projections
+``agg:proj:lock``          string rebuild      held while ``agg replay --rebuild`` runs
+``agg:{c:K}:cur``          hash   ingest       event id → digests of its versions, newest last
+``agg:{c:K}:tl``           zset   ingest       the conversation's timeline: first seq of each log
+                                               batch holding its entries (score = member)
+``agg:{c:K}:body``         hash   ingest       digest → original line bytes (content-addressed)
+``agg:{c:K}:meta``         hash   ingest       n (last conv_seq), msgs (user/assistant events)
+``agg:{c:K}:proj``         hash   projector    the conversation's projection
+========================== ====== ============ ==================================================
+
+Channels: ``agg:events`` (every appended event), ``agg:conv:<K>`` (one conversation),
+``agg:snapshots`` (after each ``current.json`` write).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aggregator import defaults
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key and channel names under one namespace."""
+
+    ns: str = defaults.NAMESPACE
+
+    # --- event store (global) -------------------------------------------------------------
+    @property
+    def seq(self) -> str:
+        return f"{self.ns}:seq"
+
+    @property
+    def log(self) -> str:
+        return f"{self.ns}:log"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.ns}:stats"
+
+    @property
+    def convs(self) -> str:
+        return f"{self.ns}:convs"
+
+    @property
+    def files(self) -> str:
+        return f"{self.ns}:files"
+
+    def file(self, fid: str) -> str:
+        return f"{self.ns}:file:{fid}"
+
+    @property
+    def rejects(self) -> str:
+        return f"{self.ns}:rejects"
+
+    @property
+    def rejects_seen(self) -> str:
+        return f"{self.ns}:rejects:seen"
+
+    # --- event store (per conversation) ----------------------------------------------------
+    def conv_prefix(self, conv: str) -> str:
+        return f"{self.ns}:{{c:{conv}}}"
+
+    def cur(self, conv: str) -> str:
+        return f"{self.conv_prefix(conv)}:cur"
+
+    def timeline(self, conv: str) -> str:
+        return f"{self.conv_prefix(conv)}:tl"
+
+    def body(self, conv: str) -> str:
+        return f"{self.conv_prefix(conv)}:body"
+
+    def meta(self, conv: str) -> str:
+        return f"{self.conv_prefix(conv)}:meta"
+
+    @property
+    def dirty(self) -> str:
+        return f"{self.ns}:dirty"
+
+    # --- projections -----------------------------------------------------------------------
+    @property
+    def proj_seq(self) -> str:
+        return f"{self.ns}:proj:seq"
+
+    @property
+    def proj_lock(self) -> str:
+        return f"{self.ns}:proj:lock"
+
+    def proj(self, conv: str) -> str:
+        return f"{self.conv_prefix(conv)}:proj"
+
+    # --- channels ----------------------------------------------------------------------------
+    @property
+    def events_channel(self) -> str:
+        return f"{self.ns}:events"
+
+    def conv_channel(self, conv: str) -> str:
+        return f"{self.ns}:conv:{conv}"
+
+    @property
+    def snapshots_channel(self) -> str:
+        return f"{self.ns}:snapshots"

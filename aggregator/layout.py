@@ -1,0 +1,149 @@
+"""Where transcripts live, and what a file's place says about its records.
+
+Claude Code writes (``<root>`` is a claude dir's ``projects/``)::
+
+    <root>/<project>/<session>.jsonl                               main transcript
+    <root>/<project>/agent-<agent>.jsonl                           2.0.x subagent (legacy)
+    <root>/<project>/<session>/subagents/agent-<agent>.jsonl       2.1.2+ subagent
+    <root>/<project>/<session>/subagents/workflows/<wf>/agent-<agent>.jsonl
+
+A main file's stem is its session; a subagent file under ``<session>/subagents/`` belongs to that
+session; a legacy root ``agent-*.jsonl`` names no session (its records' ``sessionId`` do). Other
+files (``*.meta.json``, ``sessions-index.json``, ``tool-results/``, ``memory/``, a workflow's
+``journal.jsonl``) are not transcripts and are skipped. The project is always the directory name
+under ``projects/``, never a record's ``cwd``.
+
+Discovery streams (it never builds a list of a huge tree before starting), skips FIFOs, sockets
+and devices without opening them, follows symlinks to directories once (a loop is not followed),
+and accepts file names that are not valid UTF-8.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aggregator.errors import ConfigError
+
+SUFFIX = ".jsonl"
+_AGENT_PREFIX = "agent-"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFile:
+    """A transcript file and what its location tells about it."""
+
+    path: str
+    """The path as the OS takes it (may carry surrogate escapes for non-UTF-8 bytes)."""
+    project: str
+    """Name of the project directory (the encoded cwd), or ``""`` if unknown."""
+    session: str | None
+    """Session the file belongs to, for records that carry no ``sessionId``."""
+    agent: str | None
+    """Subagent id for subagent files."""
+    kind: str
+    """``main``, ``subagent`` or ``legacy-agent``."""
+
+    @property
+    def display(self) -> str:
+        return display_path(self.path)
+
+
+def display_path(path: str) -> str:
+    """``path`` as printable text: bytes that are not UTF-8 shown as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def clean_name(name: str) -> str:
+    """A directory or file-name component usable as a key: undecodable bytes as ``\\xNN``."""
+    return display_path(name)
+
+
+def classify(path: str) -> SourceFile | None:
+    """What ``path`` is, from its place in the tree; None if it is not a transcript."""
+    p = Path(path)
+    name = p.name
+    if not name.endswith(SUFFIX):
+        return None
+    stem = clean_name(name[: -len(SUFFIX)])
+    parts = p.parts
+    if "subagents" in parts[:-1]:
+        if not stem.startswith(_AGENT_PREFIX):
+            return None  # e.g. a workflow's journal.jsonl: not a transcript
+        i = len(parts) - 2 - parts[:-1][::-1].index("subagents")
+        session = clean_name(parts[i - 1]) if i >= 1 else None
+        project = clean_name(parts[i - 2]) if i >= 2 else ""
+        return SourceFile(path, project, session, stem[len(_AGENT_PREFIX) :], "subagent")
+    project = clean_name(p.parent.name)
+    if stem.startswith(_AGENT_PREFIX):
+        return SourceFile(path, project, None, stem[len(_AGENT_PREFIX) :], "legacy-agent")
+    return SourceFile(path, project, stem, None, "main")
+
+
+def projects_root(path: Path) -> Path:
+    """The dir to walk for ``path``: a claude dir's ``projects/`` if it has one, else ``path``."""
+    sub = path / "projects"
+    return sub if sub.is_dir() else path
+
+
+def iter_transcripts(paths: list[Path]) -> Iterator[SourceFile]:
+    """Every transcript under ``paths`` (files or dirs), each once.
+
+    Raises :class:`ConfigError` for a path that does not exist.
+    """
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[str] = set()
+    for top in paths:
+        try:
+            st = os.stat(top)
+        except OSError as e:
+            raise ConfigError(f"cannot read {display_path(str(top))}: {e.strerror or e}") from None
+        if stat.S_ISDIR(st.st_mode):
+            root = projects_root(top)
+            yield from _walk(str(root), seen_dirs, seen_files)
+        elif stat.S_ISREG(st.st_mode):
+            sf = classify(str(top)) or SourceFile(
+                str(top), clean_name(top.parent.name), clean_name(top.stem), None, "main"
+            )
+            if sf.path not in seen_files:
+                seen_files.add(sf.path)
+                yield sf
+        else:
+            raise ConfigError(f"not a file or directory: {display_path(str(top))}")
+
+
+def _walk(root: str, seen_dirs: set[tuple[int, int]], seen_files: set[str]) -> Iterator[SourceFile]:
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            st = os.stat(d)
+        except OSError:
+            continue
+        ident = (st.st_dev, st.st_ino)
+        if ident in seen_dirs:
+            continue  # a symlink loop, or a dir reached twice
+        seen_dirs.add(ident)
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()  # follows symlinks; loops are caught by seen_dirs
+                is_file = not is_dir and entry.is_file()
+            except OSError:
+                continue
+            if is_dir:
+                if entry.name not in ("tool-results", "memory"):
+                    subdirs.append(entry.path)
+            elif is_file and entry.name.endswith(SUFFIX) and entry.path not in seen_files:
+                sf = classify(entry.path)
+                if sf is not None:
+                    seen_files.add(entry.path)
+                    yield sf
+        stack.extend(reversed(subdirs))

@@ -1,0 +1,214 @@
+"""One transcript line → an event to store, a rejection to record, or nothing (blank line).
+
+Rules (DESIGN §3):
+
+* **Event id**: the record's ``uuid``; otherwise ``h:`` + the first 32 hex digits of the SHA-256
+  of the line's bytes. The same SHA-256 prefix is the line's *digest*, under which its bytes are
+  stored: same id + same digest = duplicate, same id + other digest = revision.
+* **Conversation**: the record's ``sessionId``; else the session the file belongs to; else the
+  line is rejected as unplaceable.
+* **Rejected** (whole, no salvage): invalid UTF-8, invalid JSON (including ``NaN``/``Infinity``
+  and numbers that overflow to infinity), nesting deeper than 1000, JSON that is not an object.
+  A lone UTF-16 surrogate escape (``"\\ud83d"``) is valid JSON and is stored.
+* Unknown ``type`` values are stored like any other record.
+
+The *facts* of an event are the few fields projections need, extracted here once, stored with
+the log entry, and re-derived from the stored bytes by ``agg replay --rebuild`` with this same
+code — which is what makes a rebuild reproduce the live projections.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from aggregator import defaults
+from aggregator.layout import SourceFile
+
+MESSAGE_TYPES = frozenset({"user", "assistant"})
+
+
+@dataclass(slots=True)
+class Event:
+    """A line to store as (a version of) an event."""
+
+    offset: int
+    raw: bytes
+    conv: str
+    id: str
+    digest: str
+    is_msg: bool
+    tail: bytes
+    """The envelope's fields other than seq/conv/conv_seq/revision, as a JSON fragment."""
+    facts: bytes
+
+
+@dataclass(slots=True)
+class Rejection:
+    """A line that cannot be stored as an event, with where and why."""
+
+    offset: int
+    size: int
+    reason: str
+    digest: str
+    prefix: bytes
+
+
+def digest_of(raw: bytes) -> str:
+    """Content digest of a line (also the suffix of content-hash event ids)."""
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def usable_id(value: Any) -> str | None:
+    """``value`` if it can serve as an id or key part (non-empty text, no control chars), else None."""
+    if type(value) is not str or not 0 < len(value) <= defaults.MAX_ID_CHARS:
+        return None
+    if value.isascii():
+        return value if value.isprintable() else None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None  # a lone surrogate: not usable as a key
+    return value if value.isprintable() else None
+
+
+def dumps(obj: Any) -> bytes:
+    """JSON bytes of ``obj``; strings holding lone surrogates are written as ``\\uXXXX`` escapes."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+_DAY_MS: dict[str, int | None] = {}
+
+
+def ts_ms(ts: Any) -> int | None:
+    """Epoch milliseconds of an ISO-8601 timestamp (naive = UTC), or None."""
+    if type(ts) is not str or not 10 <= len(ts) <= 40:
+        return None
+    if len(ts) == 24 and ts[23] == "Z" and ts[10] == "T" and ts[19] == "." and ts.isascii():
+        # Claude Code's own format, YYYY-MM-DDTHH:MM:SS.mmmZ: skip the general parser (hot path)
+        date = ts[:10]
+        if date not in _DAY_MS and len(_DAY_MS) < 100_000:
+            _DAY_MS[date] = _general_ts_ms(date)
+        day = _DAY_MS.get(date)
+        h, m, sec, ms = ts[11:13], ts[14:16], ts[17:19], ts[20:23]
+        if (
+            day is not None
+            and ts[13] == ":"
+            and ts[16] == ":"
+            and h.isdigit()
+            and m.isdigit()
+            and sec.isdigit()
+            and ms.isdigit()
+            and h < "24"
+            and m < "60"
+            and sec < "60"
+        ):
+            return day + int(h) * 3_600_000 + int(m) * 60_000 + int(sec) * 1000 + int(ms)
+    return _general_ts_ms(ts)
+
+
+def _general_ts_ms(ts: str) -> int | None:
+    try:
+        d = datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return int(d.timestamp() * 1000)
+
+
+def facts(obj: dict[str, Any], sf_agent: str | None) -> dict[str, Any]:
+    """The fields of a record that projections use (see the module docstring)."""
+    return {"tms": ts_ms(obj.get("timestamp"))}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number is infinity when parsed as double")
+    return value
+
+
+def _depth(obj: Any) -> int:
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        node, d = stack.pop()
+        if d > deepest:
+            deepest = d
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, d + 1) for c in children if isinstance(c, dict | list))
+    return deepest
+
+
+def loads(raw: bytes) -> Any:
+    """Parse a line strictly; raises ValueError with the reason it is not valid JSON.
+
+    orjson does the work; only lines it refuses go through the standard library, which accepts
+    lone surrogate escapes (valid JSON that orjson rejects) but is held to the same other rules.
+    """
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("invalid UTF-8") from None
+        try:
+            obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        except RecursionError:
+            raise ValueError(f"nesting deeper than {defaults.MAX_JSON_DEPTH} levels") from None
+        except ValueError:
+            raise ValueError(f"invalid JSON: {e}") from None
+    # Depth d needs at least d opening and d closing brackets: only long lines can be too deep.
+    if (
+        len(raw) > 2 * defaults.MAX_JSON_DEPTH
+        and raw.count(b"[") + raw.count(b"{") > defaults.MAX_JSON_DEPTH
+        and isinstance(obj, dict | list)
+        and _depth(obj) > defaults.MAX_JSON_DEPTH
+    ):
+        raise ValueError(f"nesting deeper than {defaults.MAX_JSON_DEPTH} levels")
+    return obj
+
+
+def parse_line(raw: bytes, offset: int, sf: SourceFile) -> Event | Rejection | None:
+    """Parse one complete line (without its newline) found at ``offset`` of ``sf``."""
+    if not raw.strip():
+        return None
+    h = hashlib.sha256(raw).hexdigest()[:32]
+    try:
+        obj = loads(raw)
+    except ValueError as e:
+        return Rejection(offset, len(raw), str(e), h, raw[: defaults.REJECT_PREFIX_BYTES])
+    if not isinstance(obj, dict):
+        kind = type(obj).__name__
+        return Rejection(offset, len(raw), f"not a JSON object ({kind})", h, raw[: defaults.REJECT_PREFIX_BYTES])
+    conv = usable_id(obj.get("sessionId")) or sf.session
+    if conv is None:
+        return Rejection(
+            offset,
+            len(raw),
+            "unplaceable: no sessionId and the file names no session",
+            h,
+            raw[: defaults.REJECT_PREFIX_BYTES],
+        )
+    rtype = obj.get("type")
+    if not isinstance(rtype, str):
+        rtype = None
+    ts = obj.get("timestamp")
+    agent = usable_id(obj.get("agentId")) or sf.agent
+    eid = usable_id(obj.get("uuid")) or "h:" + h
+    tail = dumps({"id": eid, "type": rtype, "ts": ts if isinstance(ts, str) else None, "agent": agent})
+    return Event(offset, raw, conv, eid, h, rtype in MESSAGE_TYPES, tail[1:-1], dumps(facts(obj, sf.agent)))

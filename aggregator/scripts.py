@@ -1,0 +1,248 @@
+"""The Lua scripts agg runs in Redis, as documented constants.
+
+Each script is registered with redis-py's :meth:`redis.Redis.register_script`, which calls
+EVALSHA and, when Redis answers NOSCRIPT (restart, failover, ``SCRIPT FLUSH``), loads the script
+and retries — so a Redis that forgot a script recovers by itself
+(``tests/test_store_real.py::test_script_flush_recovers``).
+
+Scripts never raise after their first write: every precondition (cursor generation, lock token)
+is checked first, because Redis does not roll back a script that fails half-way.
+"""
+
+from __future__ import annotations
+
+INGEST = r"""
+-- Commit one batch of lines read from one file, atomically: dedupe, append entries, assign
+-- seq / conv_seq, record rejections, advance the file cursor by compare-and-set, count, and
+-- PUBLISH each new entry's envelope. The raw line bytes are NOT passed here: the caller has
+-- already written them, content-addressed, to the conversations' body hashes. Per-line values
+-- arrive packed in a few arguments (not six arguments per line) to keep argument handling cheap.
+--
+-- KEYS[1] seq      string  global sequence counter
+-- KEYS[2] log      stream  global log, one entry per batch, id <first seq>-0
+-- KEYS[3] stats    hash    counters
+-- KEYS[4] cursor   hash    this file's cursor
+-- KEYS[5] convs    zset    conversation -> last seq
+-- KEYS[6] files    set     file ids
+-- KEYS[7] rejects  list    rejection records, newest first, capped
+-- KEYS[8] rejseen  set     rejection dedupe members
+-- KEYS[9] dirty    zset    conversation -> time (ms) of its oldest change no turn has seen yet
+-- KEYS[10+3i], KEYS[11+3i], KEYS[12+3i]  cur (hash), tl (zset), meta (hash) of conversation i
+--
+-- ARGV[1] expected cursor generation    ARGV[2] file id
+-- ARGV[3] events channel                ARGV[4] conversation channel prefix
+-- ARGV[5] rejects cap                   ARGV[6] log: file   ARGV[7] log: project   ARGV[8] log: agent
+-- ARGV[9] number of lines L
+-- ARGV[10] conv index (1-based) of each line, ','-joined; "" when every line is conversation 1
+-- ARGV[11] ids, '\n'-joined             ARGV[12] digests, 32 hex chars each, concatenated
+-- ARGV[13] one char per line: '1' user/assistant record, '0' other
+-- ARGV[14] envelope tails (JSON fragments: id, type, ts, agent), '\n'-joined
+-- ARGV[15] facts (JSON), '\n'-joined
+-- ARGV[16] C, then C x (conv name, conv as a JSON string)
+-- then R, R x (rejection dedupe member, rejection record JSON)
+-- then P, P x (cursor field, value)
+--
+-- Returns {"ok", added, revisions, duplicates, rejected, first_seq, last_seq, new_gen}
+--      or {"conflict", current_gen} (nothing written).
+local gen = tonumber(redis.call('HGET', KEYS[4], 'gen') or '0')
+if gen ~= tonumber(ARGV[1]) then
+  return {'conflict', gen}
+end
+local function split(s, n)
+  local t, p = {}, 1
+  for i = 1, n do
+    local q = string.find(s, '\n', p, true)
+    if q then t[i] = string.sub(s, p, q - 1); p = q + 1 else t[i] = string.sub(s, p) end
+  end
+  return t
+end
+local nl = tonumber(ARGV[9])
+local ids, digests, msgflags = split(ARGV[11], nl), ARGV[12], ARGV[13]
+local cis = {}
+if ARGV[10] == '' then
+  for j = 1, nl do cis[j] = 1 end
+else
+  local j = 0
+  for x in string.gmatch(ARGV[10], '%d+') do j = j + 1; cis[j] = tonumber(x) end
+end
+local a = 16
+local nc = tonumber(ARGV[a]); a = a + 1
+local conv_name, conv_json = {}, {}
+for i = 1, nc do conv_name[i] = ARGV[a]; conv_json[i] = ARGV[a + 1]; a = a + 2 end
+local nr = tonumber(ARGV[a]); a = a + 1
+local R = a
+a = a + 2 * nr
+local np = tonumber(ARGV[a]); a = a + 1
+local cursor_args = {}
+for i = 1, 2 * np do cursor_args[i] = ARGV[a + i - 1] end
+
+-- pass 1: classify each line (1 new, 2 revision, 0 duplicate) with one HMGET and one HSET per
+-- conversation instead of a call per line
+local kinds, per_conv, lines_of = {}, {}, {}
+for i = 1, nc do per_conv[i] = 0; lines_of[i] = {} end
+for j = 1, nl do
+  local t = lines_of[cis[j]]
+  t[#t + 1] = j
+end
+local added, revs, dups = 0, 0, 0
+for i = 1, nc do
+  local js = lines_of[i]
+  if #js > 0 then
+    local cur = KEYS[7 + 3 * i]
+    local now, changed = {}, {}
+    for s = 1, #js, 1000 do
+      local q = {}
+      for x = s, math.min(s + 999, #js) do q[#q + 1] = ids[js[x]] end
+      local vals = redis.call('HMGET', cur, unpack(q))
+      for x = 1, #q do
+        if now[q[x]] == nil then now[q[x]] = vals[x] end
+      end
+    end
+    for _, j in ipairs(js) do
+      local id, dg = ids[j], string.sub(digests, 32 * j - 31, 32 * j)
+      local v = now[id]
+      if not v then
+        now[id] = dg; changed[id] = true
+        kinds[j] = 1; added = added + 1; per_conv[i] = per_conv[i] + 1
+      elseif string.find(v, dg, 1, true) then
+        kinds[j] = 0; dups = dups + 1
+      else
+        now[id] = v .. ',' .. dg; changed[id] = true
+        kinds[j] = 2; revs = revs + 1; per_conv[i] = per_conv[i] + 1
+      end
+    end
+    local hs = {}
+    for id in pairs(changed) do
+      hs[#hs + 1] = id; hs[#hs + 1] = now[id]
+      if #hs >= 2000 then redis.call('HSET', cur, unpack(hs)); hs = {} end
+    end
+    if #hs > 0 then redis.call('HSET', cur, unpack(hs)) end
+  end
+end
+
+local rejs = 0
+for j = 0, nr - 1 do
+  if redis.call('SADD', KEYS[8], ARGV[R + 2 * j]) == 1 then
+    rejs = rejs + 1
+    redis.call('LPUSH', KEYS[7], ARGV[R + 2 * j + 1])
+  else
+    dups = dups + 1
+  end
+end
+if rejs > 0 then redis.call('LTRIM', KEYS[7], 0, ARGV[5] - 1) end
+
+-- pass 2: hand out sequence numbers in line order, publish, append to the log
+local t = redis.call('TIME')
+local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
+local n = added + revs
+local first_seq, last_seq = 0, 0
+if n > 0 then
+  local base = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'),
+                        tonumber(redis.call('HGET', KEYS[3], 'log_last') or '0'))
+  first_seq = base + 1
+  last_seq = base + n
+  redis.call('SET', KEYS[1], last_seq)
+  local next_cs, msgs = {}, {}
+  for i = 1, nc do
+    if per_conv[i] > 0 then
+      next_cs[i] = redis.call('HINCRBY', KEYS[9 + 3 * i], 'n', per_conv[i]) - per_conv[i] + 1
+    end
+    msgs[i] = 0
+  end
+  local tails = split(ARGV[14], nl)
+  local envs = {}
+  local all = (n == nl)
+  local digs, facts = {}, nil
+  if not all then facts = {}; local fx = split(ARGV[15], nl); for j = 1, nl do if kinds[j] ~= 0 then
+    facts[#facts + 1] = fx[j]; digs[#digs + 1] = string.sub(digests, 32 * j - 31, 32 * j) end end end
+  local seq = first_seq
+  local ev_channel, conv_prefix = ARGV[3], ARGV[4]
+  for j = 1, nl do
+    local k = kinds[j]
+    if k ~= 0 then
+      local ci = cis[j]
+      local cs = next_cs[ci]
+      next_cs[ci] = cs + 1
+      -- plain concatenation formats integers exactly below 1e14 (Lua's %.14g)
+      local env = '{"seq":' .. seq .. ',"conv":' .. conv_json[ci] .. ',"conv_seq":' .. cs .. ',' ..
+        tails[j] .. ',"revision":' .. (k == 2 and 'true' or 'false') .. '}'
+      envs[#envs + 1] = env
+      redis.call('PUBLISH', ev_channel, env)
+      redis.call('PUBLISH', conv_prefix .. conv_name[ci], env)
+      if k == 1 and string.byte(msgflags, j) == 49 then msgs[ci] = msgs[ci] + 1 end
+      seq = seq + 1
+    end
+  end
+  local new_convs = 0
+  for i = 1, nc do
+    if per_conv[i] > 0 then
+      redis.call('ZADD', KEYS[8 + 3 * i], first_seq, first_seq)
+      redis.call('ZADD', KEYS[5], last_seq, conv_name[i])
+      redis.call('ZADD', KEYS[9], 'NX', now_ms, conv_name[i])
+      if msgs[i] > 0 and redis.call('HINCRBY', KEYS[9 + 3 * i], 'msgs', msgs[i]) == msgs[i] then
+        new_convs = new_convs + 1
+      end
+    end
+  end
+  redis.call('XADD', KEYS[2], first_seq .. '-0', 'e', table.concat(envs, '\n'),
+    'd', all and digests or table.concat(digs), 'f', all and ARGV[15] or table.concat(facts, '\n'),
+    'file', ARGV[6], 'project', ARGV[7], 'agent', ARGV[8])
+  redis.call('HSET', KEYS[3], 'log_last', last_seq)
+  if new_convs > 0 then redis.call('HINCRBY', KEYS[3], 'conversations', new_convs) end
+end
+
+redis.call('HINCRBY', KEYS[3], 'events', added)
+redis.call('HINCRBY', KEYS[3], 'revisions', revs)
+redis.call('HINCRBY', KEYS[3], 'duplicates', dups)
+redis.call('HINCRBY', KEYS[3], 'rejected', rejs)
+redis.call('HINCRBY', KEYS[3], 'lines', nl + nr)
+redis.call('HINCRBY', KEYS[3], 'batches', 1)
+redis.call('HSET', KEYS[3], 'last_ingest_ms', now_ms)
+if np > 0 then redis.call('HSET', KEYS[4], unpack(cursor_args)) end
+redis.call('HSET', KEYS[4], 'gen', gen + 1)
+redis.call('SADD', KEYS[6], ARGV[2])
+return {'ok', added, revs, dups, rejs, first_seq, last_seq, gen + 1}
+"""
+
+PROJECT = r"""
+-- Apply one step of projection updates computed by the caller from log entries
+-- (after_seq, upto_seq], and advance the projection checkpoint by compare-and-set.
+--
+-- KEYS[1] proj_seq   string  last seq applied
+-- KEYS[2] proj_lock  string  rebuild lock (holder token)
+-- KEYS[3..]          hash    one projection hash per conversation touched
+--
+-- ARGV: after_seq, upto_seq, lock token ("" = not the rebuilder),
+--       then for each KEYS[3..]: number of ops M, then M x (op, field, value) where op is
+--         "incr" (HINCRBY), "min"/"max" (numeric compare-and-set), "set" (HSET),
+--         "setnx" (HSETNX)
+--
+-- Returns {"ok", upto_seq} or {"conflict", current_seq} or {"locked"} (nothing written).
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[3] then return {'locked'} end
+if cur ~= tonumber(ARGV[1]) then return {'conflict', cur} end
+local a = 4
+for k = 3, #KEYS do
+  local m = tonumber(ARGV[a]); a = a + 1
+  for _ = 1, m do
+    local op, f, v = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+    a = a + 3
+    if op == 'incr' then
+      redis.call('HINCRBY', KEYS[k], f, v)
+    elseif op == 'set' then
+      redis.call('HSET', KEYS[k], f, v)
+    elseif op == 'setnx' then
+      redis.call('HSETNX', KEYS[k], f, v)
+    else
+      local old = redis.call('HGET', KEYS[k], f)
+      if (not old) or (op == 'min' and tonumber(v) < tonumber(old))
+          or (op == 'max' and tonumber(v) > tonumber(old)) then
+        redis.call('HSET', KEYS[k], f, v)
+      end
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return {'ok', tonumber(ARGV[2])}
+"""

@@ -1,0 +1,93 @@
+"""What ``agg status`` reports: health and figures, gathered from Redis and this host's files."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from aggregator.connection import Connection
+from aggregator.projections import Projector
+from aggregator.store import Store
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """ISO-8601 UTC text of epoch milliseconds (None stays None)."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def file_figures(store: Store) -> dict[str, Any]:
+    """Tracked files (all hosts), and this host's lag: bytes on disk not yet committed."""
+    lag = 0
+    here = 0
+    per_project: dict[str, int] = {}
+    cursors = store.tracked_files()
+    host = store.host.encode()
+    for h in cursors:
+        if h.get(b"host") != host:
+            continue
+        here += 1
+        project = h.get(b"project", b"").decode()
+        per_project[project] = per_project.get(project, 0) + 1
+        try:
+            size = os.stat(os.fsdecode(h[b"path"])).st_size
+        except (OSError, KeyError):
+            continue
+        lag += max(0, size - int(h.get(b"off", 0)))
+    return {"files": len(cursors), "files_on_host": here, "lag_bytes": lag}
+
+
+def rq_figures(client: redis.Redis, namespace: str) -> dict[str, Any]:
+    """Turn jobs and workers as RQ sees them (see workers/ for the turn pipeline)."""
+    from rq import Queue, Worker
+    from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+    from workers import queue_name
+
+    q = Queue(queue_name(namespace), connection=client)
+    return {
+        "turns": {
+            "queued": q.count,
+            "running": StartedJobRegistry(queue=q).count,
+            "failed": FailedJobRegistry(queue=q).count,
+        },
+        "workers": Worker.count(queue=q),
+    }
+
+
+def gather(conn: Connection, store: Store) -> dict[str, Any]:
+    """The full status object (``agg status --json``)."""
+    r = conn.client
+    info = r.info("server")
+    mem = r.info("memory")
+    stats = store.stats()
+    raw = r.hget(store.keys.stats, "last_ingest_ms")
+    projector = Projector(store)
+    out: dict[str, Any] = {
+        "redis": {
+            "url": conn.masked_url,
+            "version": info.get("redis_version"),
+            "ok": True,
+            "embedded": conn.embedded is not None,
+            "used_memory_bytes": mem.get("used_memory"),
+        },
+        "namespace": store.keys.ns,
+        "host": store.host,
+        "seq": store.last_seq(),
+        "events": stats["events"],
+        "revisions": stats["revisions"],
+        "duplicates": stats["duplicates"],
+        "rejected": stats["rejected"],
+        "lines": stats["lines"],
+        "conversations": stats["conversations"],
+        **file_figures(store),
+        "last_ingest_at": iso_ms(int(raw)) if raw else None,
+        **rq_figures(r, store.keys.ns),
+        "last_snapshot_at": None,
+        "projections": {"seq": projector.checkpoint(), "digest": projector.digest()},
+    }
+    return out

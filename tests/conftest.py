@@ -1,0 +1,90 @@
+"""Shared fixtures: a real redis-server the suite starts itself, stores, corpus copies, the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import fakeredis
+import pytest
+import redis
+
+from aggregator.devserver import RedisProcess
+from aggregator.keys import Keys
+from aggregator.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO.parent / "shared" / "corpus" / "projects"
+if not CORPUS.is_dir():  # CI clones may sit elsewhere; allow an override
+    CORPUS = Path(os.environ.get("AGG_TEST_CORPUS", CORPUS))
+
+HOST = "testhost"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """One real redis-server for the session: unix socket, temp dir, AOF on, a password."""
+    with RedisProcess(tmp_path_factory.mktemp("redis"), password="test-secret-pw") as server:
+        yield server
+
+
+@pytest.fixture
+def r(redis_server: RedisProcess) -> Iterator[redis.Redis]:
+    """A client of the session's real Redis, emptied before each test."""
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def store(r: redis.Redis) -> Store:
+    return Store(r, Keys("agg"), HOST)
+
+
+@pytest.fixture
+def fake() -> fakeredis.FakeRedis:
+    """fakeredis with Lua: for fast unit tests of scripts and key layout only."""
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """A private copy of the shared corpus (``projects/`` layout); tests may change it freely."""
+    if not CORPUS.is_dir():
+        pytest.skip(f"corpus not found at {CORPUS}")
+    dst = tmp_path / "claude" / "projects"
+    shutil.copytree(CORPUS, dst)
+    return dst
+
+
+def agg_env(redis_server: RedisProcess, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment for running the real `agg` command against the test Redis."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "AGG_REDIS_URL": redis_server.url,
+            "AGG_DATA_DIR": str(tmp_path / "data"),
+            "AGG_HOST": HOST,
+            "AGG_CLAUDE_DIR": str(tmp_path / "claude"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def run_agg(
+    args: list[str], env: dict[str, str], *, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `agg` console command in a subprocess."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"agg {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return proc
