@@ -29,6 +29,9 @@ key                        type   written by   meaning
                                                no LLM turn has covered yet (workers/ consume it)
 ``agg:proj:seq``           string projector    last seq applied to the projections
 ``agg:proj:lock``          string rebuild      held while ``agg replay --rebuild`` runs
+``agg:proj:recent``        zset   projector    the most recent user/assistant messages: member
+                                               ``<seq, 15 digits> <JSON [conv, id, role]>``,
+                                               score = record time (ms; 0 if none), capped
 ``agg:{c:K}:cur``          hash   ingest       event id → digests of its versions, newest last
 ``agg:{c:K}:tl``           zset   ingest       the conversation's timeline: first seq of each log
                                                batch holding its entries (score = member)
@@ -117,6 +120,10 @@ class Keys:
 
     def proj(self, conv: str) -> str:
         return f"{self.conv_prefix(conv)}:proj"
+
+    @property
+    def recent(self) -> str:
+        return f"{self.ns}:proj:recent"
 
     # --- channels ----------------------------------------------------------------------------
     @property

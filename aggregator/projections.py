@@ -12,7 +12,8 @@ projections and applies the whole log again, re-deriving each entry's facts from
 bytes, and the two digests match (``tests/test_projections_real.py``).
 
 Per conversation (``agg:{c:K}:proj``): ``project``, ``events``, ``messages``, ``revisions``,
-``entries``, ``first_ms``, ``last_ms``.
+``entries``, ``first_ms``, ``last_ms``. Across conversations: ``agg:proj:recent``, the
+:data:`RECENT_KEEP` most recent user/assistant messages by record time (ties by seq).
 """
 
 from __future__ import annotations
@@ -34,15 +35,20 @@ from aggregator.store import LogEntry, Store
 REBUILD_LOCK_TTL_MS = 10 * 60 * 1000
 """A rebuild holds the projection lock this long per step at most (a crashed rebuild's lock lapses)."""
 
+RECENT_KEEP = 1000
+"""Messages kept in the recent-messages projection (``current.json`` shows at most this many)."""
+
 
 @dataclass
-class ConvDelta:
-    """Changes to one conversation's projection from a run of log entries."""
+class Delta:
+    """Changes to one projection key (a conversation's hash, or a global key) from a run of entries."""
 
     incr: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     mins: dict[str, int] = field(default_factory=dict)
     maxs: dict[str, int] = field(default_factory=dict)
     setnx: dict[str, str] = field(default_factory=dict)
+    zadds: list[tuple[int, bytes]] = field(default_factory=list)
+    keep: int = 0
 
     def lo(self, name: str, value: int) -> None:
         if name not in self.mins or value < self.mins[name]:
@@ -52,17 +58,46 @@ class ConvDelta:
         if name not in self.maxs or value > self.maxs[name]:
             self.maxs[name] = value
 
-    def ops(self) -> list[tuple[str, str, Any]]:
-        out: list[tuple[str, str, Any]] = [("incr", f, v) for f, v in self.incr.items() if v]
+    def zadd(self, score: int, member: bytes) -> None:
+        self.zadds.append((score, member))
+
+    def ops(self) -> list[tuple[str, Any, Any]]:
+        out: list[tuple[str, Any, Any]] = [("incr", f, v) for f, v in self.incr.items() if v]
         out += [("min", f, v) for f, v in self.mins.items()]
         out += [("max", f, v) for f, v in self.maxs.items()]
         out += [("setnx", f, v) for f, v in self.setnx.items()]
+        out += [("zadd", score, member) for score, member in self.zadds]
+        if self.keep:
+            out.append(("zkeep", "", self.keep))
         return out
 
 
-def fold(deltas: dict[str, ConvDelta], env: dict[str, Any], fx: dict[str, Any], project: str) -> None:
-    """Fold one log entry (its envelope and facts) into ``deltas``."""
-    d = deltas.setdefault(env["conv"], ConvDelta())
+def recent_member(seq: int, conv: str, eid: str, role: str) -> bytes:
+    """Member of the recent-messages zset: sorts by seq among equal times."""
+    return b"%015d " % seq + orjson.dumps([conv, eid, role])
+
+
+def parse_recent_member(member: bytes) -> tuple[int, str, str, str]:
+    """``(seq, conv, id, role)`` of a recent-messages member."""
+    seq, rest = member.split(b" ", 1)
+    conv, eid, role = orjson.loads(rest)
+    return int(seq), conv, eid, role
+
+
+def fold(
+    deltas: dict[str, Delta],
+    glob: dict[str, Delta],
+    seq: int,
+    env: dict[str, Any],
+    fx: dict[str, Any],
+    project: str,
+) -> None:
+    """Fold one log entry (its envelope and facts) into per-conversation and global deltas.
+
+    ``glob`` maps global projection key names to their deltas.
+    """
+    conv = env["conv"]
+    d = deltas.setdefault(conv, Delta())
     d.setnx.setdefault("project", project)
     d.incr["entries"] += 1
     if env["revision"]:
@@ -71,6 +106,9 @@ def fold(deltas: dict[str, ConvDelta], env: dict[str, Any], fx: dict[str, Any], 
         d.incr["events"] += 1
         if env["type"] in MESSAGE_TYPES:
             d.incr["messages"] += 1
+            recent = glob.setdefault("recent", Delta(keep=RECENT_KEEP))
+            tms0 = fx.get("tms")
+            recent.zadd(tms0 if isinstance(tms0, int) else 0, recent_member(seq, conv, env["id"], env["type"]))
     tms = fx.get("tms")
     if isinstance(tms, int):
         d.lo("first_ms", tms)
@@ -84,6 +122,14 @@ class Projector:
         self.store = store
         self.keys = store.keys
         self._project = store.client.register_script(scripts.PROJECT)
+
+    def global_key(self, name: str) -> str:
+        """Redis key of a global projection (e.g. ``recent``)."""
+        return {"recent": self.keys.recent}[name]
+
+    def global_keys(self) -> list[str]:
+        """Every global projection key (dropped by a rebuild, covered by the digest)."""
+        return [self.keys.recent]
 
     def checkpoint(self) -> int:
         return int(self.store.client.get(self.keys.proj_seq) or 0)
@@ -100,10 +146,11 @@ class Projector:
             if not entries:
                 return applied
             pairs = self._rederive(entries) if rederive else ((e.env(), orjson.loads(e.facts)) for e in entries)
-            deltas: dict[str, ConvDelta] = {}
+            deltas: dict[str, Delta] = {}
+            glob: dict[str, Delta] = {}
             for entry, (env, fx) in zip(entries, pairs, strict=True):
-                fold(deltas, env, fx, entry.project)
-            res = self._apply(cp, entries[-1].seq, token, deltas)
+                fold(deltas, glob, entry.seq, env, fx, entry.project)
+            res = self._apply(cp, entries[-1].seq, token, deltas, glob)
             if token:
                 self.store.client.pexpire(self.keys.proj_lock, REBUILD_LOCK_TTL_MS)
             if res == b"locked":
@@ -111,12 +158,14 @@ class Projector:
             if res == b"ok":
                 applied += len(entries)
 
-    def _apply(self, cp: int, upto: int, token: str, deltas: dict[str, ConvDelta]) -> bytes:
+    def _apply(self, cp: int, upto: int, token: str, deltas: dict[str, Delta], glob: dict[str, Delta]) -> bytes:
         keys = [self.keys.proj_seq, self.keys.proj_lock]
         args: list[Any] = [cp, upto, token]
-        for conv, d in deltas.items():
+        targets = [(self.keys.proj(conv), d) for conv, d in deltas.items()]
+        targets += [(self.global_key(name), d) for name, d in glob.items()]
+        for key, d in targets:
             ops = d.ops()
-            keys.append(self.keys.proj(conv))
+            keys.append(key)
             args.append(len(ops))
             for op in ops:
                 args += op
@@ -149,6 +198,7 @@ class Projector:
             convs = self.store.conversations()
             for i in range(0, len(convs), 500):
                 r.delete(*(self.keys.proj(c) for c in convs[i : i + 500]))
+            r.delete(*self.global_keys())
             r.set(self.keys.proj_seq, 0)
             applied = self.catch_up(token=token, rederive=True)
         finally:
@@ -172,7 +222,18 @@ class Projector:
         h = hashlib.sha256()
         for conv, fields in self.conversation_projections(sorted(self.store.conversations())):
             h.update(orjson.dumps([conv, sorted((k.decode(), v.decode()) for k, v in fields.items())]))
+        for key in self.global_keys():
+            h.update(orjson.dumps([key, self._dump(key)]))
         return h.hexdigest()
+
+    def _dump(self, key: str) -> Any:
+        r: Any = self.store.client
+        kind = r.type(key)
+        if kind == b"zset":
+            return [[m.decode(), s] for m, s in r.zrange(key, 0, -1, withscores=True)]
+        if kind == b"hash":
+            return sorted((k.decode(), v.decode()) for k, v in r.hgetall(key).items())
+        return None
 
     def conversation_projections(self, convs: Iterable[str]) -> Iterator[tuple[str, dict[bytes, bytes]]]:
         """``(conv, projection hash)`` for each of ``convs``, fetched in pipelined chunks."""

@@ -210,12 +210,13 @@ PROJECT = r"""
 --
 -- KEYS[1] proj_seq   string  last seq applied
 -- KEYS[2] proj_lock  string  rebuild lock (holder token)
--- KEYS[3..]          hash    one projection hash per conversation touched
+-- KEYS[3..]          projection keys touched (hashes, or the recent-messages zset)
 --
 -- ARGV: after_seq, upto_seq, lock token ("" = not the rebuilder),
---       then for each KEYS[3..]: number of ops M, then M x (op, field, value) where op is
---         "incr" (HINCRBY), "min"/"max" (numeric compare-and-set), "set" (HSET),
---         "setnx" (HSETNX)
+--       then for each KEYS[3..]: number of ops M, then M x (op, a, b):
+--         hashes: "incr" a=field b=n (HINCRBY) · "set" (HSET) · "setnx" (HSETNX)
+--                 "min" / "max" a=field b=number (numeric compare-and-set)
+--         zsets:  "zadd" a=score b=member · "zkeep" a=ignored b=N (keep the N highest)
 --
 -- Returns {"ok", upto_seq} or {"conflict", current_seq} or {"locked"} (nothing written).
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -234,6 +235,10 @@ for k = 3, #KEYS do
       redis.call('HSET', KEYS[k], f, v)
     elseif op == 'setnx' then
       redis.call('HSETNX', KEYS[k], f, v)
+    elseif op == 'zadd' then
+      redis.call('ZADD', KEYS[k], f, v)
+    elseif op == 'zkeep' then
+      redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(tonumber(v) + 1))
     else
       local old = redis.call('HGET', KEYS[k], f)
       if (not old) or (op == 'min' and tonumber(v) < tonumber(old))

@@ -1,0 +1,104 @@
+"""Read models built from the projections: what ``current.json`` and ``agg status`` show.
+
+Nothing here scans files or the whole log: conversations come from their projection hashes,
+recent messages from the recent-messages projection plus one body fetch per message shown.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from aggregator.parse import loads
+from aggregator.projections import Projector, parse_recent_member
+from aggregator.status import iso_ms
+from aggregator.store import Store
+from aggregator.text import message_text, preview
+
+ACTIVE_MINUTES = 10
+"""A conversation is ``active`` if its newest record is at most this many minutes old."""
+
+USAGE_FIELDS = ("input", "output", "cache_read", "cache_creation")
+
+
+def _int(fields: dict[bytes, bytes], name: str) -> int:
+    raw = fields.get(name.encode())
+    return int(raw) if raw is not None else 0
+
+
+def _text(fields: dict[bytes, bytes], name: str) -> str | None:
+    raw = fields.get(name.encode())
+    return raw.decode() if raw is not None else None
+
+
+def conversation_view(
+    conv: str, fields: dict[bytes, bytes], *, now_ms: int, active_minutes: float = ACTIVE_MINUTES
+) -> dict[str, Any]:
+    """One conversation as ``current.json`` lists it (DESIGN §5), from its projection hash."""
+    last_ms = _int(fields, "last_ms") if b"last_ms" in fields else None
+    return {
+        "key": conv,
+        "project": _text(fields, "project"),
+        "title": _text(fields, "title"),
+        "summary": _text(fields, "summary"),
+        "first_ts": iso_ms(_int(fields, "first_ms")) if b"first_ms" in fields else None,
+        "last_ts": iso_ms(last_ms),
+        "events": _int(fields, "events"),
+        "messages": _int(fields, "messages"),
+        "usage": {f: _int(fields, f"usage_{f}") for f in USAGE_FIELDS},
+        "active": last_ms is not None and now_ms - last_ms <= active_minutes * 60_000,
+    }
+
+
+def conversation_views(
+    store: Store,
+    convs: Iterable[str] | None = None,
+    *,
+    now_ms: int | None = None,
+    active_minutes: float = ACTIVE_MINUTES,
+) -> list[dict[str, Any]]:
+    """Conversations (all, or ``convs``) that have at least one user or assistant message."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    projector = Projector(store)
+    chosen = store.conversations() if convs is None else list(convs)
+    return [
+        conversation_view(conv, fields, now_ms=now_ms, active_minutes=active_minutes)
+        for conv, fields in projector.conversation_projections(chosen)
+        if _int(fields, "messages") > 0
+    ]
+
+
+def recent_messages(store: Store, limit: int = 1000) -> list[dict[str, Any]]:
+    """The ``limit`` most recent user/assistant messages, oldest first, with text previews.
+
+    Each: ``seq``, ``conv``, ``id``, ``role``, ``ts``, ``preview`` (of the newest revision).
+    """
+    r: Any = store.client
+    rows = r.zrange(store.keys.recent, -limit, -1, withscores=True) if limit > 0 else []
+    parsed = [(parse_recent_member(m), int(score)) for m, score in rows]
+    pipe = r.pipeline(transaction=False)
+    for (_, conv, eid, _), _ in parsed:
+        pipe.hget(store.keys.cur(conv), eid)
+    versions = pipe.execute()
+    pipe = r.pipeline(transaction=False)
+    for ((_, conv, _, _), _), v in zip(parsed, versions, strict=True):
+        pipe.hget(store.keys.body(conv), v[-32:])
+    bodies = pipe.execute()
+    out = []
+    for ((seq, conv, eid, role), tms), body in zip(parsed, bodies, strict=True):
+        try:
+            text = message_text(loads(body))
+        except ValueError:
+            text = ""
+        out.append(
+            {
+                "seq": seq,
+                "conv": conv,
+                "id": eid,
+                "role": role,
+                "ts": iso_ms(tms) if tms else None,
+                "preview": preview(text),
+            }
+        )
+    return out
