@@ -18,9 +18,20 @@ from aggregator.keys import Keys
 from aggregator.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "corpus" / "projects"
-if not CORPUS.is_dir():  # CI clones may sit elsewhere; allow an override
-    CORPUS = Path(os.environ.get("AGG_TEST_CORPUS", CORPUS))
+
+
+def _find_corpus() -> Path:
+    """The shared corpus (``../shared/corpus/projects`` of the checkout, or of a parent dir)."""
+    if os.environ.get("AGG_TEST_CORPUS"):
+        return Path(os.environ["AGG_TEST_CORPUS"])
+    for parent in [REPO, *REPO.parents]:
+        candidate = parent / "shared" / "corpus" / "projects"
+        if candidate.is_dir():
+            return candidate
+    return Path("/work/shared/corpus/projects")
+
+
+CORPUS = _find_corpus()
 
 HOST = "testhost"
 
