@@ -16,8 +16,12 @@ Lua call well under Redis' 5 s busy threshold while making the per-batch round t
 BATCH_LINES = 2000
 """Lines per ingest batch at most; bounds the argument count and run time of one Lua call."""
 
-COMMITS_IN_FLIGHT = 2
-"""Batches handed to the committer thread before the reader waits: parsing overlaps Redis."""
+CURSOR_PREFETCH = 256
+"""File cursors read per round trip when syncing many files (a stale one only costs a retry)."""
+
+INGEST_SEND_BUFFER_BYTES = 4 << 20
+"""Socket send buffer asked for on the ingest connection (4 MiB): a whole batch fits, so sending it
+never waits for Redis to finish the previous one. The kernel caps it (``net.core.wmem_max``)."""
 
 READ_CHUNK_BYTES = 1 << 20
 """Bytes read from a transcript per read call; files are streamed, never loaded whole."""

@@ -76,8 +76,9 @@ def ingest(
     tailer = tailer or Tailer(store)
     report = IngestReport()
     try:
-        for sf in sources:
-            report.add(tailer.sync(sf, progress))
+        # One stream for all files: Redis stores the end of one file while the next is read.
+        for result in tailer.sync_all(sources, progress):
+            report.add(result)
     finally:
         if own:
             tailer.close()

@@ -16,15 +16,19 @@ through a Lua call than per byte of an ordinary HSET.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import hiredis
 import orjson
 import redis
+from redis.exceptions import NoScriptError
 
 from aggregator import defaults, scripts
 from aggregator.errors import CursorConflict, NotFound
@@ -116,6 +120,61 @@ class Store:
         return [h for h in pipe.execute() if h]
 
     # --- commit ------------------------------------------------------------------------------
+    def prepare(
+        self,
+        sf: SourceFile,
+        fid: str,
+        cursor: dict[str, Any],
+        items: Iterable[Event | Rejection],
+        chain: Chain | None = None,
+    ) -> Batch:
+        """Make ``items`` (in line order) and the cursor they lead to into a :class:`Batch`."""
+        k = self.keys
+        items = list(items)
+        events: list[Event] = [it for it in items if type(it) is Event]
+        rejections: list[Any] = []
+        if len(events) != len(items):
+            for it in items:
+                if type(it) is Rejection:
+                    rejections += (f"{fid}:{it.digest}", self._rejection_record(sf, it))
+        convs = list(dict.fromkeys([e.conv for e in events]))
+        if len(convs) <= 1:
+            cis = ""
+            bodies = [(k.body(c), {e.digest: e.raw for e in events}) for c in convs]
+        else:
+            index = {c: str(i) for i, c in enumerate(convs, 1)}
+            cis = ",".join([index[e.conv] for e in events])
+            per_conv: dict[str, dict[str, bytes]] = {c: {} for c in convs}
+            for e in events:
+                per_conv[e.conv][e.digest] = e.raw
+            bodies = [(k.body(c), m) for c, m in per_conv.items()]
+        keys: list[str] = [k.seq, k.log, k.stats, k.file(fid), k.convs, k.files, k.rejects, k.rejects_seen, k.dirty]
+        args: list[Any] = [
+            0,  # the expected generation: filled in when the batch is sent
+            fid,
+            k.events_channel,
+            k.conv_channel(""),
+            defaults.REJECTS_KEPT,
+            sf.display,
+            sf.project,
+            sf.agent or "",
+            len(events),
+            cis,
+            "\n".join([e.id for e in events]),
+            "".join([e.digest for e in events]),
+            b"".join([b"1" if e.is_msg else b"0" for e in events]),
+            b"\n".join([e.tail for e in events]),
+            b"\n".join([e.facts for e in events]),
+            len(convs),
+        ]
+        for conv in convs:
+            keys += (k.cur(conv), k.timeline(conv), k.meta(conv))
+            args += (conv, dumps(conv))
+        args += (len(rejections) // 2, *rejections, len(cursor))
+        for name, value in cursor.items():
+            args += (name, value)
+        return Batch(sf.display, bodies, keys, args, chain or Chain(0))
+
     def commit(
         self, sf: SourceFile, fid: str, expected_gen: int, cursor: dict[str, Any], items: Iterable[Event | Rejection]
     ) -> CommitResult:
@@ -124,62 +183,18 @@ class Store:
         Raises :class:`CursorConflict` if the cursor's generation is no longer ``expected_gen``;
         then nothing was committed (bodies written in step 1 are harmless, see the module doc).
         """
-        k = self.keys
-        conv_index: dict[str, int] = {}
-        bodies: dict[str, dict[str, bytes]] = {}
-        cis: list[int] = []
-        ids: list[str] = []
-        digests: list[str] = []
-        msgs: list[bytes] = []
-        tails: list[bytes] = []
-        facts: list[bytes] = []
-        rejections: list[Any] = []
-        for it in items:
-            if type(it) is Event:
-                cis.append(conv_index.setdefault(it.conv, len(conv_index) + 1))
-                bodies.setdefault(it.conv, {})[it.digest] = it.raw
-                ids.append(it.id)
-                digests.append(it.digest)
-                msgs.append(b"1" if it.is_msg else b"0")
-                tails.append(it.tail)
-                facts.append(it.facts)
-            else:
-                assert isinstance(it, Rejection)
-                rejections += (f"{fid}:{it.digest}", self._rejection_record(sf, it))
-        if bodies:
+        batch = self.prepare(sf, fid, cursor, items)
+        if batch.bodies:
             pipe = self.r.pipeline(transaction=False)
-            for conv, mapping in bodies.items():
-                pipe.hset(k.body(conv), mapping=mapping)
+            for key, mapping in batch.bodies:
+                pipe.hset(key, mapping=mapping)
             pipe.execute()
-        keys: list[str] = [k.seq, k.log, k.stats, k.file(fid), k.convs, k.files, k.rejects, k.rejects_seen, k.dirty]
-        args: list[Any] = [
-            expected_gen,
-            fid,
-            k.events_channel,
-            k.conv_channel(""),
-            defaults.REJECTS_KEPT,
-            sf.display,
-            sf.project,
-            sf.agent or "",
-            len(ids),
-            "" if len(conv_index) <= 1 else ",".join(map(str, cis)),
-            "\n".join(ids),
-            "".join(digests),
-            b"".join(msgs),
-            b"\n".join(tails),
-            b"\n".join(facts),
-            len(conv_index),
-        ]
-        for conv in conv_index:
-            keys += (k.cur(conv), k.timeline(conv), k.meta(conv))
-            args += (conv, dumps(conv))
-        args += (len(rejections) // 2, *rejections, len(cursor))
-        for name, value in cursor.items():
-            args += (name, value)
-        res = self._ingest(keys=keys, args=args)
-        if res[0] == b"conflict":
-            raise CursorConflict(f"cursor of {sf.display} moved (generation {int(res[1])})")
-        return CommitResult(*(int(x) for x in res[1:8]))
+        res = self._ingest(keys=batch.keys, args=[expected_gen, *batch.args[1:]])
+        return batch.result(res)
+
+    def writer(self) -> BatchWriter:
+        """A :class:`BatchWriter` on a connection of its own (call its ``close`` when done)."""
+        return BatchWriter(self)
 
     def _rejection_record(self, sf: SourceFile, r: Rejection) -> bytes:
         return dumps(
@@ -271,6 +286,187 @@ class Store:
             batches = self.log_batches(cursor, count=50)
             if not batches:
                 return
+
+
+@dataclass(slots=True)
+class Chain:
+    """The batches of one pass over one file: each expects the cursor generation the previous left."""
+
+    gen: int
+    """The generation the next batch expects (the cursor's when the pass began, then each commit's)."""
+    lost: bool = False
+    """A batch lost the compare-and-set (another ingester moved the cursor): the rest are dropped."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """One batch ready to store: its body writes and the ingest script's keys and arguments."""
+
+    display: str
+    bodies: list[tuple[str, dict[str, bytes]]]
+    """(body hash key, {digest: line bytes}) per conversation: step 1, before the script."""
+    keys: list[str]
+    args: list[Any]
+    """The script's ARGV; ``args[0]``, the expected cursor generation, is set when it is sent."""
+    chain: Chain
+    note: Any = None
+    """Whatever the caller wants back with the batch's result."""
+
+    def result(self, res: list[Any]) -> CommitResult:
+        if res[0] == b"conflict":
+            raise CursorConflict(f"cursor of {self.display} moved (generation {int(res[1])})")
+        return CommitResult(*(int(x) for x in res[1:8]))
+
+
+Answered = list[tuple[Batch, CommitResult | None]]
+"""Batches whose fate is known: their result, or None if not committed (their chain lost)."""
+
+
+class BatchWriter:
+    """Commits batches (of one file or many) as one stream, overlapping Redis' work with the caller's.
+
+    One connection, no thread: :meth:`submit` sends batch N's body writes together with batch
+    N-1's script call and returns without waiting, so Redis stores N-1 while the caller parses
+    N+1; the replies are read at the next :meth:`submit`. (A committer *thread* was slower: every
+    socket call hands the GIL back and forth with the parsing thread, and each hand-off waits
+    for the switch interval.) Step 1 before step 2 holds per batch: a script is sent only once
+    its batch's bodies are acknowledged. At most one script is in flight, and it is sent with
+    the generation its chain's previous batch returned; once a batch of a chain loses the
+    compare-and-set, the chain's later batches are dropped, never sent — so no batch commits
+    after an earlier one of its pass failed (``tests/test_writer_real.py``).
+
+    Not thread-safe. :meth:`close` must be called (it returns or drops the connection).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.pool = store.client.connection_pool
+        self.conn: Any = None
+        self.staged: Batch | None = None  # bodies sent; script not sent yet
+        self.script_sent: Batch | None = None  # script sent, reply not read
+        self.body_replies = 0  # replies of the staged batch's body writes still to read
+        self.sha: str = store._ingest.sha
+
+    def _connection(self) -> Any:
+        if self.conn is None:
+            self.conn = self.pool.get_connection()
+            # A send buffer that holds a whole batch lets send() return at once while Redis is
+            # still busy with the previous one. Best effort: the kernel caps it (wmem_max).
+            sock = getattr(self.conn, "_sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, defaults.INGEST_SEND_BUFFER_BYTES)
+        return self.conn
+
+    def _send(self, packed: list[bytes]) -> None:
+        if packed:
+            self._connection().send_packed_command(packed, check_health=False)
+
+    def _script(self, batch: Batch) -> bytes:
+        batch.args[0] = batch.chain.gen
+        packed: bytes = hiredis.pack_command(("EVALSHA", self.sha, len(batch.keys), *batch.keys, *batch.args))
+        return packed
+
+    def submit(self, batch: Batch) -> Answered:
+        """Send ``batch``'s bodies (and the previous batch's script); returns the batches answered."""
+        answered = self._advance()
+        commands: list[bytes] = []
+        if self.staged is not None:
+            staged, self.staged = self.staged, None
+            if staged.chain.lost:
+                answered.append((staged, None))
+            else:
+                commands.append(self._script(staged))
+                self.script_sent = staged
+        if batch.chain.lost:
+            answered.append((batch, None))
+        else:
+            commands += [_hset(key, mapping) for key, mapping in batch.bodies]
+            self.staged, self.body_replies = batch, len(batch.bodies)
+        self._send(commands)
+        return answered
+
+    def finish(self) -> Answered:
+        """Commit everything submitted; returns the batches answered since the last call."""
+        answered = self._advance()
+        if self.staged is not None:
+            staged, self.staged = self.staged, None
+            if staged.chain.lost:
+                answered.append((staged, None))
+            else:
+                self._send([self._script(staged)])
+                self.script_sent = staged
+                answered += self._advance()
+        return answered
+
+    def _advance(self) -> Answered:
+        """Read the replies in flight: the previous script's, then the staged batch's bodies'."""
+        conn = self.conn
+        reply: Any = None
+        script_error: redis.ResponseError | None = None
+        body_error: redis.ResponseError | None = None
+        if self.script_sent is not None:
+            try:
+                reply = conn.read_response()
+            except redis.ResponseError as e:
+                script_error = e
+        for _ in range(self.body_replies):
+            try:
+                conn.read_response()
+            except redis.ResponseError as e:
+                body_error = body_error or e
+        self.body_replies = 0
+        answered: Answered = []
+        batch, self.script_sent = self.script_sent, None
+        if body_error is not None:
+            raise body_error  # e.g. out of memory: the staged batch's script is never sent
+        if batch is None:
+            return answered
+        if isinstance(script_error, NoScriptError):
+            # Redis forgot the script (restart, failover, SCRIPT FLUSH): none of it ran; load it
+            # and send the call again (tests/test_writer_real.py::test_script_flush_mid_run).
+            self.store.r.script_load(scripts.INGEST)
+            self._send([self._script(batch)])
+            reply = conn.read_response()
+        elif script_error is not None:
+            raise script_error
+        try:
+            result = batch.result(reply)
+        except CursorConflict:
+            batch.chain.lost = True
+            answered.append((batch, None))
+            return answered
+        batch.chain.gen = result.gen
+        answered.append((batch, result))
+        return answered
+
+    def close(self) -> None:
+        """Give the connection back; one with replies left unread is dropped instead."""
+        if self.conn is None:
+            return
+        if self.script_sent is not None or self.body_replies:
+            self.conn.disconnect()
+        self.pool.release(self.conn)
+        self.conn = None
+        self.script_sent = self.staged = None
+        self.body_replies = 0
+
+
+def _hset(key: str, mapping: dict[str, bytes]) -> bytes:
+    """``HSET key field value ...`` in the Redis protocol (digests as fields, line bytes as values).
+
+    Built here rather than by the client's packer, which costs more per argument than a line
+    costs to parse.
+    """
+    kb = key.encode()
+    out = [b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n" % (2 + 2 * len(mapping), len(kb), kb)]
+    add = out.append
+    for digest, raw in mapping.items():
+        d = digest.encode()
+        add(b"$%d\r\n%s\r\n$%d\r\n" % (len(d), d, len(raw)))
+        add(raw)
+        add(b"\r\n")
+    return b"".join(out)
 
 
 def _split(first: int, f: dict[bytes, bytes]) -> Iterator[LogEntry]:

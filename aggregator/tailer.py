@@ -6,7 +6,8 @@ Used by ``agg ingest`` (once per file) and by the watcher (whenever a file may h
 * Only newline-terminated lines are consumed; an unterminated last line waits for its newline.
 * Batches are cut by bytes and lines; each is committed by the ingest script, which moves the
   cursor in the same atomic step as the events it covers. A crash at any instant leaves both or
-  neither (``tests/test_kill.py``).
+  neither (``tests/test_kill.py``). Batches go through a :class:`~aggregator.store.BatchWriter`,
+  so Redis stores one batch while the next is parsed.
 * Before resuming, the file is checked against its cursor: another inode, a size below the
   offset, a different head or a different tail (the bytes just before the offset), or a changed
   mtime without growth all mean it was replaced or rewritten — it is then re-read from the start
@@ -21,17 +22,15 @@ import contextlib
 import hashlib
 import os
 import stat
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from aggregator import defaults
-from aggregator.errors import CursorConflict, StoreError
+from aggregator.errors import StoreError
 from aggregator.layout import SourceFile
 from aggregator.parse import Event, Rejection, parse_line
-from aggregator.store import CommitResult, Cursor, Store
+from aggregator.store import Batch, Chain, CommitResult, Cursor, Store
 
 Progress = Callable[[int], None]
 
@@ -87,75 +86,171 @@ class Tailer:
         self.batch_lines = batch_lines
         self.max_line_bytes = max_line_bytes
         self.read_chunk_bytes = read_chunk_bytes
-        self._pool: ThreadPoolExecutor | None = None
-
-    def committer(self) -> ThreadPoolExecutor:
-        """The thread that commits batch N while this one parses batch N+1."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agg-commit")
-        return self._pool
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Release what the tailer holds (nothing outlives a sync call today; kept for callers)."""
 
     def sync(self, sf: SourceFile, progress: Progress | None = None) -> FileResult:
         """Commit every complete line of ``sf`` beyond its cursor; returns what was done."""
-        fid = self.store.file_id(sf.path)
-        result = FileResult(sf.display)
-        for _ in range(defaults.CAS_RETRIES):
-            try:
-                self._sync_once(sf, fid, self.store.cursor(fid), result, progress)
-                return result
-            except CursorConflict:
-                continue  # another ingester moved the cursor: start over from what Redis holds
-        raise StoreError(f"gave up on {sf.display}: its cursor kept moving under us")
+        (result,) = self.sync_all([sf], progress)  # unpacking runs the stream to its end
+        return result
 
-    # ------------------------------------------------------------------------------------------
-    def _sync_once(
-        self, sf: SourceFile, fid: str, cur: Cursor | None, result: FileResult, progress: Progress | None
-    ) -> None:
+    def sync_all(self, sources: Iterable[SourceFile], progress: Progress | None = None) -> Iterator[FileResult]:
+        """:meth:`sync` each of ``sources``; yields each file's result once all of it is committed.
+
+        Files are read one after the other but committed as one stream, so Redis stores the end
+        of one file while the next is read (most files fit in one batch). Results may come in
+        another order than ``sources``.
+        """
+        run = _Run(self, progress)
+        try:
+            for chunk in _chunks(sources, defaults.CURSOR_PREFETCH):
+                # One round trip for the cursors of many files. A cursor that is stale by the time
+                # its file is read only costs a retry: every commit checks the cursor's generation.
+                fids = [self.store.file_id(sf.path) for sf in chunk]
+                for sf, fid, cur in zip(chunk, fids, self.store.cursors(fids), strict=True):
+                    run.start(_Job(sf, fid, FileResult(sf.display)), cur)
+                    yield from run.take_finished()
+            run.finish()
+            yield from run.take_finished()
+        finally:
+            run.close()
+
+
+def _chunks(items: Iterable[SourceFile], n: int) -> Iterator[list[SourceFile]]:
+    chunk: list[SourceFile] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@dataclass
+class _Job:
+    """One file to sync, across the passes a lost compare-and-set may take."""
+
+    sf: SourceFile
+    fid: str
+    result: FileResult
+    attempts: int = 0
+
+
+class _Run:
+    """Passes over many files, committed through one :class:`~aggregator.store.BatchWriter`."""
+
+    def __init__(self, t: Tailer, progress: Progress | None) -> None:
+        self.t = t
+        self.progress = progress
+        self.writer = t.store.writer()
+        self.open: list[_Reader] = []  # passes read to their end whose batches are not all answered
+        self.finished: list[FileResult] = []
+        self.retry: list[_Job] = []
+
+    def start(self, job: _Job, cur: Cursor | None) -> None:
+        """Read ``job``'s file from ``cur`` and submit its batches (and retry those that lost)."""
+        self._pass(job, cur)
+        while self.retry:
+            again = self.retry.pop(0)
+            self._pass(again, self.t.store.cursor(again.fid))
+
+    def _pass(self, job: _Job, cur: Cursor | None) -> None:
+        while True:
+            job.attempts += 1
+            if job.attempts > defaults.CAS_RETRIES:
+                raise StoreError(f"gave up on {job.sf.display}: its cursor kept moving under us")
+            reader = self._read(job, cur)
+            if reader is None:
+                self.finished.append(job.result)
+                return
+            if not reader.chain.lost:
+                self.open.append(reader)
+                self._settle()
+                return
+            # another ingester moved the cursor while this file was read: start over from Redis
+            cur = self.t.store.cursor(job.fid)
+
+    def _read(self, job: _Job, cur: Cursor | None) -> _Reader | None:
+        sf, result = job.sf, job.result
         try:
             # O_NONBLOCK: if the path was swapped for a FIFO after discovery, open must not hang.
             fd = os.open(sf.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             result.skipped = "vanished"
-            return
+            return None
         except OSError as e:
             result.skipped = f"unreadable: {e.strerror or e}"
-            return
+            return None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 result.skipped = "not a regular file"
-                return
-            _Reader(self, sf, fid, fd, st, cur, result, progress).run()
+                return None
+            reader = _Reader(self, job, fd, st, cur)
+            reader.run()
+            return reader
         finally:
             os.close(fd)
+
+    def submit(self, batch: Batch) -> None:
+        self.done(self.writer.submit(batch))
+
+    def done(self, answered: list[tuple[Batch, CommitResult | None]]) -> None:
+        """Account for answered batches (None: not committed, its pass lost the race)."""
+        for batch, res in answered:
+            reader, lines, nbytes = batch.note
+            reader.outstanding -= 1
+            if res is not None:
+                reader.job.result.add(res, lines, nbytes)
+                if self.progress:
+                    self.progress(nbytes)
+        self._settle()
+
+    def _settle(self) -> None:
+        still: list[_Reader] = []
+        for reader in self.open:
+            if reader.outstanding:
+                still.append(reader)
+            elif reader.chain.lost:
+                self.retry.append(reader.job)
+            else:
+                self.finished.append(reader.job.result)
+        self.open = still
+
+    def take_finished(self) -> list[FileResult]:
+        out, self.finished = self.finished, []
+        return out
+
+    def finish(self) -> None:
+        """Commit everything submitted, retrying files whose pass lost the race."""
+        while True:
+            self.done(self.writer.finish())
+            if not self.retry:
+                return
+            while self.retry:
+                again = self.retry.pop(0)
+                self._pass(again, self.t.store.cursor(again.fid))
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class _Reader:
     """One pass over one open file."""
 
-    def __init__(
-        self,
-        t: Tailer,
-        sf: SourceFile,
-        fid: str,
-        fd: int,
-        st: os.stat_result,
-        cur: Cursor | None,
-        result: FileResult,
-        progress: Progress | None,
-    ) -> None:
-        self.t, self.sf, self.fid, self.fd, self.st = t, sf, fid, fd, st
-        self.result, self.progress = result, progress
+    def __init__(self, run: _Run, job: _Job, fd: int, st: os.stat_result, cur: Cursor | None) -> None:
+        self.run_, self.t, self.job = run, run.t, job
+        self.sf, self.fid, self.fd, self.st = job.sf, job.fid, fd, st
+        self.result = job.result
         self.gen = cur.gen if cur else 0
+        self.chain = Chain(self.gen)
+        self.outstanding = 0  # batches submitted and not answered yet
         self.head = os.pread(fd, defaults.FINGERPRINT_BYTES, 0)
         reason = self._changed(cur) if cur else None
         if reason:
-            result.reset = reason
+            self.result.reset = reason
         self.start = 0 if (cur is None or reason) else cur.off
         self.committed = self.start
         self.dirty = cur is None or bool(reason)  # identity to record even if no line is read
@@ -168,11 +263,6 @@ class _Reader:
         self.raws: list[bytes] = []  # every consumed line of the batch (for the tail fingerprint)
         self.batch_bytes = 0
         self.batch_lines = 0
-        # Batches handed to the committer thread, oldest first: (future, lines, bytes). Each expects
-        # the generation the previous one will leave; if one loses the compare-and-set, every later
-        # one fails it too and nothing of theirs is committed.
-        self.pending: deque[tuple[Future[CommitResult], int, int]] = deque()
-        self.next_gen = self.gen
 
     def _changed(self, cur: Cursor) -> str | None:
         st, fd = self.st, self.fd
@@ -191,67 +281,75 @@ class _Reader:
         return None
 
     def run(self) -> None:
-        try:
+        # _Lost: the pass's chain lost the compare-and-set; the caller starts a new pass
+        with contextlib.suppress(_Lost):
             self._run()
-            while self.pending:
-                self._collect()
-        finally:
-            for future, _, _ in self.pending:  # failing: let queued commits end, ignore outcomes
-                with contextlib.suppress(Exception):
-                    future.result()
 
     def _run(self) -> None:
         t = self.t
+        sf, fd = self.sf, self.fd
+        max_line = t.max_line_bytes
         pos = self.start
         line_off = self.start
-        pieces: list[bytes] = []
+        pieces: list[bytes] = []  # the start of a line that continues in the next chunk
         pending = 0
         skipping = False  # inside a line longer than max_line_bytes
         long_tail = b""  # the last bytes of that line, for the tail fingerprint
         while True:
-            chunk = os.pread(self.fd, t.read_chunk_bytes, pos)
+            chunk = os.pread(fd, t.read_chunk_bytes, pos)
             if not chunk:
                 break
             pos += len(chunk)
-            parts = chunk.split(b"\n")
-            for i, part in enumerate(parts):
-                last = i == len(parts) - 1
-                if skipping:
-                    pending += len(part)
-                    long_tail = (long_tail + part)[-defaults.FINGERPRINT_BYTES :]
-                    if not last:
-                        self._reject_long(line_off, pending, pieces[0], long_tail)
-                        line_off += pending + 1
-                        pieces, pending, skipping, long_tail = [], 0, False, b""
-                    continue
-                if last:
-                    if part:
-                        pieces.append(part)
-                        pending += len(part)
-                        if pending > t.max_line_bytes:
-                            skipping = True
-                            joined = b"".join(pieces)
-                            long_tail = joined[-defaults.FINGERPRINT_BYTES :]
-                            pieces = [joined[: defaults.REJECT_PREFIX_BYTES]]
-                    continue
-                line = b"".join((*pieces, part)) if pieces else part
+            lines = chunk.split(b"\n")
+            rest = lines.pop()  # after the chunk's last newline: the start of a later line
+            if lines and skipping:
+                first = lines.pop(0)
+                pending += len(first)
+                long_tail = (long_tail + first)[-defaults.FINGERPRINT_BYTES :]
+                self._reject_long(line_off, pending, pieces[0], long_tail)
+                line_off += pending + 1
+                pieces, pending, skipping, long_tail = [], 0, False, b""
+            elif lines and pieces:
+                pieces.append(lines[0])
+                lines[0] = b"".join(pieces)
                 pieces, pending = [], 0
-                self._line(line, line_off)
-                line_off += len(line) + 1
-                if self.batch_bytes >= t.batch_bytes or self.batch_lines >= t.batch_lines:
+            # The hot loop: the batch's lists and counters are locals, written back on commit.
+            items, raws = self.items, self.raws
+            nbytes, nlines = self.batch_bytes, self.batch_lines
+            for line in lines:
+                size = len(line)
+                if size > max_line:
+                    self.batch_bytes, self.batch_lines = nbytes, nlines
+                    self._reject_long(
+                        line_off, size, line[: defaults.REJECT_PREFIX_BYTES], line[-defaults.FINGERPRINT_BYTES :]
+                    )
+                    nbytes, nlines = self.batch_bytes, self.batch_lines
+                else:
+                    parsed = parse_line(line, line_off, sf)
+                    if parsed is not None:
+                        items.append(parsed)
+                    raws.append(line)
+                    nbytes += size + 1
+                    nlines += 1
+                line_off += size + 1
+                if nbytes >= t.batch_bytes or nlines >= t.batch_lines:
+                    self.batch_bytes, self.batch_lines = nbytes, nlines
                     self._commit(line_off, pos, final=False)
+                    items, raws = self.items, self.raws
+                    nbytes, nlines = 0, 0
+            self.batch_bytes, self.batch_lines = nbytes, nlines
+            if skipping:
+                pending += len(rest)
+                long_tail = (long_tail + rest)[-defaults.FINGERPRINT_BYTES :]
+            elif rest:
+                pieces.append(rest)
+                pending += len(rest)
+                if pending > max_line:
+                    skipping = True
+                    joined = b"".join(pieces)
+                    long_tail = joined[-defaults.FINGERPRINT_BYTES :]
+                    pieces = [joined[: defaults.REJECT_PREFIX_BYTES]]
         self._commit(line_off, pos, final=True)
-
-    def _line(self, line: bytes, off: int) -> None:
-        if len(line) > self.t.max_line_bytes:
-            self._reject_long(off, len(line), line[: defaults.REJECT_PREFIX_BYTES], line[-defaults.FINGERPRINT_BYTES :])
-            return
-        parsed = parse_line(line, off, self.sf)
-        if parsed is not None:
-            self.items.append(parsed)
-        self.raws.append(line)
-        self.batch_bytes += len(line) + 1
-        self.batch_lines += 1
 
     def _reject_long(self, off: int, size: int, prefix: bytes, tail: bytes) -> None:
         self.items.append(
@@ -298,21 +396,17 @@ class _Reader:
             "agent": self.sf.agent or "",
             "kind": self.sf.kind,
         }
-        items = self.items
-        while len(self.pending) >= defaults.COMMITS_IN_FLIGHT:
-            self._collect()
-        future = self.t.committer().submit(self.t.store.commit, self.sf, self.fid, self.next_gen, cursor, items)
-        self.next_gen += 1
-        self.pending.append((future, len(items), off - self.committed))
+        batch = self.t.store.prepare(self.sf, self.fid, cursor, self.items, self.chain)
+        batch.note = (self, len(self.items), off - self.committed)
         self.committed = off
         self.dirty = False
         self.items, self.raws = [], []
         self.batch_bytes = self.batch_lines = 0
+        self.outstanding += 1
+        self.run_.submit(batch)
+        if self.chain.lost:
+            raise _Lost
 
-    def _collect(self) -> None:
-        """Wait for the oldest queued commit (raises CursorConflict if it lost the race)."""
-        future, lines, nbytes = self.pending.popleft()
-        res = future.result()
-        self.result.add(res, lines, nbytes)
-        if self.progress:
-            self.progress(nbytes)
+
+class _Lost(Exception):
+    """Raised inside a pass whose chain of commits lost the compare-and-set (stop reading)."""

@@ -1,0 +1,282 @@
+"""The commit stream (BatchWriter) and the tailer's reading loop, on a real redis-server.
+
+Ingest sends batch N's body writes with batch N-1's script call and reads the replies later, and
+streams many files through one connection. These tests check what that must not change: the
+compare-and-set chain of a pass, bodies before the index, recovery from a forgotten script,
+lines cut at every chunk boundary, and that one stream stores exactly what file-by-file syncs do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from aggregator.devserver import RedisProcess
+from aggregator.ingest import ingest
+from aggregator.keys import Keys
+from aggregator.layout import SourceFile, classify, iter_transcripts
+from aggregator.parse import Event, Rejection, parse_line
+from aggregator.store import Batch, Chain, Store
+from aggregator.tailer import Tailer
+from tests import oracle
+from tests.conftest import HOST
+
+
+def _write_lines(path: Path, lines: list[bytes]) -> list[int]:
+    """Write ``lines`` (each + newline); returns the offset after each line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ends, off = [], 0
+    with path.open("wb") as f:
+        for line in lines:
+            f.write(line + b"\n")
+            off += len(line) + 1
+            ends.append(off)
+    return ends
+
+
+def _record(i: int, conv: str = "s1", size: int = 0) -> bytes:
+    rec = {"sessionId": conv, "uuid": f"{conv}-u{i}", "type": "user", "message": {"content": "x" * size}}
+    return json.dumps(rec).encode()
+
+
+def _items(sf: SourceFile, lines: list[bytes]) -> list[Event | Rejection]:
+    out, off = [], 0
+    for line in lines:
+        parsed = parse_line(line, off, sf)
+        assert parsed is not None
+        out.append(parsed)
+        off += len(line) + 1
+    return out
+
+
+def test_a_batch_never_commits_after_an_earlier_one_of_its_pass_lost(store: Store, tmp_path: Path) -> None:
+    """Batch 2 of a pass expects the generation batch 1 leaves; if batch 1 loses the race to
+    another ingester that moved the cursor to that same generation, batch 2 must still not
+    commit — it would skip the lines between the other ingester's offset and its own start."""
+    path = tmp_path / "projects" / "p" / "s1.jsonl"
+    lines = [_record(i) for i in range(6)]
+    ends = _write_lines(path, lines)
+    sf = classify(str(path))
+    assert sf is not None
+    fid = store.file_id(sf.path)
+    items = _items(sf, lines)
+    chain = Chain(0)
+    b1 = store.prepare(sf, fid, {"off": ends[2]}, items[:3], chain)
+    b2 = store.prepare(sf, fid, {"off": ends[5]}, items[3:], chain)
+    # another ingester commits line 0 alone: generation 0 -> 1, offset after line 0
+    store.commit(sf, fid, 0, {"off": ends[0]}, items[:1])
+
+    writer = store.writer()
+    try:
+        answered = writer.submit(b1) + writer.submit(b2) + writer.finish()
+    finally:
+        writer.close()
+
+    assert [res for _, res in answered] == [None, None]
+    assert chain.lost
+    cur = store.cursor(fid)
+    assert cur is not None and (cur.gen, cur.off) == (1, ends[0])
+    assert store.stats()["events"] == 1  # lines 3-5 were not committed past the gap
+
+
+def test_batches_of_a_pass_chain_their_generations(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "projects" / "p" / "s1.jsonl"
+    lines = [_record(i) for i in range(9)]
+    ends = _write_lines(path, lines)
+    sf = classify(str(path))
+    assert sf is not None
+    fid = store.file_id(sf.path)
+    items = _items(sf, lines)
+    chain = Chain(0)
+    batches = [store.prepare(sf, fid, {"off": ends[i + 2]}, items[i : i + 3], chain) for i in (0, 3, 6)]
+    writer = store.writer()
+    try:
+        answered = [a for b in batches for a in writer.submit(b)] + writer.finish()
+    finally:
+        writer.close()
+    results = [res for _, res in answered]
+    assert all(r is not None for r in results)
+    assert [r.gen for r in results if r is not None] == [1, 2, 3]
+    assert [r.first_seq for r in results if r is not None] == [1, 4, 7]
+    cur = store.cursor(fid)
+    assert cur is not None and (cur.gen, cur.off) == (3, ends[8])
+
+
+class _Hooked(Store):
+    """A store that runs ``hook(n)`` when its n-th batch is prepared (to cause races on cue)."""
+
+    hook: Any = None
+    prepared = 0
+
+    def prepare(self, *args: Any, **kwargs: Any) -> Batch:
+        self.prepared += 1
+        if self.hook is not None:
+            self.hook(self.prepared)
+        return super().prepare(*args, **kwargs)
+
+
+def test_pass_that_lost_the_race_resumes_from_redis(r: redis.Redis, tmp_path: Path) -> None:
+    """Another ingester syncs the file while this one is between batches: this pass loses the
+    compare-and-set, re-reads the cursor and finds nothing left — no loss, no double count."""
+    path = tmp_path / "projects" / "p" / "s1.jsonl"
+    lines = [_record(i) for i in range(12)]
+    _write_lines(path, lines)
+    sf = classify(str(path))
+    assert sf is not None
+    ours = _Hooked(r, Keys("agg"), HOST)
+    other = Store(r, Keys("agg"), HOST)
+    ours.hook = lambda n: Tailer(other).sync(sf) if n == 2 else None
+
+    result = Tailer(ours, batch_lines=3).sync(sf)
+
+    assert ours.prepared >= 2
+    stats = ours.stats()
+    assert (stats["events"], stats["duplicates"], stats["lines"]) == (12, 0, 12)
+    assert result.events_added + result.duplicates == 0  # the other ingester stored them all
+    assert [body for _, body in ours.replay("s1")] == lines
+
+
+def test_lost_race_on_an_earlier_file_is_retried_after_the_stream_moved_on(r: redis.Redis, tmp_path: Path) -> None:
+    """The conflict of file A's last batch is only seen while file B is read: A is re-synced."""
+    root = tmp_path / "projects" / "p"
+    a_lines = [_record(i, "sa") for i in range(4)]
+    b_lines = [_record(i, "sb") for i in range(4)]
+    _write_lines(root / "sa.jsonl", a_lines)
+    _write_lines(root / "sb.jsonl", [*b_lines, b'{"sessionId":"sb","uuid":"extra","type":"user"}'])
+    sources = list(iter_transcripts([tmp_path / "projects"]))
+    assert [Path(s.path).name for s in sources] == ["sa.jsonl", "sb.jsonl"]
+    other = Store(r, Keys("agg"), HOST)
+    ours = _Hooked(r, Keys("agg"), HOST)
+
+    def race(n: int) -> None:
+        if n == 2:  # A's only batch is staged, not yet committed: another ingester takes A first
+            Tailer(other, batch_lines=1).sync(sources[0])
+
+    ours.hook = race
+    results = {Path(res.file).name: res for res in Tailer(ours).sync_all(sources)}
+
+    assert set(results) == {"sa.jsonl", "sb.jsonl"}
+    assert results["sb.jsonl"].events_added == 5
+    stats = ours.stats()
+    assert (stats["events"], stats["duplicates"], stats["lines"]) == (9, 0, 9)
+    assert [body for _, body in ours.replay("sa")] == a_lines
+
+
+def test_script_forgotten_mid_stream_is_loaded_again(r: redis.Redis, corpus: Path) -> None:
+    """SCRIPT FLUSH between batches (as after a restart or failover): every line still lands once."""
+    sources = list(iter_transcripts([corpus]))
+    exp = oracle.read([Path(s.path) for s in sources])
+    store = _Hooked(r, Keys("agg"), HOST)
+    store.hook = lambda n: r.script_flush() if n % 7 == 3 else None
+
+    report = ingest(store, sources)
+
+    assert store.prepared > 7
+    assert (report.events_added, report.duplicates, report.revisions, report.rejected) == (
+        exp.events,
+        exp.duplicates,
+        exp.revisions,
+        exp.rejected,
+    )
+
+
+def test_one_stream_stores_what_file_by_file_syncs_store(redis_server: RedisProcess, corpus: Path) -> None:
+    client = redis_server.client()
+    try:
+        client.flushall()
+        sources = list(iter_transcripts([corpus]))
+        stream, single = Store(client, Keys("a"), HOST), Store(client, Keys("b"), HOST)
+        by_stream = {res.file: res for res in Tailer(stream).sync_all(sources)}
+        tailer = Tailer(single)
+        by_file = {sf.display: tailer.sync(sf) for sf in sources}
+
+        assert by_stream == by_file
+        timeless = {"batches": 0, "last_ingest_ms": 0}
+        assert stream.stats() | timeless == single.stats() | timeless
+        assert stream.conversations() == single.conversations()
+        for conv in stream.conversations():
+            assert list(stream.replay(conv)) == list(single.replay(conv))
+        in_use = client.connection_pool._in_use_connections  # type: ignore[attr-defined]
+        assert not in_use  # the stream's connection went back to the pool
+    finally:
+        client.close()
+
+
+def _expected_lines(data: bytes, max_line: int) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
+    """(offset, line) of every storable line, (offset, size) of every too-long one."""
+    stored, too_long, off = [], [], 0
+    for line in data.split(b"\n")[:-1]:  # an unterminated last line waits
+        if len(line) > max_line:
+            too_long.append((off, len(line)))
+        elif line.strip():
+            stored.append((off, line))
+        off += len(line) + 1
+    return stored, too_long
+
+
+@pytest.mark.parametrize(("chunk", "max_line"), [(7, 300), (64, 300), (301, 300), (4096, 1000), (1 << 20, 200)])
+def test_lines_cut_at_any_chunk_boundary(r: redis.Redis, tmp_path: Path, chunk: int, max_line: int) -> None:
+    lines = []
+    for i in range(60):
+        size = (37 * i) % 700  # some under, some over max_line, some exactly at chunk sizes
+        lines.append(_record(i, size=size))
+        if i % 9 == 0:
+            lines.append(b"")  # blank lines are skipped, not stored
+    data = b"\n".join(lines) + b"\n" + _record(999)[:-3]  # ends in a partial line
+    path = tmp_path / "projects" / "p" / "s1.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    sf = classify(str(path))
+    assert sf is not None
+    store = Store(r, Keys("agg"), HOST)
+
+    result = Tailer(store, read_chunk_bytes=chunk, max_line_bytes=max_line, batch_lines=13).sync(sf)
+
+    stored, too_long = _expected_lines(data, max_line)
+    assert (result.events_added, result.rejected) == (len(stored), len(too_long))
+    assert [body for _, body in store.replay("s1")] == [line for _, line in stored]
+    rejects = [json.loads(x) for x in r.lrange("agg:rejects", 0, -1)][::-1]
+    assert [(x["offset"], x["bytes"]) for x in rejects] == too_long
+    cur = store.cursor(store.file_id(sf.path))
+    assert cur is not None and cur.off == data.rfind(b"\n") + 1
+
+
+def test_conversation_index_hashes_skip_the_listpack_encoding(store: Store, r: redis.Redis, corpus: Path) -> None:
+    ingest(store, iter_transcripts([corpus]))
+    convs = store.conversations()
+    assert convs
+    for conv in convs:
+        key = store.keys.cur(conv)
+        assert r.object("encoding", key) == b"hashtable"
+        assert all(not f.startswith(b"\0") for f in r.hkeys(key))  # the placeholder was removed
+
+
+def test_failed_body_write_leaves_no_event_without_its_body(tmp_path: Path) -> None:
+    """Out of memory while writing bodies: the error surfaces, and nothing indexed lacks a body."""
+    lines = [_record(i, size=3000) for i in range(400)]
+    path = tmp_path / "projects" / "p" / "s1.jsonl"
+    _write_lines(path, lines)
+    sf = classify(str(path))
+    assert sf is not None
+    with RedisProcess(tmp_path / "redis", appendonly=False) as server:
+        client = server.client()
+        store = Store(client, Keys("agg"), HOST)
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory", used + 400_000)  # room for about a third of the file
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            Tailer(store, batch_lines=20).sync(sf)
+        ids = [k.decode() for k in client.hkeys(store.keys.cur("s1"))]
+        assert 0 < len(ids) < len(lines)
+        versions = client.hmget(store.keys.cur("s1"), ids)
+        bodies = client.hmget(store.keys.body("s1"), [v.decode()[-32:] for v in versions])
+        assert all(b is not None for b in bodies)
+        assert store.stats()["events"] == len(ids)
+
+        client.config_set("maxmemory", 0)
+        Tailer(store, batch_lines=20).sync(sf)  # resumes where the committed cursor is
+        assert [body for _, body in store.replay("s1")] == lines
+        client.close()
