@@ -86,33 +86,43 @@ def dumps(obj: Any) -> bytes:
 
 
 _DAY_MS: dict[str, int | None] = {}
+_MINUTE_MS: dict[str, int | None] = {}
+_CACHE_MAX = 100_000
 
 
 def ts_ms(ts: Any) -> int | None:
     """Epoch milliseconds of an ISO-8601 timestamp (naive = UTC), or None."""
     if type(ts) is not str or not 10 <= len(ts) <= 40:
         return None
-    if len(ts) == 24 and ts[23] == "Z" and ts[10] == "T" and ts[19] == "." and ts.isascii():
-        # Claude Code's own format, YYYY-MM-DDTHH:MM:SS.mmmZ: skip the general parser (hot path)
-        date = ts[:10]
-        if date not in _DAY_MS and len(_DAY_MS) < 100_000:
-            _DAY_MS[date] = _general_ts_ms(date)
-        day = _DAY_MS.get(date)
-        h, m, sec, ms = ts[11:13], ts[14:16], ts[17:19], ts[20:23]
-        if (
-            day is not None
-            and ts[13] == ":"
-            and ts[16] == ":"
-            and h.isdigit()
-            and m.isdigit()
-            and sec.isdigit()
-            and ms.isdigit()
-            and h < "24"
-            and m < "60"
-            and sec < "60"
-        ):
-            return day + int(h) * 3_600_000 + int(m) * 60_000 + int(sec) * 1000 + int(ms)
+    if len(ts) == 24 and ts[23] == "Z" and ts[19] == ".":
+        # Claude Code's own format, YYYY-MM-DDTHH:MM:SS.mmmZ: skip the general parser (hot path).
+        # Records come in bursts, so each minute's value is computed once.
+        prefix = ts[:17]
+        try:
+            base = _MINUTE_MS[prefix]
+        except KeyError:
+            base = _minute_ms(prefix) if prefix.isascii() else None
+            if len(_MINUTE_MS) < _CACHE_MAX:
+                _MINUTE_MS[prefix] = base
+        if base is not None:
+            sec, ms = ts[17:19], ts[20:23]
+            if sec.isascii() and ms.isascii() and sec.isdigit() and ms.isdigit() and sec < "60":
+                return base + int(sec) * 1000 + int(ms)
     return _general_ts_ms(ts)
+
+
+def _minute_ms(prefix: str) -> int | None:
+    """Epoch ms of the minute ``YYYY-MM-DDTHH:MM:`` (17 ASCII chars), or None if it is not one."""
+    if prefix[10] != "T" or prefix[13] != ":" or prefix[16] != ":":
+        return None
+    date = prefix[:10]
+    if date not in _DAY_MS and len(_DAY_MS) < _CACHE_MAX:
+        _DAY_MS[date] = _general_ts_ms(date)
+    day = _DAY_MS.get(date)
+    h, m = prefix[11:13], prefix[14:16]
+    if day is None or not (h.isdigit() and m.isdigit() and h < "24" and m < "60"):
+        return None
+    return day + int(h) * 3_600_000 + int(m) * 60_000
 
 
 def _general_ts_ms(ts: str) -> int | None:
@@ -183,32 +193,79 @@ def loads(raw: bytes) -> Any:
     return obj
 
 
+_MAX_ID = defaults.MAX_ID_CHARS
+_PREFIX = defaults.REJECT_PREFIX_BYTES
+_DEEP = defaults.MAX_JSON_DEPTH
+_BLANK_START = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.strip() removes
+_sha256 = hashlib.sha256
+_orjson_loads = orjson.loads
+_orjson_dumps = orjson.dumps
+
+
+class _Invalid:
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _load(raw: bytes) -> Any:
+    """:func:`loads`, or an :class:`_Invalid` with the reason (the fast path inlined)."""
+    try:
+        obj = _orjson_loads(raw)
+        # Depth d needs at least d opening brackets: only long lines can be too deep.
+        if len(raw) > 2 * _DEEP and raw.count(b"{") + raw.count(b"[") > _DEEP:
+            obj = loads(raw)
+    except ValueError:  # orjson's JSONDecodeError too: the general path says why
+        try:
+            obj = loads(raw)
+        except ValueError as e:
+            return _Invalid(str(e))
+    return obj
+
+
 def parse_line(raw: bytes, offset: int, sf: SourceFile) -> Event | Rejection | None:
     """Parse one complete line (without its newline) found at ``offset`` of ``sf``."""
-    if not raw.strip():
+    # The hot path of ingest: usable_id(), loads() and dumps() are inlined for the common case
+    # (ASCII ids, orjson-parsable lines), with the general functions as the fallback.
+    if not raw or (raw[0] in _BLANK_START and not raw.strip()):
         return None
-    h = hashlib.sha256(raw).hexdigest()[:32]
-    try:
-        obj = loads(raw)
-    except ValueError as e:
-        return Rejection(offset, len(raw), str(e), h, raw[: defaults.REJECT_PREFIX_BYTES])
-    if not isinstance(obj, dict):
+    h = _sha256(raw).hexdigest()[:32]
+    obj = _load(raw)
+    if type(obj) is _Invalid:
+        return Rejection(offset, len(raw), obj.reason, h, raw[:_PREFIX])
+    if type(obj) is not dict:
         kind = type(obj).__name__
-        return Rejection(offset, len(raw), f"not a JSON object ({kind})", h, raw[: defaults.REJECT_PREFIX_BYTES])
-    conv = usable_id(obj.get("sessionId")) or sf.session
-    if conv is None:
-        return Rejection(
-            offset,
-            len(raw),
-            "unplaceable: no sessionId and the file names no session",
-            h,
-            raw[: defaults.REJECT_PREFIX_BYTES],
-        )
-    rtype = obj.get("type")
+        return Rejection(offset, len(raw), f"not a JSON object ({kind})", h, raw[:_PREFIX])
+    get = obj.get
+    conv = get("sessionId")
+    if not (type(conv) is str and 0 < len(conv) <= _MAX_ID and conv.isascii() and conv.isprintable()):
+        conv = usable_id(conv) or sf.session
+        if conv is None:
+            return Rejection(
+                offset, len(raw), "unplaceable: no sessionId and the file names no session", h, raw[:_PREFIX]
+            )
+    eid = get("uuid")
+    if not (type(eid) is str and 0 < len(eid) <= _MAX_ID and eid.isascii() and eid.isprintable()):
+        eid = usable_id(eid) or "h:" + h
+    agent = get("agentId")
+    if agent is None:
+        agent = sf.agent
+    elif not (type(agent) is str and 0 < len(agent) <= _MAX_ID and agent.isascii() and agent.isprintable()):
+        agent = usable_id(agent) or sf.agent
+    rtype = get("type")
     if not isinstance(rtype, str):
         rtype = None
-    ts = obj.get("timestamp")
-    agent = usable_id(obj.get("agentId")) or sf.agent
-    eid = usable_id(obj.get("uuid")) or "h:" + h
-    tail = dumps({"id": eid, "type": rtype, "ts": ts if isinstance(ts, str) else None, "agent": agent})
-    return Event(offset, raw, conv, eid, h, rtype in MESSAGE_TYPES, tail[1:-1], dumps(facts(obj, sf.agent)))
+    ts = get("timestamp")
+    if not isinstance(ts, str):
+        ts = None
+    try:
+        tail = _orjson_dumps({"id": eid, "type": rtype, "ts": ts, "agent": agent})
+    except TypeError:
+        tail = dumps({"id": eid, "type": rtype, "ts": ts, "agent": agent})
+    fx = facts(obj, sf.agent)
+    try:
+        fb = _orjson_dumps(fx)
+    except TypeError:
+        fb = dumps(fx)
+    return Event(offset, raw, conv, eid, h, rtype in MESSAGE_TYPES, tail[1:-1], fb)
