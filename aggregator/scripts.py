@@ -57,11 +57,11 @@ local function split(s, n)
   return t
 end
 local nl = tonumber(ARGV[9])
+-- never an event id (ids are printable), longer than hash-max-listpack-value (64)
+local HT_FIELD, HT_VALUE = '\0hashtable', string.rep('-', 65)
 local ids, digests, msgflags = split(ARGV[11], nl), ARGV[12], ARGV[13]
 local cis = {}
-if ARGV[10] == '' then
-  for j = 1, nl do cis[j] = 1 end
-else
+if ARGV[10] ~= '' then
   local j = 0
   for x in string.gmatch(ARGV[10], '%d+') do j = j + 1; cis[j] = tonumber(x) end
 end
@@ -77,28 +77,36 @@ local cursor_args = {}
 for i = 1, 2 * np do cursor_args[i] = ARGV[a + i - 1] end
 
 -- pass 1: classify each line (1 new, 2 revision, 0 duplicate) with one HMGET and one HSET per
--- conversation instead of a call per line
+-- conversation instead of a call per line (and no HMGET for a conversation seen the first time)
+local single = ARGV[10] == ''
 local kinds, per_conv, lines_of = {}, {}, {}
-for i = 1, nc do per_conv[i] = 0; lines_of[i] = {} end
-for j = 1, nl do
-  local t = lines_of[cis[j]]
-  t[#t + 1] = j
+for i = 1, nc do per_conv[i] = 0 end
+if not single then
+  for i = 1, nc do lines_of[i] = {} end
+  for j = 1, nl do
+    local t = lines_of[cis[j]]
+    t[#t + 1] = j
+  end
 end
 local added, revs, dups = 0, 0, 0
 for i = 1, nc do
   local js = lines_of[i]
-  if #js > 0 then
+  local cnt = single and nl or #js
+  if cnt > 0 then
     local cur = KEYS[7 + 3 * i]
     local now, changed = {}, {}
-    for s = 1, #js, 1000 do
-      local q = {}
-      for x = s, math.min(s + 999, #js) do q[#q + 1] = ids[js[x]] end
-      local vals = redis.call('HMGET', cur, unpack(q))
-      for x = 1, #q do
-        if now[q[x]] == nil then now[q[x]] = vals[x] end
+    if redis.call('EXISTS', cur) == 1 then
+      for s = 1, cnt, 1000 do
+        local q = {}
+        for x = s, math.min(s + 999, cnt) do q[#q + 1] = ids[single and x or js[x]] end
+        local vals = redis.call('HMGET', cur, unpack(q))
+        for x = 1, #q do
+          if now[q[x]] == nil then now[q[x]] = vals[x] end
+        end
       end
     end
-    for _, j in ipairs(js) do
+    for x = 1, cnt do
+      local j = single and x or js[x]
       local id, dg = ids[j], string.sub(digests, 32 * j - 31, 32 * j)
       local v = now[id]
       if not v then
@@ -111,12 +119,16 @@ for i = 1, nc do
         kinds[j] = 2; revs = revs + 1; per_conv[i] = per_conv[i] + 1
       end
     end
-    local hs = {}
+    -- The first HSET carries a placeholder field with a value too long for a listpack, so Redis
+    -- makes the hash a hashtable before inserting: a listpack finds a field by scanning (Redis
+    -- 7.0 grows it one field at a time), which made small conversations cost O(events^2).
+    local hs = {HT_FIELD, HT_VALUE}
     for id in pairs(changed) do
       hs[#hs + 1] = id; hs[#hs + 1] = now[id]
       if #hs >= 2000 then redis.call('HSET', cur, unpack(hs)); hs = {} end
     end
     if #hs > 0 then redis.call('HSET', cur, unpack(hs)) end
+    redis.call('HDEL', cur, HT_FIELD)
   end
 end
 
@@ -156,19 +168,21 @@ if n > 0 then
   if not all then facts = {}; local fx = split(ARGV[15], nl); for j = 1, nl do if kinds[j] ~= 0 then
     facts[#facts + 1] = fx[j]; digs[#digs + 1] = string.sub(digests, 32 * j - 31, 32 * j) end end end
   local seq = first_seq
-  local ev_channel, conv_prefix = ARGV[3], ARGV[4]
+  local ev_channel, chan = ARGV[3], {}
+  for i = 1, nc do chan[i] = ARGV[4] .. conv_name[i] end
+  local fmt = string.format
   for j = 1, nl do
     local k = kinds[j]
     if k ~= 0 then
-      local ci = cis[j]
+      local ci = single and 1 or cis[j]
       local cs = next_cs[ci]
       next_cs[ci] = cs + 1
-      -- plain concatenation formats integers exactly below 1e14 (Lua's %.14g)
-      local env = '{"seq":' .. seq .. ',"conv":' .. conv_json[ci] .. ',"conv_seq":' .. cs .. ',' ..
-        tails[j] .. ',"revision":' .. (k == 2 and 'true' or 'false') .. '}'
+      -- %d: concatenating a number would go through Lua's %.14g, three times slower
+      local env = '{"seq":' .. fmt('%d', seq) .. ',"conv":' .. conv_json[ci] .. ',"conv_seq":' .. fmt('%d', cs) ..
+        ',' .. tails[j] .. ',"revision":' .. (k == 2 and 'true' or 'false') .. '}'
       envs[#envs + 1] = env
       redis.call('PUBLISH', ev_channel, env)
-      redis.call('PUBLISH', conv_prefix .. conv_name[ci], env)
+      redis.call('PUBLISH', chan[ci], env)
       if k == 1 and string.byte(msgflags, j) == 49 then msgs[ci] = msgs[ci] + 1 end
       seq = seq + 1
     end
