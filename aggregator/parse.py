@@ -209,19 +209,43 @@ class _Invalid:
         self.reason = reason
 
 
+def _orjson_depth_limit() -> int:
+    """The deepest nesting orjson accepts (1024 in orjson 3), found by trying."""
+    lo, hi = 0, 1 << 16  # orjson accepts depth lo and rejects depth hi
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        try:
+            _orjson_loads(b"[" * mid + b"]" * mid)
+            lo = mid
+        except ValueError:
+            hi = mid
+    return lo
+
+
+# Wrapped in _PAD more arrays, a line parses only if its own depth is at most MAX_JSON_DEPTH:
+# orjson's nesting limit makes the depth check, instead of counting brackets over the line.
+_PAD = max(0, _orjson_depth_limit() - _DEEP)
+_OPEN, _CLOSE = b"[" * _PAD, b"]" * _PAD
+
+
 def _load(raw: bytes) -> Any:
     """:func:`loads`, or an :class:`_Invalid` with the reason (the fast path inlined)."""
     try:
-        obj = _orjson_loads(raw)
-        # Depth d needs at least d opening brackets: only long lines can be too deep.
-        if len(raw) > 2 * _DEEP and raw.count(b"{") + raw.count(b"[") > _DEEP:
-            obj = loads(raw)
-    except ValueError:  # orjson's JSONDecodeError too: the general path says why
+        if len(raw) <= 2 * _DEEP:
+            return _orjson_loads(raw)  # depth d needs 2d bytes: too short to be too deep
+        obj = _orjson_loads(b"".join((_OPEN, raw, _CLOSE)))
+        # Each wrapper holding exactly one element proves the line is one JSON value on its own
+        # (a spliced line like `1],[2` parses wrapped, but leaves a wrapper with two elements).
+        for _ in range(_PAD):
+            if type(obj) is not list or len(obj) != 1:
+                raise ValueError("not one value")
+            obj = obj[0]
+        return obj
+    except ValueError:  # orjson's JSONDecodeError too: the general path decides, and says why
         try:
-            obj = loads(raw)
+            return loads(raw)
         except ValueError as e:
             return _Invalid(str(e))
-    return obj
 
 
 def parse_line(raw: bytes, offset: int, sf: SourceFile) -> Event | Rejection | None:
