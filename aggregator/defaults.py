@@ -19,6 +19,13 @@ BATCH_LINES = 2000
 CURSOR_PREFETCH = 256
 """File cursors read per round trip when syncing many files (a stale one only costs a retry)."""
 
+INGEST_IN_FLIGHT_BATCHES = 8
+"""Batches sent to Redis and not yet answered, at most: Redis stores these while the next is read.
+Many files are one small batch each; several in flight keep Redis busy between them."""
+
+INGEST_IN_FLIGHT_BYTES = 3 << 20
+"""Line bytes in flight at most (3 MiB): about what a socket buffer holds, so sending rarely waits."""
+
 INGEST_SEND_BUFFER_BYTES = 4 << 20
 """Socket send buffer asked for on the ingest connection (4 MiB): a whole batch fits, so sending it
 never waits for Redis to finish the previous one. The kernel caps it (``net.core.wmem_max``)."""

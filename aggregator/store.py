@@ -21,6 +21,7 @@ import hashlib
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -312,6 +313,10 @@ class Batch:
     note: Any = None
     """Whatever the caller wants back with the batch's result."""
 
+    def size(self) -> int:
+        """Bytes of line data the batch sends."""
+        return sum(len(raw) for _, mapping in self.bodies for raw in mapping.values())
+
     def result(self, res: list[Any]) -> CommitResult:
         if res[0] == b"conflict":
             raise CursorConflict(f"cursor of {self.display} moved (generation {int(res[1])})")
@@ -325,15 +330,19 @@ Answered = list[tuple[Batch, CommitResult | None]]
 class BatchWriter:
     """Commits batches (of one file or many) as one stream, overlapping Redis' work with the caller's.
 
-    One connection, no thread: :meth:`submit` sends batch N's body writes together with batch
-    N-1's script call and returns without waiting, so Redis stores N-1 while the caller parses
-    N+1; the replies are read at the next :meth:`submit`. (A committer *thread* was slower: every
-    socket call hands the GIL back and forth with the parsing thread, and each hand-off waits
-    for the switch interval.) Step 1 before step 2 holds per batch: a script is sent only once
-    its batch's bodies are acknowledged. At most one script is in flight, and it is sent with
-    the generation its chain's previous batch returned; once a batch of a chain loses the
-    compare-and-set, the chain's later batches are dropped, never sent — so no batch commits
-    after an earlier one of its pass failed (``tests/test_writer_real.py``).
+    One connection, no thread: :meth:`submit` sends a batch's body writes and returns without
+    waiting; replies are read as they are needed, and each batch's script call is sent as soon as
+    its bodies are acknowledged — so Redis stores earlier batches while the caller parses later
+    ones. (A committer *thread* was slower: its socket calls hand the GIL back and forth with the
+    parsing thread, each hand-off waiting for the switch interval.)
+
+    Up to :data:`~aggregator.defaults.INGEST_IN_FLIGHT_BATCHES` batches (and about
+    :data:`~aggregator.defaults.INGEST_IN_FLIGHT_BYTES` of them) are in flight, but at most one
+    script per :class:`Chain`: a batch's script is sent with the generation the previous batch of
+    its chain returned, and once one loses the compare-and-set the chain's later batches are
+    dropped, never sent — so no batch commits after an earlier one of its pass failed
+    (``tests/test_writer_real.py``). Scripts go out in submission order; files are independent
+    chains, so the scripts of many small files are in flight together.
 
     Not thread-safe. :meth:`close` must be called (it returns or drops the connection).
     """
@@ -342,16 +351,21 @@ class BatchWriter:
         self.store = store
         self.pool = store.client.connection_pool
         self.conn: Any = None
-        self.staged: Batch | None = None  # bodies sent; script not sent yet
-        self.script_sent: Batch | None = None  # script sent, reply not read
-        self.body_replies = 0  # replies of the staged batch's body writes still to read
         self.sha: str = store._ingest.sha
+        # Sent, replies not read yet, in send order: ("bodies", batch, replies) or ("script", batch, 1).
+        self.sent: deque[tuple[str, Batch, int]] = deque()
+        self.waiting: deque[Batch] = deque()  # submitted, script not sent yet, in submission order
+        self.acked: set[int] = set()  # id() of waiting batches whose bodies are acknowledged
+        self.busy: set[int] = set()  # id() of chains with a script in flight
+        self.in_flight = 0  # batches submitted and not answered
+        self.in_flight_bytes = 0
+        self.answered: Answered = []
 
     def _connection(self) -> Any:
         if self.conn is None:
             self.conn = self.pool.get_connection()
-            # A send buffer that holds a whole batch lets send() return at once while Redis is
-            # still busy with the previous one. Best effort: the kernel caps it (wmem_max).
+            # A send buffer that holds a batch or two lets send() return at once while Redis is
+            # still busy with earlier ones. Best effort: the kernel caps it (wmem_max).
             sock = getattr(self.conn, "_sock", None)
             if sock is not None:
                 with contextlib.suppress(OSError):
@@ -368,88 +382,118 @@ class BatchWriter:
         return packed
 
     def submit(self, batch: Batch) -> Answered:
-        """Send ``batch``'s bodies (and the previous batch's script); returns the batches answered."""
-        answered = self._advance()
-        commands: list[bytes] = []
-        if self.staged is not None:
-            staged, self.staged = self.staged, None
-            if staged.chain.lost:
-                answered.append((staged, None))
-            else:
-                commands.append(self._script(staged))
-                self.script_sent = staged
-        if batch.chain.lost:
-            answered.append((batch, None))
+        """Send ``batch``'s bodies; returns the batches answered since the last call.
+
+        A batch is answered with its :class:`CommitResult`, or None if it was not committed (its
+        chain lost the compare-and-set).
+        """
+        size = batch.size()
+        while self.in_flight and (
+            self.in_flight >= defaults.INGEST_IN_FLIGHT_BATCHES
+            or self.in_flight_bytes + size > defaults.INGEST_IN_FLIGHT_BYTES
+        ):
+            self._read_one()
+        self.in_flight += 1
+        self.in_flight_bytes += size
+        self.waiting.append(batch)
+        if batch.bodies:
+            self._send([_hset(key, mapping) for key, mapping in batch.bodies])
+            self.sent.append(("bodies", batch, len(batch.bodies)))
         else:
-            commands += [_hset(key, mapping) for key, mapping in batch.bodies]
-            self.staged, self.body_replies = batch, len(batch.bodies)
-        self._send(commands)
-        return answered
+            self.acked.add(id(batch))
+            self._send_ready()
+        # Take what is already answered, without waiting: results flow back as Redis goes.
+        while self.sent and self.conn.can_read(timeout=0):
+            self._read_one()
+        return self._take()
 
     def finish(self) -> Answered:
         """Commit everything submitted; returns the batches answered since the last call."""
-        answered = self._advance()
-        if self.staged is not None:
-            staged, self.staged = self.staged, None
-            if staged.chain.lost:
-                answered.append((staged, None))
+        while self.sent or self.waiting:
+            if self.sent:
+                self._read_one()
             else:
-                self._send([self._script(staged)])
-                self.script_sent = staged
-                answered += self._advance()
-        return answered
+                self._send_ready()
+        return self._take()
 
-    def _advance(self) -> Answered:
-        """Read the replies in flight: the previous script's, then the staged batch's bodies'."""
+    def _take(self) -> Answered:
+        out, self.answered = self.answered, []
+        return out
+
+    def _done(self, batch: Batch, result: CommitResult | None) -> None:
+        self.in_flight -= 1
+        self.in_flight_bytes -= batch.size()
+        self.answered.append((batch, result))
+
+    def _send_ready(self) -> None:
+        """Send scripts in submission order (so ``seq`` follows it, as if files were committed one
+        after the other): from the oldest waiting batch, while its bodies are acknowledged and its
+        chain has no script in flight."""
+        packed: list[bytes] = []
+        waiting = self.waiting
+        while waiting and id(waiting[0]) in self.acked:
+            batch = waiting[0]
+            if batch.chain.lost:
+                self._done(batch, None)
+            elif id(batch.chain) in self.busy:
+                break
+            else:
+                self.busy.add(id(batch.chain))
+                packed.append(self._script(batch))
+                self.sent.append(("script", batch, 1))
+            waiting.popleft()
+            self.acked.discard(id(batch))
+        self._send(packed)
+
+    def _read_one(self) -> None:
+        """Read the replies of the oldest command sent, and act on them."""
+        kind, batch, replies = self.sent.popleft()
         conn = self.conn
+        error: redis.ResponseError | None = None
         reply: Any = None
-        script_error: redis.ResponseError | None = None
-        body_error: redis.ResponseError | None = None
-        if self.script_sent is not None:
+        for _ in range(replies):
             try:
                 reply = conn.read_response()
             except redis.ResponseError as e:
-                script_error = e
-        for _ in range(self.body_replies):
-            try:
-                conn.read_response()
-            except redis.ResponseError as e:
-                body_error = body_error or e
-        self.body_replies = 0
-        answered: Answered = []
-        batch, self.script_sent = self.script_sent, None
-        if body_error is not None:
-            raise body_error  # e.g. out of memory: the staged batch's script is never sent
-        if batch is None:
-            return answered
-        if isinstance(script_error, NoScriptError):
+                error = error or e
+        if kind == "bodies":
+            if error is not None:
+                raise error  # e.g. out of memory: the batch's script is never sent
+            self.acked.add(id(batch))
+            self._send_ready()
+            return
+        if isinstance(error, NoScriptError):
             # Redis forgot the script (restart, failover, SCRIPT FLUSH): none of it ran; load it
-            # and send the call again (tests/test_writer_real.py::test_script_flush_mid_run).
+            # and send the call again (tests/test_writer_real.py::test_script_forgotten_mid_stream...).
             self.store.r.script_load(scripts.INGEST)
             self._send([self._script(batch)])
-            reply = conn.read_response()
-        elif script_error is not None:
-            raise script_error
+            self.sent.append(("script", batch, 1))
+            return
+        if error is not None:
+            raise error
+        self.busy.discard(id(batch.chain))
         try:
             result = batch.result(reply)
         except CursorConflict:
             batch.chain.lost = True
-            answered.append((batch, None))
-            return answered
-        batch.chain.gen = result.gen
-        answered.append((batch, result))
-        return answered
+            self._done(batch, None)
+        else:
+            batch.chain.gen = result.gen
+            self._done(batch, result)
+        self._send_ready()
 
     def close(self) -> None:
         """Give the connection back; one with replies left unread is dropped instead."""
         if self.conn is None:
             return
-        if self.script_sent is not None or self.body_replies:
+        if self.sent:
             self.conn.disconnect()
         self.pool.release(self.conn)
         self.conn = None
-        self.script_sent = self.staged = None
-        self.body_replies = 0
+        self.sent.clear()
+        self.waiting.clear()
+        self.acked.clear()
+        self.busy.clear()
 
 
 def _hset(key: str, mapping: dict[str, bytes]) -> bytes:

@@ -254,11 +254,11 @@ class _Reader:
         self.start = 0 if (cur is None or reason) else cur.off
         self.committed = self.start
         self.dirty = cur is None or bool(reason)  # identity to record even if no line is read
-        self.window = (
-            b""
-            if self.start == 0
-            else os.pread(fd, defaults.FINGERPRINT_BYTES, max(0, self.start - defaults.FINGERPRINT_BYTES))
-        )
+        # The bytes just before the resume offset (never past it: a file resumed below 4 KiB once
+        # got a tail fingerprint over bytes it had not consumed, and its next sync re-read it all;
+        # tests/test_writer_real.py::test_resuming_near_the_start_keeps_the_tail_fingerprint).
+        back = min(defaults.FINGERPRINT_BYTES, self.start)
+        self.window = os.pread(fd, back, self.start - back) if back else b""
         self.items: list[Event | Rejection] = []
         self.raws: list[bytes] = []  # every consumed line of the batch (for the tail fingerprint)
         self.batch_bytes = 0

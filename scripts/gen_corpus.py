@@ -25,13 +25,13 @@ Profiles (file sizes, in decimal units: 1 KB = 1000 bytes):
 
 ``heavy-user``
     the public profile of a heavy user: about 3,100 files, median 105 KB, p99 5.4 MB, largest
-    87 MB. Sizes follow a log-normal through the median and p99, with the top 1 % log-linear from
-    5.4 MB to 87 MB (reached at the largest of 3,100 files). File *i* of *N* gets the size at
-    quantile ``(i + 0.5) / N`` (a stratified sample, so the same N always gives the same sizes).
-    The full profile is about 1.6 GB; a smaller (or larger) ``--size`` keeps the distribution and
+    87 MB. Sizes follow a log-normal through the median and p99; above p99 the tail is stretched
+    (a steeper log-normal slope) so that the largest of 3,100 files is 87 MB. File *i* of *N* gets
+    the size at quantile ``(i + 0.5) / N`` (a stratified sample: the same N, the same sizes).
+    The full profile is about 1.47 GB. A smaller (or larger) ``--size`` keeps the distribution and
     changes the number of files: N is the smallest count whose sample adds up to the size. So the
     median stays about 105 KB at every size and the largest file is the largest of N draws
-    (about 26 MB in a 130 MB corpus, 87 MB at the full 1.6 GB).
+    (293 files and a 20 MB largest file for 130 MB; 87 MB only at the full 1.47 GB).
 ``copies``
     whole copies of the source corpus (the real files' own sizes), renamed, until the size is reached.
 
