@@ -5,13 +5,14 @@ A batch is committed in two steps on one connection:
 1. the lines' bytes are written with ``HSET <conv body> <digest> <bytes>`` — idempotent and
    content-addressed, so writing them again, or writing them and then crashing, changes nothing
    that is visible (a body nobody references is never read);
-2. the :data:`~aggregator.scripts.INGEST` script, given only ids, digests and small metadata,
-   dedupes, appends the entries, assigns ``seq``/``conv_seq``, advances the file cursor by
-   compare-and-set, counts and publishes — atomically.
+2. once Redis has acknowledged them, the :data:`~aggregator.scripts.INGEST` script, given only
+   ids, digests and small metadata, dedupes, appends the entries, assigns ``seq``/``conv_seq``,
+   advances the file cursor by compare-and-set, counts and publishes — atomically.
 
 Keeping the bulk bytes out of the script is what lets ingest run near the speed of plain
 pipelined writes (``scripts/bench_ingest.py``): Redis spends far more CPU per byte passed
-through a Lua call than per byte of an ordinary HSET.
+through a Lua call than per byte of an ordinary HSET. :meth:`Store.commit` does one batch and
+waits; ingest streams many through a :class:`BatchWriter`, which keeps several in flight.
 """
 
 from __future__ import annotations
@@ -312,10 +313,13 @@ class Batch:
     chain: Chain
     note: Any = None
     """Whatever the caller wants back with the batch's result."""
+    nbytes: int = -1
 
     def size(self) -> int:
         """Bytes of line data the batch sends."""
-        return sum(len(raw) for _, mapping in self.bodies for raw in mapping.values())
+        if self.nbytes < 0:
+            self.nbytes = sum(sum(map(len, mapping.values())) for _, mapping in self.bodies)
+        return self.nbytes
 
     def result(self, res: list[Any]) -> CommitResult:
         if res[0] == b"conflict":

@@ -1,13 +1,14 @@
 """Reading a transcript from its committed offset and committing what it holds, batch by batch.
 
-Used by ``agg ingest`` (once per file) and by the watcher (whenever a file may have changed).
+Used by ``agg ingest`` (:meth:`Tailer.sync_all` over every file) and by the watcher
+(:meth:`Tailer.sync` whenever a file may have changed).
 
 * The file is streamed in chunks from the offset committed in Redis; it is never read whole.
 * Only newline-terminated lines are consumed; an unterminated last line waits for its newline.
 * Batches are cut by bytes and lines; each is committed by the ingest script, which moves the
   cursor in the same atomic step as the events it covers. A crash at any instant leaves both or
   neither (``tests/test_kill.py``). Batches go through a :class:`~aggregator.store.BatchWriter`,
-  so Redis stores one batch while the next is parsed.
+  so Redis stores earlier batches (of this file or of earlier files) while the next is parsed.
 * Before resuming, the file is checked against its cursor: another inode, a size below the
   offset, a different head or a different tail (the bytes just before the offset), or a changed
   mtime without growth all mean it was replaced or rewritten — it is then re-read from the start
