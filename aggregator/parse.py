@@ -88,6 +88,7 @@ def dumps(obj: Any) -> bytes:
 _DAY_MS: dict[str, int | None] = {}
 _MINUTE_MS: dict[str, int | None] = {}
 _CACHE_MAX = 100_000
+_MINUTE_CACHE_MAX = 20_000  # about 2 MB; records come in bursts, so a cleared cache refills fast
 
 
 def ts_ms(ts: Any) -> int | None:
@@ -102,8 +103,9 @@ def ts_ms(ts: Any) -> int | None:
             base = _MINUTE_MS[prefix]
         except KeyError:
             base = _minute_ms(prefix) if prefix.isascii() else None
-            if len(_MINUTE_MS) < _CACHE_MAX:
-                _MINUTE_MS[prefix] = base
+            if len(_MINUTE_MS) >= _MINUTE_CACHE_MAX:
+                _MINUTE_MS.clear()
+            _MINUTE_MS[prefix] = base
         if base is not None:
             sec, ms = ts[17:19], ts[20:23]
             if sec.isascii() and ms.isascii() and sec.isdigit() and ms.isdigit() and sec < "60":
