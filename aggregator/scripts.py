@@ -5,7 +5,7 @@ EVALSHA and, when Redis answers NOSCRIPT (restart, failover, ``SCRIPT FLUSH``), 
 and retries — so a Redis that forgot a script recovers by itself
 (``tests/test_store_real.py::test_script_flush_recovers``).
 
-Scripts never raise after their first write: every precondition (cursor generation, lock token)
+Scripts never raise after their first write: every precondition (cursor token, lock token)
 is checked first, because Redis does not roll back a script that fails half-way.
 """
 
@@ -29,7 +29,7 @@ INGEST = r"""
 -- KEYS[9] dirty    zset    conversation -> time (ms) of its oldest change no turn has seen yet
 -- KEYS[10+3i], KEYS[11+3i], KEYS[12+3i]  cur (hash), tl (zset), meta (hash) of conversation i
 --
--- ARGV[1] expected cursor generation    ARGV[2] file id
+-- ARGV[1] expected cursor token ("" for a new file)    ARGV[2] file id
 -- ARGV[3] events channel                ARGV[4] conversation channel prefix
 -- ARGV[5] rejects cap                   ARGV[6] log: file   ARGV[7] log: project   ARGV[8] log: agent
 -- ARGV[9] number of lines L
@@ -40,13 +40,17 @@ INGEST = r"""
 -- ARGV[15] facts (JSON), '\n'-joined
 -- ARGV[16] C, then C x (conv name, conv as a JSON string)
 -- then R, R x (rejection dedupe member, rejection record JSON)
--- then P, P x (cursor field, value)
+-- then P, P x (cursor field, value) -- including "tok", the new token, unique to this commit
 --
--- Returns {"ok", added, revisions, duplicates, rejected, first_seq, last_seq, new_gen}
---      or {"conflict", current_gen} (nothing written).
-local gen = tonumber(redis.call('HGET', KEYS[4], 'gen') or '0')
-if gen ~= tonumber(ARGV[1]) then
-  return {'conflict', gen}
+-- The cursor token is the compare-and-set: a committer that queued several batches expects, for
+-- each, the token its previous batch wrote, which nobody else can write; so once another
+-- ingester moved the cursor, none of the queued batches can commit
+-- (tests/test_tailer_real.py::test_two_tailers_racing_on_one_file_store_each_line_once).
+--
+-- Returns {"ok", added, revisions, duplicates, rejected, first_seq, last_seq}
+--      or {"conflict"} (nothing written).
+if (redis.call('HGET', KEYS[4], 'tok') or '') ~= ARGV[1] then
+  return {'conflict'}
 end
 local function split(s, n)
   local t, p = {}, 1
@@ -199,9 +203,8 @@ redis.call('HINCRBY', KEYS[3], 'lines', nl + nr)
 redis.call('HINCRBY', KEYS[3], 'batches', 1)
 redis.call('HSET', KEYS[3], 'last_ingest_ms', now_ms)
 if np > 0 then redis.call('HSET', KEYS[4], unpack(cursor_args)) end
-redis.call('HSET', KEYS[4], 'gen', gen + 1)
 redis.call('SADD', KEYS[6], ARGV[2])
-return {'ok', added, revs, dups, rejs, first_seq, last_seq, gen + 1}
+return {'ok', added, revs, dups, rejs, first_seq, last_seq}
 """
 
 PROJECT = r"""

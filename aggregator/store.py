@@ -40,7 +40,7 @@ class Cursor:
     """Committed position in one file, plus what identifies the file's content."""
 
     off: int = 0
-    gen: int = 0
+    tok: str = ""
     ino: int = 0
     dev: int = 0
     size: int = 0
@@ -59,7 +59,6 @@ class CommitResult:
     rejected: int
     first_seq: int
     last_seq: int
-    gen: int
 
 
 @dataclass(slots=True)
@@ -117,12 +116,13 @@ class Store:
 
     # --- commit ------------------------------------------------------------------------------
     def commit(
-        self, sf: SourceFile, fid: str, expected_gen: int, cursor: dict[str, Any], items: Iterable[Event | Rejection]
+        self, sf: SourceFile, fid: str, expected_tok: str, cursor: dict[str, Any], items: Iterable[Event | Rejection]
     ) -> CommitResult:
         """Store one batch of ``items`` (in line order) and move the cursor to ``cursor``.
 
-        Raises :class:`CursorConflict` if the cursor's generation is no longer ``expected_gen``;
-        then nothing was committed (bodies written in step 1 are harmless, see the module doc).
+        ``cursor`` must include ``tok``, a token unique to this commit; the next commit of this file
+        expects it. Raises :class:`CursorConflict` if the cursor's token is no longer
+        ``expected_tok``; then nothing was committed (bodies written in step 1 are harmless).
         """
         k = self.keys
         conv_index: dict[str, int] = {}
@@ -153,7 +153,7 @@ class Store:
             pipe.execute()
         keys: list[str] = [k.seq, k.log, k.stats, k.file(fid), k.convs, k.files, k.rejects, k.rejects_seen, k.dirty]
         args: list[Any] = [
-            expected_gen,
+            expected_tok,
             fid,
             k.events_channel,
             k.conv_channel(""),
@@ -178,8 +178,8 @@ class Store:
             args += (name, value)
         res = self._ingest(keys=keys, args=args)
         if res[0] == b"conflict":
-            raise CursorConflict(f"cursor of {sf.display} moved (generation {int(res[1])})")
-        return CommitResult(*(int(x) for x in res[1:8]))
+            raise CursorConflict(f"the cursor of {sf.display} moved under us")
+        return CommitResult(*(int(x) for x in res[1:7]))
 
     def _rejection_record(self, sf: SourceFile, r: Rejection) -> bytes:
         return dumps(
@@ -288,7 +288,7 @@ def _cursor(h: dict[bytes, bytes]) -> Cursor | None:
     g = h.get
     return Cursor(
         off=int(g(b"off", 0)),
-        gen=int(g(b"gen", 0)),
+        tok=g(b"tok", b"").decode(),
         ino=int(g(b"ino", 0)),
         dev=int(g(b"dev", 0)),
         size=int(g(b"size", 0)),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import stat
 from collections import deque
 from collections.abc import Callable
@@ -151,7 +152,9 @@ class _Reader:
     ) -> None:
         self.t, self.sf, self.fid, self.fd, self.st = t, sf, fid, fd, st
         self.result, self.progress = result, progress
-        self.gen = cur.gen if cur else 0
+        self.tok = cur.tok if cur else ""
+        self.reader_id = secrets.token_hex(6)
+        self.commits = 0
         self.head = os.pread(fd, defaults.FINGERPRINT_BYTES, 0)
         reason = self._changed(cur) if cur else None
         if reason:
@@ -169,10 +172,10 @@ class _Reader:
         self.batch_bytes = 0
         self.batch_lines = 0
         # Batches handed to the committer thread, oldest first: (future, lines, bytes). Each expects
-        # the generation the previous one will leave; if one loses the compare-and-set, every later
-        # one fails it too and nothing of theirs is committed.
+        # the token the previous one writes, unique to this reader: once another ingester moves the
+        # cursor, every queued batch loses the compare-and-set and nothing of theirs is committed
+        # (tests/test_tailer_real.py::test_two_tailers_racing_on_one_file_store_each_line_once).
         self.pending: deque[tuple[Future[CommitResult], int, int]] = deque()
-        self.next_gen = self.gen
 
     def _changed(self, cur: Cursor) -> str | None:
         st, fd = self.st, self.fd
@@ -301,8 +304,10 @@ class _Reader:
         items = self.items
         while len(self.pending) >= defaults.COMMITS_IN_FLIGHT:
             self._collect()
-        future = self.t.committer().submit(self.t.store.commit, self.sf, self.fid, self.next_gen, cursor, items)
-        self.next_gen += 1
+        self.commits += 1
+        cursor["tok"] = f"{self.reader_id}:{self.commits}"
+        future = self.t.committer().submit(self.t.store.commit, self.sf, self.fid, self.tok, cursor, items)
+        self.tok = cursor["tok"]
         self.pending.append((future, len(items), off - self.committed))
         self.committed = off
         self.dirty = False
