@@ -29,6 +29,14 @@ def worker_cmd(ctx: click.Context, count: int, burst: bool, name: str | None) ->
     AGG_LLM_* / AGG_TURN_* environment variables (see the README). SIGTERM or Ctrl-C stops warm:
     running turns finish first.
     """
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    # Until RQ installs its own handlers, a SIGTERM / Ctrl-C only asks for a stop.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     config = TurnConfig.from_env()  # bad settings fail here, before anything starts
     with app_context(ctx) as app:
         assert isinstance(app, App)
@@ -36,7 +44,7 @@ def worker_cmd(ctx: click.Context, count: int, burst: bool, name: str | None) ->
         if count == 1:
             from workers.worker import run_worker
 
-            run_worker(app.settings, config=config, burst=burst, name=name, connection=conn)
+            run_worker(app.settings, config=config, burst=burst, name=name, connection=conn, stop=stop)
             return
         if burst or name:
             raise click.UsageError("--burst and --name work with one worker only")
@@ -48,13 +56,6 @@ def worker_cmd(ctx: click.Context, count: int, burst: bool, name: str | None) ->
 
         make_provider(config)
         load_turn_function(config.turn)
-        stop = threading.Event()
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            stop.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
         pool = WorkerPool(count, worker_env(app.settings, conn.url)).start()
         try:
             while not stop.wait(1.0):
@@ -64,5 +65,6 @@ def worker_cmd(ctx: click.Context, count: int, burst: bool, name: str | None) ->
             raise
         codes = pool.stop()
         click.echo(f"stopped {count} workers (exit codes {codes})", err=True)
-        if any(c not in (0, None) for c in codes):
+        # -SIGTERM: a worker stopped before it was far enough to stop warm (nothing was running)
+        if any(c not in (0, -signal.SIGTERM) for c in codes):
             sys.exit(1)

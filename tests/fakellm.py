@@ -99,7 +99,7 @@ class FakeLLM:
             self.server.server_close()
 
     def _take_fault(self, conv: str | None) -> tuple[str, dict[str, Any]] | None:
-        for i, (fault, opts) in enumerate(self.faults):
+        for i, (_kind, opts) in enumerate(self.faults):
             if opts["conv"] in (None, conv):
                 return self.faults.pop(i)
         return None
@@ -139,8 +139,12 @@ class FakeLLM:
             kind, opts = fault
             req.outcome = kind
             if kind == "429":
-                return _send(h, 429, {"error": {"type": "rate_limit_error", "message": "slow down"}},
-                             {"retry-after": opts["retry_after"]})
+                return _send(
+                    h,
+                    429,
+                    {"error": {"type": "rate_limit_error", "message": "slow down"}},
+                    {"retry-after": opts["retry_after"]},
+                )
             if kind == "500":
                 return _send(h, 500, {"error": {"type": "api_error", "message": "internal error"}})
             if kind == "401":

@@ -3,6 +3,7 @@ speaking the OpenAI and Anthropic protocols (tests/fakellm.py)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import pytest
 import redis
 
 from aggregator.devserver import RedisProcess
+from aggregator.keys import Keys
 from aggregator.store import Store
 from tests.conftest import agg_env, run_agg
 from tests.fakellm import FakeLLM
@@ -90,7 +92,7 @@ def test_fifty_conversations_in_bursts_with_four_workers(
     assert llm.overlaps == [], f"overlapping calls for {llm.overlaps}"
     for conv in convs:
         spans = sorted((q.start, q.end) for q in llm.calls(conv, outcome=None))
-        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(spans):
             assert start >= end, f"{conv}: a call started before the previous one ended"
         turns = turn_records(store, conv)
         assert len({t["uuid"] for t in turns}) == len(turns)  # each committed once
@@ -250,9 +252,10 @@ def all_redis_bytes(r: redis.Redis) -> Iterator[tuple[bytes, bytes]]:
         for v in values:
             yield key, v
             try:
-                yield key, zlib.decompress(v)
+                inflated = zlib.decompress(v)
             except zlib.error:
-                pass
+                continue
+            yield key, inflated
 
 
 def test_api_key_never_leaks(
@@ -324,3 +327,56 @@ def test_custom_turn_function_runs_under_the_same_guarantees(
     assert turn["turn"]["kind"] == "reply"
     assert turn["turn"]["text"] == "you said: are you there? (2 new messages)"
     assert turn["turn"]["provider"] == "offline" and turn["turn"]["upto_seq"] == last_event_seq(store, "conv-0")
+
+
+# --- supervision and Redis restarts --------------------------------------------------------------
+def test_worker_pool_respawns_and_stops_warm(workers: Workers, transcripts: Transcripts, store: Store) -> None:
+    """`agg worker --count 2` supervises two real workers: a killed one is replaced, turns go on,
+    and SIGTERM stops them all warm."""
+    import psutil
+
+    (sup,) = workers.start(1, "--count", "2")
+    children = wait_until(lambda: len(psutil.Process(sup.pid).children()) == 2 and psutil.Process(sup.pid).children())
+    r: Any = store.client
+    wait_until(lambda: r.scard("rq:workers:agg-turns") >= 2, what="both children to register")
+    os.kill(children[0].pid, signal.SIGKILL)
+    wait_until(
+        lambda: {c.pid for c in psutil.Process(sup.pid).children()} - {c.pid for c in children},
+        timeout=20,
+        what="a replacement worker",
+    )
+    transcripts.burst("conv-0", 0, 2)
+    wait_until(lambda: settled(store, ["conv-0"]), what="a turn run by the pool")
+    sup.proc.send_signal(signal.SIGTERM)
+    assert sup.proc.wait(timeout=30) == 0
+    assert all(not c.is_running() or c.status() == psutil.STATUS_ZOMBIE for c in children)
+    assert "stopped 2 workers" in sup.logs()
+
+
+@pytest.mark.slow
+def test_workers_survive_a_redis_restart(llm: FakeLLM, tmp_path: Path) -> None:
+    """kill -9 of redis-server (AOF, fsync always) while workers run: they wait, reconnect and
+    carry on; every conversation still ends with a turn that saw its last event."""
+    server = RedisProcess(tmp_path / "own-redis", appendfsync="always", password="pw2").start()
+    w = Workers(server, tmp_path)
+    try:
+        w.start(2, **openai_env(llm))
+        store = Store(server.client(), Keys("agg"), "testhost")
+        t = Transcripts(store, tmp_path)
+        for i in range(5):
+            t.burst(f"conv-{i}", 0, 2)
+        convs = [f"conv-{i}" for i in range(5)]
+        wait_until(lambda: settled(store, convs), what="turns before the restart")
+        server.kill()
+        time.sleep(1.0)
+        server.start()
+        store = Store(server.client(), Keys("agg"), "testhost")
+        t.store = store
+        for i in range(10):
+            t.burst(f"conv-{i}", 1, 2)
+        convs = [f"conv-{i}" for i in range(10)]
+        wait_until(lambda: settled(store, convs), timeout=60, what="turns after the restart")
+        assert all(p.proc.poll() is None for p in w.procs), w.logs()[-3000:]
+    finally:
+        w.stop_all()
+        server.stop()

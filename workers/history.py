@@ -87,6 +87,8 @@ def _newest_first(store: Store, conv: str, after_seq: int) -> Iterator[tuple[Log
                         yield entry, env
             if first <= after_seq:
                 return
+        if len(firsts) < BATCHES_PER_READ:
+            return
         high = f"({int(firsts[-1])}"
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -36,6 +37,7 @@ class Fence:
         self._renew = client.register_script(scripts.RENEW)
         self._commit = client.register_script(scripts.COMMIT)
         self._release = client.register_script(scripts.RELEASE)
+        self.heartbeat = Heartbeat()
 
     def acquire(self, conv: str, gen: int, ttl_ms: int, holder: str) -> Lease | None:
         """The lease of ``conv`` for the job of generation ``gen``; None if that job is stale."""
@@ -60,6 +62,44 @@ class Fence:
         )
 
 
+class Heartbeat:
+    """One thread per process renewing the leases it holds (started on first use, not per turn)."""
+
+    def __init__(self) -> None:
+        self._leases: set[Lease] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+
+    def add(self, lease: Lease) -> None:
+        with self._lock:
+            lease.renew_at = time.monotonic() + lease.ttl_ms / 3000
+            self._leases.add(lease)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="agg-lease-heartbeat", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def discard(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases.discard(lease)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                due = [x for x in self._leases if x.renew_at <= now]
+                for x in due:
+                    x.renew_at = now + x.ttl_ms / 3000
+                nxt = min((x.renew_at for x in self._leases), default=now + 60)
+                if not due:
+                    self._wake.wait(max(0.0, nxt - now))
+                    continue
+            for x in due:  # outside the lock: a slow Redis must not block turns ending
+                if not (x.lost or x.ended):
+                    x.renew()
+
+
 def _json_dict(raw: bytes) -> dict[str, Any] | None:
     try:
         value = orjson.loads(raw)
@@ -68,9 +108,9 @@ def _json_dict(raw: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-@dataclass
+@dataclass(eq=False)
 class Lease:
-    """A held conversation lease (see the module docstring)."""
+    """A held conversation lease (see the module docstring); compared by identity."""
 
     fence: Fence
     conv: str
@@ -82,35 +122,33 @@ class Lease:
     last: dict[str, Any] | None
     """The previous committed turn's result (the ``turn`` object of its record)."""
     lost: bool = False
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    ended: bool = False
+    """Set once the turn commits or releases (a renewal racing with that is not a loss)."""
+    renew_at: float = 0.0
 
     # --- heartbeat ---------------------------------------------------------------------------
     def __enter__(self) -> Lease:
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{self.conv[:12]}", daemon=True)
-        self._thread.start()
+        self.fence.heartbeat.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self.ended = True
+        self.fence.heartbeat.discard(self)
 
-    def _beat(self) -> None:
+    def renew(self) -> None:
+        """Extend the lease (the heartbeat thread calls this every third of its lifetime)."""
         k = self.fence.keys
-        while not self._stop.wait(self.ttl_ms / 3000):
-            try:
-                ok = self.fence._renew(
-                    keys=[k.lease(self.conv), k.turns_running], args=[self.value, self.ttl_ms, self.conv]
-                )
-            except redis.RedisError as e:
-                # Keep trying: the commit is fenced, so renewing late (or not at all) is safe.
-                log.warning("cannot renew the lease of %s: %s", self.conv, e)
-                continue
-            if not ok:
-                self.lost = True
-                log.warning("lost the lease of %s (epoch %d): another worker took the turn over", self.conv, self.epoch)
-                return
+        try:
+            ok = self.fence._renew(
+                keys=[k.lease(self.conv), k.turns_running], args=[self.value, self.ttl_ms, self.conv]
+            )
+        except redis.RedisError as e:
+            # Keep trying: the commit is fenced, so renewing late (or not at all) is safe.
+            log.warning("cannot renew the lease of %s: %s", self.conv, e)
+            return
+        if not ok and not self.ended:
+            self.lost = True
+            log.warning("lost the lease of %s (epoch %d): another worker took the turn over", self.conv, self.epoch)
 
     # --- ending the turn -------------------------------------------------------------------------
     def commit(
@@ -121,6 +159,7 @@ class Lease:
         ``status`` is ``ok``, ``already`` (this epoch committed before) or ``stale`` (lease lost:
         nothing was written).
         """
+        self.ended = True
         f = self.fence
         k = f.keys
         conv = self.conv
@@ -174,6 +213,7 @@ class Lease:
         park_max_ms: int = 0,
     ) -> list[Any]:
         """End the turn without an event (modes in :data:`workers.scripts.RELEASE`)."""
+        self.ended = True
         f = self.fence
         k = f.keys
         args: list[Any] = [self.value, self.epoch, self.conv, mode, "" if done is None else done, error]

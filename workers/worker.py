@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+import redis
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
@@ -73,12 +74,14 @@ def run_worker(
     name: str | None = None,
     logging_level: str = "INFO",
     connection: Connection | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
     """Run one turn worker in this process until stopped (or, with ``burst``, until no turn is
     pending); returns the number of turn jobs it ran.
 
     ``connection``: an open connection to use (else one is opened from ``settings``, starting the
-    embedded Redis if no URL is given).
+    embedded Redis if no URL is given). ``stop``: an event that, once set, stops the worker warm
+    (e.g. set by a signal handler installed before this was called).
     """
     config = config or TurnConfig.from_env()
     setup_logging(logging_level)
@@ -92,18 +95,24 @@ def run_worker(
     scheduler = Scheduler(
         scheduler_client, keys, config, Queue(queue.name, connection=scheduler_client, serializer=JSONSerializer)
     )
-    worker = TurnWorker(
-        [queue],
-        connection=conn.client,
-        name=name,
-        default_result_ttl=defaults.RQ_RESULT_TTL_S,
-        maintenance_interval=defaults.RQ_MAINTENANCE_INTERVAL_S,
-        worker_ttl=defaults.RQ_WORKER_TTL_S,
-        job_monitoring_interval=defaults.RQ_JOB_MONITORING_INTERVAL_S,
-        serializer=JSONSerializer,
-    )
-    stop = threading.Event()
-    worker.agg_stop = stop
+    stop = stop or threading.Event()
+
+    def make_worker(name: str | None) -> TurnWorker:
+        w = TurnWorker(
+            [queue],
+            connection=conn.client,
+            name=name,
+            default_result_ttl=defaults.RQ_RESULT_TTL_S,
+            maintenance_interval=defaults.RQ_MAINTENANCE_INTERVAL_S,
+            worker_ttl=defaults.RQ_WORKER_TTL_S,
+            job_monitoring_interval=defaults.RQ_JOB_MONITORING_INTERVAL_S,
+            serializer=JSONSerializer,
+        )
+        w.agg_stop = stop
+        return w
+
+    worker = make_worker(name)
+    jobs = 0
     watch_parent(stop)
     log.info(
         "worker %s: namespace %s, provider %s (%s), concurrency %d, debounce %.1f s, cooldown %.1f s",
@@ -122,7 +131,7 @@ def run_worker(
                 scheduler.tick(burst=True)
                 scheduler.reconcile()
                 worked = worker.work(burst=True, **work)
-                if worker._stop_requested or not scheduler.pending():
+                if stop.is_set() or not scheduler.pending():
                     break
                 if not worked:
                     time.sleep(config.dispatch_interval_ms / 1000)
@@ -130,7 +139,23 @@ def run_worker(
             thread = threading.Thread(target=scheduler.run, args=(stop,), name="agg-scheduler", daemon=True)
             thread.start()
             try:
-                worker.work(**work)
+                pause = 1.0
+                while not stop.is_set():
+                    try:
+                        worker.work(**work)
+                    except redis.RedisError as e:
+                        log.warning("worker %s: lost Redis: %s", worker.name, e)
+                    jobs += worker.successful_job_count + worker.failed_job_count
+                    if stop.is_set():
+                        break
+                    # RQ left its loop on an error (e.g. Redis went away mid-job): start a new
+                    # RQ worker, as the scheduler thread keeps retrying (tests/test_workers_real.py
+                    # ::test_workers_survive_a_redis_restart).
+                    log.warning("worker %s: RQ stopped working; starting again in %.0f s", worker.name, pause)
+                    if stop.wait(pause):
+                        break
+                    pause = min(30.0, pause * 2)
+                    worker = make_worker(None)
             finally:
                 stop.set()
                 thread.join(timeout=10)
@@ -140,4 +165,4 @@ def run_worker(
         scheduler_client.close()
         if connection is None:
             conn.close()
-    return int(worker.successful_job_count + worker.failed_job_count)
+    return int(jobs if not burst else worker.successful_job_count + worker.failed_job_count)
