@@ -163,3 +163,21 @@ def test_job_ids_are_rq_safe_and_per_namespace() -> None:
     a = job_id("agg", "conv/with:odd chars", 7)
     assert a.endswith("-7") and all(ch.isalnum() or ch in "-_" for ch in a)
     assert job_id("other", "conv/with:odd chars", 7) != a
+
+
+def test_cooldown_delays_the_next_turn_of_a_conversation(rc: redis.Redis) -> None:
+    claimed: list[tuple[str, int]] = []
+    s = sched(rc, claimed)
+    mark(rc, "a", "b")
+    s.tick()
+    lease = Fence(rc, K).acquire("a", 1, 10_000, "t")
+    assert lease is not None
+    turn = {"kind": "summary", "title": "t", "summary": "s", "upto_seq": 1, "provider": "offline", "model": "m"}
+    lease.commit(turn_event("a", "p", turn), project="p", upto_seq=1, result=turn, cooldown_ms=60_000)
+    cool = int(float(rc.hget(K.turn("a"), "cool_until")))
+    mark(rc, "a")
+    s.tick()
+    assert claimed == [("a", 1), ("b", 1)]  # a waits for its cooldown; b was never held up
+    assert rc.zscore(K.turns_due, "a") == cool
+    s.tick(burst=True)  # `agg worker --burst` runs it now
+    assert claimed[-1] == ("a", 2)

@@ -24,6 +24,7 @@ from aggregator.store import Store
 from tests.conftest import agg_env, run_agg
 from tests.fakellm import FakeLLM
 from tests.turnkit import Transcripts, Workers, last_event_seq, record, turn_records, wait_until
+from workers.status import turn_figures
 
 KEY = "sk-agg-test-" + os.urandom(12).hex()
 
@@ -185,16 +186,17 @@ def test_faults_are_retried_then_parked_then_resumed(
     (visible in `agg status`) without holding up another conversation, and resumes once the
     provider recovers."""
     llm.fail_next("429", "500", "timeout", "malformed", retry_after="1", conv="conv-0")
-    workers.start(2, **anthropic_env(llm, AGG_TURN_PARK_S="2"))
+    workers.start(2, **anthropic_env(llm, AGG_TURN_PARK_S="5"))
     transcripts.burst("conv-0", 0, 2)
-    wait_until(lambda: status(workers)["turns"]["parked"] == 1, what="conv-0 to be parked")
-    st = status(workers)["turns"]
+    figures = lambda: turn_figures(store.client, store.keys, "agg-turns")["turns"]  # noqa: E731
+    wait_until(lambda: figures()["parked"] == 1, what="conv-0 to be parked", interval=0.01)
+    st = figures()
     (parked,) = st["parked_conversations"]
     assert parked["conv"] == "conv-0" and parked["fails"] == 1
     assert "malformed answer" in parked["error"]
     assert st["failed"] == 1
-    text = run_agg(["status"], workers.env()).stdout
-    assert "1 parked" in text and "conv-0" in text
+    # the same, as a user sees it (while the 5 s parking lasts)
+    wait_until(lambda: "1 parked" in (t := run_agg(["status"], workers.env()).stdout) and "conv-0" in t)
 
     transcripts.burst("conv-1", 0, 2)  # not held up by the parked conversation
     wait_until(lambda: turn_records(store, "conv-1"), what="conv-1's turn")
