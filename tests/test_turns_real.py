@@ -238,6 +238,19 @@ def test_revisions_are_read_in_their_newest_version(transcripts: Transcripts, st
     assert prompt.parse(harness.provider.prompts[-1])[2] == [("user", "final text")]  # type: ignore[index]
 
 
+def test_subagent_messages_are_left_out_of_the_prompt(
+    transcripts: Transcripts, store: Store, harness: Harness, tmp_path: Path
+) -> None:
+    transcripts.append("conv-0", record("conv-0", "main question"), commit=False)
+    sub = transcripts.dir / "conv-0" / "subagents" / "agent-a1.jsonl"
+    sub.parent.mkdir(parents=True)
+    sub.write_text(json.dumps({**record("conv-0", "subagent chatter"), "agentId": "a1"}) + "\n")
+    ingest(store, iter_transcripts([transcripts.dir]), project=False)
+    assert harness.drain() == ["committed"]
+    assert [m for _, m in prompt.parse(harness.provider.prompts[-1])[2]] == ["main question"]  # type: ignore[index]
+    assert turn_records(store, "conv-0")[0]["turn"]["upto_seq"] == last_event_seq(store, "conv-0") == 2
+
+
 # --- custom turn functions and failures -----------------------------------------------------------
 def test_turn_function_returning_none_records_nothing_but_sees(transcripts: Transcripts, store: Store) -> None:
     h = Harness(store, turn="tests.turnfns:nothing")

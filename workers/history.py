@@ -47,7 +47,8 @@ class History:
     entries: int = 0
     """New entries read (all of them unless the budget filled first)."""
     messages: list[Message] = field(default_factory=list)
-    """User/assistant messages, oldest first, newest ones kept within the budget."""
+    """User/assistant messages of the main thread (subagents' only if the main thread has none),
+    oldest first, the newest ones kept within the budget."""
     project: str = ""
     truncated: bool = False
     """True if older new messages did not fit the budget."""
@@ -134,6 +135,8 @@ def read_new(store: Store, conv: str, after_seq: int, *, budget_chars: int, mess
     """The conversation's entries after ``after_seq``, newest messages first into the budget."""
     h = History(after_seq)
     picker = _Picker(store, conv, budget_chars, message_max_chars)
+    # subagents' messages are used only when the main thread has none (e.g. its file is gone)
+    fallback = _Picker(store, conv, budget_chars, message_max_chars)
     seen_ids: set[str] = set()
     for entry, env in _newest_first(store, conv, after_seq):
         if env["type"] == TURN_TYPE:
@@ -145,13 +148,20 @@ def read_new(store: Store, conv: str, after_seq: int, *, budget_chars: int, mess
         if h.newest_ms is None:
             tms = orjson.loads(entry.facts).get("tms")
             h.newest_ms = tms if isinstance(tms, int) else None
-        # a revision is newer than its original: keep the newest version of each message only
+        # a revision is newer than its original: keep the newest version of each message only;
+        # subagents' messages are left out (their outcome reaches the main thread as a tool result)
         if env["type"] in MESSAGE_TYPES and env["id"] not in seen_ids:
             seen_ids.add(env["id"])
-            picker.add(entry, env)
-            if picker.full:
-                break
+            if env["agent"] is None:
+                picker.add(entry, env)
+                if picker.full:
+                    break
+            elif not fallback.full and len(fallback.pending) < 64:
+                fallback.pending.append((entry, env))
     picker.flush()
+    if not picker.picked:
+        fallback.flush()
+        picker = fallback
     h.truncated = picker.full
     h.messages = picker.picked[::-1]
     return h

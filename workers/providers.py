@@ -16,6 +16,7 @@ Redis value (error texts are scrubbed of it in case a server echoes it back).
 from __future__ import annotations
 
 import email.utils
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from aggregator.text import preview
 from workers import prompt
 from workers.config import TurnConfig
 from workers.limits import Limiter
+
+log = logging.getLogger("agg.turns")
 
 
 @dataclass(frozen=True)
@@ -285,6 +288,13 @@ class Caller:
         return min(self.config.backoff_max_s, base) * random.uniform(0.5, 1.0)
 
     @staticmethod
+    def _log_retry(state: tenacity.RetryCallState) -> None:
+        e = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        # ProviderError texts are already scrubbed of the API key
+        log.info("attempt %d failed (%s); retrying in %.2f s", state.attempt_number, e, wait)
+
+    @staticmethod
     def _retryable(e: BaseException) -> bool:
         return (
             isinstance(e, ProviderError)
@@ -322,6 +332,7 @@ class Caller:
             retry=tenacity.retry_if_exception(self._retryable),
             sleep=self.sleep,
             reraise=True,
+            before_sleep=self._log_retry,
         )
         result: Completion = retrying(attempt)
         return result

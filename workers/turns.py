@@ -165,6 +165,13 @@ class TurnRunner:
             except LimitTimeout:
                 lease.release("abort")
                 outcome = "gave-back"
+            except redis.RedisError as e:
+                # Redis went away mid-turn: not the conversation's fault, so no parking. Hand the
+                # turn back if we can; otherwise its lease lapses and the reconciler redoes it.
+                log.warning("turn of %s interrupted by Redis: %s", conv, e)
+                with contextlib.suppress(redis.RedisError):
+                    lease.release("abort")
+                outcome = "gave-back"
             except ProviderError as e:
                 outcome = self._fail(lease, str(e))
             except Exception as e:  # a turn function's bug or bad result, or RQ's job timeout
@@ -174,7 +181,8 @@ class TurnRunner:
                 with contextlib.suppress(Exception):
                     lease.release("abort")
                 raise
-        self._count(stats)
+        with contextlib.suppress(redis.RedisError):
+            self._count(stats)
         ms = (time.perf_counter() - started) * 1000
         log.info(
             "turn conv=%s gen=%d epoch=%d outcome=%s seq=%s entries=%s messages=%s calls=%d ms=%.2f provider_ms=%.2f",
