@@ -16,7 +16,9 @@ lease; COMMIT and RELEASE act only if the lease still holds exactly that value a
 has that epoch, so a worker that was paused, partitioned or killed and retried can never commit
 twice or over a newer turn (``tests/test_turn_scripts.py``, ``tests/test_workers_real.py``).
 
-All times are Redis ``TIME`` (ms), so workers on machines with skewed clocks agree.
+All times are Redis ``TIME`` (ms), so workers on machines with skewed clocks agree. Like INGEST,
+DISPATCH and COMMIT touch global keys next to per-conversation ones: they target a single Redis
+node (a Cluster would need per-shard schedules and logs).
 """
 
 from __future__ import annotations
