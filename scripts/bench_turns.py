@@ -144,8 +144,8 @@ def overhead(b: Bench, convs: int) -> dict[str, Any]:
         t.append(c, record(c, f"{c} b0 l0 a question"), record(c, f"{c} b0 l1 an answer", "assistant"))
         wait_until(lambda i=i: quiet(store, i + 1), timeout=60, what="the turn", interval=0.0005)
         latency.append((time.perf_counter() - started) * 1000)
+    b.stop_workers()  # a turn is committed a moment before its worker logs it
     lines = [x for x in b.turn_lines() if x[0] == "committed"]
-    b.stop_workers()
     b.n = n0
     over = [ms - prov for _, ms, prov in lines]
     prov = [p for _, _, p in lines]
@@ -169,10 +169,10 @@ def throughput(b: Bench, convs: int) -> dict[str, Any]:
     t.ingest(*names)
     wait_until(lambda: quiet(store, convs), timeout=600, what="all turns", interval=0.01)
     secs = time.perf_counter() - started
+    b.stop_workers()  # a turn is committed a moment before its worker logs it
     lines = [x for x in b.turn_lines() if x[0] == "committed"]
     over = [ms - prov for _, ms, prov in lines]
     prov = [p for _, _, p in lines]
-    b.stop_workers()
     return {
         "conversations": convs,
         "workers": b.n,
