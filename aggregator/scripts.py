@@ -18,6 +18,11 @@ INGEST = r"""
 -- already written them, content-addressed, to the conversations' body hashes. Per-line values
 -- arrive packed in a few arguments (not six arguments per line) to keep argument handling cheap.
 --
+-- workers/scripts.py COMMIT appends an LLM turn's result the same way (seq / log_last guard,
+-- conv_seq, body, cur, one XADD with the same fields, tl, convs, stats, PUBLISH): a change to
+-- how this script writes an entry must be made there too (tests/test_turns_real.py::
+-- test_turn_event_has_the_shape_of_an_ingested_one compares the two).
+--
 -- KEYS[1] seq      string  global sequence counter
 -- KEYS[2] log      stream  global log, one entry per batch, id <first seq>-0
 -- KEYS[3] stats    hash    counters

@@ -42,21 +42,12 @@ def file_figures(store: Store) -> dict[str, Any]:
 
 
 def rq_figures(client: redis.Redis, namespace: str) -> dict[str, Any]:
-    """Turn jobs and workers as RQ sees them (see workers/ for the turn pipeline)."""
-    from rq import Queue, Worker
-    from rq.registry import FailedJobRegistry, StartedJobRegistry
-
+    """Turns (queued, running, parked, failed, …) and workers (see :mod:`workers.status`)."""
+    from aggregator.keys import Keys
     from workers import queue_name
+    from workers.status import turn_figures
 
-    q = Queue(queue_name(namespace), connection=client)
-    return {
-        "turns": {
-            "queued": q.count,
-            "running": StartedJobRegistry(queue=q).count,
-            "failed": FailedJobRegistry(queue=q).count,
-        },
-        "workers": Worker.count(queue=q),
-    }
+    return turn_figures(client, Keys(namespace), queue_name(namespace))
 
 
 def gather(conn: Connection, store: Store) -> dict[str, Any]:

@@ -231,8 +231,11 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"last ingest  {st['last_ingest_at'] or 'never'}")
         t = st["turns"]
         click.echo(
-            f"turns        {t['queued']} queued, {t['running']} running, {t['failed']} failed; {st['workers']} workers"
+            f"turns        {t['queued']} queued, {t['running']} running, {t['parked']} parked, "
+            f"{t['failed']} failed, {t['committed']} committed; {st['workers']} workers"
         )
+        for p in t.get("parked_conversations", []):
+            click.echo(f"  parked     {p['conv']} ({p['fails']} failures): {p['error']}")
 
 
 # --- replay ----------------------------------------------------------------------------------
@@ -329,3 +332,8 @@ def main() -> None:
         cli.main(prog_name="agg", standalone_mode=True)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+from cli.worker import worker_cmd  # noqa: E402  (registered here: new commands live in their own modules)
+
+cli.add_command(worker_cmd)
