@@ -63,3 +63,11 @@ PROJECT_BATCH_ENTRIES = 5000
 
 REPLAY_CHUNK = 500
 """Events fetched per round trip by ``agg replay``."""
+
+ACTIVE_MINUTES = 10.0
+"""A conversation is ``active`` while its newest record is at most this many minutes old
+(``AGG_ACTIVE_MINUTES`` overrides it)."""
+
+MAX_SIDECAR_BYTES = 1 << 20
+"""Largest subagent ``.meta.json`` sidecar agg reads (real ones are under 1 KB); larger ones are
+recorded as rejections."""

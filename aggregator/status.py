@@ -11,6 +11,7 @@ import redis
 from aggregator.connection import Connection
 from aggregator.projections import Projector
 from aggregator.store import Store
+from aggregator.usage import totals as usage_totals
 
 
 def iso_ms(ms: int | None) -> str | None:
@@ -89,5 +90,6 @@ def gather(conn: Connection, store: Store) -> dict[str, Any]:
         **rq_figures(r, store.keys.ns),
         "last_snapshot_at": None,
         "projections": {"seq": projector.checkpoint(), "digest": projector.digest()},
+        "usage": usage_totals(store),
     }
     return out
