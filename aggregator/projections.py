@@ -48,6 +48,7 @@ and ``agg:proj:pconvs:<project>``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import time
@@ -163,6 +164,7 @@ def usage_key(u: list[Any], conv: str, eid: str) -> str:
     return orjson.dumps([u[0], u[1]]).decode()
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def dim_field(value: str, name: str) -> str:
     """Field of a usage-by-dimension hash."""
     return orjson.dumps([value, name]).decode()
@@ -295,15 +297,16 @@ class Fold:
         if not raised and not new:
             return
         self.usage_changed.add(key)
-        owner, oproj, model, day = state[0], state[1], state[2], state[3]
-        targets = [(self.conv(owner), "usage_{}"), (self.g("usage:total"), "{}")]
-        for dim, value in zip(USAGE_DIMS, (oproj, model, day), strict=True):
-            targets.append((self.g("usage:" + dim), dim_field(value, "{}")))
         if new:
             raised.append(("responses", 1))
-        for delta, pattern in targets:
-            for name, n in raised:
-                delta.incr[pattern.replace("{}", name)] += n
+        conv_incr = self.conv(state[0]).incr
+        total = self.g("usage:total").incr
+        dims = [(self.g("usage:" + dim).incr, value) for dim, value in zip(USAGE_DIMS, state[1:4], strict=True)]
+        for name, n in raised:
+            conv_incr["usage_" + name] += n
+            total[name] += n
+            for incr, value in dims:
+                incr[dim_field(value, name)] += n
 
     def _ref(self, kind: str, uuid: str, conv: str, project: str, seq: int, payload: str | None) -> None:
         if (conv, uuid) in self.st.internal:
@@ -357,16 +360,17 @@ def _step_needs(
         u = fx.get("u")
         if u is not None:
             usage_keys.add(usage_key(u, conv, eid))
-        targets = [fx[name] for name, _ in _REF_FACTS if name in fx]
-        sm = fx.get("sm")
-        if sm and sm[1]:
-            targets.append(sm[1])
-        for uuid in targets:
-            if uuid in seen[conv]:
-                st.internal.add((conv, uuid))
-            else:
-                candidates[(conv, uuid)] = entry.project
-            uuids.add(uuid)
+        if "pu" in fx or "lp" in fx or "sm" in fx:
+            targets = [fx[name] for name, _ in _REF_FACTS if name in fx]
+            sm = fx.get("sm")
+            if sm and sm[1]:
+                targets.append(sm[1])
+            for uuid in targets:
+                if uuid in seen[conv]:
+                    st.internal.add((conv, uuid))
+                else:
+                    candidates[(conv, uuid)] = entry.project
+                uuids.add(uuid)
         if not eid.startswith("h:"):
             uuids.add(eid)
         seen[conv].add(eid)
