@@ -442,9 +442,14 @@ class Projector:
     def _read_state(self, entries: list[LogEntry], items: list[tuple[dict[str, Any], dict[str, Any]]]) -> StepState:
         """Read what folding these entries depends on, in (at most) three round trips.
 
-        The reads happen after the checkpoint was read; every write to this state moves the
+        Race: the reads happen after the checkpoint was read; every write to this state moves the
         checkpoint, so if anything read here changed before our step commits, the commit's
-        compare-and-set fails and the step is recomputed.
+        compare-and-set fails and the step is recomputed
+        (``tests/test_projections_real.py::test_racing_projectors_agree_with_a_rebuild``).
+        Which conversations hold a uuid is read from the event store, which may be ahead of the
+        checkpoint: a reference may then be resolved early and again when its target is folded —
+        both apply the same idempotent update, so the result does not depend on timing
+        (``tests/test_conversations_real.py::test_links_to_resumed_compacted_and_forked_from``).
         """
         r = self.store.r
         k = self.keys
@@ -539,6 +544,8 @@ class Projector:
             convs = self.store.conversations()
             k = self.keys
             dropped = [k.proj(c) for c in convs] + self.global_keys()
+            # One atomic drop: a rebuild killed at any point leaves all or nothing dropped
+            # (tests/test_projections_real.py::test_live_projections_after_kills_equal_the_rebuilt_ones).
             res = self._reset(keys=[k.proj_seq, k.proj_lock, k.proj_digest, *dropped], args=[token])
             if bytes(res) != b"ok":
                 raise StoreError("lost the rebuild lock before dropping the projections")

@@ -319,3 +319,17 @@ for k = 3, #KEYS do redis.call('UNLINK', KEYS[k]) end
 redis.call('SET', KEYS[1], 0)
 return 'ok'
 """
+
+HMGET_MANY = r"""
+-- Read the same fields of many hashes in one call (read-only): one reply instead of one per hash,
+-- which is what keeps `agg usage` and `agg status` fast on thousands of conversations and files.
+--
+-- KEYS[1..N] hashes   ARGV[1..M] fields
+-- Returns N x M values, flat, hash by hash (nil where a field or hash is missing).
+local out, m = {}, #ARGV
+for i = 1, #KEYS do
+  local vals = redis.call('HMGET', KEYS[i], unpack(ARGV))
+  for j = 1, m do out[(i - 1) * m + j] = vals[j] end
+end
+return out
+"""

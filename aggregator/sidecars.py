@@ -93,7 +93,9 @@ class Sidecars:
         try:
             res = self.store.commit(sc, fid, cur.gen if cur else 0, cursor, [item])
         except CursorConflict:
-            return None  # another process committed it meanwhile
+            # Race: another process committed this sidecar meanwhile; its line is the same event
+            # (a duplicate if the content is the same), so there is nothing left to do.
+            return None
         self._seen[sc.path] = ident
         return res
 

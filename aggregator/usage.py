@@ -66,20 +66,16 @@ _CONV_FIELDS = [f"usage_{n}" for n in USAGE_FIELDS] + ["usage_responses", "proje
 def _conversation_rows(store: Store) -> list[dict[str, Any]]:
     convs = store.conversations()
     rows = []
-    for i in range(0, len(convs), 500):
-        chunk = convs[i : i + 500]
-        pipe = store.r.pipeline(transaction=False)
-        for c in chunk:
-            pipe.hmget(store.keys.proj(c), _CONV_FIELDS)
-        for conv, values in zip(chunk, pipe.execute(), strict=True):
-            got = dict(zip(_CONV_FIELDS, values, strict=True))
-            counts = {name: int(got[f"usage_{name}"] or 0) for name in COUNTS}
-            if not counts["responses"]:
-                continue
-            row = _row(conv, counts)
-            row["project"] = got["project"].decode() if got["project"] else None
-            row["title"] = choose_title(lambda n, g=got: g[n].decode() if g[n] else None)  # type: ignore[misc]
-            rows.append(row)
+    values = store.hmget_many([store.keys.proj(c) for c in convs], _CONV_FIELDS)
+    for conv, vals in zip(convs, values, strict=True):
+        got = dict(zip(_CONV_FIELDS, vals, strict=True))
+        counts = {name: int(got[f"usage_{name}"] or 0) for name in COUNTS}
+        if not counts["responses"]:
+            continue
+        row = _row(conv, counts)
+        row["project"] = got["project"].decode() if got["project"] else None
+        row["title"] = choose_title(lambda n, g=got: g[n].decode() if g[n] else None)  # type: ignore[misc]
+        rows.append(row)
     return rows
 
 

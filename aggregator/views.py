@@ -91,6 +91,7 @@ def conversation_views(
 ) -> list[dict[str, Any]]:
     """Conversations (all, or ``convs``) that have at least one user or assistant message."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    active_minutes = active_minutes_setting() if active_minutes is None else active_minutes
     projector = Projector(store)
     chosen = store.conversations() if convs is None else list(convs)
     return [

@@ -43,6 +43,7 @@ from aggregator.devserver import RedisProcess  # noqa: E402
 from aggregator.ingest import ingest  # noqa: E402
 from aggregator.keys import Keys  # noqa: E402
 from aggregator.layout import iter_transcripts  # noqa: E402
+from aggregator.projections import Projector  # noqa: E402
 from aggregator.status import gather  # noqa: E402
 from aggregator.store import Store  # noqa: E402
 from aggregator.usage import report  # noqa: E402
@@ -149,16 +150,25 @@ def main() -> int:
     ap.add_argument("--corpus", type=Path, help="use this projects/ dir instead of generating one")
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep the generated corpus and Redis data here; a second run reuses them (no generation, no ingest)",
+    )
     args = ap.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="agg-bench-proj-"))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="agg-bench-proj-"))
+    reuse = args.workdir is not None and (work / "redis" / "appendonlydir").is_dir()
     try:
         root = args.corpus
         how = f"given: {root}"
         if root is None:
             root = work / "claude" / "projects"
+            how = (work / "corpus.txt").read_text() if reuse else ""
+        if not how:
             t = time.perf_counter()
             how = generate(root, args.size)
+            (work / "corpus.txt").write_text(how)
             print(f"generated {how} in {time.perf_counter() - t:.0f} s", file=sys.stderr)
         files = list(root.rglob("*.jsonl"))
         nbytes = sum(f.stat().st_size for f in files)
@@ -166,12 +176,19 @@ def main() -> int:
         with RedisProcess(work / "redis") as server:
             client = server.client()
             store = Store(client, Keys("agg"), "bench")
-            t = time.perf_counter()
-            rep = ingest(store, iter_transcripts([root]))
-            out["ingest_s"] = round(time.perf_counter() - t, 1)
-            out["events"] = rep.events_added
+            if not reuse:
+                t = time.perf_counter()
+                ingest(store, iter_transcripts([root]))
+                out["ingest_s"] = round(time.perf_counter() - t, 1)
+            out["events"] = store.stats()["events"]
             out["conversations"] = store.stats()["conversations"]
             out["redis_used_memory_bytes"] = client.info("memory")["used_memory"]
+            projector = Projector(store)
+            live = projector.digest()
+            t = time.perf_counter()
+            rebuilt = projector.rebuild()
+            out["rebuild_s"] = round(time.perf_counter() - t, 1)
+            out["rebuild_digest_equals_live"] = rebuilt["digest"] == live
             secs, responses = rescan(root)
             out["full_rescan_s"] = round(secs, 1)
             out["responses"] = responses
@@ -195,14 +212,18 @@ def main() -> int:
                 "status gather": inproc(lambda: gather(conn, store), args.runs),
             }
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         print(f"history: {out['files']} files, {out['bytes'] / 1e9:.2f} GB ({out['corpus']})")
         print(f"  {out['events']} events, {out['conversations']} conversations, {out['responses']} API responses")
-        print(f"agg ingest (once, builds the store): {out['ingest_s']} s")
+        if "ingest_s" in out:
+            print(f"agg ingest (once, builds the store): {out['ingest_s']} s")
         print(f"full rescan (read + parse every file, dedupe usage): {out['full_rescan_s']} s")
+        same = "equal to" if out["rebuild_digest_equals_live"] else "DIFFERENT FROM"
+        print(f"agg replay --rebuild: {out['rebuild_s']} s, digest {same} the live one")
         for name, fig in out["cli"].items():
             print(f"agg {name:34} median {fig['median_ms']:7.1f} ms  max {fig['max_ms']:7.1f} ms (wall, subprocess)")
         for name, fig in out["in_process"].items():
