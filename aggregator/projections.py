@@ -18,8 +18,10 @@ projections and applies the whole log again, re-deriving each entry's facts from
 
 * ``project`` (first project directory seen), ``entries``, ``events``, ``revisions``,
   ``messages``, ``first_ms`` / ``last_ms`` (record times; agg's own synthesized events excluded);
-* title candidates ``t_custom``, ``t_ai``, ``t_summary``, ``t_agg`` (newest wins), ``t_prompt``,
-  ``t_cmd``, ``t_agent`` (first wins), each with its entry's seq in ``<field>@`` — see :mod:`aggregator.titles`;
+* ``title``, the first set of the candidates ``t_custom``, ``t_ai``, ``t_summary``, ``t_agg``
+  (newest wins), ``t_prompt``, ``t_cmd``, ``t_agent`` (first wins), each kept with its entry's seq
+  in ``<field>@`` — see :mod:`aggregator.titles`; the script re-picks ``title`` whenever a
+  candidate changes;
   ``summary`` (agg's own summary turn, newest wins);
 * ``agent.<id>`` per subagent: ``""``, or JSON ``[type, description]`` from its ``.meta.json``;
 * ``from.<kind>.<conv>`` = ``1`` for each conversation this one was ``resumed`` from (a record's
@@ -63,6 +65,7 @@ from aggregator import defaults, scripts
 from aggregator.errors import StoreError
 from aggregator.parse import MESSAGE_TYPES, facts, loads
 from aggregator.store import LogEntry, Store
+from aggregator.titles import TITLE_FIELDS
 
 REBUILD_LOCK_TTL_MS = 10 * 60 * 1000
 """A rebuild holds the projection lock this long per step at most (a crashed rebuild's lock lapses)."""
@@ -80,6 +83,9 @@ SYNTHESIZED_TYPES = frozenset({"agg-turn", "agent-meta"})
 """Event types agg writes itself: they do not move a conversation's first/last record time."""
 
 ZERO_DIGEST = "0" * 40
+
+_TITLE_SET = frozenset(TITLE_FIELDS)
+_TITLE_CANDIDATES = ",".join(TITLE_FIELDS)
 
 
 @dataclass
@@ -126,6 +132,8 @@ class Delta:
         out += [("set", f, v) for f, v in self.sets.items()]
         out += [("newest", f, f"{s} {v}") for f, (s, v) in self.newest.items()]
         out += [("oldest", f, f"{s} {v}") for f, (s, v) in self.oldest.items()]
+        if any(f in _TITLE_SET for f in (*self.newest, *self.oldest)):
+            out.append(("pick", "title", _TITLE_CANDIDATES))
         out += [("sadd", "", m) for m in sorted(self.sadds)]
         zadds = self.zadds
         if self.keep and len(zadds) > self.keep:

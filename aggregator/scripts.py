@@ -224,6 +224,8 @@ PROJECT = r"""
 --                 "min" / "max" a=field b=number (numeric compare-and-set)
 --                 "newest" / "oldest" a=field b="<seq> <value>": set field to value (and
 --                   field.."@" to seq) if seq is above / below the seq stored with it
+--                 "pick" a=field b=','-joined candidate fields: set field to the first
+--                   candidate that is set and not empty (remove it if none is)
 --         sets:   "sadd" a=ignored b=member
 --         zsets:  "zadd" a=score b=member · "zkeep" a=ignored b=N (keep the N highest)
 --
@@ -284,6 +286,21 @@ for k = 4, #KEYS do
         hset(key, f .. '@', seq, old_seq)
         local old = redis.call('HGET', key, f)
         if old ~= value then hset(key, f, value, old) end
+      end
+    elseif op == 'pick' then
+      local cands = {}
+      for c in string.gmatch(v, '[^,]+') do cands[#cands + 1] = c end
+      local vals = redis.call('HMGET', key, unpack(cands))
+      local chosen = false
+      for i = 1, #cands do
+        if vals[i] and vals[i] ~= '' then chosen = vals[i]; break end
+      end
+      local old = redis.call('HGET', key, f)
+      if chosen and chosen ~= old then
+        hset(key, f, chosen, old)
+      elseif (not chosen) and old then
+        redis.call('HDEL', key, f)
+        mix(-1, 'h', key, f, old)
       end
     elseif op == 'sadd' then
       if redis.call('SADD', key, v) == 1 then mix(1, 's', key, v, '') end

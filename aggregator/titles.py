@@ -14,14 +14,14 @@ A conversation's title comes from the first of these that it has (DESIGN §5, is
 7. the first prompt of a subagent (or 1.0.x sidechain), as a last resort — it names what an
    orphaned subagent directory (one whose session file is gone) was doing.
 
-Each source is kept in its own projection field (:data:`TITLE_FIELDS`), so the choice is made
-when reading and a rebuild reproduces every candidate.
+Each source is kept in its own projection field (:data:`TITLE_FIELDS`, in priority order); the
+projection script re-picks the conversation's ``title`` from them whenever one changes, so a
+later, higher-priority source replaces the title and a rebuild reproduces every candidate.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 from aggregator.text import preview
@@ -107,12 +107,3 @@ def prompt_candidate(obj: dict[str, Any]) -> tuple[str, str] | None:
         m = _BASH_INPUT.match(text)
         return ("p", preview("! " + m.group(1).strip(), PROMPT_CHARS)) if m else None
     return "p", preview(text, PROMPT_CHARS)
-
-
-def choose_title(get: Callable[[str], str | None]) -> str | None:
-    """The title from a conversation's candidates (``get(field)``), by :data:`TITLE_FIELDS` order."""
-    for name in TITLE_FIELDS:
-        value = get(name)
-        if value:
-            return value
-    return None

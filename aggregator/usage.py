@@ -15,7 +15,6 @@ import orjson
 from aggregator.errors import ConfigError
 from aggregator.projections import USAGE_DIMS, USAGE_FIELDS, Projector
 from aggregator.store import Store
-from aggregator.titles import TITLE_FIELDS, choose_title
 
 BY_CHOICES = ("conversation", *USAGE_DIMS)
 """What ``agg usage --by`` accepts."""
@@ -60,21 +59,22 @@ def table(store: Store, by: str) -> list[dict[str, Any]]:
     return rows
 
 
-_CONV_FIELDS = [f"usage_{n}" for n in USAGE_FIELDS] + ["usage_responses", "project", *TITLE_FIELDS]
+_CONV_FIELDS = [*(f"usage_{n}" for n in COUNTS), "project", "title"]
 
 
 def _conversation_rows(store: Store) -> list[dict[str, Any]]:
     convs = store.conversations()
     rows = []
-    values = store.hmget_many([store.keys.proj(c) for c in convs], _CONV_FIELDS)
-    for conv, vals in zip(convs, values, strict=True):
-        got = dict(zip(_CONV_FIELDS, vals, strict=True))
-        counts = {name: int(got[f"usage_{name}"] or 0) for name in COUNTS}
-        if not counts["responses"]:
+    n = len(COUNTS)
+    for conv, vals in zip(convs, store.hmget_many([store.keys.proj(c) for c in convs], _CONV_FIELDS), strict=True):
+        if not vals[n - 1]:  # no responses
             continue
-        row = _row(conv, counts)
-        row["project"] = got["project"].decode() if got["project"] else None
-        row["title"] = choose_title(lambda n, g=got: g[n].decode() if g[n] else None)  # type: ignore[misc]
+        counts = [int(v or 0) for v in vals[:n]]
+        row: dict[str, Any] = {"key": conv, **dict(zip(COUNTS, counts, strict=True))}
+        row["total"] = sum(counts[:4])
+        project, title = vals[n], vals[n + 1]
+        row["project"] = project.decode() if project else None
+        row["title"] = title.decode() if title else None
         rows.append(row)
     return rows
 

@@ -18,7 +18,6 @@ from aggregator.projections import Projector, parse_recent_member
 from aggregator.status import iso_ms
 from aggregator.store import Store
 from aggregator.text import message_text, preview
-from aggregator.titles import choose_title
 
 USAGE_FIELDS = ("input", "output", "cache_read", "cache_creation")
 
@@ -60,7 +59,7 @@ def conversation_view(
 ) -> dict[str, Any]:
     """One conversation as ``current.json`` lists it (DESIGN §5), from its projection hash.
 
-    ``title`` is chosen from the candidates by :func:`aggregator.titles.choose_title`; ``active``
+    ``title`` is the first title source the conversation has (:mod:`aggregator.titles`); ``active``
     means a record at most ``active_minutes`` old (default: :func:`aggregator.config.active_minutes`).
     """
     minutes = active_minutes_setting() if active_minutes is None else active_minutes
@@ -68,7 +67,7 @@ def conversation_view(
     return {
         "key": conv,
         "project": _text(fields, "project"),
-        "title": choose_title(lambda name: _text(fields, name)),
+        "title": _text(fields, "title"),
         "summary": _text(fields, "summary"),
         "first_ts": iso_ms(_int(fields, "first_ms")) if b"first_ms" in fields else None,
         "last_ts": iso_ms(last_ms),
