@@ -32,11 +32,8 @@ TITLE_FIELDS = ("t_custom", "t_ai", "t_summary", "t_agg", "t_prompt", "t_cmd", "
 PROMPT_CHARS = 200
 """Characters of a prompt kept as a title candidate."""
 
-# Context blocks Claude Code or an IDE puts around what the user typed: not the user's words.
-_CONTEXT = re.compile(
-    r"<(system-reminder|ide_opened_file|ide_selection|ide_diagnostics|user-prompt-submit-hook)>.*?</\1>",
-    re.DOTALL,
-)
+# Context blocks Claude Code or an IDE puts before what the user typed: not the user's words.
+_CONTEXT = re.compile(r"<(system-reminder|ide_opened_file|ide_selection|ide_diagnostics|user-prompt-submit-hook)>")
 # Texts that look like prompts but were written by Claude Code, not typed by the user.
 _NOT_PROMPTS = (
     "<local-command-caveat>",
@@ -53,10 +50,24 @@ _TAG = {name: re.compile(rf"<{name}>(.*?)</{name}>", re.DOTALL) for name in ("co
 _BASH_INPUT = re.compile(r"^<bash-input>(.*?)</bash-input>", re.DOTALL)
 
 
+def _strip_context(text: str) -> str:
+    """``text`` without the context blocks it starts with (only leading ones: cheap on long text)."""
+    text = text.lstrip()
+    while text.startswith("<"):
+        m = _CONTEXT.match(text)
+        if not m:
+            break
+        end = text.find(f"</{m.group(1)}>", m.end())
+        if end < 0:
+            return ""  # an unterminated context block: nothing typed after it
+        text = text[end + len(m.group(1)) + 3 :].lstrip()
+    return text
+
+
 def _text_of(content: Any) -> str | None:
     """The typed text of a user message's content; None if it is (or holds) a tool result."""
     if isinstance(content, str):
-        return content
+        return _strip_context(content)
     if not isinstance(content, list):
         return None
     parts = []
@@ -67,7 +78,9 @@ def _text_of(content: Any) -> str | None:
         if kind == "tool_result":
             return None
         if kind == "text" and isinstance(block.get("text"), str):
-            parts.append(block["text"])
+            part = _strip_context(block["text"])
+            if part:
+                parts.append(part)
     return "\n".join(parts)
 
 
@@ -85,11 +98,6 @@ def prompt_candidate(obj: dict[str, Any]) -> tuple[str, str] | None:
     if obj.get("isMeta") or obj.get("isCompactSummary") or obj.get("isVisibleInTranscriptOnly"):
         return None
     text = _text_of(content)
-    if not text:
-        return None
-    if "<" in text:
-        text = _CONTEXT.sub("", text)
-    text = text.strip()
     if not text or text.startswith(_NOT_PROMPTS):
         return None
     head = text[:2000]
