@@ -207,6 +207,9 @@ class Fold:
         self.usage_changed: set[str] = set()
         self.refs_changed: set[str] = set()
         self.pconvs: set[tuple[str, str]] = set()
+        self.recent = self.g("recent")
+        self.total = self.g("usage:total").incr
+        self._dims: dict[tuple[str, str, str], list[tuple[dict[str, int], str]]] = {}
 
     def conv(self, conv: str) -> Delta:
         d = self.convs.get(conv)
@@ -238,7 +241,7 @@ class Fold:
             d.incr["events"] += 1
             if rtype in MESSAGE_TYPES:
                 d.incr["messages"] += 1
-                self.g("recent").zadd(tms if isinstance(tms, int) else 0, recent_member(seq, conv, env["id"], rtype))
+                self.recent.zadd(tms if isinstance(tms, int) else 0, recent_member(seq, conv, env["id"], rtype))
         if isinstance(tms, int) and rtype not in SYNTHESIZED_TYPES:
             d.lo("first_ms", tms)
             d.hi("last_ms", tms)
@@ -308,8 +311,13 @@ class Fold:
         if new:
             raised.append(("responses", 1))
         conv_incr = self.conv(state[0]).incr
-        total = self.g("usage:total").incr
-        dims = [(self.g("usage:" + dim).incr, value) for dim, value in zip(USAGE_DIMS, state[1:4], strict=True)]
+        total = self.total
+        where = (state[1], state[2], state[3])
+        dims = self._dims.get(where)
+        if dims is None:
+            dims = self._dims[where] = [
+                (self.g("usage:" + dim).incr, value) for dim, value in zip(USAGE_DIMS, where, strict=True)
+            ]
         for name, n in raised:
             conv_incr["usage_" + name] += n
             total[name] += n
