@@ -175,3 +175,11 @@ RQ_RESULT_TTL_S = 60
 
 RQ_FAILURE_TTL_S = 7 * 24 * 3600
 """Seconds RQ keeps a failed turn job (turns catch their errors; only crashes end up there)."""
+
+ACTIVE_MINUTES = 10.0
+"""A conversation is ``active`` while its newest record is at most this many minutes old
+(``AGG_ACTIVE_MINUTES`` overrides it)."""
+
+MAX_SIDECAR_BYTES = 1 << 20
+"""Largest subagent ``.meta.json`` sidecar agg reads (real ones are under 1 KB); larger ones are
+recorded as rejections."""

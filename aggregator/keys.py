@@ -32,6 +32,20 @@ key                        type   written by   meaning
 ``agg:proj:recent``        zset   projector    the most recent user/assistant messages: member
                                                ``<seq, 15 digits> <JSON [conv, id, role]>``,
                                                score = record time (ms; 0 if none), capped
+``agg:proj:digest``        string projector    sum (per 32-bit word, mod 2^32) of SHA-1(key, field,
+                                               value) over every projection entry, kept up to
+                                               date by every projection step
+``agg:proj:usage:keys``    hash   projector    usage dedupe state: JSON ``[message.id, requestId]``
+                                               → JSON ``[conv, project, model, day, input, output,
+                                               cache_read, cache_creation]`` (owner + maxima)
+``agg:proj:usage:total``   hash   projector    input, output, cache_read, cache_creation, responses
+``agg:proj:usage:<dim>``   hash   projector    dim = project | model | day: JSON ``[value, name]``
+                                               → token count (name as in usage:total)
+``agg:proj:refs``          hash   projector    uuid → JSON list of references to it not resolved
+                                               inside their own conversation (summary leafUuid,
+                                               cross-conversation parentUuid, logicalParentUuid)
+``agg:proj:projects``      set    projector    project names seen
+``agg:proj:pconvs:<P>``    set    projector    conversations with entries in project P
 ``agg:{c:K}:cur``          hash   ingest/turns event id → digests of its versions, newest last
 ``agg:{c:K}:tl``           zset   ingest/turns the conversation's timeline: first seq of each log
                                                batch holding its entries (score = member)
@@ -168,6 +182,33 @@ class Keys:
 
     def lease(self, conv: str) -> str:
         return f"{self.conv_prefix(conv)}:lease"
+
+    @property
+    def proj_digest(self) -> str:
+        return f"{self.ns}:proj:digest"
+
+    @property
+    def usage_keys(self) -> str:
+        return f"{self.ns}:proj:usage:keys"
+
+    @property
+    def usage_total(self) -> str:
+        return f"{self.ns}:proj:usage:total"
+
+    def usage_by(self, dim: str) -> str:
+        """Usage summed per ``dim`` (``project``, ``model`` or ``day``)."""
+        return f"{self.ns}:proj:usage:{dim}"
+
+    @property
+    def refs(self) -> str:
+        return f"{self.ns}:proj:refs"
+
+    @property
+    def projects(self) -> str:
+        return f"{self.ns}:proj:projects"
+
+    def project_convs(self, project: str) -> str:
+        return f"{self.ns}:proj:pconvs:{project}"
 
     # --- channels ----------------------------------------------------------------------------
     @property

@@ -90,6 +90,7 @@ class Store:
         # clients always return bytes over RESP2, so replies are handled untyped through `r`.
         self.r: Any = self.client
         self._ingest = self.client.register_script(scripts.INGEST)
+        self._hmget_many = self.client.register_script(scripts.HMGET_MANY)
 
     # --- cursors -----------------------------------------------------------------------------
     def file_id(self, path: str) -> str:
@@ -105,6 +106,16 @@ class Store:
 
     def cursor(self, fid: str) -> Cursor | None:
         return self.cursors([fid])[0]
+
+    def hmget_many(self, keys: Sequence[str], fields: Sequence[str], chunk: int = 1000) -> list[list[bytes | None]]:
+        """``HMGET key *fields`` for each of ``keys``, a thousand hashes per round trip."""
+        out: list[list[bytes | None]] = []
+        m = len(fields)
+        for i in range(0, len(keys), chunk):
+            part = keys[i : i + chunk]
+            flat = self._hmget_many(keys=list(part), args=list(fields)) if part else []
+            out += [flat[j * m : (j + 1) * m] for j in range(len(part))]
+        return out
 
     def tracked_files(self) -> list[dict[bytes, bytes]]:
         """Every cursor hash (all hosts)."""

@@ -32,6 +32,7 @@ from aggregator import defaults
 from aggregator.errors import CursorConflict, StoreError
 from aggregator.layout import SourceFile
 from aggregator.parse import Event, Rejection, parse_line
+from aggregator.sidecars import Sidecars
 from aggregator.store import CommitResult, Cursor, Store
 
 Progress = Callable[[int], None]
@@ -89,6 +90,7 @@ class Tailer:
         self.max_line_bytes = max_line_bytes
         self.read_chunk_bytes = read_chunk_bytes
         self._pool: ThreadPoolExecutor | None = None
+        self.sidecars = Sidecars(store)
 
     def committer(self) -> ThreadPoolExecutor:
         """The thread that commits batch N while this one parses batch N+1."""
@@ -108,6 +110,8 @@ class Tailer:
         for _ in range(defaults.CAS_RETRIES):
             try:
                 self._sync_once(sf, fid, self.store.cursor(fid), result, progress)
+                # A subagent's .meta.json becomes an event too (aggregator/sidecars.py).
+                self.sidecars.sync(sf)
                 return result
             except CursorConflict:
                 continue  # another ingester moved the cursor: start over from what Redis holds

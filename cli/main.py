@@ -326,6 +326,11 @@ def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
     os.execve(binary, [binary, "-s", str(emb.socket_path), *args], env)
 
 
+from cli.usage import usage_cmd  # noqa: E402  (commands in their own modules register here)
+
+cli.add_command(usage_cmd)
+
+
 def main() -> None:
     """Entry point of the ``agg`` console script."""
     try:
