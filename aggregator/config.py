@@ -14,10 +14,15 @@ setting                   environment        default
                           (``:``-separated)  ``~/.claude`` and ``~/.config/claude`` that exist
 ``host``                  ``AGG_HOST``       this machine's host name (cursors are per host)
 ========================= ================== ==============================================
+
+Read where it is used rather than carried in :class:`Settings`: ``AGG_ACTIVE_MINUTES`` (default
+10), the minutes a conversation stays ``active`` after its newest record
+(:func:`active_minutes`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -51,6 +56,24 @@ def default_claude_dirs(env: Mapping[str, str] | None = None) -> list[Path]:
         return [Path(p).expanduser() for p in configured.split(",") if p.strip()]
     home = Path(env.get("HOME") or Path.home())
     return [p for p in (home / ".claude", home / ".config" / "claude") if p.is_dir()]
+
+
+def active_minutes(env: Mapping[str, str] | None = None) -> float:
+    """Minutes after its newest record that a conversation counts as ``active``.
+
+    ``AGG_ACTIVE_MINUTES`` if set (a non-negative number), else :data:`defaults.ACTIVE_MINUTES`.
+    """
+    env = os.environ if env is None else env
+    raw = env.get("AGG_ACTIVE_MINUTES", "").strip()
+    if not raw:
+        return defaults.ACTIVE_MINUTES
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"bad AGG_ACTIVE_MINUTES {raw!r}: give a number of minutes >= 0")
+    return value
 
 
 def validate_namespace(ns: str) -> str:

@@ -74,3 +74,123 @@ PROJECT_BATCH_ENTRIES = 5000
 
 REPLAY_CHUNK = 500
 """Events fetched per round trip by ``agg replay``."""
+
+# --- LLM turns (workers/; environment overrides in workers/config.py) --------------------------
+
+TURN_DEBOUNCE_MS = 5_000
+"""A conversation's turn starts at least this long after the first change it has not covered:
+the events of a burst (Claude Code writes several lines per exchange) share one turn."""
+
+TURN_COOLDOWN_MS = 60_000
+"""Least time between two committed turns of one conversation (at most one paid call per minute
+for a conversation that keeps changing)."""
+
+TURN_CONCURRENCY = 4
+"""Turns queued or running at once, across every worker on every machine."""
+
+TURN_LEASE_MS = 30_000
+"""Lifetime of a turn's lease; the holder renews it every third of this. A worker that dies
+mid-turn is noticed (and its turn redone) this long after its last renewal."""
+
+TURN_PARK_BASE_MS = 30_000
+"""First retry delay of a turn that failed (after the provider retries); doubles each failure."""
+
+TURN_PARK_MAX_MS = 30 * 60_000
+"""Longest retry delay of a parked turn."""
+
+TURN_QUEUED_GRACE_MS = 15_000
+"""A turn queued this long whose RQ job is no longer waiting (lost between claim and enqueue, or
+its worker died before taking the lease) is queued again by the reconciler."""
+
+TURN_DISPATCH_INTERVAL_MS = 200
+"""How often each worker's scheduler looks for due turns (one pipelined read when idle)."""
+
+TURN_RECONCILE_INTERVAL_MS = 1_000
+"""How often each worker's scheduler looks for expired leases and lost jobs."""
+
+TURN_DISPATCH_BATCH = 200
+"""Conversations examined per scheduler step (per list: newly dirty, and due)."""
+
+TURN_BUDGET_TOKENS = 4_000
+"""Input tokens of the default turn's prompt at most: previous summary plus the newest messages."""
+
+TURN_MAX_OUTPUT_TOKENS = 512
+"""``max_tokens`` of the default turn's call."""
+
+TURN_MESSAGE_MAX_CHARS = 2_000
+"""Characters of one message put in a prompt at most (long tool output is cut)."""
+
+TURN_TITLE_MAX_CHARS = 80
+"""Longest title kept."""
+
+TURN_SUMMARY_MAX_CHARS = 1_500
+"""Longest rolling summary kept (the offline provider keeps the newest part)."""
+
+TURN_MAX_AGE_DAYS_NETWORK = 2.0
+"""With a network provider, conversations whose newest record is older than this get no turn
+(a first backfill of thousands of old conversations would otherwise be thousands of paid
+calls). ``AGG_TURN_MAX_AGE_DAYS=0`` lifts the limit; the offline provider has none by default."""
+
+TURN_JOB_TIMEOUT_S = 15 * 60
+"""RQ job timeout of a turn (it may wait for the shared rate limits)."""
+
+TURN_LIMIT_WAIT_MAX_S = 300.0
+"""Longest a turn waits for the shared rate limits before giving its slot back (not a failure)."""
+
+CHARS_PER_TOKEN = 4
+"""Token estimate: characters / 4 (used for budgets and the tokens-per-minute limit before the
+provider reports the real count)."""
+
+LLM_TIMEOUT_S = 60.0
+"""Timeout of one provider request (connect, read, write)."""
+
+LLM_ATTEMPTS = 4
+"""Provider requests per turn at most (1 + retries on 429, 5xx, timeouts, malformed answers)."""
+
+LLM_BACKOFF_BASE_S = 1.0
+"""First retry delay without ``Retry-After``; doubles per attempt, with jitter."""
+
+LLM_BACKOFF_MAX_S = 30.0
+"""Longest retry delay without ``Retry-After``."""
+
+LLM_RETRY_AFTER_MAX_S = 120.0
+"""Longest ``Retry-After`` honoured inside a turn; a longer one fails the attempt (and parks)."""
+
+LLM_RPM = 50.0
+"""Requests per minute per provider, shared by all workers (network providers)."""
+
+LLM_RPM_BURST = 1
+"""Requests allowed back to back before the pace applies; 1 = evenly spaced, so no 60 s window
+ever holds more than the limit."""
+
+LLM_TPM = 100_000.0
+"""Tokens (input + output) per minute per provider, shared by all workers (network providers)."""
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+OPENAI_MODEL = "gpt-4o-mini"
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+ANTHROPIC_MODEL = "claude-3-5-haiku-latest"
+
+RQ_WORKER_TTL_S = 60
+"""RQ worker registration TTL (a dead worker leaves ``agg status`` ``workers`` within this)."""
+
+RQ_MAINTENANCE_INTERVAL_S = 60
+"""RQ registry maintenance interval (RQ's default is 10 minutes); agg's own reconciler, not this,
+redoes turns of dead workers."""
+
+RQ_JOB_MONITORING_INTERVAL_S = 10
+"""RQ heartbeat interval of a running job."""
+
+RQ_RESULT_TTL_S = 60
+"""Seconds RQ keeps a finished turn job (its outcome is in the event log, not the job)."""
+
+RQ_FAILURE_TTL_S = 7 * 24 * 3600
+"""Seconds RQ keeps a failed turn job (turns catch their errors; only crashes end up there)."""
+
+ACTIVE_MINUTES = 10.0
+"""A conversation is ``active`` while its newest record is at most this many minutes old
+(``AGG_ACTIVE_MINUTES`` overrides it)."""
+
+MAX_SIDECAR_BYTES = 1 << 20
+"""Largest subagent ``.meta.json`` sidecar agg reads (real ones are under 1 KB); larger ones are
+recorded as rejections."""

@@ -5,8 +5,10 @@
     ├── RedisUnavailable          Redis cannot be reached or refused us (auth, OOM, down)
     ├── EmbeddedRedisError        the embedded redis-server is missing or would not start
     ├── NotFound                  a named conversation (or other object) does not exist
-    └── StoreError                the store is in a state agg cannot work with
-        └── CursorConflict        a file cursor moved under us (internal: the tailer retries)
+    ├── StoreError                the store is in a state agg cannot work with
+    │   └── CursorConflict        a file cursor moved under us (internal: the tailer retries)
+    └── TurnError                 an LLM turn could not be run
+        └── ProviderError         the provider failed or refused (``transient``: worth a retry)
 
 Low-level errors (``redis.ConnectionError``, ``OSError``) are mapped to these at module
 boundaries, so the CLI catches :class:`AggError` and prints one line instead of a traceback.
@@ -51,3 +53,24 @@ class StoreError(AggError):
 
 class CursorConflict(StoreError):
     """A file cursor changed between reading it and committing a batch (another ingester won)."""
+
+
+class TurnError(AggError):
+    """An LLM turn could not be run (bad turn function result, lost lease, …)."""
+
+
+class ProviderError(TurnError):
+    """The LLM provider failed or refused a request.
+
+    ``transient`` errors (429, 5xx, timeouts, unreachable, malformed answers) are retried with
+    backoff, honouring ``retry_after`` (seconds) when the provider sent one; others (400, 401,
+    403, 404, …) fail the turn at once. The message never holds the API key.
+    """
+
+    def __init__(
+        self, message: str, *, transient: bool, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.status = status
+        self.retry_after = retry_after

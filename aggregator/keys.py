@@ -15,9 +15,9 @@ key                        type   written by   meaning
                                                ``e`` envelopes and ``f`` facts (``\\n``-joined),
                                                ``d`` digests (32 hex chars each), ``file``,
                                                ``project``, ``agent``
-``agg:stats``              hash   ingest       counters: events, revisions, duplicates, rejected,
+``agg:stats``              hash   ingest/turns counters: events, revisions, duplicates, rejected,
                                                lines, conversations, batches, last_ingest_ms
-``agg:convs``              zset   ingest       conversation → last seq that touched it
+``agg:convs``              zset   ingest/turns conversation → last seq that touched it
 ``agg:files``              set    ingest       file ids of every cursor
 ``agg:file:<fid>``         hash   ingest       cursor of one (host, path): off, gen, ino, dev,
                                                size, mtime, fp, fplen, tfp, path, host, conv,
@@ -32,12 +32,40 @@ key                        type   written by   meaning
 ``agg:proj:recent``        zset   projector    the most recent user/assistant messages: member
                                                ``<seq, 15 digits> <JSON [conv, id, role]>``,
                                                score = record time (ms; 0 if none), capped
-``agg:{c:K}:cur``          hash   ingest       event id → digests of its versions, newest last
-``agg:{c:K}:tl``           zset   ingest       the conversation's timeline: first seq of each log
+``agg:proj:digest``        string projector    sum (per 32-bit word, mod 2^32) of SHA-1(key, field,
+                                               value) over every projection entry, kept up to
+                                               date by every projection step
+``agg:proj:usage:keys``    hash   projector    usage dedupe state: JSON ``[message.id, requestId]``
+                                               → JSON ``[conv, project, model, day, input, output,
+                                               cache_read, cache_creation]`` (owner + maxima)
+``agg:proj:usage:total``   hash   projector    input, output, cache_read, cache_creation, responses
+``agg:proj:usage:<dim>``   hash   projector    dim = project | model | day: JSON ``[value, name]``
+                                               → token count (name as in usage:total)
+``agg:proj:refs``          hash   projector    uuid → JSON list of references to it not resolved
+                                               inside their own conversation (summary leafUuid,
+                                               cross-conversation parentUuid, logicalParentUuid)
+``agg:proj:projects``      set    projector    project names seen
+``agg:proj:pconvs:<P>``    set    projector    conversations with entries in project P
+``agg:{c:K}:cur``          hash   ingest/turns event id → digests of its versions, newest last
+``agg:{c:K}:tl``           zset   ingest/turns the conversation's timeline: first seq of each log
                                                batch holding its entries (score = member)
-``agg:{c:K}:body``         hash   ingest       digest → original line bytes (content-addressed)
-``agg:{c:K}:meta``         hash   ingest       n (last conv_seq), msgs (user/assistant events)
+``agg:{c:K}:body``         hash   ingest/turns digest → original line bytes (content-addressed)
+``agg:{c:K}:meta``         hash   ingest/turns n (last conv_seq), msgs (user/assistant events)
 ``agg:{c:K}:proj``         hash   projector    the conversation's projection
+``agg:turns:due``          zset   workers      conversation → time (ms) its next turn may start
+                                               (debounce, cooldown, parking applied)
+``agg:turns:queued``       zset   workers      conversation → time (ms) its turn job was queued
+``agg:turns:running``      zset   workers      conversation → expiry (ms) of its turn lease
+``agg:turns:parked``       zset   workers      conversation → time (ms) its failing turn is retried
+``agg:turns:stats``        hash   workers      turn counters: dispatched, committed, skipped,
+                                               failed, stale, abandoned, calls, …
+``agg:limit:<p>:<kind>``   string workers      shared limits of provider p: ``req`` / ``tok``
+                                               (GCRA theoretical arrival time, ms), ``pause``
+                                               (set after a 429 with ``Retry-After``)
+``agg:{c:K}:turn``         hash   workers      turn state: gen, state, epoch, done, last, fails,
+                                               error, follow, cool_until, park_until, holder
+``agg:{c:K}:lease``        string workers      ``<epoch>:<token>`` of the turn holding the
+                                               conversation, with a TTL (renewed while it runs)
 ========================== ====== ============ ==================================================
 
 Channels: ``agg:events`` (every appended event), ``agg:conv:<K>`` (one conversation),
@@ -124,6 +152,63 @@ class Keys:
     @property
     def recent(self) -> str:
         return f"{self.ns}:proj:recent"
+
+    # --- LLM turns (workers/) ----------------------------------------------------------------
+    @property
+    def turns_due(self) -> str:
+        return f"{self.ns}:turns:due"
+
+    @property
+    def turns_queued(self) -> str:
+        return f"{self.ns}:turns:queued"
+
+    @property
+    def turns_running(self) -> str:
+        return f"{self.ns}:turns:running"
+
+    @property
+    def turns_parked(self) -> str:
+        return f"{self.ns}:turns:parked"
+
+    @property
+    def turns_stats(self) -> str:
+        return f"{self.ns}:turns:stats"
+
+    def limit(self, provider: str, kind: str) -> str:
+        return f"{self.ns}:limit:{provider}:{kind}"
+
+    def turn(self, conv: str) -> str:
+        return f"{self.conv_prefix(conv)}:turn"
+
+    def lease(self, conv: str) -> str:
+        return f"{self.conv_prefix(conv)}:lease"
+
+    @property
+    def proj_digest(self) -> str:
+        return f"{self.ns}:proj:digest"
+
+    @property
+    def usage_keys(self) -> str:
+        return f"{self.ns}:proj:usage:keys"
+
+    @property
+    def usage_total(self) -> str:
+        return f"{self.ns}:proj:usage:total"
+
+    def usage_by(self, dim: str) -> str:
+        """Usage summed per ``dim`` (``project``, ``model`` or ``day``)."""
+        return f"{self.ns}:proj:usage:{dim}"
+
+    @property
+    def refs(self) -> str:
+        return f"{self.ns}:proj:refs"
+
+    @property
+    def projects(self) -> str:
+        return f"{self.ns}:proj:projects"
+
+    def project_convs(self, project: str) -> str:
+        return f"{self.ns}:proj:pconvs:{project}"
 
     # --- channels ----------------------------------------------------------------------------
     @property

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,7 @@ import orjson
 
 from aggregator import defaults
 from aggregator.layout import SourceFile
+from aggregator.titles import prompt_candidate
 
 MESSAGE_TYPES = frozenset({"user", "assistant"})
 
@@ -85,46 +87,29 @@ def dumps(obj: Any) -> bytes:
         return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode()
 
 
-_DAY_MS: dict[str, int | None] = {}
 _MINUTE_MS: dict[str, int | None] = {}
-_CACHE_MAX = 100_000
-_MINUTE_CACHE_MAX = 20_000  # about 2 MB; records come in bursts, so a cleared cache refills fast
+_MINUTES_CACHED = 20_000
+"""Distinct minutes whose epoch ms are cached (records come in bursts: the hit rate stays high)."""
 
 
 def ts_ms(ts: Any) -> int | None:
     """Epoch milliseconds of an ISO-8601 timestamp (naive = UTC), or None."""
     if type(ts) is not str or not 10 <= len(ts) <= 40:
         return None
-    if len(ts) == 24 and ts[23] == "Z" and ts[19] == ".":
-        # Claude Code's own format, YYYY-MM-DDTHH:MM:SS.mmmZ: skip the general parser (hot path).
-        # Records come in bursts, so each minute's value is computed once.
-        prefix = ts[:17]
-        try:
-            base = _MINUTE_MS[prefix]
-        except KeyError:
-            base = _minute_ms(prefix) if prefix.isascii() else None
-            if len(_MINUTE_MS) >= _MINUTE_CACHE_MAX:
+    if len(ts) == 24 and ts[23] == "Z" and ts[19] == "." and ts[16] == ":":
+        # Claude Code's own format, YYYY-MM-DDTHH:MM:SS.mmmZ: skip the general parser (hot path);
+        # the minute is parsed once by the general parser and cached.
+        minute = ts[:16]
+        base = _MINUTE_MS.get(minute, -1)
+        if base == -1:
+            if len(_MINUTE_MS) >= _MINUTES_CACHED:
                 _MINUTE_MS.clear()
-            _MINUTE_MS[prefix] = base
-        if base is not None:
-            sec, ms = ts[17:19], ts[20:23]
-            if sec.isascii() and ms.isascii() and sec.isdigit() and ms.isdigit() and sec < "60":
-                return base + int(sec) * 1000 + int(ms)
+            ok = minute.isascii() and minute[4] == "-" and minute[7] == "-" and minute[10] == "T" and minute[13] == ":"
+            base = _MINUTE_MS[minute] = _general_ts_ms(minute) if ok else None
+        sec, ms = ts[17:19], ts[20:23]
+        if base is not None and sec.isdigit() and ms.isdigit() and sec < "60" and sec.isascii() and ms.isascii():
+            return base + int(sec) * 1000 + int(ms)
     return _general_ts_ms(ts)
-
-
-def _minute_ms(prefix: str) -> int | None:
-    """Epoch ms of the minute ``YYYY-MM-DDTHH:MM:`` (17 ASCII chars), or None if it is not one."""
-    if prefix[10] != "T" or prefix[13] != ":" or prefix[16] != ":":
-        return None
-    date = prefix[:10]
-    if date not in _DAY_MS and len(_DAY_MS) < _CACHE_MAX:
-        _DAY_MS[date] = _general_ts_ms(date)
-    day = _DAY_MS.get(date)
-    h, m = prefix[11:13], prefix[14:16]
-    if day is None or not (h.isdigit() and m.isdigit() and h < "24" and m < "60"):
-        return None
-    return day + int(h) * 3_600_000 + int(m) * 60_000
 
 
 def _general_ts_ms(ts: str) -> int | None:
@@ -137,9 +122,145 @@ def _general_ts_ms(ts: str) -> int | None:
     return int(d.timestamp() * 1000)
 
 
+SYNTHETIC_MODEL = "<synthetic>"
+"""``message.model`` of messages Claude Code made up locally (errors, interruptions): no usage."""
+
+FACT_TEXT_CHARS = 500
+"""Characters of a title or summary record kept in facts."""
+
+FACT_SUMMARY_CHARS = 4000
+"""Characters of agg's own conversation summary kept in facts."""
+
+
+def _count(value: Any) -> int:
+    """A token count as a non-negative int (absent, null, negative or not a number: 0)."""
+    if type(value) is int:
+        return value if value > 0 else 0
+    if type(value) is float and value.is_integer() and value > 0:
+        return int(value)
+    return 0
+
+
+def _cut(value: Any, limit: int) -> str | None:
+    return value[:limit] if isinstance(value, str) and value else None
+
+
 def facts(obj: dict[str, Any], sf_agent: str | None) -> dict[str, Any]:
-    """The fields of a record that projections use (see the module docstring)."""
-    return {"tms": ts_ms(obj.get("timestamp"))}
+    """The fields of a record that projections use (see the module docstring).
+
+    Always ``tms`` (record time, epoch ms, or None). Then, only for the record types that need them
+    (this runs on the ingest hot path: a type test and a few dict lookups for most lines):
+
+    * ``u`` — assistant records with ``message.usage``, except ``<synthetic>`` ones:
+      ``[message.id, requestId, model, input, output, cache_read, cache_creation]`` (ids null
+      when absent or unusable);
+    * ``p`` / ``c`` — a main transcript's real user prompt / bare slash command, ``sp`` — a
+      subagent's or sidechain's prompt (title candidates, see :mod:`aggregator.titles`);
+    * ``pu`` — ``parentUuid`` of a main transcript's non-sidechain ``user``/``system`` record, and
+      ``lp`` — ``logicalParentUuid`` of a ``compact_boundary`` (links to another conversation);
+    * ``fk`` — ``forkedFrom.sessionId`` (a forked conversation names its source);
+    * ``sm`` — ``summary`` records: ``[text, leafUuid]``; ``ct`` / ``at`` — ``custom-title`` /
+      ``ai-title`` text; ``tt`` — agg's own summary turn: ``[title, summary]``;
+    * ``am`` — a subagent's ``.meta.json`` sidecar (stored as an ``agent-meta`` event):
+      ``[agentId, agentType, description]``.
+    """
+    fx: dict[str, Any] = {"tms": ts_ms(obj.get("timestamp"))}
+    rtype = obj.get("type")
+    if type(rtype) is str:
+        extract = _EXTRACT.get(rtype)
+        if extract is not None:
+            extract(obj, sf_agent, fx)
+    return fx
+
+
+def _assistant(obj: dict[str, Any], sf_agent: str | None, fx: dict[str, Any]) -> None:
+    msg = obj.get("message")
+    if type(msg) is dict:
+        usage = msg.get("usage")
+        model = msg.get("model")
+        if type(usage) is dict and model != SYNTHETIC_MODEL:
+            g = usage.get
+            fx["u"] = [
+                usable_id(msg.get("id")),
+                usable_id(obj.get("requestId")),
+                model if type(model) is str else "",
+                _count(g("input_tokens")),
+                _count(g("output_tokens")),
+                _count(g("cache_read_input_tokens")),
+                _count(g("cache_creation_input_tokens")),
+            ]
+    if "forkedFrom" in obj:
+        _fork(obj, fx)
+
+
+def _user_or_system(obj: dict[str, Any], sf_agent: str | None, fx: dict[str, Any]) -> None:
+    main = sf_agent is None and obj.get("isSidechain") is not True
+    if main:
+        pu = obj.get("parentUuid")
+        if pu is not None and usable_id(pu):
+            fx["pu"] = pu
+        if obj.get("subtype") == "compact_boundary":
+            lp = usable_id(obj.get("logicalParentUuid"))
+            if lp:
+                fx["lp"] = lp
+    if obj.get("type") == "user":
+        cand = prompt_candidate(obj)
+        if cand:
+            if main:
+                fx[cand[0]] = cand[1]
+            elif cand[0] == "p":
+                fx["sp"] = cand[1]
+    if "forkedFrom" in obj:
+        _fork(obj, fx)
+
+
+def _summary(obj: dict[str, Any], sf_agent: str | None, fx: dict[str, Any]) -> None:
+    fx["sm"] = [_cut(obj.get("summary"), FACT_TEXT_CHARS), usable_id(obj.get("leafUuid"))]
+
+
+def _custom_title(obj: dict[str, Any], sf_agent: str | None, fx: dict[str, Any]) -> None:
+    fx["ct"] = _cut(obj.get("customTitle"), FACT_TEXT_CHARS)
+
+
+def _ai_title(obj: dict[str, Any], sf_agent: str | None, fx: dict[str, Any]) -> None:
+    fx["at"] = _cut(obj.get("aiTitle"), FACT_TEXT_CHARS)
+
+
+def _agg_turn(obj: dict[str, Any], sf_agent: str | None, fx: dict[str, Any]) -> None:
+    turn = obj.get("turn")
+    if isinstance(turn, dict) and turn.get("kind") == "summary":
+        fx["tt"] = [_cut(turn.get("title"), FACT_TEXT_CHARS), _cut(turn.get("summary"), FACT_SUMMARY_CHARS)]
+
+
+def _agent_meta(obj: dict[str, Any], sf_agent: str | None, fx: dict[str, Any]) -> None:
+    meta = obj.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
+    fx["am"] = [
+        usable_id(obj.get("agentId")),
+        _cut(meta.get("agentType"), FACT_TEXT_CHARS),
+        _cut(meta.get("description"), FACT_TEXT_CHARS),
+    ]
+
+
+_EXTRACT: dict[str, Callable[[dict[str, Any], str | None, dict[str, Any]], None]] = {
+    "assistant": _assistant,
+    "user": _user_or_system,
+    "system": _user_or_system,
+    "summary": _summary,
+    "custom-title": _custom_title,
+    "ai-title": _ai_title,
+    "agg-turn": _agg_turn,
+    "agent-meta": _agent_meta,
+}
+"""Record type → what its facts add (other types: only ``tms``)."""
+
+
+def _fork(obj: dict[str, Any], fx: dict[str, Any]) -> None:
+    fork = obj.get("forkedFrom")
+    if isinstance(fork, dict):
+        src = usable_id(fork.get("sessionId"))
+        if src:
+            fx["fk"] = src
 
 
 def _reject_constant(name: str) -> Any:

@@ -1,25 +1,59 @@
 """Projections: what is derived from the event log, kept up to date incrementally, rebuildable.
 
 The projector reads the global log from its checkpoint (``agg:proj:seq``) onwards — by seq,
-never by rescanning files — folds the entries into per-conversation deltas, and applies them with
-the :data:`~aggregator.scripts.PROJECT` script, which moves the checkpoint by compare-and-set in
-the same atomic step. Several projectors may run at once (watcher, writer, ``agg ingest``): a
-step that lost the race is simply recomputed from the new checkpoint.
+never by rescanning files — in steps of :data:`~aggregator.defaults.PROJECT_BATCH_ENTRIES`
+entries. For each step it reads the little projection state the step depends on (usage dedupe
+entries, pending references), folds the entries in seq order into per-key :class:`Delta` s, and
+applies them with the :data:`~aggregator.scripts.PROJECT` script, which moves the checkpoint by
+compare-and-set and updates the digest in the same atomic step. Several projectors may run at
+once (watcher, writer, ``agg ingest``): a step that lost the race — including one whose state
+was read before another step changed it — is recomputed from the new checkpoint.
 
-Every update is order-insensitive within a step (sums, min, max, first-wins by seq), so applying
-the log in steps of any size gives the same result; ``agg replay --rebuild`` drops the
-projections and applies the whole log again, re-deriving each entry's facts from its stored
-bytes, and the two digests match (``tests/test_projections_real.py``).
+Every update is a function of the entries in seq order and the state left by earlier steps, so
+applying the log in steps of any size gives the same result; ``agg replay --rebuild`` drops the
+projections and applies the whole log again, re-deriving each entry's facts from its stored bytes
+(:func:`aggregator.parse.facts`), and the digests match (``tests/test_projections_real.py``).
 
-Per conversation (``agg:{c:K}:proj``): ``project``, ``events``, ``messages``, ``revisions``,
-``entries``, ``first_ms``, ``last_ms``. Across conversations: ``agg:proj:recent``, the
-:data:`RECENT_KEEP` most recent user/assistant messages by record time (ties by seq).
+**Per conversation** (hash ``agg:{c:K}:proj``):
+
+* ``project`` (first project directory seen), ``entries``, ``events``, ``revisions``,
+  ``messages``, ``first_ms`` / ``last_ms`` (record times; agg's own synthesized events excluded);
+* ``title``, the first set of the candidates ``t_custom``, ``t_ai``, ``t_summary``, ``t_agg``
+  (newest wins), ``t_prompt``, ``t_cmd``, ``t_agent`` (first wins), each kept with its entry's seq
+  in ``<field>@`` — see :mod:`aggregator.titles`; the script re-picks ``title`` whenever a
+  candidate changes;
+  ``summary`` (agg's own summary turn, newest wins);
+* ``agent.<id>`` per subagent: ``""``, or JSON ``[type, description]`` from its ``.meta.json``;
+* ``from.<kind>.<conv>`` = ``1`` for each conversation this one was ``resumed`` from (a record's
+  ``parentUuid`` is in that conversation), ``compacted`` from (a ``compact_boundary``'s
+  ``logicalParentUuid`` is) or ``forked`` from (``forkedFrom.sessionId``);
+* ``usage_input``, ``usage_output``, ``usage_cache_read``, ``usage_cache_creation``,
+  ``usage_responses`` — see below.
+
+**Usage** (DESIGN §6): each API response — (``message.id``, ``requestId``), a missing requestId
+being its own value — is counted once across the whole store, with the largest value seen for
+each field, toward the conversation, project, model and day (UTC, of its first line) where it was
+first seen. ``agg:proj:usage:keys`` holds each response's owner and maxima; a later line (a
+late final usage, a revision, a copy in a subagent or another file) adds only what it raises.
+``<synthetic>`` messages and the copies inside ``progress`` records carry no usage fact.
+
+**References** that need another conversation (a ``summary``'s ``leafUuid``, a
+``parentUuid``/``logicalParentUuid`` not found in the record's own conversation) are joined
+symmetrically, so the order in which files were read does not matter: a reference is resolved
+against conversations of the same project that already hold the uuid, and kept in
+``agg:proj:refs`` so that a conversation read later resolves it when the uuid is folded.
+
+**Across conversations**: ``agg:proj:recent`` (the :data:`RECENT_KEEP` most recent
+user/assistant messages by record time, ties by seq), the usage keys above, ``agg:proj:projects``
+and ``agg:proj:pconvs:<project>``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,12 +65,27 @@ from aggregator import defaults, scripts
 from aggregator.errors import StoreError
 from aggregator.parse import MESSAGE_TYPES, facts, loads
 from aggregator.store import LogEntry, Store
+from aggregator.titles import TITLE_FIELDS
 
 REBUILD_LOCK_TTL_MS = 10 * 60 * 1000
 """A rebuild holds the projection lock this long per step at most (a crashed rebuild's lock lapses)."""
 
 RECENT_KEEP = 1000
 """Messages kept in the recent-messages projection (``current.json`` shows at most this many)."""
+
+USAGE_FIELDS = ("input", "output", "cache_read", "cache_creation")
+"""Token counts kept per response, in the order of the ``u`` fact."""
+
+USAGE_DIMS = ("project", "model", "day")
+"""Dimensions usage is summed over besides conversations."""
+
+SYNTHESIZED_TYPES = frozenset({"agg-turn", "agent-meta"})
+"""Event types agg writes itself: they do not move a conversation's first/last record time."""
+
+ZERO_DIGEST = "0" * 40
+
+_TITLE_SET = frozenset(TITLE_FIELDS)
+_TITLE_CANDIDATES = ",".join(TITLE_FIELDS)
 
 
 @dataclass
@@ -47,6 +96,10 @@ class Delta:
     mins: dict[str, int] = field(default_factory=dict)
     maxs: dict[str, int] = field(default_factory=dict)
     setnx: dict[str, str] = field(default_factory=dict)
+    sets: dict[str, str] = field(default_factory=dict)
+    newest: dict[str, tuple[int, str]] = field(default_factory=dict)
+    oldest: dict[str, tuple[int, str]] = field(default_factory=dict)
+    sadds: set[str] = field(default_factory=set)
     zadds: list[tuple[int, bytes]] = field(default_factory=list)
     keep: int = 0
 
@@ -58,6 +111,16 @@ class Delta:
         if name not in self.maxs or value > self.maxs[name]:
             self.maxs[name] = value
 
+    def newer(self, name: str, seq: int, value: str) -> None:
+        """``name`` = ``value`` unless a later seq already set it (newest wins)."""
+        if name not in self.newest or seq > self.newest[name][0]:
+            self.newest[name] = (seq, value)
+
+    def older(self, name: str, seq: int, value: str) -> None:
+        """``name`` = ``value`` unless an earlier seq already set it (first wins)."""
+        if name not in self.oldest or seq < self.oldest[name][0]:
+            self.oldest[name] = (seq, value)
+
     def zadd(self, score: int, member: bytes) -> None:
         self.zadds.append((score, member))
 
@@ -66,7 +129,17 @@ class Delta:
         out += [("min", f, v) for f, v in self.mins.items()]
         out += [("max", f, v) for f, v in self.maxs.items()]
         out += [("setnx", f, v) for f, v in self.setnx.items()]
-        out += [("zadd", score, member) for score, member in self.zadds]
+        out += [("set", f, v) for f, v in self.sets.items()]
+        out += [("newest", f, f"{s} {v}") for f, (s, v) in self.newest.items()]
+        out += [("oldest", f, f"{s} {v}") for f, (s, v) in self.oldest.items()]
+        if any(f in _TITLE_SET for f in (*self.newest, *self.oldest)):
+            out.append(("pick", "title", _TITLE_CANDIDATES))
+        out += [("sadd", "", m) for m in sorted(self.sadds)]
+        zadds = self.zadds
+        if self.keep and len(zadds) > self.keep:
+            # Members below this step's top `keep` cannot be in the kept set: skip writing them.
+            zadds = sorted(zadds, reverse=True)[: self.keep]
+        out += [("zadd", score, member) for score, member in zadds]
         if self.keep:
             out.append(("zkeep", "", self.keep))
         return out
@@ -84,35 +157,240 @@ def parse_recent_member(member: bytes) -> tuple[int, str, str, str]:
     return int(seq), conv, eid, role
 
 
-def fold(
-    deltas: dict[str, Delta],
-    glob: dict[str, Delta],
-    seq: int,
-    env: dict[str, Any],
-    fx: dict[str, Any],
-    project: str,
-) -> None:
-    """Fold one log entry (its envelope and facts) into per-conversation and global deltas.
+def utc_day(ms: int | None) -> str:
+    """``YYYY-MM-DD`` (UTC) of epoch milliseconds; ``""`` if unknown."""
+    if ms is None:
+        return ""
+    return time.strftime("%Y-%m-%d", time.gmtime(ms // 1000))
 
-    ``glob`` maps global projection key names to their deltas.
+
+def usage_key(u: list[Any], conv: str, eid: str) -> str:
+    """The dedupe key of a usage fact: ``[message.id, requestId]`` (a missing requestId is its own
+    value); a line without ``message.id`` is its own response (all versions of one event)."""
+    if u[0] is None:
+        return orjson.dumps([None, conv, eid]).decode()
+    return orjson.dumps([u[0], u[1]]).decode()
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def dim_field(value: str, name: str) -> str:
+    """Field of a usage-by-dimension hash."""
+    return orjson.dumps([value, name]).decode()
+
+
+# A reference from an entry to a uuid: (kind, from conv, project, seq, payload).
+Ref = list[Any]
+_REF_FACTS = (("pu", "resumed"), ("lp", "compacted"))
+
+
+@dataclass
+class StepState:
+    """Projection state one step reads before folding (kept consistent by the checkpoint CAS)."""
+
+    usage: dict[str, list[Any]] = field(default_factory=dict)
+    """usage key → ``[conv, project, model, day, input, output, cache_read, cache_creation]``."""
+    refs: dict[str, list[Ref]] = field(default_factory=dict)
+    """uuid → pending references to it (for the step's event ids and reference targets)."""
+    internal: set[tuple[str, str]] = field(default_factory=set)
+    """(conv, uuid) pairs where the uuid is an event of that conversation."""
+    located: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    """(project, uuid) → other conversations of the project holding the uuid (stored events)."""
+
+
+class Fold:
+    """Folds one step's entries, in seq order, into per-key deltas."""
+
+    def __init__(self, state: StepState) -> None:
+        self.st = state
+        self.convs: dict[str, Delta] = {}
+        self.glob: dict[str, Delta] = {}
+        self.usage_changed: set[str] = set()
+        self.refs_changed: set[str] = set()
+        self.pconvs: set[tuple[str, str]] = set()
+        self.recent = self.g("recent")
+        self.total = self.g("usage:total").incr
+        self._dims: dict[tuple[str, str, str], list[tuple[dict[str, int], str]]] = {}
+
+    def conv(self, conv: str) -> Delta:
+        d = self.convs.get(conv)
+        if d is None:
+            d = self.convs[conv] = Delta()
+        return d
+
+    def g(self, name: str) -> Delta:
+        d = self.glob.get(name)
+        if d is None:
+            d = self.glob[name] = Delta(keep=RECENT_KEEP if name == "recent" else 0)
+        return d
+
+    def entry(self, seq: int, env: dict[str, Any], fx: dict[str, Any], project: str) -> None:
+        """Fold one log entry (its envelope and facts)."""
+        conv = env["conv"]
+        rtype = env["type"]
+        d = self.conv(conv)
+        d.setnx.setdefault("project", project)
+        if (project, conv) not in self.pconvs:
+            self.pconvs.add((project, conv))
+            self.g("projects").sadds.add(project)
+            self.g("pconvs:" + project).sadds.add(conv)
+        d.incr["entries"] += 1
+        tms = fx.get("tms")
+        if env["revision"]:
+            d.incr["revisions"] += 1
+        else:
+            d.incr["events"] += 1
+            if rtype in MESSAGE_TYPES:
+                d.incr["messages"] += 1
+                self.recent.zadd(tms if isinstance(tms, int) else 0, recent_member(seq, conv, env["id"], rtype))
+        if isinstance(tms, int) and rtype not in SYNTHESIZED_TYPES:
+            d.lo("first_ms", tms)
+            d.hi("last_ms", tms)
+        agent = env.get("agent")
+        if agent:
+            d.setnx.setdefault("agent." + agent, "")
+        if len(fx) > 1:
+            self._facts(seq, env, fx, project, conv, d)
+        pending = self.st.refs.get(env["id"])
+        if pending:
+            for ref in pending:
+                if ref[2] == project and ref[1] != conv:
+                    self._resolve(ref, conv)
+
+    def _facts(self, seq: int, env: dict[str, Any], fx: dict[str, Any], project: str, conv: str, d: Delta) -> None:
+        u = fx.get("u")
+        if u is not None:
+            self._usage(u, env, fx, project, conv)
+        self._titles(seq, fx, d)
+        am = fx.get("am")
+        if am and am[0]:
+            d.sets["agent." + am[0]] = orjson.dumps([am[1], am[2]]).decode()
+        fk = fx.get("fk")
+        if fk and fk != conv:
+            d.sets[f"from.forked.{fk}"] = "1"
+        for name, kind in _REF_FACTS:
+            if name in fx:
+                self._ref(kind, fx[name], conv, project, seq, None)
+        sm = fx.get("sm")
+        if sm and sm[0] and sm[1]:
+            self._ref("summary", sm[1], conv, project, seq, sm[0])
+
+    @staticmethod
+    def _titles(seq: int, fx: dict[str, Any], d: Delta) -> None:
+        if "p" in fx:
+            d.older("t_prompt", seq, fx["p"])
+        if "c" in fx:
+            d.older("t_cmd", seq, fx["c"])
+        if "sp" in fx:
+            d.older("t_agent", seq, fx["sp"])
+        if fx.get("ct"):
+            d.newer("t_custom", seq, fx["ct"])
+        if fx.get("at"):
+            d.newer("t_ai", seq, fx["at"])
+        tt = fx.get("tt")
+        if tt:
+            if tt[0]:
+                d.newer("t_agg", seq, tt[0])
+            if tt[1]:
+                d.newer("summary", seq, tt[1])
+
+    def _usage(self, u: list[Any], env: dict[str, Any], fx: dict[str, Any], project: str, conv: str) -> None:
+        key = usage_key(u, conv, env["id"])
+        state = self.st.usage.get(key)
+        new = state is None
+        if state is None:
+            state = self.st.usage[key] = [conv, project, u[2], utc_day(fx.get("tms")), 0, 0, 0, 0]
+        raised = []
+        for i in range(4):
+            v = u[3 + i]
+            if v > state[4 + i]:
+                raised.append((USAGE_FIELDS[i], v - state[4 + i]))
+                state[4 + i] = v
+        if not raised and not new:
+            return
+        self.usage_changed.add(key)
+        if new:
+            raised.append(("responses", 1))
+        conv_incr = self.conv(state[0]).incr
+        total = self.total
+        where = (state[1], state[2], state[3])
+        dims = self._dims.get(where)
+        if dims is None:
+            dims = self._dims[where] = [
+                (self.g("usage:" + dim).incr, value) for dim, value in zip(USAGE_DIMS, where, strict=True)
+            ]
+        for name, n in raised:
+            conv_incr["usage_" + name] += n
+            total[name] += n
+            for incr, value in dims:
+                incr[dim_field(value, name)] += n
+
+    def _ref(self, kind: str, uuid: str, conv: str, project: str, seq: int, payload: str | None) -> None:
+        if (conv, uuid) in self.st.internal:
+            if kind == "summary" and payload:
+                self.conv(conv).newer("t_summary", seq, payload)
+            return
+        ref: Ref = [kind, conv, project, seq, payload]
+        pending = self.st.refs.setdefault(uuid, [])
+        if ref not in pending:
+            pending.append(ref)
+            self.refs_changed.add(uuid)
+        for target in self.st.located.get((project, uuid), ()):
+            if target != conv:
+                self._resolve(ref, target)
+
+    def _resolve(self, ref: Ref, target: str) -> None:
+        """``ref`` points to an event of conversation ``target``."""
+        kind, src, _, seq, payload = ref
+        if kind == "summary":
+            self.conv(target).newer("t_summary", seq, payload)
+        else:
+            self.conv(src).sets[f"from.{kind}.{target}"] = "1"
+
+    def finish(self) -> None:
+        """Turn changed usage and reference state into set ops."""
+        if self.usage_changed:
+            keys = self.g("usage:keys")
+            for k in self.usage_changed:
+                keys.sets[k] = orjson.dumps(self.st.usage[k]).decode()
+        if self.refs_changed:
+            refs = self.g("refs")
+            for uuid in self.refs_changed:
+                refs.sets[uuid] = orjson.dumps(self.st.refs[uuid]).decode()
+
+
+def _step_needs(
+    entries: list[LogEntry], items: list[tuple[dict[str, Any], dict[str, Any]]], st: StepState
+) -> tuple[set[str], set[str], dict[tuple[str, str], str]]:
+    """What a step must read: usage keys, uuids with possible pending references, and references
+    (conv, uuid) → project not resolved inside this step (their uuid may be in the store).
+
+    References to an earlier entry of the same conversation in this step are marked internal in
+    ``st`` right away.
     """
-    conv = env["conv"]
-    d = deltas.setdefault(conv, Delta())
-    d.setnx.setdefault("project", project)
-    d.incr["entries"] += 1
-    if env["revision"]:
-        d.incr["revisions"] += 1
-    else:
-        d.incr["events"] += 1
-        if env["type"] in MESSAGE_TYPES:
-            d.incr["messages"] += 1
-            recent = glob.setdefault("recent", Delta(keep=RECENT_KEEP))
-            tms0 = fx.get("tms")
-            recent.zadd(tms0 if isinstance(tms0, int) else 0, recent_member(seq, conv, env["id"], env["type"]))
-    tms = fx.get("tms")
-    if isinstance(tms, int):
-        d.lo("first_ms", tms)
-        d.hi("last_ms", tms)
+    usage_keys: set[str] = set()
+    uuids: set[str] = set()
+    seen: dict[str, set[str]] = defaultdict(set)  # conv → ids of this step's earlier entries
+    candidates: dict[tuple[str, str], str] = {}
+    for entry, (env, fx) in zip(entries, items, strict=True):
+        conv, eid = env["conv"], env["id"]
+        u = fx.get("u")
+        if u is not None:
+            usage_keys.add(usage_key(u, conv, eid))
+        if "pu" in fx or "lp" in fx or "sm" in fx:
+            targets = [fx[name] for name, _ in _REF_FACTS if name in fx]
+            sm = fx.get("sm")
+            if sm and sm[1]:
+                targets.append(sm[1])
+            for uuid in targets:
+                if uuid in seen[conv]:
+                    st.internal.add((conv, uuid))
+                else:
+                    candidates[(conv, uuid)] = entry.project
+                uuids.add(uuid)
+        if not eid.startswith("h:"):
+            uuids.add(eid)
+        seen[conv].add(eid)
+    return usage_keys, uuids, candidates
 
 
 class Projector:
@@ -122,14 +400,33 @@ class Projector:
         self.store = store
         self.keys = store.keys
         self._project = store.client.register_script(scripts.PROJECT)
+        self._reset = store.client.register_script(scripts.PROJECT_RESET)
 
     def global_key(self, name: str) -> str:
-        """Redis key of a global projection (e.g. ``recent``)."""
-        return {"recent": self.keys.recent}[name]
+        """Redis key of a global projection (``recent``, ``usage:<x>``, ``refs``, ``pconvs:<p>``…)."""
+        k = self.keys
+        if name == "recent":
+            return k.recent
+        if name == "refs":
+            return k.refs
+        if name == "projects":
+            return k.projects
+        if name == "usage:keys":
+            return k.usage_keys
+        if name == "usage:total":
+            return k.usage_total
+        if name.startswith("usage:"):
+            return k.usage_by(name[len("usage:") :])
+        if name.startswith("pconvs:"):
+            return k.project_convs(name[len("pconvs:") :])
+        raise ValueError(f"unknown projection {name!r}")
 
     def global_keys(self) -> list[str]:
         """Every global projection key (dropped by a rebuild, covered by the digest)."""
-        return [self.keys.recent]
+        k = self.keys
+        fixed = [k.recent, k.usage_keys, k.usage_total, *(k.usage_by(d) for d in USAGE_DIMS), k.refs, k.projects]
+        projects = sorted(p.decode() for p in self.store.r.smembers(k.projects))
+        return fixed + [k.project_convs(p) for p in projects]
 
     def checkpoint(self) -> int:
         return int(self.store.client.get(self.keys.proj_seq) or 0)
@@ -145,12 +442,12 @@ class Projector:
             entries = list(self.store.entries_after(cp, cp + defaults.PROJECT_BATCH_ENTRIES))
             if not entries:
                 return applied
-            pairs = self._rederive(entries) if rederive else ((e.env(), orjson.loads(e.facts)) for e in entries)
-            deltas: dict[str, Delta] = {}
-            glob: dict[str, Delta] = {}
-            for entry, (env, fx) in zip(entries, pairs, strict=True):
-                fold(deltas, glob, entry.seq, env, fx, entry.project)
-            res = self._apply(cp, entries[-1].seq, token, deltas, glob)
+            items = list(self._rederive(entries) if rederive else ((e.env(), orjson.loads(e.facts)) for e in entries))
+            fold = Fold(self._read_state(entries, items))
+            for entry, (env, fx) in zip(entries, items, strict=True):
+                fold.entry(entry.seq, env, fx, entry.project)
+            fold.finish()
+            res = self._apply(cp, entries[-1].seq, token, fold)
             if token:
                 self.store.client.pexpire(self.keys.proj_lock, REBUILD_LOCK_TTL_MS)
             if res == b"locked":
@@ -158,11 +455,76 @@ class Projector:
             if res == b"ok":
                 applied += len(entries)
 
-    def _apply(self, cp: int, upto: int, token: str, deltas: dict[str, Delta], glob: dict[str, Delta]) -> bytes:
-        keys = [self.keys.proj_seq, self.keys.proj_lock]
+    def _read_state(self, entries: list[LogEntry], items: list[tuple[dict[str, Any], dict[str, Any]]]) -> StepState:
+        """Read what folding these entries depends on, in (at most) three round trips.
+
+        Race: the reads happen after the checkpoint was read; every write to this state moves the
+        checkpoint, so if anything read here changed before our step commits, the commit's
+        compare-and-set fails and the step is recomputed
+        (``tests/test_projections_real.py::test_racing_projectors_agree_with_a_rebuild``).
+        Which conversations hold a uuid is read from the event store, which may be ahead of the
+        checkpoint: a reference may then be resolved early and again when its target is folded —
+        both apply the same idempotent update, so the result does not depend on timing
+        (``tests/test_conversations_real.py::test_links_to_resumed_compacted_and_forked_from``).
+        """
+        r = self.store.r
+        k = self.keys
+        st = StepState()
+        usage_keys, uuids, candidates = _step_needs(entries, items, st)
+        ukeys, uids, cands = sorted(usage_keys), sorted(uuids), list(candidates)
+        pipe = r.pipeline(transaction=False)
+        if ukeys:
+            pipe.hmget(k.usage_keys, ukeys)
+        if uids:
+            pipe.hmget(k.refs, uids)
+        for conv, uuid in cands:
+            pipe.hexists(k.cur(conv), uuid)
+        res = iter(pipe.execute())
+        if ukeys:
+            st.usage = {key: orjson.loads(v) for key, v in zip(ukeys, next(res), strict=True) if v}
+        if uids:
+            st.refs = {u: orjson.loads(v) for u, v in zip(uids, next(res), strict=True) if v}
+        outside: dict[str, set[str]] = defaultdict(set)  # project → uuids referenced from outside
+        for (conv, uuid), here in zip(cands, res, strict=False):
+            if here:
+                st.internal.add((conv, uuid))
+            else:
+                outside[candidates[(conv, uuid)]].add(uuid)
+        if outside:
+            self._locate(st, outside, entries, items)
+        return st
+
+    def _locate(
+        self,
+        st: StepState,
+        outside: dict[str, set[str]],
+        entries: list[LogEntry],
+        items: list[tuple[dict[str, Any], dict[str, Any]]],
+    ) -> None:
+        """Which conversations of each project already hold the uuids referenced from outside."""
+        r = self.store.r
+        projects = sorted(outside)
+        pipe = r.pipeline(transaction=False)
+        for p in projects:
+            pipe.smembers(self.keys.project_convs(p))
+        members = dict(zip(projects, pipe.execute(), strict=True))
+        convs: dict[str, set[str]] = {p: {c.decode() for c in members[p]} for p in projects}
+        for entry, (env, _) in zip(entries, items, strict=True):
+            if entry.project in convs:
+                convs[entry.project].add(env["conv"])
+        checks = [(p, uuid, c) for p in projects for uuid in sorted(outside[p]) for c in sorted(convs[p])]
+        pipe = r.pipeline(transaction=False)
+        for _, uuid, c in checks:
+            pipe.hexists(self.keys.cur(c), uuid)
+        for (p, uuid, c), here in zip(checks, pipe.execute(), strict=True):
+            if here:
+                st.located.setdefault((p, uuid), []).append(c)
+
+    def _apply(self, cp: int, upto: int, token: str, fold: Fold) -> bytes:
+        keys = [self.keys.proj_seq, self.keys.proj_lock, self.keys.proj_digest]
         args: list[Any] = [cp, upto, token]
-        targets = [(self.keys.proj(conv), d) for conv, d in deltas.items()]
-        targets += [(self.global_key(name), d) for name, d in glob.items()]
+        targets = [(self.keys.proj(conv), d) for conv, d in fold.convs.items()]
+        targets += [(self.global_key(name), d) for name, d in fold.glob.items()]
         for key, d in targets:
             ops = d.ops()
             keys.append(key)
@@ -196,10 +558,13 @@ class Projector:
             raise StoreError("another rebuild is running (lock held); try again later")
         try:
             convs = self.store.conversations()
-            for i in range(0, len(convs), 500):
-                r.delete(*(self.keys.proj(c) for c in convs[i : i + 500]))
-            r.delete(*self.global_keys())
-            r.set(self.keys.proj_seq, 0)
+            k = self.keys
+            dropped = [k.proj(c) for c in convs] + self.global_keys()
+            # One atomic drop: a rebuild killed at any point leaves all or nothing dropped
+            # (tests/test_projections_real.py::test_live_projections_after_kills_equal_the_rebuilt_ones).
+            res = self._reset(keys=[k.proj_seq, k.proj_lock, k.proj_digest, *dropped], args=[token])
+            if bytes(res) != b"ok":
+                raise StoreError("lost the rebuild lock before dropping the projections")
             applied = self.catch_up(token=token, rederive=True)
         finally:
             # Release only our own lock (compare-and-delete).
@@ -210,7 +575,7 @@ class Projector:
                 token,
             )
         return {
-            "rebuilt": ["conversations"],
+            "rebuilt": ["conversations", "titles", "subagents", "links", "usage", "recent_messages"],
             "entries": applied,
             "conversations": len(convs),
             "seq": self.checkpoint(),
@@ -218,22 +583,39 @@ class Projector:
         }
 
     def digest(self) -> str:
-        """SHA-256 over every projection, canonically ordered (same events → same digest)."""
-        h = hashlib.sha256()
-        for conv, fields in self.conversation_projections(sorted(self.store.conversations())):
-            h.update(orjson.dumps([conv, sorted((k.decode(), v.decode()) for k, v in fields.items())]))
-        for key in self.global_keys():
-            h.update(orjson.dumps([key, self._dump(key)]))
-        return h.hexdigest()
+        """Digest of every projection (same events → same digest), as maintained by each step.
 
-    def _dump(self, key: str) -> Any:
-        r: Any = self.store.client
-        kind = r.type(key)
-        if kind == b"zset":
-            return [[m.decode(), s] for m, s in r.zrange(key, 0, -1, withscores=True)]
-        if kind == b"hash":
-            return sorted((k.decode(), v.decode()) for k, v in r.hgetall(key).items())
-        return None
+        One GET: the :data:`~aggregator.scripts.PROJECT` script updates it with every write.
+        """
+        raw = self.store.r.get(self.keys.proj_digest)
+        return raw.decode() if raw else ZERO_DIGEST
+
+    def full_digest(self) -> str:
+        """The digest computed afresh from every stored projection (slow; for checks and tests)."""
+        r = self.store.r
+        acc = [0] * 5
+
+        def mix(kind: bytes, key: str, a: bytes, b: bytes) -> None:
+            h = hashlib.sha1(kind + b"\0" + key.encode() + b"\0" + a + b"\0" + b).digest()
+            for i in range(5):
+                acc[i] = (acc[i] + int.from_bytes(h[4 * i : 4 * i + 4], "big")) % 2**32
+
+        for conv, fields in self.conversation_projections(self.store.conversations()):
+            key = self.keys.proj(conv)
+            for f, v in fields.items():
+                mix(b"h", key, f, v)
+        for key in self.global_keys():
+            kind = r.type(key)
+            if kind == b"hash":
+                for f, v in r.hscan_iter(key, count=1000):
+                    mix(b"h", key, f, v)
+            elif kind == b"zset":
+                for m, s in r.zrange(key, 0, -1, withscores=True, score_cast_func=bytes):
+                    mix(b"z", key, m, s)
+            elif kind == b"set":
+                for m in r.sscan_iter(key, count=1000):
+                    mix(b"s", key, m, b"")
+        return "".join(format(w, "08x") for w in acc)
 
     def conversation_projections(self, convs: Iterable[str]) -> Iterator[tuple[str, dict[bytes, bytes]]]:
         """``(conv, projection hash)`` for each of ``convs``, fetched in pipelined chunks."""

@@ -5,7 +5,7 @@ EVALSHA and, when Redis answers NOSCRIPT (restart, failover, ``SCRIPT FLUSH``), 
 and retries — so a Redis that forgot a script recovers by itself
 (``tests/test_store_real.py::test_script_flush_recovers``).
 
-Scripts never raise after their first write: every precondition (cursor generation, lock token)
+Scripts never raise after their first write: every precondition (cursor token, lock token)
 is checked first, because Redis does not roll back a script that fails half-way.
 """
 
@@ -18,6 +18,11 @@ INGEST = r"""
 -- already written them, content-addressed, to the conversations' body hashes. Per-line values
 -- arrive packed in a few arguments (not six arguments per line) to keep argument handling cheap.
 --
+-- workers/scripts.py COMMIT appends an LLM turn's result the same way (seq / log_last guard,
+-- conv_seq, body, cur, one XADD with the same fields, tl, convs, stats, PUBLISH): a change to
+-- how this script writes an entry must be made there too (tests/test_turns_real.py::
+-- test_turn_event_has_the_shape_of_an_ingested_one compares the two).
+--
 -- KEYS[1] seq      string  global sequence counter
 -- KEYS[2] log      stream  global log, one entry per batch, id <first seq>-0
 -- KEYS[3] stats    hash    counters
@@ -29,7 +34,7 @@ INGEST = r"""
 -- KEYS[9] dirty    zset    conversation -> time (ms) of its oldest change no turn has seen yet
 -- KEYS[10+3i], KEYS[11+3i], KEYS[12+3i]  cur (hash), tl (zset), meta (hash) of conversation i
 --
--- ARGV[1] expected cursor generation    ARGV[2] file id
+-- ARGV[1] expected cursor token ("" for a new file)    ARGV[2] file id
 -- ARGV[3] events channel                ARGV[4] conversation channel prefix
 -- ARGV[5] rejects cap                   ARGV[6] log: file   ARGV[7] log: project   ARGV[8] log: agent
 -- ARGV[9] number of lines L
@@ -40,13 +45,17 @@ INGEST = r"""
 -- ARGV[15] facts (JSON), '\n'-joined
 -- ARGV[16] C, then C x (conv name, conv as a JSON string)
 -- then R, R x (rejection dedupe member, rejection record JSON)
--- then P, P x (cursor field, value)
+-- then P, P x (cursor field, value) -- including "tok", the new token, unique to this commit
 --
--- Returns {"ok", added, revisions, duplicates, rejected, first_seq, last_seq, new_gen}
---      or {"conflict", current_gen} (nothing written).
-local gen = tonumber(redis.call('HGET', KEYS[4], 'gen') or '0')
-if gen ~= tonumber(ARGV[1]) then
-  return {'conflict', gen}
+-- The cursor token is the compare-and-set: a committer that queued several batches expects, for
+-- each, the token its previous batch wrote, which nobody else can write; so once another
+-- ingester moved the cursor, none of the queued batches can commit
+-- (tests/test_tailer_real.py::test_two_tailers_racing_on_one_file_store_each_line_once).
+--
+-- Returns {"ok", added, revisions, duplicates, rejected, first_seq, last_seq}
+--      or {"conflict"} (nothing written).
+if (redis.call('HGET', KEYS[4], 'tok') or '') ~= ARGV[1] then
+  return {'conflict'}
 end
 local function split(s, n)
   local t, p = {}, 1
@@ -213,55 +222,153 @@ redis.call('HINCRBY', KEYS[3], 'lines', nl + nr)
 redis.call('HINCRBY', KEYS[3], 'batches', 1)
 redis.call('HSET', KEYS[3], 'last_ingest_ms', now_ms)
 if np > 0 then redis.call('HSET', KEYS[4], unpack(cursor_args)) end
-redis.call('HSET', KEYS[4], 'gen', gen + 1)
 redis.call('SADD', KEYS[6], ARGV[2])
-return {'ok', added, revs, dups, rejs, first_seq, last_seq, gen + 1}
+return {'ok', added, revs, dups, rejs, first_seq, last_seq}
 """
 
 PROJECT = r"""
 -- Apply one step of projection updates computed by the caller from log entries
--- (after_seq, upto_seq], and advance the projection checkpoint by compare-and-set.
+-- (after_seq, upto_seq], advance the projection checkpoint by compare-and-set, and keep the
+-- projections' digest up to date — all in one atomic step.
 --
--- KEYS[1] proj_seq   string  last seq applied
--- KEYS[2] proj_lock  string  rebuild lock (holder token)
--- KEYS[3..]          projection keys touched (hashes, or the recent-messages zset)
+-- KEYS[1] proj_seq     string  last seq applied
+-- KEYS[2] proj_lock    string  rebuild lock (holder token)
+-- KEYS[3] proj_digest  string  40 hex chars: 5 words, each the sum mod 2^32 over every
+--                              projection entry of the same word of SHA-1(kind \0 key \0 a \0 b)
+--                              — kind h: (field, value) of a hash, z: (member, score) of a
+--                              zset, s: (member, "") of a set. (Needs redis.sha1hex: real
+--                              Redis only, fakeredis lacks it.)
+-- KEYS[4..]            projection keys touched (hashes, sets, or the recent-messages zset)
 --
 -- ARGV: after_seq, upto_seq, lock token ("" = not the rebuilder),
---       then for each KEYS[3..]: number of ops M, then M x (op, a, b):
+--       then for each KEYS[4..]: number of ops M, then M x (op, a, b):
 --         hashes: "incr" a=field b=n (HINCRBY) · "set" (HSET) · "setnx" (HSETNX)
 --                 "min" / "max" a=field b=number (numeric compare-and-set)
+--                 "newest" / "oldest" a=field b="<seq> <value>": set field to value (and
+--                   field.."@" to seq) if seq is above / below the seq stored with it
+--                 "pick" a=field b=','-joined candidate fields: set field to the first
+--                   candidate that is set and not empty (remove it if none is)
+--         sets:   "sadd" a=ignored b=member
 --         zsets:  "zadd" a=score b=member · "zkeep" a=ignored b=N (keep the N highest)
+--
+-- Every write goes through the digest: the old entry is subtracted and the new one added, so the
+-- digest always equals a fresh computation over the stored projections
+-- (Projector.full_digest; tests/test_projections_real.py checks it after every scenario).
 --
 -- Returns {"ok", upto_seq} or {"conflict", current_seq} or {"locked"} (nothing written).
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[3] then return {'locked'} end
 if cur ~= tonumber(ARGV[1]) then return {'conflict', cur} end
+local D = {0, 0, 0, 0, 0}
+local stored = redis.call('GET', KEYS[3])
+if stored then
+  for i = 1, 5 do D[i] = tonumber(string.sub(stored, 8 * i - 7, 8 * i), 16) end
+end
+local function mix(sign, kind, key, a, b)
+  local h = redis.sha1hex(kind .. '\0' .. key .. '\0' .. a .. '\0' .. b)
+  for i = 1, 5 do
+    D[i] = (D[i] + sign * tonumber(string.sub(h, 8 * i - 7, 8 * i), 16)) % 4294967296
+  end
+end
+local function hset(key, f, new, old)
+  if old then mix(-1, 'h', key, f, old) end
+  redis.call('HSET', key, f, new)
+  mix(1, 'h', key, f, new)
+end
 local a = 4
-for k = 3, #KEYS do
+for k = 4, #KEYS do
+  local key = KEYS[k]
   local m = tonumber(ARGV[a]); a = a + 1
   for _ = 1, m do
     local op, f, v = ARGV[a], ARGV[a + 1], ARGV[a + 2]
     a = a + 3
     if op == 'incr' then
-      redis.call('HINCRBY', KEYS[k], f, v)
+      local old = redis.call('HGET', key, f)
+      local new = redis.call('HINCRBY', key, f, v)
+      if old then mix(-1, 'h', key, f, old) end
+      mix(1, 'h', key, f, string.format('%d', new))
     elseif op == 'set' then
-      redis.call('HSET', KEYS[k], f, v)
+      local old = redis.call('HGET', key, f)
+      if old ~= v then hset(key, f, v, old) end
     elseif op == 'setnx' then
-      redis.call('HSETNX', KEYS[k], f, v)
-    elseif op == 'zadd' then
-      redis.call('ZADD', KEYS[k], f, v)
-    elseif op == 'zkeep' then
-      redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(tonumber(v) + 1))
-    else
-      local old = redis.call('HGET', KEYS[k], f)
+      if redis.call('HSETNX', key, f, v) == 1 then mix(1, 'h', key, f, v) end
+    elseif op == 'min' or op == 'max' then
+      local old = redis.call('HGET', key, f)
       if (not old) or (op == 'min' and tonumber(v) < tonumber(old))
           or (op == 'max' and tonumber(v) > tonumber(old)) then
-        redis.call('HSET', KEYS[k], f, v)
+        hset(key, f, v, old)
       end
+    elseif op == 'newest' or op == 'oldest' then
+      local sp = string.find(v, ' ', 1, true)
+      local seq, value = string.sub(v, 1, sp - 1), string.sub(v, sp + 1)
+      local old_seq = redis.call('HGET', key, f .. '@')
+      if (not old_seq) or (op == 'newest' and tonumber(seq) > tonumber(old_seq))
+          or (op == 'oldest' and tonumber(seq) < tonumber(old_seq)) then
+        hset(key, f .. '@', seq, old_seq)
+        local old = redis.call('HGET', key, f)
+        if old ~= value then hset(key, f, value, old) end
+      end
+    elseif op == 'pick' then
+      local cands = {}
+      for c in string.gmatch(v, '[^,]+') do cands[#cands + 1] = c end
+      local vals = redis.call('HMGET', key, unpack(cands))
+      local chosen = false
+      for i = 1, #cands do
+        if vals[i] and vals[i] ~= '' then chosen = vals[i]; break end
+      end
+      local old = redis.call('HGET', key, f)
+      if chosen and chosen ~= old then
+        hset(key, f, chosen, old)
+      elseif (not chosen) and old then
+        redis.call('HDEL', key, f)
+        mix(-1, 'h', key, f, old)
+      end
+    elseif op == 'sadd' then
+      if redis.call('SADD', key, v) == 1 then mix(1, 's', key, v, '') end
+    elseif op == 'zadd' then
+      local old = redis.call('ZSCORE', key, v)
+      if old then mix(-1, 'z', key, v, old) end
+      redis.call('ZADD', key, f, v)
+      mix(1, 'z', key, v, redis.call('ZSCORE', key, v))
+    elseif op == 'zkeep' then
+      local gone = redis.call('ZRANGE', key, 0, -(tonumber(v) + 1), 'WITHSCORES')
+      for i = 1, #gone, 2 do mix(-1, 'z', key, gone[i], gone[i + 1]) end
+      if #gone > 0 then redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(v) + 1)) end
     end
   end
 end
+local hex = {}
+for i = 1, 5 do hex[i] = string.format('%08x', D[i]) end
+redis.call('SET', KEYS[3], table.concat(hex))
 redis.call('SET', KEYS[1], ARGV[2])
 return {'ok', tonumber(ARGV[2])}
+"""
+
+PROJECT_RESET = r"""
+-- Drop every projection for `agg replay --rebuild`, in one atomic step, if the caller holds the
+-- rebuild lock: the keys, the digest, and the checkpoint (set to 0). Atomic so that a rebuild
+-- killed half-way never leaves half-dropped projections under a checkpoint that still claims them.
+--
+-- KEYS[1] proj_seq   KEYS[2] proj_lock   KEYS[3] proj_digest   KEYS[4..] projection keys
+-- ARGV[1] lock token
+-- Returns "ok", or "locked" (nothing dropped).
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'locked' end
+for k = 3, #KEYS do redis.call('UNLINK', KEYS[k]) end
+redis.call('SET', KEYS[1], 0)
+return 'ok'
+"""
+
+HMGET_MANY = r"""
+-- Read the same fields of many hashes in one call (read-only): one reply instead of one per hash,
+-- which is what keeps `agg usage` and `agg status` fast on thousands of conversations and files.
+--
+-- KEYS[1..N] hashes   ARGV[1..M] fields
+-- Returns N x M values, flat, hash by hash (nil where a field or hash is missing).
+local out, m = {}, #ARGV
+for i = 1, #KEYS do
+  local vals = redis.call('HMGET', KEYS[i], unpack(ARGV))
+  for j = 1, m do out[(i - 1) * m + j] = vals[j] end
+end
+return out
 """

@@ -11,6 +11,7 @@ import redis
 from aggregator.connection import Connection
 from aggregator.projections import Projector
 from aggregator.store import Store
+from aggregator.usage import totals as usage_totals
 
 
 def iso_ms(ms: int | None) -> str | None:
@@ -24,39 +25,27 @@ def file_figures(store: Store) -> dict[str, Any]:
     """Tracked files (all hosts), and this host's lag: bytes on disk not yet committed."""
     lag = 0
     here = 0
-    per_project: dict[str, int] = {}
-    cursors = store.tracked_files()
+    fids = sorted(f.decode() for f in store.r.smembers(store.keys.files))
     host = store.host.encode()
-    for h in cursors:
-        if h.get(b"host") != host:
+    for h, path, off in store.hmget_many([store.keys.file(f) for f in fids], ["host", "path", "off"]):
+        if h != host or path is None:
             continue
         here += 1
-        project = h.get(b"project", b"").decode()
-        per_project[project] = per_project.get(project, 0) + 1
         try:
-            size = os.stat(os.fsdecode(h[b"path"])).st_size
-        except (OSError, KeyError):
+            size = os.stat(os.fsdecode(path)).st_size
+        except OSError:
             continue
-        lag += max(0, size - int(h.get(b"off", 0)))
-    return {"files": len(cursors), "files_on_host": here, "lag_bytes": lag}
+        lag += max(0, size - int(off or 0))
+    return {"files": len(fids), "files_on_host": here, "lag_bytes": lag}
 
 
 def rq_figures(client: redis.Redis, namespace: str) -> dict[str, Any]:
-    """Turn jobs and workers as RQ sees them (see workers/ for the turn pipeline)."""
-    from rq import Queue, Worker
-    from rq.registry import FailedJobRegistry, StartedJobRegistry
-
+    """Turns (queued, running, parked, failed, …) and workers (see :mod:`workers.status`)."""
+    from aggregator.keys import Keys
     from workers import queue_name
+    from workers.status import turn_figures
 
-    q = Queue(queue_name(namespace), connection=client)
-    return {
-        "turns": {
-            "queued": q.count,
-            "running": StartedJobRegistry(queue=q).count,
-            "failed": FailedJobRegistry(queue=q).count,
-        },
-        "workers": Worker.count(queue=q),
-    }
+    return turn_figures(client, Keys(namespace), queue_name(namespace))
 
 
 def gather(conn: Connection, store: Store) -> dict[str, Any]:
@@ -89,5 +78,6 @@ def gather(conn: Connection, store: Store) -> dict[str, Any]:
         **rq_figures(r, store.keys.ns),
         "last_snapshot_at": None,
         "projections": {"seq": projector.checkpoint(), "digest": projector.digest()},
+        "usage": usage_totals(store),
     }
     return out

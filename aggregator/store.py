@@ -46,7 +46,7 @@ class Cursor:
     """Committed position in one file, plus what identifies the file's content."""
 
     off: int = 0
-    gen: int = 0
+    tok: str = ""
     ino: int = 0
     dev: int = 0
     size: int = 0
@@ -65,7 +65,6 @@ class CommitResult:
     rejected: int
     first_seq: int
     last_seq: int
-    gen: int
 
 
 @dataclass(slots=True)
@@ -97,6 +96,7 @@ class Store:
         # clients always return bytes over RESP2, so replies are handled untyped through `r`.
         self.r: Any = self.client
         self._ingest = self.client.register_script(scripts.INGEST)
+        self._hmget_many = self.client.register_script(scripts.HMGET_MANY)
 
     # --- cursors -----------------------------------------------------------------------------
     def file_id(self, path: str) -> str:
@@ -113,6 +113,16 @@ class Store:
     def cursor(self, fid: str) -> Cursor | None:
         return self.cursors([fid])[0]
 
+    def hmget_many(self, keys: Sequence[str], fields: Sequence[str], chunk: int = 1000) -> list[list[bytes | None]]:
+        """``HMGET key *fields`` for each of ``keys``, a thousand hashes per round trip."""
+        out: list[list[bytes | None]] = []
+        m = len(fields)
+        for i in range(0, len(keys), chunk):
+            part = keys[i : i + chunk]
+            flat = self._hmget_many(keys=list(part), args=list(fields)) if part else []
+            out += [flat[j * m : (j + 1) * m] for j in range(len(part))]
+        return out
+
     def tracked_files(self) -> list[dict[bytes, bytes]]:
         """Every cursor hash (all hosts)."""
         fids = sorted(self.r.smembers(self.keys.files))
@@ -126,11 +136,16 @@ class Store:
         self,
         sf: SourceFile,
         fid: str,
+        expected_tok: str,
         cursor: dict[str, Any],
         items: Iterable[Event | Rejection],
         chain: Chain | None = None,
     ) -> Batch:
-        """Make ``items`` (in line order) and the cursor they lead to into a :class:`Batch`."""
+        """Make ``items`` (in line order) and the cursor they lead to into a :class:`Batch`.
+
+        ``cursor`` must include ``tok``, a token unique to this commit; the batch commits only if
+        the file's cursor still holds ``expected_tok`` (see :meth:`commit`).
+        """
         k = self.keys
         items = list(items)
         events: list[Event] = [it for it in items if type(it) is Event]
@@ -152,7 +167,7 @@ class Store:
             bodies = [(k.body(c), m) for c, m in per_conv.items()]
         keys: list[str] = [k.seq, k.log, k.stats, k.file(fid), k.convs, k.files, k.rejects, k.rejects_seen, k.dirty]
         args: list[Any] = [
-            0,  # the expected generation: filled in when the batch is sent
+            expected_tok,
             fid,
             k.events_channel,
             k.conv_channel(""),
@@ -175,24 +190,24 @@ class Store:
         args += (len(rejections) // 2, *rejections, len(cursor))
         for name, value in cursor.items():
             args += (name, value)
-        return Batch(sf.display, bodies, keys, args, chain or Chain(0))
+        return Batch(sf.display, bodies, keys, args, chain or Chain())
 
     def commit(
-        self, sf: SourceFile, fid: str, expected_gen: int, cursor: dict[str, Any], items: Iterable[Event | Rejection]
+        self, sf: SourceFile, fid: str, expected_tok: str, cursor: dict[str, Any], items: Iterable[Event | Rejection]
     ) -> CommitResult:
         """Store one batch of ``items`` (in line order) and move the cursor to ``cursor``.
 
-        Raises :class:`CursorConflict` if the cursor's generation is no longer ``expected_gen``;
-        then nothing was committed (bodies written in step 1 are harmless, see the module doc).
+        ``cursor`` must include ``tok``, a token unique to this commit; the next commit of this file
+        expects it. Raises :class:`CursorConflict` if the cursor's token is no longer
+        ``expected_tok``; then nothing was committed (bodies written in step 1 are harmless).
         """
-        batch = self.prepare(sf, fid, cursor, items)
+        batch = self.prepare(sf, fid, expected_tok, cursor, items)
         if batch.bodies:
             pipe = self.r.pipeline(transaction=False)
             for key, mapping in batch.bodies:
                 pipe.hset(key, mapping=mapping)
             pipe.execute()
-        res = self._ingest(keys=batch.keys, args=[expected_gen, *batch.args[1:]])
-        return batch.result(res)
+        return batch.result(self._ingest(keys=batch.keys, args=batch.args))
 
     def writer(self) -> BatchWriter:
         """A :class:`BatchWriter` on a connection of its own (call its ``close`` when done)."""
@@ -292,10 +307,8 @@ class Store:
 
 @dataclass(slots=True)
 class Chain:
-    """The batches of one pass over one file: each expects the cursor generation the previous left."""
+    """The batches of one pass over one file, each expecting the cursor token the previous wrote."""
 
-    gen: int
-    """The generation the next batch expects (the cursor's when the pass began, then each commit's)."""
     lost: bool = False
     """A batch lost the compare-and-set (another ingester moved the cursor): the rest are dropped."""
 
@@ -309,7 +322,7 @@ class Batch:
     """(body hash key, {digest: line bytes}) per conversation: step 1, before the script."""
     keys: list[str]
     args: list[Any]
-    """The script's ARGV; ``args[0]``, the expected cursor generation, is set when it is sent."""
+    """The script's ARGV (``args[0]`` is the expected cursor token)."""
     chain: Chain
     note: Any = None
     """Whatever the caller wants back with the batch's result."""
@@ -323,8 +336,8 @@ class Batch:
 
     def result(self, res: list[Any]) -> CommitResult:
         if res[0] == b"conflict":
-            raise CursorConflict(f"cursor of {self.display} moved (generation {int(res[1])})")
-        return CommitResult(*(int(x) for x in res[1:8]))
+            raise CursorConflict(f"the cursor of {self.display} moved under us")
+        return CommitResult(*(int(x) for x in res[1:7]))
 
 
 Answered = list[tuple[Batch, CommitResult | None]]
@@ -341,12 +354,11 @@ class BatchWriter:
     parsing thread, each hand-off waiting for the switch interval.)
 
     Up to :data:`~aggregator.defaults.INGEST_IN_FLIGHT_BATCHES` batches (and about
-    :data:`~aggregator.defaults.INGEST_IN_FLIGHT_BYTES` of them) are in flight, but at most one
-    script per :class:`Chain`: a batch's script is sent with the generation the previous batch of
-    its chain returned, and once one loses the compare-and-set the chain's later batches are
-    dropped, never sent — so no batch commits after an earlier one of its pass failed
-    (``tests/test_writer_real.py``). Scripts go out in submission order; files are independent
-    chains, so the scripts of many small files are in flight together.
+    :data:`~aggregator.defaults.INGEST_IN_FLIGHT_BYTES` of them) are in flight, and scripts go out
+    in submission order (so ``seq`` follows it, as if files were committed one after the other).
+    Each batch of a pass expects the cursor token the previous one writes, so once one loses the
+    compare-and-set none after it can commit; the writer then drops the rest of its
+    :class:`Chain` without sending them (``tests/test_writer_real.py``).
 
     Not thread-safe. :meth:`close` must be called (it returns or drops the connection).
     """
@@ -360,7 +372,6 @@ class BatchWriter:
         self.sent: deque[tuple[str, Batch, int]] = deque()
         self.waiting: deque[Batch] = deque()  # submitted, script not sent yet, in submission order
         self.acked: set[int] = set()  # id() of waiting batches whose bodies are acknowledged
-        self.busy: set[int] = set()  # id() of chains with a script in flight
         self.in_flight = 0  # batches submitted and not answered
         self.in_flight_bytes = 0
         self.answered: Answered = []
@@ -381,7 +392,6 @@ class BatchWriter:
             self._connection().send_packed_command(packed, check_health=False)
 
     def _script(self, batch: Batch) -> bytes:
-        batch.args[0] = batch.chain.gen
         packed: bytes = hiredis.pack_command(("EVALSHA", self.sha, len(batch.keys), *batch.keys, *batch.args))
         return packed
 
@@ -430,23 +440,17 @@ class BatchWriter:
         self.answered.append((batch, result))
 
     def _send_ready(self) -> None:
-        """Send scripts in submission order (so ``seq`` follows it, as if files were committed one
-        after the other): from the oldest waiting batch, while its bodies are acknowledged and its
-        chain has no script in flight."""
+        """Send the scripts of the oldest waiting batches whose bodies are acknowledged."""
         packed: list[bytes] = []
         waiting = self.waiting
         while waiting and id(waiting[0]) in self.acked:
-            batch = waiting[0]
+            batch = waiting.popleft()
+            self.acked.discard(id(batch))
             if batch.chain.lost:
                 self._done(batch, None)
-            elif id(batch.chain) in self.busy:
-                break
             else:
-                self.busy.add(id(batch.chain))
                 packed.append(self._script(batch))
                 self.sent.append(("script", batch, 1))
-            waiting.popleft()
-            self.acked.discard(id(batch))
         self._send(packed)
 
     def _read_one(self) -> None:
@@ -475,16 +479,13 @@ class BatchWriter:
             return
         if error is not None:
             raise error
-        self.busy.discard(id(batch.chain))
         try:
             result = batch.result(reply)
         except CursorConflict:
             batch.chain.lost = True
             self._done(batch, None)
         else:
-            batch.chain.gen = result.gen
             self._done(batch, result)
-        self._send_ready()
 
     def close(self) -> None:
         """Give the connection back; one with replies left unread is dropped instead."""
@@ -497,7 +498,6 @@ class BatchWriter:
         self.sent.clear()
         self.waiting.clear()
         self.acked.clear()
-        self.busy.clear()
 
 
 def _hset(key: str, mapping: dict[str, bytes]) -> bytes:
@@ -532,7 +532,7 @@ def _cursor(h: dict[bytes, bytes]) -> Cursor | None:
     g = h.get
     return Cursor(
         off=int(g(b"off", 0)),
-        gen=int(g(b"gen", 0)),
+        tok=g(b"tok", b"").decode(),
         ino=int(g(b"ino", 0)),
         dev=int(g(b"dev", 0)),
         size=int(g(b"size", 0)),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -31,6 +32,7 @@ from aggregator import defaults
 from aggregator.errors import StoreError
 from aggregator.layout import SourceFile
 from aggregator.parse import Event, Rejection, parse_line
+from aggregator.sidecars import Sidecars
 from aggregator.store import Batch, Chain, CommitResult, Cursor, Store
 
 Progress = Callable[[int], None]
@@ -87,6 +89,7 @@ class Tailer:
         self.batch_lines = batch_lines
         self.max_line_bytes = max_line_bytes
         self.read_chunk_bytes = read_chunk_bytes
+        self.sidecars = Sidecars(store)
 
     def close(self) -> None:
         """Release what the tailer holds (nothing outlives a sync call today; kept for callers)."""
@@ -164,7 +167,7 @@ class _Run:
                 raise StoreError(f"gave up on {job.sf.display}: its cursor kept moving under us")
             reader = self._read(job, cur)
             if reader is None:
-                self.finished.append(job.result)
+                self._finish(job)
                 return
             if not reader.chain.lost:
                 self.open.append(reader)
@@ -217,8 +220,14 @@ class _Run:
             elif reader.chain.lost:
                 self.retry.append(reader.job)
             else:
-                self.finished.append(reader.job.result)
+                self._finish(reader.job)
         self.open = still
+
+    def _finish(self, job: _Job) -> None:
+        """``job``'s lines are all committed: its subagent sidecar (if any) follows them."""
+        # A subagent's .meta.json becomes an event too (aggregator/sidecars.py).
+        self.t.sidecars.sync(job.sf)
+        self.finished.append(job.result)
 
     def take_finished(self) -> list[FileResult]:
         out, self.finished = self.finished, []
@@ -245,8 +254,13 @@ class _Reader:
         self.run_, self.t, self.job = run, run.t, job
         self.sf, self.fid, self.fd, self.st = job.sf, job.fid, fd, st
         self.result = job.result
-        self.gen = cur.gen if cur else 0
-        self.chain = Chain(self.gen)
+        # Each batch expects the cursor token the previous one writes, unique to this pass: once
+        # another ingester moves the cursor, no later batch of this pass can commit
+        # (tests/test_tailer_real.py::test_two_tailers_racing_on_one_file_store_each_line_once).
+        self.tok = cur.tok if cur else ""
+        self.reader_id = secrets.token_hex(6)
+        self.commits = 0
+        self.chain = Chain()
         self.outstanding = 0  # batches submitted and not answered yet
         self.head = os.pread(fd, defaults.FINGERPRINT_BYTES, 0)
         reason = self._changed(cur) if cur else None
@@ -397,7 +411,10 @@ class _Reader:
             "agent": self.sf.agent or "",
             "kind": self.sf.kind,
         }
-        batch = self.t.store.prepare(self.sf, self.fid, cursor, self.items, self.chain)
+        self.commits += 1
+        cursor["tok"] = f"{self.reader_id}:{self.commits}"
+        batch = self.t.store.prepare(self.sf, self.fid, self.tok, cursor, self.items, self.chain)
+        self.tok = cursor["tok"]
         batch.note = (self, len(self.items), off - self.committed)
         self.committed = off
         self.dirty = False

@@ -10,16 +10,19 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
+from aggregator.config import active_minutes as active_minutes_setting
 from aggregator.parse import loads
 from aggregator.projections import Projector, parse_recent_member
 from aggregator.status import iso_ms
 from aggregator.store import Store
 from aggregator.text import message_text, preview
 
-ACTIVE_MINUTES = 10
-"""A conversation is ``active`` if its newest record is at most this many minutes old."""
-
 USAGE_FIELDS = ("input", "output", "cache_read", "cache_creation")
+
+LINK_KINDS = {"resumed": "resumed_from", "compacted": "compacted_from", "forked": "forked_from"}
+"""``from.<kind>.<conv>`` projection fields → the view's list of conversation keys."""
 
 
 def _int(fields: dict[bytes, bytes], name: str) -> int:
@@ -32,10 +35,34 @@ def _text(fields: dict[bytes, bytes], name: str) -> str | None:
     return raw.decode() if raw is not None else None
 
 
+def _subagents(fields: dict[bytes, bytes]) -> list[dict[str, Any]]:
+    out = []
+    for k, v in sorted(fields.items()):
+        if k.startswith(b"agent."):
+            kind, description = orjson.loads(v) if v else (None, None)
+            out.append({"id": k[6:].decode(), "type": kind, "description": description})
+    return out
+
+
+def _links(fields: dict[bytes, bytes]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {name: [] for name in LINK_KINDS.values()}
+    for k in sorted(fields):
+        if k.startswith(b"from."):
+            kind, _, conv = k[5:].decode().partition(".")
+            if kind in LINK_KINDS:
+                out[LINK_KINDS[kind]].append(conv)
+    return out
+
+
 def conversation_view(
-    conv: str, fields: dict[bytes, bytes], *, now_ms: int, active_minutes: float = ACTIVE_MINUTES
+    conv: str, fields: dict[bytes, bytes], *, now_ms: int, active_minutes: float | None = None
 ) -> dict[str, Any]:
-    """One conversation as ``current.json`` lists it (DESIGN §5), from its projection hash."""
+    """One conversation as ``current.json`` lists it (DESIGN §5), from its projection hash.
+
+    ``title`` is the first title source the conversation has (:mod:`aggregator.titles`); ``active``
+    means a record at most ``active_minutes`` old (default: :func:`aggregator.config.active_minutes`).
+    """
+    minutes = active_minutes_setting() if active_minutes is None else active_minutes
     last_ms = _int(fields, "last_ms") if b"last_ms" in fields else None
     return {
         "key": conv,
@@ -47,7 +74,10 @@ def conversation_view(
         "events": _int(fields, "events"),
         "messages": _int(fields, "messages"),
         "usage": {f: _int(fields, f"usage_{f}") for f in USAGE_FIELDS},
-        "active": last_ms is not None and now_ms - last_ms <= active_minutes * 60_000,
+        "responses": _int(fields, "usage_responses"),
+        "active": last_ms is not None and now_ms - last_ms <= minutes * 60_000,
+        "subagents": _subagents(fields),
+        **_links(fields),
     }
 
 
@@ -56,10 +86,11 @@ def conversation_views(
     convs: Iterable[str] | None = None,
     *,
     now_ms: int | None = None,
-    active_minutes: float = ACTIVE_MINUTES,
+    active_minutes: float | None = None,
 ) -> list[dict[str, Any]]:
     """Conversations (all, or ``convs``) that have at least one user or assistant message."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    active_minutes = active_minutes_setting() if active_minutes is None else active_minutes
     projector = Projector(store)
     chosen = store.conversations() if convs is None else list(convs)
     return [

@@ -231,8 +231,11 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"last ingest  {st['last_ingest_at'] or 'never'}")
         t = st["turns"]
         click.echo(
-            f"turns        {t['queued']} queued, {t['running']} running, {t['failed']} failed; {st['workers']} workers"
+            f"turns        {t['queued']} queued, {t['running']} running, {t['parked']} parked, "
+            f"{t['failed']} failed, {t['committed']} committed; {st['workers']} workers"
         )
+        for p in t.get("parked_conversations", []):
+            click.echo(f"  parked     {p['conv']} ({p['fails']} failures): {p['error']}")
 
 
 # --- replay ----------------------------------------------------------------------------------
@@ -323,9 +326,19 @@ def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
     os.execve(binary, [binary, "-s", str(emb.socket_path), *args], env)
 
 
+from cli.usage import usage_cmd  # noqa: E402  (commands in their own modules register here)
+
+cli.add_command(usage_cmd)
+
+
 def main() -> None:
     """Entry point of the ``agg`` console script."""
     try:
         cli.main(prog_name="agg", standalone_mode=True)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+from cli.worker import worker_cmd  # noqa: E402  (registered here: new commands live in their own modules)
+
+cli.add_command(worker_cmd)

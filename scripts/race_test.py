@@ -140,7 +140,7 @@ def _store_writer(i: int, barrier: Barrier, url: str, ns: str, lockstep: bool) -
     barrier.wait()
     if lockstep:
         barrier.wait()
-    store.commit(sf, fid, 0, {"off": len(raw) + 1}, [event])
+    store.commit(sf, fid, "", {"off": len(raw) + 1, "tok": f"writer-{i}"}, [event])
     store.client.close()
 
 

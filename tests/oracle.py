@@ -115,3 +115,104 @@ def read(paths: list[Path]) -> Expected:
                 seen.append(raw)
                 exp.revisions += 1
     return exp
+
+
+# --- usage (DESIGN §6), computed from the files alone --------------------------------------------
+USAGE_NAMES = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+USAGE_OUT = ("input", "output", "cache_read", "cache_creation")
+
+
+def project_of(path: Path) -> str:
+    """The project directory a transcript sits in (the directory under ``projects/``)."""
+    parts = path.parts
+    if "subagents" in parts[:-1]:
+        i = len(parts) - 1 - list(reversed(parts[:-1])).index("subagents") - 1
+        return parts[i - 2]
+    return path.parent.name
+
+
+def _tokens(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return 0
+    if isinstance(v, float) and not v.is_integer():
+        return 0
+    return max(0, int(v))
+
+
+def _utc_day(ts: Any) -> str:
+    from datetime import UTC, datetime
+
+    if not isinstance(ts, str):
+        return ""
+    try:
+        d = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=UTC)
+    return d.astimezone(UTC).date().isoformat()
+
+
+@dataclass
+class UsageTable:
+    """Expected usage: sums per conversation / project / model / day and in total."""
+
+    by: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    total: dict[str, int] = field(default_factory=dict)
+
+
+def usage(paths: list[Path]) -> UsageTable:
+    """Usage by DESIGN §6 after ingesting ``paths`` in this order: each (message.id, requestId)
+    once — a missing requestId is its own value — with each field's largest value, toward the
+    conversation/project/model/day where the response was first seen; ``<synthetic>`` skipped;
+    only top-level assistant records (never copies inside ``progress``)."""
+    responses: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for path in paths:
+        file_session = session_of(path)
+        project = project_of(path)
+        data = path.read_bytes()
+        for raw in data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]:
+            try:
+                obj = json.loads(raw.decode("utf-8"), parse_constant=_no_constants, parse_float=_finite)
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                continue
+            if not isinstance(obj, dict) or obj.get("type") != "assistant":
+                continue
+            sid = obj.get("sessionId")
+            conv = sid if _ok_id(sid) else file_session
+            msg = obj.get("message")
+            if conv is None or not isinstance(msg, dict) or not isinstance(msg.get("usage"), dict):
+                continue
+            if msg.get("model") == "<synthetic>":
+                continue
+            mid = msg.get("id") if _ok_id(msg.get("id")) else None
+            rid = obj.get("requestId") if _ok_id(obj.get("requestId")) else None
+            if mid is None:
+                uid = obj.get("uuid")
+                key: tuple[Any, ...] = ("event", conv, uid if _ok_id(uid) else hashlib.sha256(raw).hexdigest()[:32])
+            else:
+                key = ("response", mid, rid)
+            got = [_tokens(msg["usage"].get(n)) for n in USAGE_NAMES]
+            if key not in responses:
+                model = msg.get("model")
+                responses[key] = {
+                    "conversation": conv,
+                    "project": project,
+                    "model": model if isinstance(model, str) else "",
+                    "day": _utc_day(obj.get("timestamp")),
+                    "max": [0, 0, 0, 0],
+                }
+            r = responses[key]
+            r["max"] = [max(a, b) for a, b in zip(r["max"], got, strict=True)]
+    table = UsageTable(by={d: {} for d in ("conversation", "project", "model", "day")})
+    table.total = dict.fromkeys((*USAGE_OUT, "responses"), 0)
+    for r in responses.values():
+        for dim, sums in table.by.items():
+            row = sums.setdefault(r[dim], dict.fromkeys((*USAGE_OUT, "responses"), 0))
+            for name, v in zip(USAGE_OUT, r["max"], strict=True):
+                row[name] += v
+            row["responses"] += 1
+        for name, v in zip(USAGE_OUT, r["max"], strict=True):
+            table.total[name] += v
+        table.total["responses"] += 1
+    return table

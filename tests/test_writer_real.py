@@ -54,9 +54,9 @@ def _items(sf: SourceFile, lines: list[bytes]) -> list[Event | Rejection]:
 
 
 def test_a_batch_never_commits_after_an_earlier_one_of_its_pass_lost(store: Store, tmp_path: Path) -> None:
-    """Batch 2 of a pass expects the generation batch 1 leaves; if batch 1 loses the race to
-    another ingester that moved the cursor to that same generation, batch 2 must still not
-    commit — it would skip the lines between the other ingester's offset and its own start."""
+    """Another ingester moves the cursor before this pass's first batch commits: neither that
+    batch nor the next (queued behind it) may commit — the next would skip the lines between the
+    other ingester's offset and its own start. The writer drops it without sending its script."""
     path = tmp_path / "projects" / "p" / "s1.jsonl"
     lines = [_record(i) for i in range(6)]
     ends = _write_lines(path, lines)
@@ -64,11 +64,10 @@ def test_a_batch_never_commits_after_an_earlier_one_of_its_pass_lost(store: Stor
     assert sf is not None
     fid = store.file_id(sf.path)
     items = _items(sf, lines)
-    chain = Chain(0)
-    b1 = store.prepare(sf, fid, {"off": ends[2]}, items[:3], chain)
-    b2 = store.prepare(sf, fid, {"off": ends[5]}, items[3:], chain)
-    # another ingester commits line 0 alone: generation 0 -> 1, offset after line 0
-    store.commit(sf, fid, 0, {"off": ends[0]}, items[:1])
+    chain = Chain()
+    b1 = store.prepare(sf, fid, "", {"off": ends[2], "tok": "ours:1"}, items[:3], chain)
+    b2 = store.prepare(sf, fid, "ours:1", {"off": ends[5], "tok": "ours:2"}, items[3:], chain)
+    store.commit(sf, fid, "", {"off": ends[0], "tok": "theirs:1"}, items[:1])  # the other ingester
 
     writer = store.writer()
     try:
@@ -79,11 +78,11 @@ def test_a_batch_never_commits_after_an_earlier_one_of_its_pass_lost(store: Stor
     assert [res for _, res in answered] == [None, None]
     assert chain.lost
     cur = store.cursor(fid)
-    assert cur is not None and (cur.gen, cur.off) == (1, ends[0])
+    assert cur is not None and (cur.tok, cur.off) == ("theirs:1", ends[0])
     assert store.stats()["events"] == 1  # lines 3-5 were not committed past the gap
 
 
-def test_batches_of_a_pass_commit_in_order_and_chain_their_generations(store: Store, tmp_path: Path) -> None:
+def test_batches_of_a_pass_commit_in_order(store: Store, tmp_path: Path) -> None:
     """Including a batch with nothing to write first (only a rejected line): it must still wait
     for the batch before it, whose bodies are not acknowledged yet."""
     path = tmp_path / "projects" / "p" / "s1.jsonl"
@@ -93,9 +92,12 @@ def test_batches_of_a_pass_commit_in_order_and_chain_their_generations(store: St
     assert sf is not None
     fid = store.file_id(sf.path)
     items = _items(sf, lines)
-    chain = Chain(0)
+    chain = Chain()
     parts = [(0, 3), (3, 4), (4, 7)]
-    batches = [store.prepare(sf, fid, {"off": ends[b - 1]}, items[a:b], chain) for a, b in parts]
+    batches = [
+        store.prepare(sf, fid, f"t{i}" if i else "", {"off": ends[b - 1], "tok": f"t{i + 1}"}, items[a:b], chain)
+        for i, (a, b) in enumerate(parts)
+    ]
     assert [bool(b.bodies) for b in batches] == [True, False, True]
     writer = store.writer()
     try:
@@ -105,9 +107,9 @@ def test_batches_of_a_pass_commit_in_order_and_chain_their_generations(store: St
     assert [b for b, _ in answered] == batches
     results = [res for _, res in answered]
     assert all(r is not None for r in results)
-    assert [(r.gen, r.added, r.rejected) for r in results if r is not None] == [(1, 3, 0), (2, 0, 1), (3, 3, 0)]
+    assert [(r.first_seq, r.added, r.rejected) for r in results if r is not None] == [(1, 3, 0), (0, 0, 1), (4, 3, 0)]
     cur = store.cursor(fid)
-    assert cur is not None and (cur.gen, cur.off) == (3, ends[6])
+    assert cur is not None and (cur.tok, cur.off) == ("t3", ends[6])
     assert [body for _, body in store.replay("s1")] == lines[:3] + lines[4:]
 
 

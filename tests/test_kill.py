@@ -1,0 +1,75 @@
+"""kill -9 of `agg ingest` at many random points, then one full run == one clean run."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from aggregator.devserver import RedisProcess
+from aggregator.keys import Keys
+from aggregator.layout import iter_transcripts
+from aggregator.store import Store
+from tests import oracle
+from tests.conftest import HOST, agg_env, run_agg
+
+KILLS = 24
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_loses_and_doubles_nothing(
+    redis_server: RedisProcess, r: redis.Redis, corpus: Path, tmp_path: Path
+) -> None:
+    env = agg_env(redis_server, tmp_path)
+    store = Store(r, Keys("agg"), HOST)
+    # Entries of one conversation spread over several files are ordered by file read order.
+    exp = oracle.read([Path(sf.path) for sf in iter_transcripts([corpus])])
+    rng = random.Random(20261122)
+    progress: list[int] = []
+    killed = attempts = 0
+    while killed < KILLS and attempts < 3 * KILLS:
+        attempts += 1
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", "ingest", str(corpus), "--json"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        # Interpreter start-up takes ~0.3 s; the whole corpus ~0.5-1 s more: aim across both.
+        time.sleep(rng.uniform(0.25, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if proc.returncode == -signal.SIGKILL:
+            killed += 1
+            progress.append(store.stats()["lines"])
+        if store.stats()["lines"] == exp.lines:
+            r.flushall()  # finished before the kill: start over so the next kill lands mid-ingest
+    assert killed == KILLS
+    # The kills landed at many different points of the ingest (lines committed when killed).
+    assert len(set(progress) - {0, exp.lines}) >= KILLS // 3, progress
+
+    out = run_agg(["ingest", str(corpus), "--json"], env)
+    assert out.returncode == 0
+
+    stats = store.stats()
+    assert (stats["events"], stats["revisions"], stats["duplicates"], stats["rejected"], stats["lines"]) == (
+        exp.events,
+        exp.revisions,
+        exp.duplicates,
+        exp.rejected,
+        exp.lines,
+    )
+    assert store.last_seq() == exp.events + exp.revisions  # no seq was spent twice
+    assert sorted(store.conversations()) == sorted(exp.order)
+    for conv, ids in exp.order.items():
+        got = list(store.replay(conv))
+        assert [eid for eid, _ in got] == ids
+        assert [body for _, body in got] == [exp.versions[(conv, eid)][-1] for eid in ids]
+    seqs = [e.seq for e in store.entries_after(0)]
+    assert seqs == list(range(1, len(seqs) + 1))

@@ -1,0 +1,27 @@
+"""Turn functions plugged in by tests through ``AGG_TURN=tests.turnfns:<name>``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.turns import TurnContext
+
+
+def echo_bot(ctx: TurnContext) -> dict[str, Any] | None:
+    """A bot that answers in each conversation: it repeats the newest message."""
+    if not ctx.messages:
+        return None
+    return {"kind": "reply", "text": f"you said: {ctx.messages[-1].text} ({len(ctx.messages)} new messages)"}
+
+
+def nothing(ctx: TurnContext) -> None:
+    """Records nothing (the turn is skipped, its messages count as seen)."""
+    return None
+
+
+def broken(ctx: TurnContext) -> dict[str, Any]:
+    raise RuntimeError("the bot fell over")
+
+
+def not_json(ctx: TurnContext) -> dict[str, Any]:
+    return {"kind": "reply", "value": object()}

@@ -1,0 +1,209 @@
+"""The scheduler inside every ``agg worker``: debounce, dispatch and reconcile turns.
+
+Ingest marks a conversation with ``ZADD <ns>:dirty NX <now ms> <conv>`` whenever a batch touches
+it (the time of its oldest change no turn has covered). Each worker runs :meth:`Scheduler.run` in
+a thread; every step is one pipelined read plus, when there is work, one :data:`DISPATCH` call:
+
+* newly dirty conversations move to ``turns:due`` with a not-before time: first change +
+  debounce, no earlier than the end of the conversation's cooldown or parking;
+* due conversations are claimed — state ``queued``, a new generation — as long as fewer than the
+  cap of concurrent turns are queued or running, and enqueued on the one RQ queue as job
+  ``agg-turn-<hash of namespace and conversation>-<gen>`` with ``unique=True``, so the same
+  generation can never be queued twice;
+* a conversation due while its turn is queued or running gets one ``follow`` flag instead: one
+  follow-up turn for the whole burst, scheduled when that turn ends.
+
+Several workers may run the scheduler at once: every transition is one atomic script.
+
+The reconciler (every second, also in each worker) repairs what a crash leaves behind, far
+sooner than RQ's own abandoned-job detection (up to 10 minutes by default): a running turn whose
+lease expired is queued again under a new generation (``tests/test_workers_real.py::
+test_kill9_mid_turn_redoes_the_turn_once``); a queued turn whose job is not waiting in RQ after a
+grace period (lost between claim and enqueue, or its worker died before taking the lease) is
+enqueued again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.exceptions import DuplicateJobError
+from rq.job import Job
+
+from aggregator import defaults
+from aggregator.keys import Keys
+from workers import scripts
+from workers.config import TurnConfig
+
+log = logging.getLogger("agg.turns")
+
+JOB_FUNCTION = "workers.turns.run_turn"
+WAITING_JOB_STATES = (b"queued", b"created")
+
+
+def job_id(namespace: str, conv: str, gen: int) -> str:
+    """RQ job id of a conversation's turn generation (RQ allows only ``[A-Za-z0-9_-]``)."""
+    digest = hashlib.sha1(namespace.encode() + b"\0" + conv.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+    return f"agg-turn-{digest}-{gen}"
+
+
+@dataclass
+class Scheduler:
+    """Dispatch and reconciliation of one namespace's turns (see the module docstring)."""
+
+    client: redis.Redis
+    keys: Keys
+    config: TurnConfig
+    queue: Queue | None
+    batch: int = defaults.TURN_DISPATCH_BATCH
+    submit: Callable[[str, int], None] | None = None
+    """Where claimed turns go instead of the RQ queue (in-process runs: tests, benchmarks)."""
+    enqueued: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.r: Any = self.client
+        self._dispatch = self.client.register_script(scripts.DISPATCH)
+        self._redo = self.client.register_script(scripts.REDO)
+        self._requeue = self.client.register_script(scripts.REQUEUE)
+
+    # --- dispatch ------------------------------------------------------------------------------
+    def tick(self, *, burst: bool = False) -> int:
+        """One dispatch step; returns how many turns it claimed (and enqueued)."""
+        k = self.keys
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrange(k.dirty, 0, self.batch - 1)
+        pipe.zrange(k.turns_due, 0, self.batch - 1)
+        dirty, due = pipe.execute()
+        if not dirty and not due:
+            return 0
+        flags: dict[bytes, str] = {c: "1" for c in dirty}
+        for c in due:
+            flags.setdefault(c, "0")
+        convs = list(flags)
+        keys = [k.dirty, k.turns_due, k.turns_queued, k.turns_running, k.turns_stats]
+        keys += [k.turn(c.decode("utf-8", "surrogateescape")) for c in convs]
+        args: list[Any] = [self.config.debounce_ms, self.config.concurrency, "1" if burst else "0", len(convs)]
+        for c in convs:
+            args += (c, flags[c])
+        res = self._dispatch(keys=keys, args=args)
+        for i in range(0, len(res), 2):
+            self.enqueue(res[i].decode("utf-8", "surrogateescape"), int(res[i + 1]))
+        return len(res) // 2
+
+    def enqueue(self, conv: str, gen: int) -> None:
+        """Put the claimed turn ``(conv, gen)`` on the RQ queue (job payload: those two only)."""
+        if self.submit is not None:
+            self.submit(conv, gen)
+            self.enqueued += 1
+            return
+        assert self.queue is not None
+        for _ in range(3):
+            try:
+                self.queue.enqueue_call(
+                    JOB_FUNCTION,
+                    args=(conv, gen),
+                    job_id=job_id(self.keys.ns, conv, gen),
+                    unique=True,
+                    timeout=defaults.TURN_JOB_TIMEOUT_S,
+                    result_ttl=defaults.RQ_RESULT_TTL_S,
+                    failure_ttl=defaults.RQ_FAILURE_TTL_S,
+                    description=f"turn {conv} gen {gen}",
+                )
+                self.enqueued += 1
+                return
+            except DuplicateJobError:
+                # The id is taken (a generation counter that went back, e.g. after Redis lost its
+                # last second of writes): take a new generation and try again.
+                gen = int(self._requeue(keys=self._requeue_keys(conv), args=[conv, gen, 0]))
+                if not gen:
+                    return
+        log.error("could not enqueue the turn of %s: job ids keep colliding", conv)
+
+    def _requeue_keys(self, conv: str) -> list[str]:
+        return [self.keys.turn(conv), self.keys.turns_queued, self.keys.turns_stats]
+
+    # --- reconcile -----------------------------------------------------------------------------
+    def reconcile(self) -> int:
+        """Re-queue turns left behind by dead workers or lost jobs; returns how many."""
+        k = self.keys
+        secs, micros = self.r.time()
+        now_ms = int(secs) * 1000 + int(micros) // 1000
+        redone = 0
+        for c in self.r.zrangebyscore(k.turns_running, "-inf", now_ms, start=0, num=self.batch):
+            conv = c.decode("utf-8", "surrogateescape")
+            gen = int(
+                self._redo(keys=[k.turn(conv), k.lease(conv), k.turns_running, k.turns_queued, k.turns_stats], args=[c])
+            )
+            if gen:
+                log.warning("turn of %s lost its worker (lease expired): queued again", conv)
+                self.enqueue(conv, gen)
+                redone += 1
+        stuck = self.r.zrangebyscore(
+            k.turns_queued, "-inf", now_ms - self.config.queued_grace_ms, start=0, num=self.batch
+        )
+        if stuck:
+            convs = [c.decode("utf-8", "surrogateescape") for c in stuck]
+            pipe = self.r.pipeline(transaction=False)
+            for conv in convs:
+                pipe.hget(k.turn(conv), "gen")
+            seen = [int(g or 0) for g in pipe.execute()]
+            pipe = self.r.pipeline(transaction=False)
+            for conv, gen in zip(convs, seen, strict=True):
+                pipe.hget(Job.key_for(job_id(k.ns, conv, gen)), "status")
+            for conv, gen, status in zip(convs, seen, pipe.execute(), strict=True):
+                if status in WAITING_JOB_STATES:
+                    continue  # waiting in RQ for a free worker: fine
+                new = int(self._requeue(keys=self._requeue_keys(conv), args=[conv, gen, self.config.queued_grace_ms]))
+                if new:
+                    log.warning("turn of %s was queued but its job is %s: queued again", conv, status or "gone")
+                    self.enqueue(conv, new)
+                    redone += 1
+        return redone
+
+    # --- loop ----------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Dispatch and reconcile until ``stop`` is set (the scheduler thread of ``agg worker``)."""
+        interval = self.config.dispatch_interval_ms / 1000
+        next_reconcile = 0.0
+        failures = 0
+        while not stop.is_set():
+            try:
+                full = self.tick() >= self.batch
+                if time.monotonic() >= next_reconcile:
+                    self.reconcile()
+                    next_reconcile = time.monotonic() + self.config.reconcile_interval_ms / 1000
+                failures = 0
+            except redis.RedisError as e:
+                failures += 1
+                if failures in (1, 10) or failures % 100 == 0:
+                    log.warning("scheduler: Redis error (%d in a row), retrying: %s", failures, e)
+                full = False
+            if not full:
+                stop.wait(interval if not failures else min(5.0, interval * 2**failures))
+
+    def pending(self) -> bool:
+        """True while any turn is dirty, queued, running or scheduled and not parked for later."""
+        k = self.keys
+        pipe = self.r.pipeline(transaction=False)
+        for key in (k.dirty, k.turns_queued, k.turns_running):
+            pipe.zcard(key)
+        pipe.zrange(k.turns_due, 0, self.batch - 1)
+        pipe.time()
+        *cards, due, (secs, micros) = pipe.execute()
+        if any(cards):
+            return True
+        if not due:
+            return False
+        now_ms = int(secs) * 1000 + int(micros) // 1000
+        pipe = self.r.pipeline(transaction=False)
+        for c in due:
+            pipe.hget(k.turn(c.decode("utf-8", "surrogateescape")), "park_until")
+        return any(int(float(p or 0)) <= now_ms for p in pipe.execute())

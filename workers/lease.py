@@ -1,0 +1,224 @@
+"""Single flight per conversation: a lease with a fencing epoch, renewed while the turn runs.
+
+A turn holds its conversation's lease from :meth:`Fence.acquire` to its :meth:`Lease.commit` or
+:meth:`Lease.release`; a heartbeat thread renews it every third of its lifetime. Both ends are
+checked inside Redis against the exact lease value ``<epoch>:<token>`` and the conversation's
+current epoch, so a holder that lost the lease — it was paused past the TTL and another worker
+redid the turn (``tests/test_workers_real.py::test_paused_worker_cannot_commit_over_newer_turn``),
+or its commit is retried after a lost reply — can never write.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from aggregator.keys import Keys
+from aggregator.parse import Event, dumps
+from workers import scripts
+
+log = logging.getLogger("agg.turns")
+
+
+class Fence:
+    """The fenced turn-state operations of one namespace."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client = client
+        self.keys = keys
+        self._acquire = client.register_script(scripts.ACQUIRE)
+        self._renew = client.register_script(scripts.RENEW)
+        self._commit = client.register_script(scripts.COMMIT)
+        self._release = client.register_script(scripts.RELEASE)
+        self.heartbeat = Heartbeat()
+
+    def acquire(self, conv: str, gen: int, ttl_ms: int, holder: str) -> Lease | None:
+        """The lease of ``conv`` for the job of generation ``gen``; None if that job is stale."""
+        k = self.keys
+        token = secrets.token_hex(8)
+        res: Any = self._acquire(
+            keys=[k.turn(conv), k.lease(conv), k.turns_queued, k.turns_running, k.turns_stats, k.dirty, k.turns_due],
+            args=[gen, token, ttl_ms, conv, holder],
+        )
+        if res[0] != b"ok":
+            return None
+        epoch = int(res[1])
+        last = res[3]
+        return Lease(
+            self,
+            conv,
+            epoch,
+            f"{epoch}:{token}",
+            ttl_ms,
+            done=int(res[2]),
+            last=_json_dict(last) if last else None,
+        )
+
+
+class Heartbeat:
+    """One thread per process renewing the leases it holds (started on first use, not per turn)."""
+
+    def __init__(self) -> None:
+        self._leases: set[Lease] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+
+    def add(self, lease: Lease) -> None:
+        with self._lock:
+            lease.renew_at = time.monotonic() + lease.ttl_ms / 3000
+            self._leases.add(lease)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="agg-lease-heartbeat", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def discard(self, lease: Lease) -> None:
+        with self._lock:
+            self._leases.discard(lease)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                due = [x for x in self._leases if x.renew_at <= now]
+                for x in due:
+                    x.renew_at = now + x.ttl_ms / 3000
+                nxt = min((x.renew_at for x in self._leases), default=now + 60)
+                if not due:
+                    self._wake.wait(max(0.0, nxt - now))
+                    continue
+            for x in due:  # outside the lock: a slow Redis must not block turns ending
+                if not (x.lost or x.ended):
+                    x.renew()
+
+
+def _json_dict(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@dataclass(eq=False)
+class Lease:
+    """A held conversation lease (see the module docstring); compared by identity."""
+
+    fence: Fence
+    conv: str
+    epoch: int
+    value: str
+    ttl_ms: int
+    done: int
+    """Last seq the previous committed turn saw (0: none)."""
+    last: dict[str, Any] | None
+    """The previous committed turn's result (the ``turn`` object of its record)."""
+    lost: bool = False
+    ended: bool = False
+    """Set once the turn commits or releases (a renewal racing with that is not a loss)."""
+    renew_at: float = 0.0
+
+    # --- heartbeat ---------------------------------------------------------------------------
+    def __enter__(self) -> Lease:
+        self.fence.heartbeat.add(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.ended = True
+        self.fence.heartbeat.discard(self)
+
+    def renew(self) -> None:
+        """Extend the lease (the heartbeat thread calls this every third of its lifetime)."""
+        k = self.fence.keys
+        try:
+            ok = self.fence._renew(
+                keys=[k.lease(self.conv), k.turns_running], args=[self.value, self.ttl_ms, self.conv]
+            )
+        except redis.RedisError as e:
+            # Keep trying: the commit is fenced, so renewing late (or not at all) is safe.
+            log.warning("cannot renew the lease of %s: %s", self.conv, e)
+            return
+        if not ok and not self.ended:
+            self.lost = True
+            log.warning("lost the lease of %s (epoch %d): another worker took the turn over", self.conv, self.epoch)
+
+    # --- ending the turn -------------------------------------------------------------------------
+    def commit(
+        self, event: Event, *, project: str, upto_seq: int, result: dict[str, Any], cooldown_ms: int
+    ) -> tuple[str, int]:
+        """Append ``event`` (the turn's record) and end the turn; ``(status, seq)``.
+
+        ``status`` is ``ok``, ``already`` (this epoch committed before) or ``stale`` (lease lost:
+        nothing was written).
+        """
+        self.ended = True
+        f = self.fence
+        k = f.keys
+        conv = self.conv
+        res: Any = f._commit(
+            keys=[
+                k.seq,
+                k.log,
+                k.stats,
+                k.convs,
+                k.cur(conv),
+                k.timeline(conv),
+                k.body(conv),
+                k.meta(conv),
+                k.turn(conv),
+                k.lease(conv),
+                k.turns_running,
+                k.turns_due,
+                k.turns_parked,
+                k.turns_stats,
+            ],
+            args=[
+                self.value,
+                self.epoch,
+                conv,
+                dumps(conv),
+                event.id,
+                event.digest,
+                event.raw,
+                event.tail,
+                event.facts,
+                "",
+                project,
+                "",
+                k.events_channel,
+                k.conv_channel(""),
+                upto_seq,
+                dumps(result),
+                cooldown_ms,
+            ],
+        )
+        status = res[0].decode()
+        return status, int(res[1]) if status == "ok" else 0
+
+    def release(
+        self,
+        mode: str,
+        *,
+        done: int | None = None,
+        error: str = "",
+        park_base_ms: int = 0,
+        park_max_ms: int = 0,
+    ) -> list[Any]:
+        """End the turn without an event (modes in :data:`workers.scripts.RELEASE`)."""
+        self.ended = True
+        f = self.fence
+        k = f.keys
+        args: list[Any] = [self.value, self.epoch, self.conv, mode, "" if done is None else done, error]
+        res: Any = f._release(
+            keys=[k.turn(self.conv), k.lease(self.conv), k.turns_running, k.turns_due, k.turns_parked, k.turns_stats],
+            args=[*args, park_base_ms, park_max_ms],
+        )
+        return [x.decode() if isinstance(x, bytes) else x for x in res]

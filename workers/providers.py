@@ -1,0 +1,338 @@
+"""LLM providers: ``offline`` (deterministic, no network), OpenAI-compatible chat completions,
+Anthropic messages — and the retrying, rate-limited call every turn goes through.
+
+The two network providers use the providers' maintained SDKs (optional extras: ``pip install
+'agg[openai]'``, ``'agg[anthropic]'`` or ``'agg[llm]'``), with the SDKs' own retries switched off:
+every request, retries included, must pass the shared rate limits (:mod:`workers.limits`), so
+retries happen here, with :mod:`tenacity` — exponential backoff with jitter, or exactly the
+``Retry-After`` the provider asked for. Transient failures (429, 408, 409, 5xx, timeouts, an
+unreachable server, an answer that is not the protocol's JSON) are retried; others (400, 401,
+403, 404, …) fail at once with a clear :class:`~aggregator.errors.ProviderError`.
+
+The API key goes to the SDK client and nowhere else: it is not in any message, log line, job or
+Redis value (error texts are scrubbed of it in case a server echoes it back).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import tenacity
+
+from aggregator import defaults
+from aggregator.errors import ConfigError, ProviderError
+from aggregator.text import preview
+from workers import prompt
+from workers.config import TurnConfig
+from workers.limits import Limiter
+
+log = logging.getLogger("agg.turns")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A provider's answer and its token counts."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+
+
+class Provider(Protocol):
+    """One LLM API: a system prompt and a user message in, text out."""
+
+    name: str
+    model: str
+
+    def complete(self, system: str, user: str, max_tokens: int) -> Completion:
+        """One request; raises :class:`ProviderError` (``transient`` or not) on failure."""
+        ...
+
+
+def estimate_tokens(text: str) -> int:
+    """Token estimate of ``text`` (characters / 4, at least 1)."""
+    return max(1, len(text) // defaults.CHARS_PER_TOKEN)
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """``text`` without ``secret`` (an API key a server echoed back), cut to one short line."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "***")
+    return preview(text, 300)
+
+
+# --- offline ------------------------------------------------------------------------------------
+class OfflineProvider:
+    """A deterministic stand-in model: it extracts instead of generating; nothing leaves the host.
+
+    Given the default turn's prompt it answers the JSON the turn asks for: the previous title or
+    the first user message's first line, and the previous summary followed by the newest
+    messages' openings, keeping the newest part within the summary limit.
+    """
+
+    name = "offline"
+
+    def __init__(self, model: str = "offline") -> None:
+        self.model = model
+
+    def complete(self, system: str, user: str, max_tokens: int) -> Completion:
+        parsed = prompt.parse(user)
+        if parsed is None:
+            text = preview(user, max(16, max_tokens * defaults.CHARS_PER_TOKEN))
+        else:
+            prev_title, prev_summary, messages = parsed
+            firsts = [t for r, t in messages if r == "user"] or [t for _, t in messages]
+            opening = firsts[0].strip().splitlines()[0] if firsts and firsts[0].strip() else ""
+            title = prev_title or preview(opening, defaults.TURN_TITLE_MAX_CHARS)
+            recent = " · ".join(f"{role}: {preview(text, 120)}" for role, text in messages[-4:])
+            summary = f"{prev_summary} {recent}".strip()
+            limit = defaults.TURN_SUMMARY_MAX_CHARS
+            if len(summary) > limit:
+                cut = summary[-(limit - 1) :]
+                summary = "…" + cut[cut.find(" ") + 1 :] if " " in cut[:80] else "…" + cut
+            text = prompt.answer(title or "Untitled conversation", summary)
+        return Completion(text, estimate_tokens(system + user), estimate_tokens(text))
+
+
+# --- network providers -------------------------------------------------------------------------
+class _SDKProvider:
+    """Shared error handling of the SDK-backed providers."""
+
+    name = ""
+    sdk: Any = None
+
+    def __init__(self, config: TurnConfig) -> None:
+        self.model = config.model
+        self.base_url = config.base_url
+        self._secret = config.api_key
+        self.timeout_s = config.timeout_s
+
+    def complete(self, system: str, user: str, max_tokens: int) -> Completion:
+        try:
+            resp = self._request(system, user, max_tokens)
+        except self.sdk.APIStatusError as e:
+            raise self._status_error(e) from None
+        except self.sdk.APITimeoutError:
+            raise ProviderError(f"{self.name}: no answer within {self.timeout_s:g} s", transient=True) from None
+        except self.sdk.APIConnectionError as e:
+            raise ProviderError(f"{self.name}: cannot reach {self.base_url}: {self._text(e)}", transient=True) from None
+        except (self.sdk.APIResponseValidationError, ValueError) as e:
+            raise ProviderError(f"{self.name}: malformed answer: {self._text(e)}", transient=True) from None
+        try:
+            return self._parse(resp)
+        except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+            raise ProviderError(f"{self.name}: malformed answer: {self._text(e)}", transient=True) from None
+
+    def _text(self, e: BaseException) -> str:
+        return scrub(str(e) or type(e).__name__, self._secret)
+
+    def _status_error(self, e: Any) -> ProviderError:
+        status = int(e.status_code)
+        transient = status in (408, 409, 425, 429) or status >= 500
+        hint = " (check AGG_LLM_API_KEY)" if status in (401, 403) else ""
+        return ProviderError(
+            f"{self.name} answered {status}{hint}: {self._text(e)}",
+            transient=transient,
+            status=status,
+            retry_after=retry_after(getattr(e, "response", None)),
+        )
+
+    def _request(self, system: str, user: str, max_tokens: int) -> Any:
+        raise NotImplementedError
+
+    def _parse(self, resp: Any) -> Completion:
+        raise NotImplementedError
+
+
+def _import_sdk(module: str, extra: str) -> Any:
+    try:
+        return __import__(module)
+    except ImportError:
+        raise ConfigError(f"AGG_LLM_PROVIDER={extra} needs the {module} package: pip install 'agg[{extra}]'") from None
+
+
+class OpenAIProvider(_SDKProvider):
+    """OpenAI-compatible chat completions (OpenAI, Ollama, vLLM, llama.cpp: any base URL)."""
+
+    name = "openai"
+
+    def __init__(self, config: TurnConfig) -> None:
+        super().__init__(config)
+        self.sdk = _import_sdk("openai", "openai")
+        # Local servers need no key, but the SDK insists on one.
+        self._client = self.sdk.OpenAI(
+            api_key=config.api_key or "unused", base_url=config.base_url, timeout=config.timeout_s, max_retries=0
+        )
+
+    def _request(self, system: str, user: str, max_tokens: int) -> Any:
+        return self._client.chat.completions.create(
+            model=self.model,
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+            max_tokens=max_tokens,
+            temperature=0,
+        )
+
+    def _parse(self, resp: Any) -> Completion:
+        text = resp.choices[0].message.content
+        if not isinstance(text, str):
+            raise ValueError("no text in the first choice")
+        usage = resp.usage
+        return Completion(
+            text,
+            int(getattr(usage, "prompt_tokens", 0) or 0),
+            int(getattr(usage, "completion_tokens", 0) or 0),
+        )
+
+
+class AnthropicProvider(_SDKProvider):
+    """Anthropic messages."""
+
+    name = "anthropic"
+
+    def __init__(self, config: TurnConfig) -> None:
+        super().__init__(config)
+        self.sdk = _import_sdk("anthropic", "anthropic")
+        self._client = self.sdk.Anthropic(
+            api_key=config.api_key or "unused", base_url=config.base_url, timeout=config.timeout_s, max_retries=0
+        )
+
+    def _request(self, system: str, user: str, max_tokens: int) -> Any:
+        return self._client.messages.create(
+            model=self.model,
+            system=system,
+            messages=[{"role": "user", "content": user}],
+            max_tokens=max_tokens,
+        )
+
+    def _parse(self, resp: Any) -> Completion:
+        parts = [b.text for b in resp.content if getattr(b, "type", None) == "text"]
+        if not parts:
+            raise ValueError("no text block in the answer")
+        usage = resp.usage
+        return Completion(
+            "".join(parts),
+            int(getattr(usage, "input_tokens", 0) or 0),
+            int(getattr(usage, "output_tokens", 0) or 0),
+        )
+
+
+def make_provider(config: TurnConfig) -> Provider:
+    """The provider ``config`` names (imports its SDK; raises :class:`ConfigError` if missing)."""
+    if config.provider == "openai":
+        return OpenAIProvider(config)
+    if config.provider == "anthropic":
+        return AnthropicProvider(config)
+    return OfflineProvider()
+
+
+def retry_after(response: Any) -> float | None:
+    """Seconds a response's ``retry-after-ms`` / ``Retry-After`` (seconds or HTTP date) asks for."""
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+# --- the call every turn makes -----------------------------------------------------------------
+class LimitTimeout(Exception):
+    """The shared rate limits did not let a request through in time (the turn gives its slot back)."""
+
+
+@dataclass
+class CallStats:
+    """What a turn's calls cost."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    provider_s: float = 0.0
+
+
+@dataclass
+class Caller:
+    """Calls a provider through the shared limits, retrying transient failures."""
+
+    provider: Provider
+    limiter: Limiter
+    config: TurnConfig
+    sleep: Callable[[float], None] = time.sleep
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        e = state.outcome.exception() if state.outcome else None
+        if isinstance(e, ProviderError) and e.retry_after is not None:
+            return float(e.retry_after)
+        base = self.config.backoff_base_s * 2.0 ** (state.attempt_number - 1)
+        return min(self.config.backoff_max_s, base) * random.uniform(0.5, 1.0)
+
+    @staticmethod
+    def _log_retry(state: tenacity.RetryCallState) -> None:
+        e = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        # ProviderError texts are already scrubbed of the API key
+        log.info("attempt %d failed (%s); retrying in %.2f s", state.attempt_number, e, wait)
+
+    @staticmethod
+    def _retryable(e: BaseException) -> bool:
+        return (
+            isinstance(e, ProviderError)
+            and e.transient
+            and (e.retry_after is None or e.retry_after <= defaults.LLM_RETRY_AFTER_MAX_S)
+        )
+
+    def call(self, system: str, user: str, max_tokens: int, stats: CallStats, *, deadline: float) -> Completion:
+        """One completion; raises :class:`ProviderError` after the last attempt, or
+        :class:`LimitTimeout` if the shared limits held it past ``deadline`` (monotonic)."""
+        estimate = estimate_tokens(system + user) + max_tokens
+
+        def attempt() -> Completion:
+            if not self.limiter.take(estimate, deadline=deadline):
+                raise LimitTimeout()
+            stats.requests += 1
+            started = time.perf_counter()
+            try:
+                answer = self.provider.complete(system, user, max_tokens)
+            except ProviderError as e:
+                if e.status == 429 and e.retry_after:
+                    self.limiter.pause(e.retry_after)
+                raise
+            finally:
+                stats.provider_s += time.perf_counter() - started
+            stats.input_tokens += answer.input_tokens
+            stats.output_tokens += answer.output_tokens
+            if answer.input_tokens or answer.output_tokens:
+                self.limiter.adjust(answer.input_tokens + answer.output_tokens - estimate)
+            return answer
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.config.attempts),
+            wait=self._wait,
+            retry=tenacity.retry_if_exception(self._retryable),
+            sleep=self.sleep,
+            reraise=True,
+            before_sleep=self._log_retry,
+        )
+        result: Completion = retrying(attempt)
+        return result

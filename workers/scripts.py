@@ -1,0 +1,383 @@
+"""The Lua scripts of the turn pipeline, as documented constants (see ``aggregator/scripts.py``).
+
+A conversation's turn state lives in its ``turn`` hash (``gen``, ``state``, ``epoch``, ``done``,
+``last``, ``fails``, ``error``, ``follow``, ``cool_until``, ``park_until``, ``holder``) and its
+``lease`` string; the global zsets ``turns:due`` / ``queued`` / ``running`` / ``parked`` index
+conversations by state so that nothing scans every conversation. Every transition is one of the
+scripts below, so the hash and the zsets always agree::
+
+    dirty (ingest) ──DISPATCH──► due ──DISPATCH──► queued ──ACQUIRE──► running ──COMMIT──► idle
+                                  ▲                  ▲                     │ ──RELEASE skip──► idle
+                                  │                  └────REDO (lease expired, worker dead)
+                                  └──────────────── RELEASE fail (parked) / abort
+
+Fencing: ACQUIRE increments the conversation's ``epoch`` and stores ``<epoch>:<token>`` in the
+lease; COMMIT and RELEASE act only if the lease still holds exactly that value and the hash still
+has that epoch, so a worker that was paused, partitioned or killed and retried can never commit
+twice or over a newer turn (``tests/test_turn_scripts.py``, ``tests/test_workers_real.py``).
+
+All times are Redis ``TIME`` (ms), so workers on machines with skewed clocks agree. Like INGEST,
+DISPATCH and COMMIT touch global keys next to per-conversation ones: they target a single Redis
+node (a Cluster would need per-shard schedules and logs).
+"""
+
+from __future__ import annotations
+
+_NOW = """
+local _t = redis.call('TIME')
+local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
+"""
+
+DISPATCH = (
+    r"""
+-- Move newly dirty conversations into the schedule and claim the due ones, up to the shared cap
+-- of concurrent turns. A conversation that is due while its turn is queued or running gets the
+-- ``follow`` flag instead: when that turn ends it is scheduled once more (one follow-up turn for
+-- a whole burst).
+--
+-- KEYS[1] dirty    zset  conversation -> time (ms) of its oldest change not covered (ingest)
+-- KEYS[2] due      zset  conversation -> not-before (ms)
+-- KEYS[3] queued   zset  conversation -> queued at (ms)
+-- KEYS[4] running  zset  conversation -> lease expiry (ms)
+-- KEYS[5] stats    hash  turn counters
+-- KEYS[5+i]        turn hash of conversation i
+--
+-- ARGV[1] debounce ms   ARGV[2] cap of concurrent turns
+-- ARGV[3] '1' = burst: claim every scheduled conversation now (no debounce, no cooldown) that
+--         is not parked
+-- ARGV[4] n, then n x (conversation, '1' if it was read from dirty else '0')
+--
+-- Returns {conv, gen, conv, gen, ...}: the claimed conversations (state 'queued', new gen).
+"""
+    + _NOW
+    + r"""
+local debounce, cap, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
+local n = tonumber(ARGV[4])
+local marks = 0
+for i = 1, n do
+  local conv = ARGV[3 + 2 * i]
+  if ARGV[4 + 2 * i] == '1' then
+    local s = redis.call('ZSCORE', KEYS[1], conv)
+    if s then
+      redis.call('ZREM', KEYS[1], conv)
+      local h = redis.call('HMGET', KEYS[5 + i], 'cool_until', 'park_until')
+      local nb = math.max(tonumber(s) + debounce, tonumber(h[1] or '0'), tonumber(h[2] or '0'))
+      -- LT: a conversation already scheduled keeps its earlier time (its debounce started earlier)
+      redis.call('ZADD', KEYS[2], 'LT', nb, conv)
+      marks = marks + 1
+    end
+  end
+end
+if marks > 0 then redis.call('HINCRBY', KEYS[5], 'marks', marks) end
+local avail = cap - redis.call('ZCARD', KEYS[3]) - redis.call('ZCARD', KEYS[4])
+local out = {}
+for i = 1, n do
+  local conv = ARGV[3 + 2 * i]
+  local s = redis.call('ZSCORE', KEYS[2], conv)
+  if s then
+    local key = KEYS[5 + i]
+    local h = redis.call('HMGET', key, 'state', 'cool_until', 'park_until')
+    local park = tonumber(h[3] or '0')
+    local wait = math.max(tonumber(s), burst and 0 or tonumber(h[2] or '0'), park)
+    if burst and park <= now then wait = 0 end
+    if wait > now then
+      if wait > tonumber(s) then redis.call('ZADD', KEYS[2], wait, conv) end
+    elseif h[1] == 'queued' or h[1] == 'running' then
+      redis.call('ZREM', KEYS[2], conv)
+      redis.call('HSET', key, 'follow', 1)
+      redis.call('HINCRBY', KEYS[5], 'followups', 1)
+    elseif avail > 0 then
+      redis.call('ZREM', KEYS[2], conv)
+      local gen = redis.call('HINCRBY', key, 'gen', 1)
+      redis.call('HSET', key, 'state', 'queued', 'queued_at', now)
+      redis.call('ZADD', KEYS[3], now, conv)
+      redis.call('HINCRBY', KEYS[5], 'dispatched', 1)
+      avail = avail - 1
+      out[#out + 1] = conv
+      out[#out + 1] = gen
+    end
+  end
+end
+return out
+"""
+)
+
+ACQUIRE = (
+    r"""
+-- Take the lease of a queued turn: only the job of the conversation's current generation may,
+-- and only while no lease exists. Increments the fencing epoch. Everything ingested so far is
+-- about to be read by this turn, so the conversation's pending marks (dirty, due, follow) are
+-- cleared: only changes after this point ask for another turn.
+--
+-- KEYS[1] turn hash   KEYS[2] lease   KEYS[3] queued   KEYS[4] running   KEYS[5] stats
+-- KEYS[6] dirty   KEYS[7] due
+-- ARGV[1] gen of the job   ARGV[2] random token   ARGV[3] lease ms   ARGV[4] conversation
+-- ARGV[5] holder (host:pid, for people and tests)
+--
+-- Returns {'ok', epoch, done, last} or {'stale'} (nothing written but a counter).
+"""
+    + _NOW
+    + r"""
+local h = redis.call('HMGET', KEYS[1], 'gen', 'state')
+if h[1] ~= ARGV[1] or h[2] ~= 'queued' or redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HINCRBY', KEYS[5], 'stale_jobs', 1)
+  return {'stale'}
+end
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+local ttl = tonumber(ARGV[3])
+redis.call('SET', KEYS[2], epoch .. ':' .. ARGV[2], 'PX', ttl)
+redis.call('HSET', KEYS[1], 'state', 'running', 'holder', ARGV[5], 'started', now)
+redis.call('ZREM', KEYS[3], ARGV[4])
+redis.call('ZADD', KEYS[4], now + ttl, ARGV[4])
+local absorbed = redis.call('ZREM', KEYS[6], ARGV[4]) + redis.call('ZREM', KEYS[7], ARGV[4])
+  + redis.call('HDEL', KEYS[1], 'follow')
+if absorbed > 0 then redis.call('HINCRBY', KEYS[5], 'absorbed', 1) end
+local d = redis.call('HMGET', KEYS[1], 'done', 'last')
+return {'ok', epoch, d[1] or '0', d[2] or ''}
+"""
+)
+
+RENEW = (
+    r"""
+-- Extend a lease that the caller still holds.
+--
+-- KEYS[1] lease   KEYS[2] running
+-- ARGV[1] lease value (<epoch>:<token>)   ARGV[2] lease ms   ARGV[3] conversation
+--
+-- Returns 1 if renewed, 0 if the lease is no longer the caller's.
+"""
+    + _NOW
+    + r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[2]), ARGV[3])
+return 1
+"""
+)
+
+# Shared tail of COMMIT and RELEASE: the lease is gone, the conversation is no longer running;
+# schedule the follow-up turn a burst asked for (ingest marks during the turn), else nothing.
+_END_TURN = r"""
+local function end_turn(turn, lease, running, due, conv, at)
+  redis.call('DEL', lease)
+  redis.call('ZREM', running, conv)
+  redis.call('HDEL', turn, 'holder')
+  if redis.call('HGET', turn, 'follow') then
+    redis.call('HDEL', turn, 'follow')
+    redis.call('ZADD', due, 'LT', at, conv)
+  end
+end
+"""
+
+COMMIT = (
+    r"""
+-- Commit a turn's result as an event of its conversation, fenced by the lease, and end the turn.
+--
+-- The event is appended exactly as INGEST (aggregator/scripts.py) appends a line, and the two
+-- must stay in step: global seq from max(seq, stats.log_last), conv_seq from meta.n, body under
+-- its digest, dedupe hash cur, one XADD to the log with id <seq>-0 and fields e/d/f/file/
+-- project/agent, timeline member = score = seq, convs score, stats.events, log_last, PUBLISH of
+-- the envelope on both channels. It does NOT mark the conversation dirty: a turn's own event
+-- never asks for another turn. tests/test_turns_real.py::test_turn_event_has_the_shape_of_an_
+-- ingested_one checks that a turn event cannot be told apart from an ingested one.
+--
+-- KEYS[1] seq  KEYS[2] log  KEYS[3] stats  KEYS[4] convs
+-- KEYS[5] cur  KEYS[6] tl  KEYS[7] body  KEYS[8] meta          (of the conversation)
+-- KEYS[9] turn hash  KEYS[10] lease  KEYS[11] running  KEYS[12] due  KEYS[13] parked
+-- KEYS[14] turn stats
+--
+-- ARGV[1] lease value  ARGV[2] epoch  ARGV[3] conversation  ARGV[4] conversation as JSON
+-- ARGV[5] event id  ARGV[6] digest  ARGV[7] record bytes  ARGV[8] envelope tail (id, type, ts,
+-- agent as a JSON fragment)  ARGV[9] facts JSON  ARGV[10] log: file  ARGV[11] log: project
+-- ARGV[12] log: agent  ARGV[13] events channel  ARGV[14] conversation channel prefix
+-- ARGV[15] last seq the turn saw  ARGV[16] the turn's result (JSON)  ARGV[17] cooldown ms
+--
+-- Returns {'ok', seq, conv_seq} · {'already'} (this epoch committed before: a retried call)
+--       · {'stale'} (lease lost: nothing written but a counter)
+"""
+    + _NOW
+    + _END_TURN
+    + r"""
+if redis.call('GET', KEYS[10]) ~= ARGV[1] or redis.call('HGET', KEYS[9], 'epoch') ~= ARGV[2] then
+  if redis.call('HGET', KEYS[9], 'committed') == ARGV[2] then return {'already'} end
+  redis.call('HINCRBY', KEYS[14], 'stale', 1)
+  return {'stale'}
+end
+if redis.call('HEXISTS', KEYS[5], ARGV[5]) == 1 then
+  return redis.error_reply('turn event id ' .. ARGV[5] .. ' exists')
+end
+local base = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'),
+                      tonumber(redis.call('HGET', KEYS[3], 'log_last') or '0'))
+local seq = base + 1
+redis.call('SET', KEYS[1], seq)
+local cs = redis.call('HINCRBY', KEYS[8], 'n', 1)
+redis.call('HSET', KEYS[7], ARGV[6], ARGV[7])
+redis.call('HSET', KEYS[5], ARGV[5], ARGV[6])
+local env = '{"seq":' .. seq .. ',"conv":' .. ARGV[4] .. ',"conv_seq":' .. cs .. ',' ..
+  ARGV[8] .. ',"revision":false}'
+redis.call('PUBLISH', ARGV[13], env)
+redis.call('PUBLISH', ARGV[14] .. ARGV[3], env)
+redis.call('ZADD', KEYS[6], seq, seq)
+redis.call('ZADD', KEYS[4], seq, ARGV[3])
+redis.call('XADD', KEYS[2], seq .. '-0', 'e', env, 'd', ARGV[6], 'f', ARGV[9],
+  'file', ARGV[10], 'project', ARGV[11], 'agent', ARGV[12])
+redis.call('HSET', KEYS[3], 'log_last', seq)
+redis.call('HINCRBY', KEYS[3], 'events', 1)
+
+local cool = now + tonumber(ARGV[17])
+redis.call('HSET', KEYS[9], 'done', ARGV[15], 'last', ARGV[16], 'committed', ARGV[2], 'fails', 0,
+  'state', 'idle', 'cool_until', cool)
+redis.call('HDEL', KEYS[9], 'error', 'error_at', 'park_until')
+redis.call('ZREM', KEYS[13], ARGV[3])
+end_turn(KEYS[9], KEYS[10], KEYS[11], KEYS[12], ARGV[3], cool)
+redis.call('HINCRBY', KEYS[14], 'committed', 1)
+return {'ok', seq, cs}
+"""
+)
+
+RELEASE = (
+    r"""
+-- End a turn without an event, fenced by the lease.
+--
+-- KEYS[1] turn hash  KEYS[2] lease  KEYS[3] running  KEYS[4] due  KEYS[5] parked  KEYS[6] stats
+-- ARGV[1] lease value  ARGV[2] epoch  ARGV[3] conversation  ARGV[4] mode:
+--   'skip'     nothing to do (no new messages, or the turn function returned nothing);
+--              ARGV[5], if not '', is the last seq it saw (no later turn needs to read it again)
+--   'skip_old' the conversation is older than the age limit: nothing is recorded as seen
+--   'fail'     the turn failed: park it with ARGV[6] (error text), retry after ARGV[7] ms
+--              doubling per consecutive failure up to ARGV[8] ms
+--   'abort'    the worker is shutting down or gave up waiting: schedule it again now
+--
+-- Returns {'ok'} · {'parked', fails, retry_at} · {'stale'}
+"""
+    + _NOW
+    + _END_TURN
+    + r"""
+if redis.call('GET', KEYS[2]) ~= ARGV[1] or redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[2] then
+  redis.call('HINCRBY', KEYS[6], 'stale', 1)
+  return {'stale'}
+end
+local mode, conv = ARGV[4], ARGV[3]
+if mode == 'fail' then
+  local fails = redis.call('HINCRBY', KEYS[1], 'fails', 1)
+  local delay = math.floor(math.min(tonumber(ARGV[8]), tonumber(ARGV[7]) * 2 ^ (fails - 1)))
+  local at = now + delay
+  redis.call('HSET', KEYS[1], 'state', 'parked', 'error', ARGV[6], 'error_at', now, 'park_until', at)
+  redis.call('HDEL', KEYS[1], 'follow')
+  redis.call('ZADD', KEYS[5], at, conv)
+  redis.call('ZADD', KEYS[4], at, conv)
+  end_turn(KEYS[1], KEYS[2], KEYS[3], KEYS[4], conv, at)
+  redis.call('HINCRBY', KEYS[6], 'failed', 1)
+  return {'parked', fails, at}
+end
+if mode == 'skip' and ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'done', ARGV[5]) end
+redis.call('HSET', KEYS[1], 'state', 'idle')
+if mode == 'abort' then redis.call('HSET', KEYS[1], 'follow', 1) end
+end_turn(KEYS[1], KEYS[2], KEYS[3], KEYS[4], conv, now)
+redis.call('HINCRBY', KEYS[6], mode == 'abort' and 'aborted' or (mode == 'skip_old' and 'skipped_old' or 'skipped'), 1)
+return {'ok'}
+"""
+)
+
+REDO = (
+    r"""
+-- Reconciler: a running turn whose lease expired (its worker died or stalled) is queued again
+-- under a new generation; the old job, if it ever runs or commits, is stale.
+--
+-- KEYS[1] turn hash  KEYS[2] lease  KEYS[3] running  KEYS[4] queued  KEYS[5] stats
+-- ARGV[1] conversation
+--
+-- Returns the new gen, or 0 if the turn is alive (or no longer running).
+"""
+    + _NOW
+    + r"""
+local s = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if not s then return 0 end
+local pttl = redis.call('PTTL', KEYS[2])
+if pttl > 0 then
+  redis.call('ZADD', KEYS[3], now + pttl, ARGV[1])
+  return 0
+end
+if tonumber(s) > now then return 0 end
+redis.call('ZREM', KEYS[3], ARGV[1])
+local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+redis.call('HSET', KEYS[1], 'state', 'queued', 'queued_at', now)
+redis.call('HDEL', KEYS[1], 'holder')
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+redis.call('HINCRBY', KEYS[5], 'abandoned', 1)
+return gen
+"""
+)
+
+REQUEUE = (
+    r"""
+-- Reconciler: a queued turn whose RQ job is gone (lost between claim and enqueue, finished
+-- without taking the lease, or its id was taken) gets a new generation, to be enqueued again.
+--
+-- KEYS[1] turn hash  KEYS[2] queued  KEYS[3] stats
+-- ARGV[1] conversation  ARGV[2] gen the caller saw  ARGV[3] grace ms (queued at least this long)
+--
+-- Returns the new gen, or 0 if the turn moved on meanwhile.
+"""
+    + _NOW
+    + r"""
+local h = redis.call('HMGET', KEYS[1], 'state', 'gen')
+if h[1] ~= 'queued' or h[2] ~= ARGV[2] then return 0 end
+local s = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not s or tonumber(s) > now - tonumber(ARGV[3]) then return 0 end
+local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+redis.call('HSET', KEYS[1], 'queued_at', now)
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'requeued', 1)
+return gen
+"""
+)
+
+LIMIT = r"""
+-- Shared rate limits of one provider: requests and tokens per minute, each a GCRA (generic cell
+-- rate algorithm: a token bucket kept as one "theoretical arrival time"), plus a pause set after
+-- the provider answered 429 with Retry-After. A request is let through only if both limits
+-- allow it; otherwise nothing changes and the caller is told how long to wait.
+--
+-- KEYS[1] req TAT (ms)   KEYS[2] token TAT (ms)   KEYS[3] pause (TTL = time left)
+-- ARGV[1] mode: 'take' · 'adjust' (tokens only, always applied: ARGV[6] may be negative, the
+--         correction from the estimate to the real count) · 'pause' (ARGV[6] = ms)
+-- ARGV[2] ms per request (0 = no limit)   ARGV[3] request burst
+-- ARGV[4] ms per token (0 = no limit)     ARGV[5] token burst   ARGV[6] tokens (or ms)
+--
+-- In any interval of t ms the let-through requests number at most burst + t / (ms per request).
+-- Returns {1, 0} (go) or {0, wait ms}.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local mode = ARGV[1]
+local function tat(key) return math.max(tonumber(redis.call('GET', key) or '0'), now) end
+local function store(key, v) redis.call('SET', key, string.format('%.3f', v), 'PX', math.ceil(v - now) + 1000) end
+if mode == 'pause' then
+  local ms = math.ceil(tonumber(ARGV[6]))
+  if redis.call('PTTL', KEYS[3]) < ms then redis.call('SET', KEYS[3], 1, 'PX', ms) end
+  return {1, 0}
+end
+local ti = tonumber(ARGV[4])
+if mode == 'adjust' then
+  if ti > 0 then store(KEYS[2], math.max(tat(KEYS[2]) + tonumber(ARGV[6]) * ti, now)) end
+  return {1, 0}
+end
+local pause = redis.call('PTTL', KEYS[3])
+if pause > 0 then return {0, pause} end
+local wait = 0
+local ri, rb = tonumber(ARGV[2]), tonumber(ARGV[3])
+local new_r, new_t
+if ri > 0 then
+  new_r = tat(KEYS[1]) + ri
+  wait = math.max(wait, new_r - rb * ri - now)
+end
+if ti > 0 then
+  local tb = tonumber(ARGV[5])
+  new_t = tat(KEYS[2]) + math.min(tonumber(ARGV[6]), tb) * ti
+  wait = math.max(wait, new_t - tb * ti - now)
+end
+if wait > 0 then return {0, math.ceil(wait)} end
+if ri > 0 then store(KEYS[1], new_r) end
+if ti > 0 then store(KEYS[2], new_t) end
+return {1, 0}
+"""

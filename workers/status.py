@@ -1,0 +1,88 @@
+"""Turn figures for ``agg status``: states from agg's own indexes, jobs and workers from RQ."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from aggregator.keys import Keys
+
+PARKED_SHOWN = 10
+"""Parked conversations listed (with their errors) in ``agg status``."""
+
+COUNTERS = (
+    "dispatched",
+    "committed",
+    "skipped",
+    "skipped_old",
+    "failed",
+    "aborted",
+    "stale",
+    "stale_jobs",
+    "abandoned",
+    "requeued",
+    "followups",
+    "absorbed",
+    "marks",
+    "calls",
+    "input_tokens",
+    "output_tokens",
+)
+
+
+def turn_figures(client: redis.Redis, keys: Keys, queue: str) -> dict[str, Any]:
+    """``turns`` and ``workers`` of ``agg status --json``.
+
+    ``turns``: ``queued``, ``running``, ``parked`` (conversations whose last turn failed and that
+    wait for, or run, a retry), ``failed`` (turn attempts that failed, in total), ``scheduled``
+    (waiting for their debounce, cooldown or retry time), ``dirty`` (changed, not yet scheduled),
+    the counters (``committed``, ``calls``, …), ``parked_conversations`` (the first few, with
+    their error), and ``rq`` (the queue as RQ sees it).
+    """
+    from rq import Queue, Worker
+    from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+    r: Any = client
+    pipe = r.pipeline(transaction=False)
+    for key in (keys.turns_queued, keys.turns_running, keys.turns_parked, keys.turns_due, keys.dirty):
+        pipe.zcard(key)
+    pipe.hgetall(keys.turns_stats)
+    pipe.zrange(keys.turns_parked, 0, PARKED_SHOWN - 1, withscores=True)
+    queued, running, parked, due, dirty, raw, parked_rows = pipe.execute()
+    counters = {name: 0 for name in COUNTERS}
+    counters.update({k.decode(): int(v) for k, v in raw.items()})
+    pipe = r.pipeline(transaction=False)
+    convs = [c.decode() for c, _ in parked_rows]
+    for conv in convs:
+        pipe.hmget(keys.turn(conv), "error", "fails", "error_at")
+    details = []
+    for conv, (_, retry_ms), (error, fails, error_at) in zip(convs, parked_rows, pipe.execute(), strict=True):
+        details.append(
+            {
+                "conv": conv,
+                "error": (error or b"").decode(),
+                "fails": int(fails or 0),
+                "failed_at_ms": int(float(error_at or 0)),
+                "retry_at_ms": int(retry_ms),
+            }
+        )
+    q = Queue(queue, connection=client)
+    return {
+        "turns": {
+            "queued": queued,
+            "running": running,
+            "parked": parked,
+            "failed": counters["failed"],
+            "scheduled": due,
+            "dirty": dirty,
+            **{k: v for k, v in counters.items() if k != "failed"},
+            "parked_conversations": details,
+            "rq": {
+                "queued": q.count,
+                "started": StartedJobRegistry(queue=q).count,
+                "failed": FailedJobRegistry(queue=q).count,
+            },
+        },
+        "workers": Worker.count(queue=q),
+    }

@@ -1,0 +1,308 @@
+"""One LLM turn about one conversation: read what is new, call the turn function, commit.
+
+A turn (run by an RQ job, :func:`run_turn`) takes the conversation's lease (:mod:`workers.lease`),
+reads the entries after the last seq the previous turn saw (:mod:`workers.history`), hands them
+to the turn function and appends its result to the conversation as an event — a record of type
+``agg-turn``, stored, sequenced, logged and published exactly like a transcript line::
+
+    {"type": "agg-turn", "uuid": "<unique per turn>", "sessionId": "<conversation>",
+     "timestamp": "<ISO-8601 UTC, ms, Z>",
+     "turn": {"kind": "summary", "title": "…", "summary": "…", "upto_seq": <last seq seen>,
+              "provider": "…", "model": "…"}}
+
+The default turn function, :func:`summary_turn`, keeps a title and a rolling summary: the
+previous summary plus the newest messages that fit the token budget. ``AGG_TURN=module:function``
+plugs in another one (e.g. a bot that answers in each conversation): it receives a
+:class:`TurnContext` and returns a JSON-serialisable dict (its ``kind`` defaults to ``custom``;
+``upto_seq``, ``provider`` and ``model`` are added) or None for "nothing to record". It runs under
+the same lease, limits, retries and fencing as the default.
+
+What a turn does when it cannot finish: a provider failure that outlasts the retries parks the
+conversation (its error shown by ``agg status``, retried later with a doubling delay); an
+exception from a turn function does the same; waiting too long for the shared limits, or a
+shutdown, hands the turn back to be run again at once (not a failure).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis
+
+from aggregator import defaults
+from aggregator.errors import ConfigError, ProviderError, TurnError
+from aggregator.keys import Keys
+from aggregator.layout import SourceFile
+from aggregator.parse import Event, dumps, parse_line
+from aggregator.store import Store
+from workers import prompt
+from workers.config import TurnConfig
+from workers.history import TURN_TYPE, History, Message, read_new
+from workers.lease import Fence, Lease
+from workers.limits import Limiter
+from workers.providers import Caller, CallStats, LimitTimeout, Provider, make_provider, scrub
+
+log = logging.getLogger("agg.turns")
+
+
+@dataclass
+class TurnContext:
+    """What a turn function gets: the new part of one conversation, and a way to call the LLM."""
+
+    conv: str
+    project: str
+    previous: dict[str, Any] | None
+    """The ``turn`` object of the conversation's last committed turn (None before the first)."""
+    messages: list[Message]
+    """New user/assistant messages since the last turn, oldest first, the newest within budget."""
+    upto_seq: int
+    """The newest seq this turn saw (recorded in its result)."""
+    new_entries: int
+    truncated: bool
+    """True if older new messages were left out to fit the budget."""
+    provider: str
+    model: str
+    max_output_tokens: int
+    _call: Callable[[str, str, int], str]
+
+    def complete(self, system: str, user: str, max_tokens: int | None = None) -> str:
+        """Ask the configured provider (through the shared limits, with retries); its answer text."""
+        return self._call(system, user, max_tokens or self.max_output_tokens)
+
+
+TurnFunction = Callable[[TurnContext], "dict[str, Any] | None"]
+
+
+def summary_turn(ctx: TurnContext) -> dict[str, Any] | None:
+    """The default turn: title and rolling summary (previous summary + the new messages)."""
+    if not ctx.messages:
+        return None
+    prev = ctx.previous or {}
+    title0 = prev.get("title") if isinstance(prev.get("title"), str) else ""
+    summary0 = prev.get("summary") if isinstance(prev.get("summary"), str) else ""
+    user = prompt.build(str(title0), str(summary0), [(m.role, m.text) for m in ctx.messages])
+    title, summary = prompt.parse_answer(ctx.complete(prompt.SYSTEM, user), str(title0))
+    return {"kind": "summary", "title": title, "summary": summary}
+
+
+def load_turn_function(spec: str) -> TurnFunction:
+    """The function ``module:function`` names (``AGG_TURN``); :class:`ConfigError` if it cannot be."""
+    if not spec:
+        return summary_turn
+    module, _, name = spec.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except Exception as e:  # any import-time error of the user's module is a configuration error
+        raise ConfigError(f"AGG_TURN={spec!r}: cannot import {module}: {type(e).__name__}: {e}") from None
+    fn = getattr(mod, name, None)
+    if not callable(fn):
+        raise ConfigError(f"AGG_TURN={spec!r}: {module} has no function {name}")
+    return fn  # type: ignore[no-any-return]
+
+
+def now_iso() -> str:
+    """The current time as ISO-8601 UTC with milliseconds and ``Z`` (as Claude Code writes it)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def turn_event(conv: str, project: str, turn: dict[str, Any]) -> Event:
+    """The event of a turn result: its record parsed by the ingest parser itself, so that its id,
+    digest, envelope fields and facts are exactly what ingesting the same line would give."""
+    record = {"type": TURN_TYPE, "uuid": str(uuid.uuid4()), "sessionId": conv, "timestamp": now_iso(), "turn": turn}
+    raw = dumps(record)
+    event = parse_line(raw, 0, SourceFile("", project, conv, None, "turn"))
+    if not isinstance(event, Event) or event.conv != conv:
+        raise TurnError(f"turn record of {conv!r} does not parse back to its conversation")
+    return event
+
+
+class TurnRunner:
+    """Runs turns in one worker process (one per process; see :func:`install`)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        config: TurnConfig,
+        *,
+        provider: Provider | None = None,
+        turn_fn: TurnFunction | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self.store = Store(client, keys)
+        self.fence = Fence(client, keys)
+        self.provider = provider or make_provider(config)
+        self.limiter = Limiter(client, keys, config, sleep=sleep)
+        self.caller = Caller(self.provider, self.limiter, config, sleep=sleep)
+        self.turn_fn = turn_fn or load_turn_function(config.turn)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+
+    def run(self, conv: str, gen: int) -> str:
+        """Run the turn of ``conv`` dispatched as generation ``gen``; returns its outcome."""
+        cfg = self.config
+        started = time.perf_counter()
+        lease = self.fence.acquire(conv, gen, cfg.lease_ms, self.holder)
+        if lease is None:
+            log.info("turn conv=%s gen=%d outcome=stale-job", conv, gen)
+            return "stale-job"
+        stats = CallStats()
+        info: dict[str, Any] = {}
+        with lease:
+            try:
+                outcome = self._turn(lease, stats, info)
+            except LimitTimeout:
+                lease.release("abort")
+                outcome = "gave-back"
+            except redis.RedisError as e:
+                # Redis went away mid-turn: not the conversation's fault, so no parking. Hand the
+                # turn back if we can; otherwise its lease lapses and the reconciler redoes it.
+                log.warning("turn of %s interrupted by Redis: %s", conv, e)
+                with contextlib.suppress(redis.RedisError):
+                    lease.release("abort")
+                outcome = "gave-back"
+            except ProviderError as e:
+                outcome = self._fail(lease, str(e))
+            except Exception as e:  # a turn function's bug or bad result, or RQ's job timeout
+                outcome = self._fail(lease, f"{type(e).__name__}: {e}")
+            except BaseException:
+                # Shutdown (cold SIGTERM, Ctrl-C): hand the turn back now rather than at lease expiry.
+                with contextlib.suppress(Exception):
+                    lease.release("abort")
+                raise
+        with contextlib.suppress(redis.RedisError):
+            self._count(stats)
+        ms = (time.perf_counter() - started) * 1000
+        log.info(
+            "turn conv=%s gen=%d epoch=%d outcome=%s seq=%s entries=%s messages=%s calls=%d ms=%.2f provider_ms=%.2f",
+            conv,
+            gen,
+            lease.epoch,
+            outcome,
+            info.get("seq", "-"),
+            info.get("entries", 0),
+            info.get("messages", 0),
+            stats.requests,
+            ms,
+            stats.provider_s * 1000,
+        )
+        return outcome
+
+    def _fail(self, lease: Lease, error: str) -> str:
+        cfg = self.config
+        text = scrub(error, cfg.api_key)
+        res = lease.release("fail", error=text, park_base_ms=cfg.park_base_ms, park_max_ms=cfg.park_max_ms)
+        if res[0] == "parked":
+            retry_in = max(0.0, int(res[2]) / 1000 - time.time())
+            log.warning("turn of %s failed (%d in a row), parked for %.1f s: %s", lease.conv, res[1], retry_in, text)
+            return "parked"
+        return "stale-commit"
+
+    def _budget_chars(self, lease: Lease) -> int:
+        prev_summary = str((lease.last or {}).get("summary") or "")
+        chars = self.config.budget_tokens * defaults.CHARS_PER_TOKEN - len(prompt.SYSTEM) - len(prev_summary) - 400
+        return max(1000, chars)
+
+    def _turn(self, lease: Lease, stats: CallStats, info: dict[str, Any]) -> str:
+        cfg = self.config
+        conv = lease.conv
+        h: History = read_new(
+            self.store,
+            conv,
+            lease.done,
+            budget_chars=self._budget_chars(lease),
+            message_max_chars=defaults.TURN_MESSAGE_MAX_CHARS,
+        )
+        info["entries"] = h.entries
+        info["messages"] = len(h.messages)
+        if not h.upto_seq:
+            lease.release("skip")
+            return "nothing-new"
+        too_old = h.newest_ms is not None and time.time() * 1000 - h.newest_ms > cfg.max_age_days * 86_400_000
+        if cfg.max_age_days > 0 and too_old:
+            lease.release("skip_old")
+            return "too-old"
+        deadline = time.monotonic() + cfg.limit_wait_max_s
+        ctx = TurnContext(
+            conv=conv,
+            project=h.project,
+            previous=lease.last,
+            messages=h.messages,
+            upto_seq=h.upto_seq,
+            new_entries=h.entries,
+            truncated=h.truncated,
+            provider=cfg.provider,
+            model=self.provider.model,
+            max_output_tokens=cfg.max_output_tokens,
+            _call=lambda system, user, max_tokens: (
+                self.caller.call(system, user, max_tokens, stats, deadline=deadline).text
+            ),
+        )
+        result = self.turn_fn(ctx)
+        if result is None:
+            lease.release("skip", done=h.upto_seq)
+            return "skipped"
+        turn = self._turn_object(result, h.upto_seq)
+        status, seq = lease.commit(
+            turn_event(conv, h.project, turn),
+            project=h.project,
+            upto_seq=h.upto_seq,
+            result=turn,
+            cooldown_ms=cfg.cooldown_ms,
+        )
+        info["seq"] = seq or "-"
+        if status == "stale":
+            log.warning("turn of %s lost its lease before committing (epoch %d): result discarded", conv, lease.epoch)
+            return "stale-commit"
+        return "committed"
+
+    def _turn_object(self, result: Any, upto_seq: int) -> dict[str, Any]:
+        if not isinstance(result, dict):
+            raise TurnError(f"the turn function returned {type(result).__name__}, not a dict or None")
+        kind = result.get("kind", "custom")
+        if not isinstance(kind, str) or not kind:
+            raise TurnError("the turn function's result has a 'kind' that is not a non-empty string")
+        turn = {"kind": kind, **{k: v for k, v in result.items() if k != "kind"}}
+        turn.update(upto_seq=upto_seq, provider=self.config.provider, model=self.provider.model)
+        try:
+            orjson.dumps(turn)
+        except TypeError as e:
+            raise TurnError(f"the turn function's result is not JSON: {e}") from None
+        return turn
+
+    def _count(self, stats: CallStats) -> None:
+        if not stats.requests:
+            return
+        k = self.store.keys.turns_stats
+        pipe = self.store.client.pipeline(transaction=False)
+        pipe.hincrby(k, "calls", stats.requests)
+        pipe.hincrby(k, "input_tokens", stats.input_tokens)
+        pipe.hincrby(k, "output_tokens", stats.output_tokens)
+        pipe.execute()
+
+
+_runner: TurnRunner | None = None
+
+
+def install(runner: TurnRunner | None) -> None:
+    """Make ``runner`` the one :func:`run_turn` uses in this process (``agg worker`` does this)."""
+    global _runner
+    _runner = runner
+
+
+def run_turn(conv: str, gen: int) -> str:
+    """The RQ job of a turn (its payload holds only the conversation and the generation)."""
+    if _runner is None:
+        raise TurnError("no turn runner in this process: turn jobs run under `agg worker`")
+    return _runner.run(conv, int(gen))

@@ -1,0 +1,168 @@
+"""``agg worker``: an RQ worker for turn jobs with the scheduler running inside it.
+
+RQ settings chosen for turns:
+
+* one queue (``<ns>-turns``): with a single queue on Redis ≥ 6.2 RQ dequeues with BLMOVE into an
+  intermediate list, so a worker killed between pop and registration loses no job;
+* :class:`rq.SimpleWorker` — the job runs in the worker process, no fork per job: a turn is a
+  few Redis calls and one HTTP request, and forking would dominate its overhead. A turn that hangs
+  is still ended by RQ's job timeout (SIGALRM), and the provider call has its own timeout;
+* JSON serializer (job payloads are ``["workers.turns.run_turn", null, [conv, gen], {}]``:
+  readable, and nothing secret can be pickled into them);
+* maintenance every minute instead of every ten, short result TTL (the outcome is in the event
+  log), worker TTL of a minute so ``agg status`` forgets dead workers quickly;
+* warm shutdown: the first SIGTERM / Ctrl-C lets the running turn finish and commit, then exits
+  (the scheduler thread stops at once); a second one aborts the turn, handing it back to be
+  redone at once by another worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from typing import Any
+
+import redis
+from rq import Queue, SimpleWorker
+from rq.serializers import JSONSerializer
+
+from aggregator import defaults
+from aggregator.config import Settings
+from aggregator.connection import Connection, client_from_url, open_redis
+from workers import queue_name
+from workers.config import TurnConfig
+from workers.dispatch import Scheduler
+from workers.pool import watch_parent
+from workers.turns import TurnRunner, install
+
+log = logging.getLogger("agg.turns")
+
+QUIET_LOGGERS = ("openai", "anthropic", "httpx", "httpx2", "httpcore", "httpcore2")
+"""Client libraries kept at WARNING: their debug logs may show request headers."""
+
+
+class TurnWorker(SimpleWorker):
+    """RQ's SimpleWorker that also stops agg's scheduler thread on a warm shutdown request."""
+
+    agg_stop: threading.Event
+
+    def handle_warm_shutdown_request(self) -> None:
+        super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
+        self.agg_stop.set()
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """Log agg's turn lines to stderr (RQ sets up its own handler for its worker lines)."""
+    logger = logging.getLogger("agg")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def run_worker(
+    settings: Settings,
+    *,
+    config: TurnConfig | None = None,
+    burst: bool = False,
+    name: str | None = None,
+    logging_level: str = "INFO",
+    connection: Connection | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run one turn worker in this process until stopped (or, with ``burst``, until no turn is
+    pending); returns the number of turn jobs it ran.
+
+    ``connection``: an open connection to use (else one is opened from ``settings``, starting the
+    embedded Redis if no URL is given). ``stop``: an event that, once set, stops the worker warm
+    (e.g. set by a signal handler installed before this was called).
+    """
+    config = config or TurnConfig.from_env()
+    setup_logging(logging_level)
+    conn = connection or open_redis(settings)
+    keys = settings.keys
+    runner_client = client_from_url(conn.url)
+    scheduler_client = client_from_url(conn.url)
+    runner = TurnRunner(runner_client, keys, config)
+    install(runner)
+    queue = Queue(queue_name(keys.ns), connection=conn.client, serializer=JSONSerializer)
+    scheduler = Scheduler(
+        scheduler_client, keys, config, Queue(queue.name, connection=scheduler_client, serializer=JSONSerializer)
+    )
+    stop = stop or threading.Event()
+
+    def make_worker(name: str | None) -> TurnWorker:
+        w = TurnWorker(
+            [queue],
+            connection=conn.client,
+            name=name,
+            default_result_ttl=defaults.RQ_RESULT_TTL_S,
+            maintenance_interval=defaults.RQ_MAINTENANCE_INTERVAL_S,
+            worker_ttl=defaults.RQ_WORKER_TTL_S,
+            job_monitoring_interval=defaults.RQ_JOB_MONITORING_INTERVAL_S,
+            serializer=JSONSerializer,
+        )
+        w.agg_stop = stop
+        return w
+
+    worker = make_worker(name)
+    jobs = 0
+    watch_parent(stop)
+    log.info(
+        "worker %s: namespace %s, provider %s (%s), concurrency %d, debounce %.1f s, cooldown %.1f s",
+        worker.name,
+        keys.ns,
+        config.provider,
+        runner.provider.model,
+        config.concurrency,
+        config.debounce_ms / 1000,
+        config.cooldown_ms / 1000,
+    )
+    work: dict[str, Any] = {"logging_level": logging_level}
+    try:
+        if burst:
+            while not stop.is_set():
+                scheduler.tick(burst=True)
+                scheduler.reconcile()
+                worked = worker.work(burst=True, **work)
+                if stop.is_set() or not scheduler.pending():
+                    break
+                if not worked:
+                    time.sleep(config.dispatch_interval_ms / 1000)
+        else:
+            thread = threading.Thread(target=scheduler.run, args=(stop,), name="agg-scheduler", daemon=True)
+            thread.start()
+            try:
+                pause = 1.0
+                while not stop.is_set():
+                    try:
+                        worker.work(**work)
+                    except redis.RedisError as e:
+                        log.warning("worker %s: lost Redis: %s", worker.name, e)
+                    jobs += worker.successful_job_count + worker.failed_job_count
+                    if stop.is_set():
+                        break
+                    # RQ left its loop on an error (e.g. Redis went away mid-job): start a new
+                    # RQ worker, as the scheduler thread keeps retrying (tests/test_workers_real.py
+                    # ::test_workers_survive_a_redis_restart).
+                    log.warning("worker %s: RQ stopped working; starting again in %.0f s", worker.name, pause)
+                    if stop.wait(pause):
+                        break
+                    pause = min(30.0, pause * 2)
+                    worker = make_worker(None)
+            finally:
+                stop.set()
+                thread.join(timeout=10)
+    finally:
+        install(None)
+        runner_client.close()
+        scheduler_client.close()
+        if connection is None:
+            conn.close()
+    return int(jobs if not burst else worker.successful_job_count + worker.failed_job_count)
