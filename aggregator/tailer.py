@@ -110,7 +110,7 @@ class Tailer:
         try:
             for chunk in _chunks(sources, defaults.CURSOR_PREFETCH):
                 # One round trip for the cursors of many files. A cursor that is stale by the time
-                # its file is read only costs a retry: every commit checks the cursor's generation.
+                # its file is read only costs a retry: every commit checks the cursor token.
                 fids = [self.store.file_id(sf.path) for sf in chunk]
                 for sf, fid, cur in zip(chunk, fids, self.store.cursors(fids), strict=True):
                     run.start(_Job(sf, fid, FileResult(sf.display)), cur)
