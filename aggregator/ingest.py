@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import multiprocessing.process
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -12,6 +15,9 @@ from aggregator.layout import SourceFile
 from aggregator.projections import Projector
 from aggregator.store import Store
 from aggregator.tailer import FileResult, Tailer
+
+PROJECT_POLL_S = 0.05
+"""How often the projecting child looks for new log entries when it has caught up."""
 
 COUNTED = ("lines", "events_added", "duplicates", "revisions", "rejected", "bytes")
 
@@ -70,11 +76,18 @@ def ingest(
     progress: Callable[[int], None] | None = None,
     project: bool = True,
 ) -> IngestReport:
-    """Sync every file of ``sources`` into ``store`` and (if ``project``) catch projections up."""
+    """Sync every file of ``sources`` into ``store`` and (if ``project``) catch projections up.
+
+    Projections are caught up by a forked child while the files are synced (on a platform with
+    ``fork``): parsing holds one core and Redis part of the other, and projecting the log as it
+    grows uses what is left. Projectors may race (their steps move the checkpoint by
+    compare-and-set), so the final catch-up here only applies what the child had not.
+    """
     started = time.perf_counter()
     own = tailer is None
     tailer = tailer or Tailer(store)
     report = IngestReport()
+    helper = _ProjectorProcess(store) if project else None
     try:
         # One stream for all files: Redis stores the end of one file while the next is read.
         for result in tailer.sync_all(sources, progress):
@@ -82,7 +95,38 @@ def ingest(
     finally:
         if own:
             tailer.close()
+        if helper:
+            helper.stop()
     if project:
         Projector(store).catch_up()
     report.seconds = time.perf_counter() - started
     return report
+
+
+class _ProjectorProcess:
+    """A forked child applying the log to the projections until told to stop."""
+
+    def __init__(self, store: Store) -> None:
+        self.proc: multiprocessing.process.BaseProcess | None = None
+        if "fork" not in multiprocessing.get_all_start_methods():
+            return
+        ctx = multiprocessing.get_context("fork")
+        self.stop_event = ctx.Event()
+        # redis-py pools notice the new pid and open their own connections in the child.
+        self.proc = ctx.Process(target=_project_until, args=(store, self.stop_event, os.getpid()), daemon=True)
+        self.proc.start()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.stop_event.set()
+            self.proc.join()
+
+
+def _project_until(store: Store, stop: Any, parent: int) -> None:
+    projector = Projector(store)
+    with contextlib.suppress(KeyboardInterrupt):
+        # One step at a time, so that the child ends soon after a parent killed with -9 (whose
+        # work it would otherwise go on with alone: harmless, but a process left behind).
+        while not stop.is_set() and os.getppid() == parent:
+            if projector.catch_up(max_steps=1) == 0:
+                stop.wait(PROJECT_POLL_S)

@@ -431,13 +431,16 @@ class Projector:
     def checkpoint(self) -> int:
         return int(self.store.client.get(self.keys.proj_seq) or 0)
 
-    def catch_up(self, token: str = "", rederive: bool = False) -> int:
-        """Apply every log entry past the checkpoint; returns how many were applied.
+    def catch_up(self, token: str = "", rederive: bool = False, max_steps: int | None = None) -> int:
+        """Apply every log entry past the checkpoint (or ``max_steps`` steps of them); returns how
+        many were applied.
 
         Returns early (0) while a rebuild holds the lock and ``token`` is not the rebuild's.
         """
         applied = 0
-        while True:
+        steps = 0
+        while max_steps is None or steps < max_steps:
+            steps += 1
             cp = self.checkpoint()
             entries = list(self.store.entries_after(cp, cp + defaults.PROJECT_BATCH_ENTRIES))
             if not entries:
@@ -454,6 +457,7 @@ class Projector:
                 return applied
             if res == b"ok":
                 applied += len(entries)
+        return applied
 
     def _read_state(self, entries: list[LogEntry], items: list[tuple[dict[str, Any], dict[str, Any]]]) -> StepState:
         """Read what folding these entries depends on, in (at most) three round trips.

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 
@@ -43,8 +44,14 @@ def test_kill_9_at_random_points_loses_and_doubles_nothing(
         )
         # Interpreter start-up takes ~0.3 s; the whole corpus ~0.5-1 s more: aim across both.
         time.sleep(rng.uniform(0.25, 1.0))
+        try:
+            children = psutil.Process(proc.pid).children(recursive=True)  # the projecting child
+        except psutil.NoSuchProcess:
+            children = []
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, "a child of the killed ingest was left behind"
         if proc.returncode == -signal.SIGKILL:
             killed += 1
             progress.append(store.stats()["lines"])
