@@ -159,11 +159,9 @@ class _Reader:
         self.start = 0 if (cur is None or reason) else cur.off
         self.committed = self.start
         self.dirty = cur is None or bool(reason)  # identity to record even if no line is read
-        self.window = (
-            b""
-            if self.start == 0
-            else os.pread(fd, defaults.FINGERPRINT_BYTES, max(0, self.start - defaults.FINGERPRINT_BYTES))
-        )
+        # The bytes just before the resume offset (not beyond it: the file may have grown).
+        lo = max(0, self.start - defaults.FINGERPRINT_BYTES)
+        self.window = b"" if self.start == 0 else os.pread(fd, self.start - lo, lo)
         self.items: list[Event | Rejection] = []
         self.raws: list[bytes] = []  # every consumed line of the batch (for the tail fingerprint)
         self.batch_bytes = 0
