@@ -32,6 +32,8 @@ key                        type   written by   meaning
 ``agg:proj:recent``        zset   projector    the most recent user/assistant messages: member
                                                ``<seq, 15 digits> <JSON [conv, id, role]>``,
                                                score = record time (ms; 0 if none), capped
+``agg:snapshot``           hash   writer       the last ``current.json`` write: at_ms, seq, path,
+                                               host, conversations, messages
 ``agg:{c:K}:cur``          hash   ingest       event id → digests of its versions, newest last
 ``agg:{c:K}:tl``           zset   ingest       the conversation's timeline: first seq of each log
                                                batch holding its entries (score = member)
@@ -124,6 +126,11 @@ class Keys:
     @property
     def recent(self) -> str:
         return f"{self.ns}:proj:recent"
+
+    # --- live service ---------------------------------------------------------------------------
+    @property
+    def snapshot(self) -> str:
+        return f"{self.ns}:snapshot"
 
     # --- channels ----------------------------------------------------------------------------
     @property

@@ -251,3 +251,28 @@ end
 redis.call('SET', KEYS[1], ARGV[2])
 return {'ok', tonumber(ARGV[2])}
 """
+
+SEQ_FLOOR = r"""
+-- Raise the global sequence to at least a value some agg process has already seen, so that a
+-- Redis restored from an older copy of its data (a failover that lost writes) never hands out a
+-- seq that subscribers were already given. Run on every new connection of a committing process
+-- (``aggregator.seqfloor``), before the connection is used for anything else. Raising the
+-- sequence only leaves a gap, which DESIGN §3 allows ("strictly increasing, no reuse").
+--
+-- KEYS[1] seq    string  global sequence counter
+-- KEYS[2] stats  hash    counters (log_last: last seq in the log; seq_floor_raised: times raised)
+--
+-- ARGV[1] floor: the highest seq the caller has seen
+--
+-- Returns {1, previous} if the sequence was raised, {0, current} if it was already there.
+local cur = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'),
+                     tonumber(redis.call('HGET', KEYS[2], 'log_last') or '0'))
+local floor = tonumber(ARGV[1])
+if cur < floor then
+  redis.call('SET', KEYS[1], floor)
+  redis.call('HSET', KEYS[2], 'log_last', floor)
+  redis.call('HINCRBY', KEYS[2], 'seq_floor_raised', 1)
+  return {1, cur}
+end
+return {0, cur}
+"""
