@@ -31,6 +31,7 @@ from aggregator.embedded import EmbeddedRedis
 from aggregator.errors import AggError, ConfigError, RedisUnavailable
 from aggregator.ingest import ingest, pending_bytes
 from aggregator.layout import SourceFile, iter_transcripts
+from aggregator.livestatus import describe, live_status
 from aggregator.parse import loads
 from aggregator.projections import Projector
 from aggregator.status import gather
@@ -211,12 +212,16 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         try:
             conn = app.connect()
         except AggError as e:
+            live = live_status(app.settings, None)  # the watcher's own word, even with Redis down
             if not as_json:
+                for line in describe(live):
+                    click.echo(line)
                 raise
             url = app.settings.redis_url
-            emit_json({"redis": {"url": mask_url(url) if url else "embedded", "ok": False, "error": str(e)}})
+            emit_json({"redis": {"url": mask_url(url) if url else "embedded", "ok": False, "error": str(e)}, **live})
             sys.exit(e.exit_code)
         st = gather(conn, app.store())
+        st.update(live_status(app.settings, app.store()))
         if as_json:
             emit_json(st)
             return
@@ -233,6 +238,8 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         click.echo(
             f"turns        {t['queued']} queued, {t['running']} running, {t['failed']} failed; {st['workers']} workers"
         )
+        for line in describe(st):
+            click.echo(line)
 
 
 # --- replay ----------------------------------------------------------------------------------
@@ -321,6 +328,11 @@ def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
     binary = shutil.which("redis-cli") or str(Path(sys.executable).parent / "redis-cli")
     env = dict(os.environ, REDISCLI_AUTH=emb.password_path.read_text().strip())
     os.execve(binary, [binary, "-s", str(emb.socket_path), *args], env)
+
+
+from cli import live  # noqa: E402 - registers on `cli`, which live.py imports from here
+
+live.register(cli)
 
 
 def main() -> None:
