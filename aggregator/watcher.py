@@ -191,6 +191,7 @@ class Watcher:
         now = time.monotonic()
         self._due = {"hot": now, "all": now + defaults.WATCH_STAT_ALL_S, "rescan": now + defaults.WATCH_RESCAN_S}
         self._roots_checked = now
+        self._hot_until_ns = 0
         self._connects_seen = -1
         stop.on_set(self._wake)
 
@@ -260,9 +261,13 @@ class Watcher:
 
     def _next_due(self) -> float:
         due = min(self._due["all"], self._due["rescan"], self._roots_checked + defaults.WATCH_MISSING_ROOT_S)
-        if any(t.hot(time.time_ns()) for t in self.tracked.values()):
+        if time.time_ns() < self._hot_until_ns:  # some tracked file changed recently
             due = min(due, self._due["hot"])
         return due
+
+    def _remember(self, t: Tracked, st: os.stat_result) -> None:
+        t.remember(st)
+        self._hot_until_ns = max(self._hot_until_ns, st.st_mtime_ns + int(defaults.WATCH_HOT_FILE_S * 1e9))
 
     def _on_hints(self, paths: Iterable[str]) -> None:
         for path in sorted(paths):
@@ -336,10 +341,10 @@ class Watcher:
         except OSError as e:  # an unreadable file (EIO, permissions changed): skip it, keep going
             self.errors += 1
             log.warning("cannot read %s: %s", t.sf.display, e)
-            t.remember(st)
+            self._remember(t, st)
             return
         self.syncs += 1
-        t.remember(st)
+        self._remember(t, st)
         if res.skipped == "vanished":
             self.tracked.pop(t.sf.path, None)
             return
@@ -382,7 +387,7 @@ class Watcher:
                 st.st_mtime_ns,
                 st.st_size,
             ):
-                t.remember(st)  # fully committed and untouched since: nothing to read
+                self._remember(t, st)  # fully committed and untouched since: nothing to read
                 t.committed = cur.off
                 continue
             self._sync(t, st)

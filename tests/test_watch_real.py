@@ -76,22 +76,34 @@ def test_watch_follows_every_kind_of_change(redis_server: RedisProcess, store: S
         del rec["sessionId"]
         append(sub, line(rec))
         wait_until(lambda: _events(store) == 10, "the subagent file in a new dir")
+        # the two other subagent layouts: a workflow's agents, and 2.0.x agent files at the project root
+        wf = projects / "p1" / "s1" / "subagents" / "workflows" / "wf1" / "agent-def.jsonl"
+        rec_wf = record("s1", 201)
+        del rec_wf["sessionId"]
+        append(wf, line(rec_wf))
+        wait_until(lambda: _events(store) == 11, "the workflow agent file")
+        legacy = projects / "p1" / "agent-xyz.jsonl"
+        append(legacy, line(record("s1", 202)))  # legacy files name no session: records carry it
+        wait_until(lambda: _events(store) == 12, "the legacy agent file")
 
         # a new project dir
         append(projects / "p2" / "s2.jsonl", line(record("s2", 0)))
-        wait_until(lambda: _events(store) == 11, "a file in a new project dir")
+        wait_until(lambda: _events(store) == 13, "a file in a new project dir")
 
         # delete: its events stay, and the watcher carries on
         before = replayed(store)["s2"]
         (projects / "p2" / "s2.jsonl").unlink()
         append(projects / "p2" / "s3.jsonl", line(record("s3", 0)))
-        wait_until(lambda: _events(store) == 12, "a file after a deletion")
+        wait_until(lambda: _events(store) == 14, "a file after a deletion")
         assert replayed(store)["s2"] == before
         assert watch.alive()
 
     stored = replayed(store)
     first = [line(record("s1", i)).rstrip(b"\n") for i in range(6)]
-    assert stored["s1"] == first + file_lines(main) + [line(rec).rstrip(b"\n")]
+    later = [line(x).rstrip(b"\n") for x in (rec, rec_wf, record("s1", 202))]
+    assert stored["s1"] == first + file_lines(main) + later
+    agents = {e.env()["id"]: e.env()["agent"] for e in store.entries_after(0)}
+    assert (agents["s1-200"], agents["s1-201"], agents["s1-202"]) == ("abc", "def", "xyz")
     assert store.stats()["rejected"] == 0
 
 
