@@ -275,11 +275,8 @@ class WriterService:
         client = self.redis.client
         assert client is not None
         store = Store(client, self.settings.keys, self.settings.host)
-        if self.writer is None:
-            self.writer = SnapshotWriter(store, self.output, floor=self.floor)
-        else:
-            self.writer.store = store
-            self.writer.built = False  # after an outage, rebuild from what Redis holds now
+        # (Re)built from what Redis holds now: after an outage it may hold less than before.
+        self.writer = SnapshotWriter(store, self.output, floor=self.floor)
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         self._pubsub.subscribe(store.keys.events_channel)
         self.state.update(state="writing", error=None)

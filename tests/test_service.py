@@ -17,6 +17,8 @@ import orjson
 import psutil
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from aggregator.config import Settings
 from aggregator.service import launchd_plist, setup_procfile, systemd_unit
@@ -70,14 +72,14 @@ def test_procfile_redis_is_private(tmp_path: Path) -> None:
     assert "password=" in env["AGG_REDIS_URL"] and "***" in done.redis_url_masked
     proc = subprocess.Popen(["redis-server", "redis.conf"], cwd=tmp_path, stdout=subprocess.DEVNULL)
     try:
-        client = redis.Redis.from_url(env["AGG_REDIS_URL"])
+        client = redis.Redis.from_url(env["AGG_REDIS_URL"], retry=Retry(NoBackoff(), 0))
         wait_until(lambda: _pings(client), "the Procfile's redis-server")
         assert client.config_get("port")["port"] == "0"
         assert client.config_get("appendonly")["appendonly"] == "yes"
         sock = Path(client.connection_pool.connection_kwargs["path"])
         assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
         with pytest.raises(redis.AuthenticationError):
-            redis.Redis(unix_socket_path=str(sock)).ping()
+            redis.Redis(unix_socket_path=str(sock), retry=Retry(NoBackoff(), 0)).ping()
         client.close()
     finally:
         proc.terminate()
@@ -113,7 +115,10 @@ def test_procfile_runs_under_honcho(tmp_path: Path) -> None:
         current = data / "current.json"
         wait_until(lambda: current.exists() and orjson.loads(current.read_bytes())["seq"] >= 1, "a snapshot", 60)
         append(claude / "projects" / "p" / "s.jsonl", line(record("s", 1)))
-        wait_until(lambda: orjson.loads(current.read_bytes())["seq"] >= 2, "the next snapshot", 60)
+        url = dict(ln.split("=", 1) for ln in (work / ".env").read_text().splitlines())["AGG_REDIS_URL"]
+        client = redis.Redis.from_url(url)
+        wait_until(lambda: client.get("agg:seq") == b"2", "the live append", 60)
+        client.close()
         assert state(data, "watch")["state"] == "watching"
         procs = descendants(honcho.pid)
         assert len(procs) >= 3

@@ -86,7 +86,7 @@ def test_reader_never_sees_a_partial_file(redis_server: RedisProcess, store: Sto
         poller.join()
         assert writer.alive()
     assert poller.bad == []
-    assert poller.reads > 50 and len(poller.seqs) > 3
+    assert poller.reads >= 10 and len(poller.seqs) > 3  # it really read while the file was being replaced
     assert poller.seqs == sorted(poller.seqs)  # seq never goes back
     assert poller.modes == {0o600}
 
