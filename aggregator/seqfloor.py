@@ -62,7 +62,11 @@ class SeqFloor:
         self._saved = self.value
         self._saved_at = 0.0
         self.connects = 0
-        """New connections made so far (each one may be to a Redis that lost writes)."""
+        """New connections made so far."""
+        self.run_id: str | None = None
+        self.servers = 0
+        """Times a new connection found a different Redis server process (``run_id``) than the one
+        before: a restart or a failover, after which Redis may hold less than it did."""
         self.raised = 0
         """Times a connection found Redis behind the floor and raised it."""
 
@@ -115,8 +119,12 @@ class SeqFloor:
         redis-py's pool reconnects transparently.
         """
         conn.on_connect()
+        run_id = self._run_id(conn)
         with self._lock:
             self.connects += 1
+            if run_id is None or run_id != self.run_id:
+                self.servers += 1
+                self.run_id = run_id
         floor = self.value
         if floor <= 0:
             return
@@ -137,6 +145,20 @@ class SeqFloor:
                 int(res[1]),
                 floor,
             )
+
+    @staticmethod
+    def _run_id(conn: Any) -> str | None:
+        """The server's ``run_id`` (new on every restart), or None if INFO is not allowed."""
+        try:
+            conn.send_command("INFO", "server")
+            info = conn.read_response()
+        except redis.ResponseError:
+            return None
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        for ln in text.splitlines():
+            if ln.startswith("run_id:"):
+                return ln[7:].strip()
+        return None
 
     def client_options(self) -> dict[str, Any]:
         """Options for :func:`aggregator.connection.client_from_url` that install the hook."""

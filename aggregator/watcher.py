@@ -192,7 +192,7 @@ class Watcher:
         self._due = {"hot": now, "all": now + defaults.WATCH_STAT_ALL_S, "rescan": now + defaults.WATCH_RESCAN_S}
         self._roots_checked = now
         self._hot_until_ns = 0
-        self._connects_seen = -1
+        self._servers_seen = -1
         stop.on_set(self._wake)
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -239,13 +239,14 @@ class Watcher:
         if self.tailer is None:
             self.tailer = Tailer(self.store)
         self.tailer.store = self.store
-        self._full_sync("start" if self._connects_seen < 0 else "reconnected")
+        self._full_sync("start" if self._servers_seen < 0 else "reconnected")
         self.state.update(state=STATE_WATCHING, error=None, **self._figures())
         log.info("watching %s", ", ".join(display_path(str(p)) for p in self.watched) or "(no claude dir yet)")
         while not self.stop:
-            if self.floor.connects != self._connects_seen:
-                # A new connection may be to a Redis that restarted and lost its last writes (or
-                # was restored from an older copy): re-check every file against its cursor.
+            if self.floor.servers != self._servers_seen:
+                # A new connection reached another Redis process: one that restarted and lost its
+                # last writes, or was restored from an older copy. Re-check every file against its
+                # cursor (tests/test_live_faults.py).
                 self._full_sync("reconnected")
             now = time.monotonic()
             timeout = max(0.0, min(self._next_due(), now + defaults.STATE_HEARTBEAT_S) - now)
@@ -362,7 +363,7 @@ class Watcher:
     def _full_sync(self, why: str) -> None:
         """Walk the claude dirs and sync every file whose stat differs from its stored cursor."""
         assert self.store is not None
-        self._connects_seen = self.floor.connects
+        self._servers_seen = self.floor.servers
         if why != "start":
             self.resyncs += 1
             log.info("re-checking every file against the cursors in Redis (%s)", why)
