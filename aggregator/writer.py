@@ -280,17 +280,21 @@ class WriterService:
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         self._pubsub.subscribe(store.keys.events_channel)
         self.state.update(state="writing", error=None)
+        # A timer re-checks even without a message (one may be lost; `active` flags expire with
+        # time); it never spins, whatever the interval.
+        check_every = max(self.interval, 1.0)
         dirty = True
-        next_check = 0.0
+        next_check = time.monotonic() + check_every
         while not self.stop:
             now = time.monotonic()
             if now >= next_check:
-                dirty, next_check = True, now + self.interval
+                dirty, next_check = True, now + check_every
             if dirty and now - self.last_write >= self.interval:
                 self._write()
                 dirty = False
-            wait = self.interval if not dirty else max(0.0, self.last_write + self.interval - now)
-            msg = self._pubsub.get_message(timeout=min(wait, next_check - now, 1.0))
+                continue
+            timeout = self.last_write + self.interval - now if dirty else next_check - now
+            msg = self._pubsub.get_message(timeout=min(max(timeout, 0.0), 1.0))
             if msg is not None and msg.get("type") == "message":
                 dirty = True
                 # drain what else arrived meanwhile: one write covers them all
@@ -300,8 +304,8 @@ class WriterService:
     def _write(self) -> None:
         assert self.writer is not None
         notice = self.writer.write_if_changed()
-        self.last_write = time.monotonic()
         if notice is not None:
+            self.last_write = time.monotonic()  # only real writes count against the interval
             self.state.update(last_snapshot_at=notice["generated_at"], seq=notice["seq"], writes=self.writer.writes)
             log.info(
                 "wrote %s: seq %d, %d conversations, %d messages",
