@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from aggregator.config import Settings
-from aggregator.layout import projects_root
 from aggregator.lifecycle import ProcessLock, StateFile, state_dir
 from aggregator.status import iso_ms
 from aggregator.store import Store
-from aggregator.watcher import watch_lock_path, watch_state_path
+from aggregator.watcher import watch_lock_path, watch_path, watch_state_path
 from aggregator.writer import writer_lock_path, writer_state_path
 
 NOT_RUNNING = "not running"
@@ -35,7 +34,7 @@ def service_state(state_path: Path, lock_path: Path) -> dict[str, Any]:
 
 def roots_from_cursors(settings: Settings, store: Store) -> list[dict[str, Any]]:
     """Per claude dir: files this host tracks under it and their bytes not yet committed."""
-    roots = [(Path(r), str(projects_root(Path(r))) if Path(r).is_dir() else str(r)) for r in settings.claude_dirs]
+    roots = [(Path(r), str(watch_path(Path(r)) or r)) for r in settings.claude_dirs]
     out: dict[str, dict[str, Any]] = {
         str(r): {"path": str(r), "exists": r.is_dir(), "files": 0, "lag_bytes": 0} for r, _ in roots
     }

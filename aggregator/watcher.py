@@ -63,6 +63,23 @@ def watch_lock_path(data_dir: Path, namespace: str) -> Path:
     return state_dir(data_dir) / f"watch-{namespace}.lock"
 
 
+CONFIG_DIR_MARKERS = ("history.jsonl", "settings.json", ".credentials.json", "todos", "statsig", "shell-snapshots")
+"""Entries of a claude config dir: one without ``projects/`` yet is waited for, not walked (its
+``history.jsonl`` is prompt history, not a transcript)."""
+
+
+def watch_path(root: Path) -> Path | None:
+    """The directory to watch for a claude dir: its ``projects/``, else the dir itself if it is a
+    projects dir; None while it does not exist (or is a config dir without ``projects/`` yet)."""
+    if not root.is_dir():
+        return None
+    if (root / "projects").is_dir():
+        return root / "projects"
+    if any((root / m).exists() for m in CONFIG_DIR_MARKERS):
+        return None
+    return projects_root(root)
+
+
 @dataclass
 class Tracked:
     """What the watcher last saw of a file (a hint for *when* to sync, never *where* from)."""
@@ -430,7 +447,7 @@ class Watcher:
 
     # --- roots -----------------------------------------------------------------------------------
     def _watch_paths(self) -> list[Path]:
-        return [projects_root(r) for r in self.roots if r.is_dir()]
+        return [w for w in (watch_path(r) for r in self.roots) if w is not None]
 
     def _start_hints(self) -> None:
         if self.hints:
@@ -453,8 +470,7 @@ class Watcher:
             lag[t.root] = lag.get(t.root, 0) + max(0, t.size - t.committed)
         out = []
         for r in self.roots:
-            watched = projects_root(r) if r.is_dir() else r
-            key = str(watched)
+            key = str(watch_path(r) or r)
             out.append(
                 {"path": str(r), "exists": r.is_dir(), "files": counts.get(key, 0), "lag_bytes": lag.get(key, 0)}
             )

@@ -215,3 +215,18 @@ def test_status_reports_the_live_service(redis_server: RedisProcess, store: Stor
     assert st["lag_bytes"] == len(half)
     assert st["last_ingest_at"] is not None and st["last_snapshot_at"] is None
     assert st["writer"]["state"] == "not running"
+
+
+def test_a_claude_dir_that_appears_later(redis_server: RedisProcess, store: Store, tmp_path: Path) -> None:
+    """Started before Claude Code ever ran: the dir is picked up when it appears."""
+    with Agg(["watch"], agg_env(redis_server, tmp_path), tmp_path, name="watch"):
+        wait_until(lambda: state(tmp_path / "data", "watch").get("state") == "watching", "the watcher")
+        assert state(tmp_path / "data", "watch")["roots"][0]["exists"] is False
+        # the config dir comes first, with prompt history: not a transcript, not read
+        append(tmp_path / "claude" / "history.jsonl", line(record("history", 0)))
+        time.sleep(5.5)  # longer than the check for claude dirs that appear
+        append(tmp_path / "claude" / "projects" / "p" / "s.jsonl", line(record("s", 0)))
+        wait_until(lambda: _events(store) == 1, "the file in the new claude dir")
+        append(tmp_path / "claude" / "projects" / "p" / "s.jsonl", line(record("s", 1)))
+        wait_until(lambda: _events(store) == 2, "an append, now watched")
+    assert store.conversations() == ["s"]
