@@ -49,6 +49,9 @@ from aggregator.tailer import Tailer
 
 log = logging.getLogger("agg.watch")
 
+SIDECAR_SUFFIX = ".meta.json"
+"""Metadata written next to a subagent transcript (``agent-<id>.meta.json``)."""
+
 STATE_WATCHING = "watching"
 STATE_WAITING = "waiting for Redis"
 STATE_STARTING = "starting"
@@ -253,9 +256,9 @@ class Watcher:
     def _serve(self) -> None:
         assert self.redis.client is not None
         self.store = Store(self.redis.client, self.keys, self.settings.host)
-        if self.tailer is None:
-            self.tailer = Tailer(self.store)
-        self.tailer.store = self.store
+        if self.tailer is not None:
+            self.tailer.close()
+        self.tailer = Tailer(self.store)
         self._full_sync("start" if self._servers_seen < 0 else "reconnected")
         self.state.update(state=STATE_WATCHING, error=None, **self._figures())
         log.info("watching %s", ", ".join(display_path(str(p)) for p in self.watched) or "(no claude dir yet)")
@@ -292,6 +295,11 @@ class Watcher:
             t = self.tracked.get(path)
             if t is not None:
                 self._sync_if_changed(t)
+                continue
+            if path.endswith(SIDECAR_SUFFIX):  # a subagent's .meta.json: its transcript is read again
+                t = self.tracked.get(path[: -len(SIDECAR_SUFFIX)] + ".jsonl")
+                if t is not None:
+                    self._sync(t, None)
                 continue
             if path.endswith(".jsonl"):
                 root = self._root_of(path)

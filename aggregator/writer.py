@@ -23,7 +23,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from aggregator.projections import Projector
 from aggregator.seqfloor import SeqFloor, floor_path
 from aggregator.status import iso_ms
 from aggregator.store import Store
-from aggregator.views import ACTIVE_MINUTES, conversation_views, recent_messages
+from aggregator.views import conversation_views, recent_messages
 
 log = logging.getLogger("agg.writer")
 
@@ -93,7 +92,6 @@ class SnapshotWriter:
         self.previews: dict[tuple[str, str], dict[str, Any]] = {}
         self.messages: list[dict[str, Any]] = []
         self.built = False
-        self._last_ms: dict[str, int | None] = {}
         self._written_active: dict[str, bool] = {}
         self.writes = 0
         self._raised_seen = floor.raised if floor else 0
@@ -136,21 +134,20 @@ class SnapshotWriter:
         self.previews = {(m["conv"], m["id"]): m for m in msgs}
         self.messages = msgs
         self.seq = max(self.seq, cp)
-        self._active_changed()
         return True
 
     def _set_views(self, views: list[dict[str, Any]]) -> None:
         for view in views:
             self.views[view["key"]] = view
-            self._last_ms[view["key"]] = _ms(view.get("last_ts"))
 
     def _active_changed(self) -> bool:
-        """Recompute each conversation's ``active`` flag for now; True if one differs from the file."""
-        now_ms = int(self.clock() * 1000)
-        for key, view in self.views.items():
-            last = self._last_ms.get(key)
-            view["active"] = last is not None and now_ms - last <= ACTIVE_MINUTES * 60_000
-        return any(self._written_active.get(k) != v["active"] for k, v in self.views.items())
+        """Re-read the conversations shown as active (the flag expires with time, without any new
+        event); True if one of them is no longer active in the file's terms."""
+        active = [k for k, v in self.views.items() if v.get("active")]
+        if not active:
+            return False
+        self._set_views(conversation_views(self.store, active))
+        return any(self._written_active.get(k) != self.views[k]["active"] for k in active if k in self.views)
 
     def document(self) -> dict[str, Any]:
         """The ``current.json`` object for what is in memory."""
@@ -205,15 +202,6 @@ class SnapshotWriter:
         """Refresh, and write if anything changed; returns the notice of a write, else None."""
         if self.refresh() or not self.output.exists():
             return self.write()
-        return None
-
-
-def _ms(ts: Any) -> int | None:
-    if not isinstance(ts, str):
-        return None
-    try:
-        return int(datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000)
-    except ValueError:
         return None
 
 
