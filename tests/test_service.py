@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from aggregator.config import Settings
+from aggregator.embedded import find_redis_server
 from aggregator.service import launchd_plist, setup_procfile, systemd_unit
 from tests.conftest import REPO, run_agg
 from tests.live_helpers import append, descendants, line, record, state, wait_until
@@ -70,7 +71,7 @@ def test_procfile_redis_is_private(tmp_path: Path) -> None:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600
     env = dict(line.split("=", 1) for line in (tmp_path / ".env").read_text().splitlines())
     assert "password=" in env["AGG_REDIS_URL"] and "***" in done.redis_url_masked
-    proc = subprocess.Popen(["redis-server", "redis.conf"], cwd=tmp_path, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([find_redis_server(), "redis.conf"], cwd=tmp_path, stdout=subprocess.DEVNULL)
     try:
         client = redis.Redis.from_url(env["AGG_REDIS_URL"], retry=Retry(NoBackoff(), 0))
         wait_until(lambda: _pings(client), "the Procfile's redis-server")
