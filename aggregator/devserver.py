@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from aggregator.embedded import find_redis_server
 
@@ -100,7 +102,7 @@ class RedisProcess:
     def stop(self) -> None:
         """Shut down cleanly (AOF flushed)."""
         if self.proc and self.proc.poll() is None:
-            c = self.client(socket_timeout=10)
+            c = self.client(socket_timeout=10, retry=Retry(NoBackoff(), 0))  # SHUTDOWN drops the link
             with contextlib.suppress(redis.ConnectionError):
                 c.shutdown(save=False)
             c.close()

@@ -30,12 +30,18 @@ from pathlib import Path
 from urllib.parse import quote
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from aggregator import defaults
 from aggregator.errors import EmbeddedRedisError
 
 MIN_VERSION = (6, 2)
 """Oldest redis-server agg runs on (exclusive XRANGE bounds, ZADD GT/LT, LMOVE for RQ)."""
+
+_NO_RETRY = Retry(NoBackoff(), 0)
+"""Probes and SHUTDOWN expect a refused or closed connection: redis-py's default retries would
+spend seconds on it."""
 
 _SOCKET_PATH_MAX = 100  # sun_path is 104-108 bytes depending on the OS
 
@@ -128,6 +134,7 @@ class EmbeddedRedis:
             password=self._password(),
             socket_timeout=2,
             socket_connect_timeout=2,
+            retry=_NO_RETRY,
         )
         try:
             return "up" if client.ping() else "down"
@@ -171,6 +178,7 @@ class EmbeddedRedis:
                 unix_socket_path=str(self.socket_path),
                 password=self._password(),
                 socket_timeout=defaults.EMBEDDED_STOP_TIMEOUT_S,
+                retry=_NO_RETRY,  # SHUTDOWN ends in a lost connection: don't retry it for seconds
             )
             with contextlib.suppress(redis.ConnectionError):
                 client.shutdown(save=False)  # AOF is flushed on shutdown; no RDB snapshot needed

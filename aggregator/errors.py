@@ -5,6 +5,7 @@
     ├── RedisUnavailable          Redis cannot be reached or refused us (auth, OOM, down)
     ├── EmbeddedRedisError        the embedded redis-server is missing or would not start
     ├── NotFound                  a named conversation (or other object) does not exist
+    ├── AlreadyRunning            another agg process already serves this data dir and namespace
     ├── StoreError                the store is in a state agg cannot work with
     │   └── CursorConflict        a file cursor moved under us (internal: the tailer retries)
     └── TurnError                 an LLM turn could not be run
@@ -45,6 +46,12 @@ class NotFound(AggError):
     """A named object (e.g. a conversation) does not exist in the store."""
 
     exit_code = 4
+
+
+class AlreadyRunning(AggError):
+    """Another agg process (e.g. ``agg watch``) already runs for this data dir and namespace."""
+
+    exit_code = 5
 
 
 class StoreError(AggError):

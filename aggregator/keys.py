@@ -32,6 +32,9 @@ key                        type   written by   meaning
 ``agg:proj:recent``        zset   projector    the most recent user/assistant messages: member
                                                ``<seq, 15 digits> <JSON [conv, id, role]>``,
                                                score = record time (ms; 0 if none), capped
+``agg:proj:changed``       zset   projector    conversation → change mark (1 + the highest mark)
+                                               of the last projection step that wrote its hash:
+                                               tells the writer which conversations to re-read
 ``agg:proj:digest``        string projector    sum (per 32-bit word, mod 2^32) of SHA-1(key, field,
                                                value) over every projection entry, kept up to
                                                date by every projection step
@@ -46,6 +49,8 @@ key                        type   written by   meaning
                                                cross-conversation parentUuid, logicalParentUuid)
 ``agg:proj:projects``      set    projector    project names seen
 ``agg:proj:pconvs:<P>``    set    projector    conversations with entries in project P
+``agg:snapshot``           hash   writer       the last ``current.json`` write: at_ms, seq, path,
+                                               host, conversations, messages
 ``agg:{c:K}:cur``          hash   ingest/turns event id → digests of its versions, newest last
 ``agg:{c:K}:tl``           zset   ingest/turns the conversation's timeline: first seq of each log
                                                batch holding its entries (score = member)
@@ -188,6 +193,10 @@ class Keys:
         return f"{self.ns}:proj:digest"
 
     @property
+    def proj_changed(self) -> str:
+        return f"{self.ns}:proj:changed"
+
+    @property
     def usage_keys(self) -> str:
         return f"{self.ns}:proj:usage:keys"
 
@@ -209,6 +218,11 @@ class Keys:
 
     def project_convs(self, project: str) -> str:
         return f"{self.ns}:proj:pconvs:{project}"
+
+    # --- live service ---------------------------------------------------------------------------
+    @property
+    def snapshot(self) -> str:
+        return f"{self.ns}:snapshot"
 
     # --- channels ----------------------------------------------------------------------------
     @property

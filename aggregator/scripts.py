@@ -250,6 +250,9 @@ PROJECT = r"""
 --                   candidate that is set and not empty (remove it if none is)
 --         sets:   "sadd" a=ignored b=member
 --         zsets:  "zadd" a=score b=member · "zkeep" a=ignored b=N (keep the N highest)
+--                 "touch" a=ignored b=member: score the member with this step's change mark
+--                   (1 + the zset's highest score); for the changed-conversations index only,
+--                   which is not a projection and stays out of the digest
 --
 -- Every write goes through the digest: the old entry is subtracted and the new one added, so the
 -- digest always equals a fresh computation over the stored projections
@@ -277,6 +280,7 @@ local function hset(key, f, new, old)
   mix(1, 'h', key, f, new)
 end
 local a = 4
+local mark
 for k = 4, #KEYS do
   local key = KEYS[k]
   local m = tonumber(ARGV[a]); a = a + 1
@@ -335,6 +339,13 @@ for k = 4, #KEYS do
       local gone = redis.call('ZRANGE', key, 0, -(tonumber(v) + 1), 'WITHSCORES')
       for i = 1, #gone, 2 do mix(-1, 'z', key, gone[i], gone[i + 1]) end
       if #gone > 0 then redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(v) + 1)) end
+    elseif op == 'touch' then
+      -- an index of what changed, not a projection: outside the digest
+      if not mark then
+        local top = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
+        mark = (tonumber(top[2]) or 0) + 1
+      end
+      redis.call('ZADD', key, mark, v)
     end
   end
 end
@@ -371,4 +382,29 @@ for i = 1, #KEYS do
   for j = 1, m do out[(i - 1) * m + j] = vals[j] end
 end
 return out
+"""
+
+SEQ_FLOOR = r"""
+-- Raise the global sequence to at least a value some agg process has already seen, so that a
+-- Redis restored from an older copy of its data (a failover that lost writes) never hands out a
+-- seq that subscribers were already given. Run on every new connection of a committing process
+-- (``aggregator.seqfloor``), before the connection is used for anything else. Raising the
+-- sequence only leaves a gap, which DESIGN §3 allows ("strictly increasing, no reuse").
+--
+-- KEYS[1] seq    string  global sequence counter
+-- KEYS[2] stats  hash    counters (log_last: last seq in the log; seq_floor_raised: times raised)
+--
+-- ARGV[1] floor: the highest seq the caller has seen
+--
+-- Returns {1, previous} if the sequence was raised, {0, current} if it was already there.
+local cur = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'),
+                     tonumber(redis.call('HGET', KEYS[2], 'log_last') or '0'))
+local floor = tonumber(ARGV[1])
+if cur < floor then
+  redis.call('SET', KEYS[1], floor)
+  redis.call('HSET', KEYS[2], 'log_last', floor)
+  redis.call('HINCRBY', KEYS[2], 'seq_floor_raised', 1)
+  return {1, cur}
+end
+return {0, cur}
 """

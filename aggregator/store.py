@@ -304,6 +304,30 @@ class Store:
             if not batches:
                 return
 
+    def conversation_entries(self, conv: str, after_seq: int, upto_seq: int | None = None) -> Iterator[LogEntry]:
+        """The log entries of ``conv`` with ``after_seq < seq <= upto_seq``, in order.
+
+        Reads only the log batches the conversation's timeline points at (not the whole log).
+        """
+        k = self.keys
+        back = self.r.zrevrangebyscore(k.timeline(conv), after_seq, "-inf", start=0, num=1) if after_seq > 0 else []
+        batches = [int(b) for b in back]
+        low = f"({after_seq}"
+        while True:
+            for first in batches:
+                if upto_seq is not None and first > upto_seq:
+                    return
+                for _, fields in self.r.xrange(k.log, f"{first}-0", f"{first}-0"):
+                    for entry in _split(first, fields):
+                        in_range = after_seq < entry.seq and (upto_seq is None or entry.seq <= upto_seq)
+                        if in_range and entry.env()["conv"] == conv:
+                            yield entry
+            if batches:
+                low = f"({max(batches)}"
+            batches = [int(b) for b in self.r.zrangebyscore(k.timeline(conv), low, "+inf", start=0, num=100)]
+            if not batches:
+                return
+
 
 @dataclass(slots=True)
 class Chain:

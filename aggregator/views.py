@@ -7,7 +7,7 @@ recent messages from the recent-messages projection plus one body fetch per mess
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -100,26 +100,35 @@ def conversation_views(
     ]
 
 
-def recent_messages(store: Store, limit: int = 1000) -> list[dict[str, Any]]:
+def recent_messages(
+    store: Store, limit: int = 1000, known: Mapping[tuple[str, str], dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     """The ``limit`` most recent user/assistant messages, oldest first, with text previews.
 
     Each: ``seq``, ``conv``, ``id``, ``role``, ``ts``, ``preview`` (of the newest revision).
+    ``known`` maps ``(conv, id)`` to messages built earlier: those are reused as they are, and
+    only the other messages' bodies are fetched (the writer's incremental path).
     """
     r: Any = store.client
+    known = known or {}
     rows = r.zrange(store.keys.recent, -limit, -1, withscores=True) if limit > 0 else []
     parsed = [(parse_recent_member(m), int(score)) for m, score in rows]
+    missing = [p for p in parsed if (p[0][1], p[0][2]) not in known]
     pipe = r.pipeline(transaction=False)
-    for (_, conv, eid, _), _ in parsed:
+    for (_, conv, eid, _), _ in missing:
         pipe.hget(store.keys.cur(conv), eid)
     versions = pipe.execute()
     pipe = r.pipeline(transaction=False)
-    for ((_, conv, _, _), _), v in zip(parsed, versions, strict=True):
+    for ((_, conv, _, _), _), v in zip(missing, versions, strict=True):
         pipe.hget(store.keys.body(conv), v[-32:])
-    bodies = pipe.execute()
+    bodies = dict(zip(((conv, eid) for (_, conv, eid, _), _ in missing), pipe.execute(), strict=True))
     out = []
-    for ((seq, conv, eid, role), tms), body in zip(parsed, bodies, strict=True):
+    for (seq, conv, eid, role), tms in parsed:
+        if (conv, eid) in known:
+            out.append(known[(conv, eid)])
+            continue
         try:
-            text = message_text(loads(body))
+            text = message_text(loads(bodies[(conv, eid)]))
         except ValueError:
             text = ""
         out.append(

@@ -31,6 +31,7 @@ from aggregator.embedded import EmbeddedRedis
 from aggregator.errors import AggError, ConfigError, RedisUnavailable
 from aggregator.ingest import ingest, pending_bytes
 from aggregator.layout import SourceFile, iter_transcripts
+from aggregator.livestatus import describe, live_status
 from aggregator.parse import loads
 from aggregator.projections import Projector
 from aggregator.status import gather
@@ -211,12 +212,16 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         try:
             conn = app.connect()
         except AggError as e:
+            live = live_status(app.settings, None)  # the watcher's own word, even with Redis down
             if not as_json:
+                for line in describe(live):
+                    click.echo(line)
                 raise
             url = app.settings.redis_url
-            emit_json({"redis": {"url": mask_url(url) if url else "embedded", "ok": False, "error": str(e)}})
+            emit_json({"redis": {"url": mask_url(url) if url else "embedded", "ok": False, "error": str(e)}, **live})
             sys.exit(e.exit_code)
         st = gather(conn, app.store())
+        st.update(live_status(app.settings, app.store()))
         if as_json:
             emit_json(st)
             return
@@ -236,6 +241,8 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
         )
         for p in t.get("parked_conversations", []):
             click.echo(f"  parked     {p['conv']} ({p['fails']} failures): {p['error']}")
+        for line in describe(st):
+            click.echo(line)
 
 
 # --- replay ----------------------------------------------------------------------------------
@@ -326,9 +333,11 @@ def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
     os.execve(binary, [binary, "-s", str(emb.socket_path), *args], env)
 
 
+from cli import live  # noqa: E402 - registers on `cli`, which live.py imports from here
 from cli.usage import usage_cmd  # noqa: E402  (commands in their own modules register here)
 
 cli.add_command(usage_cmd)
+live.register(cli)
 
 
 def main() -> None:

@@ -23,13 +23,12 @@ from typing import IO, Any
 
 from aggregator.config import Settings
 from aggregator.errors import ConfigError
+from aggregator.lifecycle import PARENT_ENV
 
 log = logging.getLogger("agg.turns")
 
 RESPAWN_DELAY_S = 1.0
 """Least time between two starts of the same worker slot (a crashing worker does not spin)."""
-
-PARENT_ENV = "AGG_WORKER_PARENT"
 
 
 def worker_env(settings: Settings, redis_url: str, base: Mapping[str, str] | None = None) -> dict[str, str]:

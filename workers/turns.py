@@ -45,6 +45,7 @@ from aggregator.errors import ConfigError, ProviderError, TurnError
 from aggregator.keys import Keys
 from aggregator.layout import SourceFile
 from aggregator.parse import Event, dumps, parse_line
+from aggregator.seqfloor import SeqFloor
 from aggregator.store import Store
 from workers import prompt
 from workers.config import TurnConfig
@@ -139,8 +140,10 @@ class TurnRunner:
         provider: Provider | None = None,
         turn_fn: TurnFunction | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        floor: SeqFloor | None = None,
     ) -> None:
         self.config = config
+        self.floor = floor
         self.store = Store(client, keys)
         self.fence = Fence(client, keys)
         self.provider = provider or make_provider(config)
@@ -262,6 +265,8 @@ class TurnRunner:
             cooldown_ms=cfg.cooldown_ms,
         )
         info["seq"] = seq or "-"
+        if seq and self.floor is not None:
+            self.floor.observe(seq)  # a turn hands out seqs too: never to be reused (aggregator.seqfloor)
         if status == "stale":
             log.warning("turn of %s lost its lease before committing (epoch %d): result discarded", conv, lease.epoch)
             return "stale-commit"

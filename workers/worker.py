@@ -31,6 +31,7 @@ from rq.serializers import JSONSerializer
 from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.connection import Connection, client_from_url, open_redis
+from aggregator.seqfloor import SeqFloor, floor_path
 from workers import queue_name
 from workers.config import TurnConfig
 from workers.dispatch import Scheduler
@@ -87,9 +88,12 @@ def run_worker(
     setup_logging(logging_level)
     conn = connection or open_redis(settings)
     keys = settings.keys
-    runner_client = client_from_url(conn.url)
+    # Turn commits hand out seqs: the connect hook keeps them above any seq already given out,
+    # even on a Redis restored from an older copy (aggregator.seqfloor).
+    floor = SeqFloor(keys, floor_path(settings.data_dir, keys.ns))
+    runner_client = client_from_url(conn.url, **floor.client_options())
     scheduler_client = client_from_url(conn.url)
-    runner = TurnRunner(runner_client, keys, config)
+    runner = TurnRunner(runner_client, keys, config, floor=floor)
     install(runner)
     queue = Queue(queue_name(keys.ns), connection=conn.client, serializer=JSONSerializer)
     scheduler = Scheduler(
@@ -161,6 +165,7 @@ def run_worker(
                 thread.join(timeout=10)
     finally:
         install(None)
+        floor.save()
         runner_client.close()
         scheduler_client.close()
         if connection is None:

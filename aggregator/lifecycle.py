@@ -1,0 +1,204 @@
+"""What every long-running agg process shares: stopping cleanly, its state file, its lock.
+
+* :class:`StopFlag` turns SIGTERM / SIGINT (Ctrl-C) into a flag the main loop checks, so a
+  process finishes the batch it is committing instead of dying in the middle of it; it also
+  stops the process when the parent named by ``AGG_PARENT_PID`` goes away (``agg run`` sets it
+  for its parts, so a ``kill -9`` of the supervisor does not leave them running).
+* :class:`StateFile` is a small 0600 JSON file under ``<data dir>/state/`` that a process
+  rewrites when its state changes and on a heartbeat. ``agg status`` reads it, which is how it can
+  say "waiting for Redis" while Redis is down.
+* :class:`ProcessLock` (``flock``) keeps two watchers from serving one data dir and namespace;
+  the kernel drops it when its holder dies, even by ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from aggregator.embedded import private_dir
+from aggregator.errors import AlreadyRunning
+
+PARENT_ENV = "AGG_PARENT_PID"
+"""Environment variable naming the process whose exit stops this one (set by ``agg run``)."""
+
+_PARENT_CHECK_S = 1.0
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO-8601 text with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def state_dir(data_dir: Path) -> Path:
+    """``<data dir>/state`` (0700), created if needed; the data dir itself is created, not chmod'ed."""
+    private_dir(Path(data_dir), chmod=False)
+    return private_dir(Path(data_dir) / "state")
+
+
+def write_private_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Replace ``path`` atomically with ``data``, mode 0600.
+
+    The bytes go to a temp file in the same directory, which is (with ``durable``) fsynced and
+    then renamed over ``path``, and the directory is fsynced: a reader sees the old file or the new
+    one, never a part, and a crash leaves one of the two (``tests/test_snapshot_writer_real.py``).
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask or an earlier leftover said
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if durable:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    if durable:
+        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT or by the parent's exit; long-running loops check it and wait on it."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._callbacks: list[Callable[[], None]] = []
+        self.reason = ""
+
+    def install(self) -> StopFlag:
+        """Handle SIGTERM and SIGINT (main thread only), and watch ``AGG_PARENT_PID`` if set."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        parent = os.environ.get(PARENT_ENV, "")
+        if parent.isdigit():
+            threading.Thread(target=self._watch_parent, args=(int(parent),), name="agg-parent", daemon=True).start()
+        return self
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.set(signal.Signals(signum).name)
+
+    def _watch_parent(self, parent: int) -> None:
+        while not self._event.wait(_PARENT_CHECK_S):
+            if os.getppid() != parent:
+                self.set("parent exited")
+                return
+
+    def set(self, reason: str = "stopped") -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+            for cb in list(self._callbacks):
+                cb()
+
+    def on_set(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the setting thread or signal handler) when the flag is set."""
+        self._callbacks.append(callback)
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep up to ``timeout`` seconds, waking early if the flag is set; returns the flag."""
+        return self._event.wait(timeout)
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+
+class StateFile:
+    """A process's state, as a 0600 JSON file that ``agg status`` reads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": now_iso()}
+        self.written_at = 0.0
+
+    def update(self, **fields: Any) -> None:
+        """Merge ``fields`` and rewrite the file (not fsynced: it only has to survive this process)."""
+        if "state" in fields and fields["state"] != self.data.get("state"):
+            fields.setdefault("since", now_iso())
+        self.data.update(fields)
+        self.data["updated_at"] = now_iso()
+        with contextlib.suppress(OSError):  # a full disk must not stop the service
+            write_private_bytes(self.path, orjson.dumps(self.data, option=orjson.OPT_INDENT_2), durable=False)
+        self.written_at = time.monotonic()
+
+    def due(self, interval_s: float) -> bool:
+        return time.monotonic() - self.written_at >= interval_s
+
+    @staticmethod
+    def read(path: Path) -> dict[str, Any] | None:
+        try:
+            data = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        return data if isinstance(data, dict) else None
+
+
+class ProcessLock:
+    """An exclusive ``flock`` on a file; raises :class:`AlreadyRunning` if another process holds it."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path = path
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> ProcessLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise AlreadyRunning(f"{self.what} is already running (pid {holder}; lock {self.path})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    @staticmethod
+    def held(path: Path) -> bool:
+        """Whether some live process holds the lock at ``path``."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def __enter__(self) -> ProcessLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,165 @@
+"""Keeping the global ``seq`` from going back when Redis loses writes.
+
+A Redis restored from an older copy of its data (a failover to a replica that missed the last
+writes, a restored backup, an AOF that lost its last second) has an older ``agg:seq``. Left alone,
+the next commit would hand out seqs that subscribers were already given for other events — and a
+subscriber that skips what it has seen would silently drop them.
+
+Every committing agg process therefore remembers the highest seq it has seen (:class:`SeqFloor`,
+also saved in ``<data dir>/state/seq-<ns>.json`` so a restarted process remembers too) and runs the
+:data:`~aggregator.scripts.SEQ_FLOOR` script on every new Redis connection, before the connection
+is used for anything else (redis-py's ``redis_connect_func`` hook). If Redis is behind, its
+sequence is raised to the floor: the events it lost are re-read from the files (their cursors
+went back with it) and committed again under new, higher seqs. Subscribers see a jump in ``seq``,
+find nothing stored in the gap, and carry on; nothing they saw is ever reused
+(``tests/test_live_faults.py::test_restore_from_older_copy``).
+
+The guarantee covers seqs some process using a floor has seen: the watcher (its commits), the
+writer (its snapshots) and ``agg tail`` (what it printed; it raises the floor itself when it
+notices the store went back, see :mod:`aggregator.subscribe`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from aggregator import defaults, scripts
+from aggregator.keys import Keys
+from aggregator.lifecycle import state_dir, write_private_bytes
+
+log = logging.getLogger("agg.seqfloor")
+
+
+def floor_path(data_dir: Path, namespace: str) -> Path:
+    """Where the processes of one data dir keep the highest seq they have seen for ``namespace``."""
+    return state_dir(data_dir) / f"seq-{namespace}.json"
+
+
+def raise_floor(client: Any, keys: Keys, floor: int) -> tuple[bool, int]:
+    """Run SEQ_FLOOR through ``client``: ``(raised, previous seq)``."""
+    res = client.eval(scripts.SEQ_FLOOR, 2, keys.seq, keys.stats, floor)
+    return bool(int(res[0])), int(res[1])
+
+
+class SeqFloor:
+    """The highest global seq this process has seen, and the connect hook that enforces it."""
+
+    def __init__(self, keys: Keys, path: Path | None = None) -> None:
+        self.keys = keys
+        self.path = path
+        self._lock = threading.Lock()
+        self.value = self._load()
+        self._saved = self.value
+        self._saved_at = 0.0
+        self.connects = 0
+        """New connections made so far."""
+        self.run_id: str | None = None
+        self.servers = 0
+        """Times a new connection found a different Redis server process (``run_id``) than the one
+        before: a restart or a failover, after which Redis may hold less than it did."""
+        self.raised = 0
+        """Times a connection found Redis behind the floor and raised it."""
+
+    # --- knowing -------------------------------------------------------------------------------
+    def observe(self, seq: int) -> None:
+        """Record that ``seq`` was handed out (saved to the file at most every second)."""
+        if seq > self.value:
+            with self._lock:
+                self.value = max(self.value, seq)
+            if time.monotonic() - self._saved_at >= defaults.SEQ_FLOOR_SAVE_S:
+                self.save()
+
+    def save(self) -> None:
+        """Merge the floor into its file (max of ours and what other processes saved)."""
+        if self.path is None or self.value <= self._saved:
+            return
+        self._saved_at = time.monotonic()
+        with contextlib.suppress(OSError), self._file_lock():
+            value = max(self.value, self._read())
+            write_private_bytes(self.path, orjson.dumps({"seq": value}), durable=False)
+            self._saved = value
+
+    def _load(self) -> int:
+        return self._read() if self.path is not None else 0
+
+    def _read(self) -> int:
+        assert self.path is not None
+        try:
+            data = orjson.loads(self.path.read_bytes())
+            return int(data.get("seq", 0)) if isinstance(data, dict) else 0
+        except (OSError, ValueError, TypeError):
+            return 0
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Any:
+        assert self.path is not None
+        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # --- enforcing -----------------------------------------------------------------------------
+    def hook(self, conn: Any) -> None:
+        """redis-py ``redis_connect_func``: set the connection up, then apply the floor on it.
+
+        Runs inside ``Connection.connect()``, so no command of this process reaches a freshly
+        connected (possibly restored) Redis before the floor is in place — not even one that
+        redis-py's pool reconnects transparently.
+        """
+        conn.on_connect()
+        run_id = self._run_id(conn)
+        with self._lock:
+            self.connects += 1
+            if run_id is None or run_id != self.run_id:
+                self.servers += 1
+                self.run_id = run_id
+        floor = self.value
+        if floor <= 0:
+            return
+        try:
+            conn.send_command("EVAL", scripts.SEQ_FLOOR, 2, self.keys.seq, self.keys.stats, floor)
+            res = conn.read_response()
+        except redis.ResponseError as e:
+            # A read-only replica or a user without write rights: this connection cannot commit
+            # anything either, so nothing can be reused through it; say so once per connection.
+            log.warning("could not check the seq floor (%s)", str(e).splitlines()[0][:120])
+            return
+        if int(res[0]):
+            with self._lock:
+                self.raised += 1
+            log.warning(
+                "Redis was behind: its seq was %d but %d was already handed out (it lost writes); "
+                "raised it so no seq is reused — lost events are read again from the files",
+                int(res[1]),
+                floor,
+            )
+
+    @staticmethod
+    def _run_id(conn: Any) -> str | None:
+        """The server's ``run_id`` (new on every restart), or None if INFO is not allowed."""
+        try:
+            conn.send_command("INFO", "server")
+            info = conn.read_response()
+        except redis.ResponseError:
+            return None
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        for ln in text.splitlines():
+            if ln.startswith("run_id:"):
+                return ln[7:].strip()
+        return None
+
+    def client_options(self) -> dict[str, Any]:
+        """Options for :func:`aggregator.connection.client_from_url` that install the hook."""
+        return {"redis_connect_func": self.hook}

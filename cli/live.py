@@ -1,0 +1,257 @@
+"""The live-service commands: ``agg watch``, ``agg writer``, ``agg tail``, ``agg run``, ``agg service``.
+
+Registered on the main group by :func:`register` (one line in :mod:`cli.main`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from aggregator import defaults
+from aggregator.errors import ConfigError, NotFound, StoreError
+from aggregator.lifecycle import StopFlag
+from aggregator.seqfloor import SeqFloor, floor_path
+from aggregator.service import (
+    install_launchd,
+    install_systemd,
+    launchd_plist,
+    setup_procfile,
+    systemd_unit,
+)
+from aggregator.subscribe import Subscription
+from aggregator.supervisor import Supervisor, default_parts
+from aggregator.watcher import Watcher
+from aggregator.writer import SnapshotWriter, WriterService, default_output
+from cli.main import App, app_context, handle_errors
+
+
+def setup_logging() -> None:
+    """Log lines (``time level name: message``) to stderr, for the long-running commands."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _app(ctx: click.Context) -> App:
+    app: App = ctx.find_object(App)  # type: ignore[assignment]
+    if not app.settings.claude_dirs:
+        # No claude dir exists yet (Claude Code never ran): watch where it will appear.
+        app.settings = replace(app.settings, claude_dirs=[Path.home() / ".claude"])
+    return app
+
+
+def _output(app: App, output: Path | None) -> Path:
+    return (output or default_output(app.settings.data_dir)).expanduser().absolute()
+
+
+# --- watch -------------------------------------------------------------------------------------
+@click.command("watch")
+@click.option(
+    "--poll",
+    is_flag=True,
+    envvar="AGG_WATCH_POLL",
+    help="Poll for changes instead of using file notifications (network mounts, WSL, Docker).",
+)
+@click.pass_context
+@handle_errors
+def watch_cmd(ctx: click.Context, poll: bool) -> None:
+    """Tail the claude dirs into Redis until stopped (Ctrl-C / SIGTERM commit what was read).
+
+    Keeps running while Redis is away (state "waiting for Redis" in `agg status`) and resumes
+    from the cursors stored in Redis.
+    """
+    setup_logging()
+    app = _app(ctx)
+    Watcher(app.settings, StopFlag().install(), poll=poll).run()
+
+
+# --- writer ------------------------------------------------------------------------------------
+@click.command("writer")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the snapshot. Default: current.json in the data dir.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.0),
+    default=defaults.WRITER_INTERVAL_S,
+    show_default=True,
+    help="Shortest time between two writes, in seconds.",
+)
+@click.option("--once", is_flag=True, help="Write one snapshot and exit (for scripts and cron).")
+@click.pass_context
+@handle_errors
+def writer_cmd(ctx: click.Context, output: Path | None, interval: float, once: bool) -> None:
+    """Keep current.json (conversations and the latest 1000 messages) up to date.
+
+    It is replaced atomically (mode 0600) only when something changed, at most every --interval
+    seconds, and each write is announced on the `<ns>:snapshots` channel.
+    """
+    app = _app(ctx)
+    path = _output(app, output)
+    if once:
+        with app_context(ctx):
+            store = app.store()
+            floor = SeqFloor(app.settings.keys, floor_path(app.settings.data_dir, app.settings.namespace))
+            writer = SnapshotWriter(store, path, floor=floor)
+            writer.refresh()
+            if not writer.built:
+                raise StoreError(
+                    f"{path} covers seq {writer.seq}, beyond what the store holds: not replaced "
+                    "(Redis lost writes, or another store wrote it)"
+                )
+            notice = writer.write()
+            floor.save()
+            click.echo(
+                f"wrote {path}: seq {notice['seq']}, {notice['conversations']} conversations, "
+                f"{notice['messages']} messages"
+            )
+        return
+    setup_logging()
+    WriterService(app.settings, StopFlag().install(), path, interval).run()
+
+
+# --- tail --------------------------------------------------------------------------------------
+@click.command("tail")
+@click.option("--conversation", metavar="KEY", help="Only this conversation (a unique prefix is enough).")
+@click.option(
+    "--since",
+    type=click.IntRange(min=0),
+    metavar="SEQ",
+    help="First print the stored events after SEQ (0 = all), then the live ones, with no gap.",
+)
+@click.pass_context
+@handle_errors
+def tail_cmd(ctx: click.Context, conversation: str | None, since: int | None) -> None:
+    """Print event envelopes as JSON lines as they are committed.
+
+    Gaps in `seq` (a dropped connection, a slow reader cut off by Redis) are filled from the
+    store, so the output has every event once, in increasing `seq` order.
+    """
+    with app_context(ctx) as app:
+        conn = app.connect()
+        store = app.store()
+        conv = None
+        if conversation is not None:
+            try:
+                conv = store.resolve_conversation(conversation)
+            except NotFound as e:
+                if "matches" in str(e):
+                    raise
+                conv = conversation
+                click.echo(f"agg: no conversation {conversation!r} yet; waiting for it", err=True)
+        stop = StopFlag().install()
+        out = sys.stdout.buffer
+        sub = Subscription(conn.client, app.settings.keys, since=since, conversation=conv, stop=stop)
+        for raw in sub.raw():
+            out.write(raw + b"\n")
+            out.flush()
+
+
+# --- run ---------------------------------------------------------------------------------------
+@click.command("run")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the writer puts the snapshot. Default: current.json in the data dir.",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.0),
+    default=defaults.WRITER_INTERVAL_S,
+    show_default=True,
+    help="Shortest time between two current.json writes, in seconds.",
+)
+@click.option("--poll", is_flag=True, envvar="AGG_WATCH_POLL", help="Poll the claude dirs instead of notifications.")
+@click.pass_context
+@handle_errors
+def run_cmd(ctx: click.Context, output: Path | None, interval: float, poll: bool) -> None:
+    """Run the whole service: embedded Redis (unless --redis-url), watcher, writer.
+
+    Each part runs as its own process, restarted if it fails. Ctrl-C / SIGTERM stops the parts
+    (they commit what they read) and then the embedded Redis, if this command started it.
+    """
+    setup_logging()
+    app = _app(ctx)
+    writer_args = ["--output", str(_output(app, output)), "--interval", str(interval)]
+    parts = default_parts(watch_args=["--poll"] if poll else [], writer_args=writer_args)
+    code = Supervisor(app.settings, parts, StopFlag().install()).run()
+    sys.exit(code)
+
+
+# --- service -------------------------------------------------------------------------------------
+@click.group("service")
+def service_group() -> None:
+    """Keep agg running in the background: systemd, launchd, or a Procfile (honcho)."""
+
+
+@service_group.command("systemd")
+@click.option("--install", is_flag=True, help="Write ~/.config/systemd/user/agg.service instead of printing it.")
+@click.pass_context
+@handle_errors
+def service_systemd(ctx: click.Context, install: bool) -> None:
+    """A systemd user unit that runs `agg run` (with this command's global options)."""
+    app = _app(ctx)
+    if not install:
+        env_file = Path("~/.config/agg/agg.env") if app.settings.redis_url else None
+        click.echo(systemd_unit(app.settings, env_file), nl=False)
+        return
+    done = install_systemd(app.settings)
+    click.echo(f"wrote {done.path}; now run:")
+    for step in done.next_steps:
+        click.echo(f"  {step}")
+
+
+@service_group.command("launchd")
+@click.option("--install", is_flag=True, help="Write ~/Library/LaunchAgents/dev.agg.run.plist instead of printing it.")
+@click.pass_context
+@handle_errors
+def service_launchd(ctx: click.Context, install: bool) -> None:
+    """A launchd agent (macOS) that runs `agg run` at login."""
+    app = _app(ctx)
+    if not install:
+        sys.stdout.buffer.write(launchd_plist(app.settings))
+        return
+    done = install_launchd(app.settings)
+    click.echo(f"wrote {done.path}; now run:")
+    for step in done.next_steps:
+        click.echo(f"  {step}")
+
+
+@service_group.command("procfile")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where the Procfile lives (and where `honcho start` runs).",
+)
+@handle_errors
+def service_procfile(directory: Path) -> None:
+    """Prepare DIR for `honcho start`: .env and a private Redis config (socket, password).
+
+    Writes .agg/redis-procfile.conf and .env (both 0600), and a Procfile and redis.conf if DIR
+    has none.
+    """
+    if not directory.is_dir():
+        raise ConfigError(f"no such directory: {directory}")
+    done = setup_procfile(directory)
+    for p in done.written:
+        click.echo(f"wrote {p}")
+    click.echo(f"Redis for the Procfile: {done.redis_url_masked}")
+    click.echo(f"now run: cd {done.directory} && honcho start")
+
+
+def register(group: click.Group) -> None:
+    """Add the live-service commands to the ``agg`` group."""
+    for cmd in (watch_cmd, writer_cmd, tail_cmd, run_cmd, service_group):
+        group.add_command(cmd)
