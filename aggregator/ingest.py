@@ -36,6 +36,8 @@ class IngestReport:
     files_reset: int = 0
     files_skipped: int = 0
     seconds: float = 0.0
+    sync_seconds: float = 0.0
+    """Of ``seconds``: until every file was committed (the rest: the projections' last catch-up)."""
     last_seq: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
 
@@ -52,6 +54,7 @@ class IngestReport:
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["seconds"] = round(self.seconds, 3)
+        d["sync_seconds"] = round(self.sync_seconds, 3)
         return d
 
 
@@ -92,6 +95,7 @@ def ingest(
         # One stream for all files: Redis stores the end of one file while the next is read.
         for result in tailer.sync_all(sources, progress):
             report.add(result)
+        report.sync_seconds = time.perf_counter() - started
     finally:
         if own:
             tailer.close()
