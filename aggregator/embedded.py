@@ -29,12 +29,14 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import quote
 
+import psutil
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from aggregator import defaults
 from aggregator.errors import EmbeddedRedisError
+from aggregator.files import private_dir, write_private
 
 MIN_VERSION = (6, 2)
 """Oldest redis-server agg runs on (exclusive XRANGE bounds, ZADD GT/LT, LMOVE for RQ)."""
@@ -44,26 +46,6 @@ _NO_RETRY = Retry(NoBackoff(), 0)
 spend seconds on it."""
 
 _SOCKET_PATH_MAX = 100  # sun_path is 104-108 bytes depending on the OS
-
-
-def private_dir(path: Path, *, chmod: bool = True) -> Path:
-    """Create ``path`` (and parents) as 0700; with ``chmod``, make an existing one 0700 too."""
-    if not path.is_dir():
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if chmod:
-        os.chmod(path, 0o700)
-    return path
-
-
-def write_private(path: Path, data: str) -> None:
-    """Write ``data`` to ``path`` created with mode 0600 (replacing it atomically)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def find_redis_server() -> str:
@@ -142,7 +124,7 @@ class EmbeddedRedis:
             return "loading"
         except (redis.RedisError, OSError):
             pid = self.pid()
-            return "loading" if pid is not None and _alive(pid) else "down"
+            return "loading" if pid is not None and psutil.pid_exists(pid) else "down"
         finally:
             client.close()
 
@@ -184,7 +166,7 @@ class EmbeddedRedis:
                 client.shutdown(save=False)  # AOF is flushed on shutdown; no RDB snapshot needed
             client.close()
             deadline = time.monotonic() + defaults.EMBEDDED_STOP_TIMEOUT_S
-            while pid and _alive(pid) and time.monotonic() < deadline:
+            while pid and psutil.pid_exists(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
             return True
 
@@ -257,13 +239,3 @@ class EmbeddedRedis:
         raise EmbeddedRedisError(
             f"redis-server did not answer within {defaults.EMBEDDED_START_TIMEOUT_S:.0f} s (see {self.log_path})"
         )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

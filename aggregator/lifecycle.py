@@ -27,8 +27,8 @@ from typing import Any
 
 import orjson
 
-from aggregator.embedded import private_dir
 from aggregator.errors import AlreadyRunning
+from aggregator.files import private_dir, write_private
 
 PARENT_ENV = "AGG_PARENT_PID"
 """Environment variable naming the process whose exit stops this one (set by ``agg run``)."""
@@ -45,37 +45,6 @@ def state_dir(data_dir: Path) -> Path:
     """``<data dir>/state`` (0700), created if needed; the data dir itself is created, not chmod'ed."""
     private_dir(Path(data_dir), chmod=False)
     return private_dir(Path(data_dir) / "state")
-
-
-def write_private_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Replace ``path`` atomically with ``data``, mode 0600.
-
-    The bytes go to a temp file in the same directory, which is (with ``durable``) fsynced and
-    then renamed over ``path``, and the directory is fsynced: a reader sees the old file or the new
-    one, never a part, and a crash leaves one of the two (``tests/test_snapshot_writer_real.py``).
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask or an earlier leftover said
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if durable:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    if durable:
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 class StopFlag:
@@ -141,7 +110,7 @@ class StateFile:
         self.data.update(fields)
         self.data["updated_at"] = now_iso()
         with contextlib.suppress(OSError):  # a full disk must not stop the service
-            write_private_bytes(self.path, orjson.dumps(self.data, option=orjson.OPT_INDENT_2), durable=False)
+            write_private(self.path, orjson.dumps(self.data, option=orjson.OPT_INDENT_2), durable=False)
         self.written_at = time.monotonic()
 
     def due(self, interval_s: float) -> bool:

@@ -34,8 +34,9 @@ import orjson
 import redis
 
 from aggregator import defaults, scripts
+from aggregator.files import write_private
 from aggregator.keys import Keys
-from aggregator.lifecycle import state_dir, write_private_bytes
+from aggregator.lifecycle import state_dir
 
 log = logging.getLogger("agg.seqfloor")
 
@@ -86,7 +87,7 @@ class SeqFloor:
         self._saved_at = time.monotonic()
         with contextlib.suppress(OSError), self._file_lock():
             value = max(self.value, self._read())
-            write_private_bytes(self.path, orjson.dumps({"seq": value}), durable=False)
+            write_private(self.path, orjson.dumps({"seq": value}), durable=False)
             self._saved = value
 
     def _load(self) -> int:

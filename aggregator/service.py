@@ -31,7 +31,8 @@ from pathlib import Path
 
 from aggregator.config import Settings
 from aggregator.connection import mask_url
-from aggregator.embedded import EmbeddedRedis, find_redis_server, private_dir, write_private
+from aggregator.embedded import EmbeddedRedis, find_redis_server
+from aggregator.files import private_dir, write_private
 
 SYSTEMD_NAME = "agg.service"
 LAUNCHD_LABEL = "dev.agg.run"

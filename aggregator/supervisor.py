@@ -30,6 +30,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import psutil
+
 from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.connection import mask_url
@@ -165,7 +167,7 @@ class Supervisor:
         if self.embedded is None:
             return
         pid = self.embedded.pid()
-        alive = pid is not None and _alive(pid)
+        alive = pid is not None and psutil.pid_exists(pid)
         if not alive:
             log.warning("the embedded Redis is not running; restarting it")
             with contextlib.suppress(Exception):
@@ -198,13 +200,3 @@ class Supervisor:
                 os.killpg(c.proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 c.proc.wait(timeout=5)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -32,7 +32,8 @@ import orjson
 
 from aggregator import defaults
 from aggregator.config import Settings
-from aggregator.lifecycle import ProcessLock, StateFile, StopFlag, state_dir, write_private_bytes
+from aggregator.files import write_private
+from aggregator.lifecycle import ProcessLock, StateFile, StopFlag, state_dir
 from aggregator.liveredis import REDIS_ERRORS, LiveRedis, first_line
 from aggregator.projections import Projector
 from aggregator.seqfloor import SeqFloor, floor_path
@@ -172,7 +173,7 @@ class SnapshotWriter:
         doc = self.document()
         data = orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        write_private_bytes(self.output, data)
+        write_private(self.output, data)
         self.writes += 1
         self._written_active = {k: v["active"] for k, v in self.views.items()}
         if self.floor is not None:

@@ -51,14 +51,30 @@ def _output(app: App, output: Path | None) -> Path:
     return (output or default_output(app.settings.data_dir)).expanduser().absolute()
 
 
-# --- watch -------------------------------------------------------------------------------------
-@click.command("watch")
-@click.option(
+# Options shared by `agg watch` / `agg writer` and `agg run`, which runs both.
+poll_option = click.option(
     "--poll",
     is_flag=True,
     envvar="AGG_WATCH_POLL",
     help="Poll for changes instead of using file notifications (network mounts, WSL, Docker).",
 )
+output_option = click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the snapshot (current.json). Default: current.json in the data dir.",
+)
+interval_option = click.option(
+    "--interval",
+    type=click.FloatRange(min=0.0),
+    default=defaults.WRITER_INTERVAL_S,
+    show_default=True,
+    help="Shortest time between two current.json writes, in seconds.",
+)
+
+
+# --- watch -------------------------------------------------------------------------------------
+@click.command("watch")
+@poll_option
 @click.pass_context
 @handle_errors
 def watch_cmd(ctx: click.Context, poll: bool) -> None:
@@ -74,18 +90,8 @@ def watch_cmd(ctx: click.Context, poll: bool) -> None:
 
 # --- writer ------------------------------------------------------------------------------------
 @click.command("writer")
-@click.option(
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the snapshot. Default: current.json in the data dir.",
-)
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0.0),
-    default=defaults.WRITER_INTERVAL_S,
-    show_default=True,
-    help="Shortest time between two writes, in seconds.",
-)
+@output_option
+@interval_option
 @click.option("--once", is_flag=True, help="Write one snapshot and exit (for scripts and cron).")
 @click.pass_context
 @handle_errors
@@ -158,23 +164,13 @@ def tail_cmd(ctx: click.Context, conversation: str | None, since: int | None) ->
 
 # --- run ---------------------------------------------------------------------------------------
 @click.command("run")
-@click.option(
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where the writer puts the snapshot. Default: current.json in the data dir.",
-)
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0.0),
-    default=defaults.WRITER_INTERVAL_S,
-    show_default=True,
-    help="Shortest time between two current.json writes, in seconds.",
-)
-@click.option("--poll", is_flag=True, envvar="AGG_WATCH_POLL", help="Poll the claude dirs instead of notifications.")
+@output_option
+@interval_option
+@poll_option
 @click.pass_context
 @handle_errors
 def run_cmd(ctx: click.Context, output: Path | None, interval: float, poll: bool) -> None:
-    """Run the whole service: embedded Redis (unless --redis-url), watcher, writer.
+    """Run the whole service: embedded Redis (unless --redis-url), watcher, writer, turn workers.
 
     Each part runs as its own process, restarted if it fails. Ctrl-C / SIGTERM stops the parts
     (they commit what they read) and then the embedded Redis, if this command started it.
