@@ -362,3 +362,20 @@ def test_token_limit_waits_for_the_tokens(store: Store) -> None:
     assert lim.try_take(600) == 0
     lim.pause(0.5)
     assert 0 < lim.try_take(1) <= 500
+
+
+def test_offline_title_is_the_first_real_prompt() -> None:
+    """The offline stand-in titles a conversation as the projection would from its first prompt:
+    a command expansion or IDE context is not what the user typed."""
+    messages = [
+        (
+            "user",
+            "<command-message>init is analyzing your codebase…</command-message>\n<command-name>/init</command-name>",
+        ),
+        ("assistant", "I'll look around."),
+        ("user", "<system-reminder>context</system-reminder>\nplease fix the flaky build"),
+    ]
+    answer = OfflineProvider().complete("system", prompt.build("", "", messages), 256).text
+    assert prompt.parse_answer(answer, "")[0] == "please fix the flaky build"
+    only_command = OfflineProvider().complete("system", prompt.build("", "", messages[:1]), 256).text
+    assert prompt.parse_answer(only_command, "")[0] == "/init"

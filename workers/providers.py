@@ -28,6 +28,7 @@ import tenacity
 from aggregator import defaults
 from aggregator.errors import ConfigError, ProviderError
 from aggregator.text import preview
+from aggregator.titles import prompt_candidate
 from workers import prompt
 from workers.config import TurnConfig
 from workers.limits import Limiter
@@ -68,6 +69,19 @@ def scrub(text: str, secret: str | None) -> str:
 
 
 # --- offline ------------------------------------------------------------------------------------
+def _first_prompt(messages: list[tuple[str, str]]) -> str | None:
+    """The first real prompt among user messages (else the first slash command), judged as the
+    conversation projection judges its first-prompt title (no caveats, IDE context or the like)."""
+    command = None
+    for role, text in messages:
+        candidate = prompt_candidate({"message": {"content": text}}) if role == "user" else None
+        if candidate is not None:
+            if candidate[0] == "p":
+                return candidate[1]
+            command = command or candidate[1]
+    return command
+
+
 class OfflineProvider:
     """A deterministic stand-in model: it extracts instead of generating; nothing leaves the host.
 
@@ -89,7 +103,7 @@ class OfflineProvider:
             prev_title, prev_summary, messages = parsed
             firsts = [t for r, t in messages if r == "user"] or [t for _, t in messages]
             opening = firsts[0].strip().splitlines()[0] if firsts and firsts[0].strip() else ""
-            title = prev_title or preview(opening, defaults.TURN_TITLE_MAX_CHARS)
+            title = prev_title or preview(_first_prompt(messages) or opening, defaults.TURN_TITLE_MAX_CHARS)
             recent = " · ".join(f"{role}: {preview(text, 120)}" for role, text in messages[-4:])
             summary = f"{prev_summary} {recent}".strip()
             limit = defaults.TURN_SUMMARY_MAX_CHARS
