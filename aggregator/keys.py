@@ -35,9 +35,6 @@ key                        type   written by   meaning
 ``agg:proj:changed``       zset   projector    conversation → change mark (1 + the highest mark)
                                                of the last projection step that wrote its hash:
                                                tells the writer which conversations to re-read
-``agg:proj:digest``        string projector    sum (per 32-bit word, mod 2^32) of SHA-1(key, field,
-                                               value) over every projection entry, kept up to
-                                               date by every projection step
 ``agg:proj:usage:keys``    hash   projector    usage dedupe state: JSON ``[message.id, requestId]``
                                                → JSON ``[conv, project, model, day, input, output,
                                                cache_read, cache_creation]`` (owner + maxima)
@@ -187,10 +184,6 @@ class Keys:
 
     def lease(self, conv: str) -> str:
         return f"{self.conv_prefix(conv)}:lease"
-
-    @property
-    def proj_digest(self) -> str:
-        return f"{self.ns}:proj:digest"
 
     @property
     def proj_changed(self) -> str:

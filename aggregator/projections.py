@@ -5,14 +5,15 @@ never by rescanning files — in steps of :data:`~aggregator.defaults.PROJECT_BA
 entries. For each step it reads the little projection state the step depends on (usage dedupe
 entries, pending references), folds the entries in seq order into per-key :class:`Delta` s, and
 applies them with the :data:`~aggregator.scripts.PROJECT` script, which moves the checkpoint by
-compare-and-set and updates the digest in the same atomic step. Several projectors may run at
+compare-and-set in the same atomic step. Several projectors may run at
 once (watcher, writer, ``agg ingest``): a step that lost the race — including one whose state
 was read before another step changed it — is recomputed from the new checkpoint.
 
 Every update is a function of the entries in seq order and the state left by earlier steps, so
 applying the log in steps of any size gives the same result; ``agg replay --rebuild`` drops the
 projections and applies the whole log again, re-deriving each entry's facts from its stored bytes
-(:func:`aggregator.parse.facts`), and the digests match (``tests/test_projections_real.py``).
+(:func:`aggregator.parse.facts`), and the digests (:meth:`Projector.digest`) of the two match
+(``tests/test_projections_real.py``).
 
 **Per conversation** (hash ``agg:{c:K}:proj``):
 
@@ -530,7 +531,7 @@ class Projector:
                 st.located.setdefault((p, uuid), []).append(c)
 
     def _apply(self, cp: int, upto: int, token: str, fold: Fold) -> bytes:
-        keys = [self.keys.proj_seq, self.keys.proj_lock, self.keys.proj_digest]
+        keys = [self.keys.proj_seq, self.keys.proj_lock]
         args: list[Any] = [cp, upto, token]
         targets = [(self.keys.proj(conv), d) for conv, d in fold.convs.items()]
         targets += [(self.global_key(name), d) for name, d in fold.glob.items()]
@@ -578,18 +579,20 @@ class Projector:
 
     # --- rebuild and digest ------------------------------------------------------------------
     def rebuild(self) -> dict[str, Any]:
-        """Drop every projection and recompute it from the log; returns counts and the digest."""
+        """Drop every projection and recompute it from the log; returns counts, the digest, and the
+        digest of the projections it replaced (equal when they were caught up and right)."""
         r = self.store.client
         token = secrets.token_hex(8)
         if not r.set(self.keys.proj_lock, token, nx=True, px=REBUILD_LOCK_TTL_MS):
             raise StoreError("another rebuild is running (lock held); try again later")
         try:
+            before = self.digest()
             convs = self.store.conversations()
             k = self.keys
             dropped = [k.proj(c) for c in convs] + self.global_keys()
             # One atomic drop: a rebuild killed at any point leaves all or nothing dropped
             # (tests/test_projections_real.py::test_live_projections_after_kills_equal_the_rebuilt_ones).
-            res = self._reset(keys=[k.proj_seq, k.proj_lock, k.proj_digest, *dropped], args=[token])
+            res = self._reset(keys=[k.proj_seq, k.proj_lock, *dropped], args=[token])
             if bytes(res) != b"ok":
                 raise StoreError("lost the rebuild lock before dropping the projections")
             applied = self.catch_up(token=token, rederive=True)
@@ -607,18 +610,16 @@ class Projector:
             "conversations": len(convs),
             "seq": self.checkpoint(),
             "digest": self.digest(),
+            "digest_before": before,
         }
 
     def digest(self) -> str:
-        """Digest of every projection (same events → same digest), as maintained by each step.
+        """Digest of every stored projection: same projections, same digest (up to collisions).
 
-        One GET: the :data:`~aggregator.scripts.PROJECT` script updates it with every write.
+        Per 32-bit word, the sum mod 2**32 of SHA-1(kind, key, field or member, value or score)
+        over every entry, so it does not depend on the order Redis returns them in. Reads every
+        projection (a full scan: for ``agg replay --rebuild`` and tests, not for status).
         """
-        raw = self.store.r.get(self.keys.proj_digest)
-        return raw.decode() if raw else ZERO_DIGEST
-
-    def full_digest(self) -> str:
-        """The digest computed afresh from every stored projection (slow; for checks and tests)."""
         r = self.store.r
         acc = [0] * 5
 

@@ -228,20 +228,15 @@ return {'ok', added, revs, dups, rejs, first_seq, last_seq}
 
 PROJECT = r"""
 -- Apply one step of projection updates computed by the caller from log entries
--- (after_seq, upto_seq], advance the projection checkpoint by compare-and-set, and keep the
--- projections' digest up to date — all in one atomic step.
+-- (after_seq, upto_seq], and advance the projection checkpoint by compare-and-set — in one
+-- atomic step.
 --
 -- KEYS[1] proj_seq     string  last seq applied
 -- KEYS[2] proj_lock    string  rebuild lock (holder token)
--- KEYS[3] proj_digest  string  40 hex chars: 5 words, each the sum mod 2^32 over every
---                              projection entry of the same word of SHA-1(kind \0 key \0 a \0 b)
---                              — kind h: (field, value) of a hash, z: (member, score) of a
---                              zset, s: (member, "") of a set. (Needs redis.sha1hex: real
---                              Redis only, fakeredis lacks it.)
--- KEYS[4..]            projection keys touched (hashes, sets, or the recent-messages zset)
+-- KEYS[3..]            projection keys touched (hashes, sets, or the recent-messages zset)
 --
 -- ARGV: after_seq, upto_seq, lock token ("" = not the rebuilder),
---       then for each KEYS[4..]: number of ops M, then M x (op, a, b):
+--       then for each KEYS[3..]: number of ops M, then M x (op, a, b):
 --         hashes: "incr" a=field b=n (HINCRBY) · "set" (HSET) · "setnx" (HSETNX)
 --                 "min" / "max" a=field b=number (numeric compare-and-set)
 --                 "newest" / "oldest" a=field b="<seq> <value>": set field to value (and
@@ -251,67 +246,40 @@ PROJECT = r"""
 --         sets:   "sadd" a=ignored b=member
 --         zsets:  "zadd" a=score b=member · "zkeep" a=ignored b=N (keep the N highest)
 --                 "touch" a=ignored b=member: score the member with this step's change mark
---                   (1 + the zset's highest score); for the changed-conversations index only,
---                   which is not a projection and stays out of the digest
---
--- Every write goes through the digest: the old entry is subtracted and the new one added, so the
--- digest always equals a fresh computation over the stored projections
--- (Projector.full_digest; tests/test_projections_real.py checks it after every scenario).
+--                   (1 + the zset's highest score); for the changed-conversations index only
 --
 -- Returns {"ok", upto_seq} or {"conflict", current_seq} or {"locked"} (nothing written).
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[3] then return {'locked'} end
 if cur ~= tonumber(ARGV[1]) then return {'conflict', cur} end
-local D = {0, 0, 0, 0, 0}
-local stored = redis.call('GET', KEYS[3])
-if stored then
-  for i = 1, 5 do D[i] = tonumber(string.sub(stored, 8 * i - 7, 8 * i), 16) end
-end
-local function mix(sign, kind, key, a, b)
-  local h = redis.sha1hex(kind .. '\0' .. key .. '\0' .. a .. '\0' .. b)
-  for i = 1, 5 do
-    D[i] = (D[i] + sign * tonumber(string.sub(h, 8 * i - 7, 8 * i), 16)) % 4294967296
-  end
-end
-local function hset(key, f, new, old)
-  if old then mix(-1, 'h', key, f, old) end
-  redis.call('HSET', key, f, new)
-  mix(1, 'h', key, f, new)
-end
 local a = 4
 local mark
-for k = 4, #KEYS do
+for k = 3, #KEYS do
   local key = KEYS[k]
   local m = tonumber(ARGV[a]); a = a + 1
   for _ = 1, m do
     local op, f, v = ARGV[a], ARGV[a + 1], ARGV[a + 2]
     a = a + 3
     if op == 'incr' then
-      local old = redis.call('HGET', key, f)
-      local new = redis.call('HINCRBY', key, f, v)
-      if old then mix(-1, 'h', key, f, old) end
-      mix(1, 'h', key, f, string.format('%d', new))
+      redis.call('HINCRBY', key, f, v)
     elseif op == 'set' then
-      local old = redis.call('HGET', key, f)
-      if old ~= v then hset(key, f, v, old) end
+      redis.call('HSET', key, f, v)
     elseif op == 'setnx' then
-      if redis.call('HSETNX', key, f, v) == 1 then mix(1, 'h', key, f, v) end
+      redis.call('HSETNX', key, f, v)
     elseif op == 'min' or op == 'max' then
       local old = redis.call('HGET', key, f)
       if (not old) or (op == 'min' and tonumber(v) < tonumber(old))
           or (op == 'max' and tonumber(v) > tonumber(old)) then
-        hset(key, f, v, old)
+        redis.call('HSET', key, f, v)
       end
     elseif op == 'newest' or op == 'oldest' then
       local sp = string.find(v, ' ', 1, true)
-      local seq, value = string.sub(v, 1, sp - 1), string.sub(v, sp + 1)
+      local seq = string.sub(v, 1, sp - 1)
       local old_seq = redis.call('HGET', key, f .. '@')
       if (not old_seq) or (op == 'newest' and tonumber(seq) > tonumber(old_seq))
           or (op == 'oldest' and tonumber(seq) < tonumber(old_seq)) then
-        hset(key, f .. '@', seq, old_seq)
-        local old = redis.call('HGET', key, f)
-        if old ~= value then hset(key, f, value, old) end
+        redis.call('HSET', key, f .. '@', seq, f, string.sub(v, sp + 1))
       end
     elseif op == 'pick' then
       local cands = {}
@@ -321,26 +289,14 @@ for k = 4, #KEYS do
       for i = 1, #cands do
         if vals[i] and vals[i] ~= '' then chosen = vals[i]; break end
       end
-      local old = redis.call('HGET', key, f)
-      if chosen and chosen ~= old then
-        hset(key, f, chosen, old)
-      elseif (not chosen) and old then
-        redis.call('HDEL', key, f)
-        mix(-1, 'h', key, f, old)
-      end
+      if chosen then redis.call('HSET', key, f, chosen) else redis.call('HDEL', key, f) end
     elseif op == 'sadd' then
-      if redis.call('SADD', key, v) == 1 then mix(1, 's', key, v, '') end
+      redis.call('SADD', key, v)
     elseif op == 'zadd' then
-      local old = redis.call('ZSCORE', key, v)
-      if old then mix(-1, 'z', key, v, old) end
       redis.call('ZADD', key, f, v)
-      mix(1, 'z', key, v, redis.call('ZSCORE', key, v))
     elseif op == 'zkeep' then
-      local gone = redis.call('ZRANGE', key, 0, -(tonumber(v) + 1), 'WITHSCORES')
-      for i = 1, #gone, 2 do mix(-1, 'z', key, gone[i], gone[i + 1]) end
-      if #gone > 0 then redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(v) + 1)) end
+      redis.call('ZREMRANGEBYRANK', key, 0, -(tonumber(v) + 1))
     elseif op == 'touch' then
-      -- an index of what changed, not a projection: outside the digest
       if not mark then
         local top = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
         mark = (tonumber(top[2]) or 0) + 1
@@ -349,19 +305,16 @@ for k = 4, #KEYS do
     end
   end
 end
-local hex = {}
-for i = 1, 5 do hex[i] = string.format('%08x', D[i]) end
-redis.call('SET', KEYS[3], table.concat(hex))
 redis.call('SET', KEYS[1], ARGV[2])
 return {'ok', tonumber(ARGV[2])}
 """
 
 PROJECT_RESET = r"""
 -- Drop every projection for `agg replay --rebuild`, in one atomic step, if the caller holds the
--- rebuild lock: the keys, the digest, and the checkpoint (set to 0). Atomic so that a rebuild
+-- rebuild lock: the keys and the checkpoint (set to 0). Atomic so that a rebuild
 -- killed half-way never leaves half-dropped projections under a checkpoint that still claims them.
 --
--- KEYS[1] proj_seq   KEYS[2] proj_lock   KEYS[3] proj_digest   KEYS[4..] projection keys
+-- KEYS[1] proj_seq   KEYS[2] proj_lock   KEYS[3..] projection keys
 -- ARGV[1] lock token
 -- Returns "ok", or "locked" (nothing dropped).
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'locked' end

@@ -77,7 +77,7 @@ def gather(conn: Connection, store: Store) -> dict[str, Any]:
         "last_ingest_at": iso_ms(int(raw)) if raw else None,
         **rq_figures(r, store.keys.ns),
         "last_snapshot_at": None,
-        "projections": {"seq": projector.checkpoint(), "digest": projector.digest()},
+        "projections": {"seq": projector.checkpoint()},
         "usage": usage_totals(store),
     }
     return out

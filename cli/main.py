@@ -275,7 +275,8 @@ def replay_cmd(ctx: click.Context, conversation: str | None, fmt: str, rebuild: 
                     f"rebuilt {', '.join(res['rebuilt'])}: {res['entries']} log entries, "
                     f"{res['conversations']} conversations, seq {res['seq']}"
                 )
-                click.echo(f"digest {res['digest']}")
+                same = res["digest"] == res["digest_before"]
+                click.echo(f"digest {res['digest']} ({'unchanged' if same else 'was ' + res['digest_before']})")
             return
         assert conversation is not None
         conv = store.resolve_conversation(conversation)

@@ -30,7 +30,6 @@ def _conv_usage(store: Store) -> dict[str, dict[str, int]]:
 def _check_rebuild(store: Store) -> None:
     p = Projector(store)
     live = p.digest()
-    assert live == p.full_digest()
     assert p.rebuild()["digest"] == live
 
 
