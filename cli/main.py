@@ -204,9 +204,14 @@ def ingest_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> No
 # --- status ----------------------------------------------------------------------------------
 @cli.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--digest",
+    is_flag=True,
+    help="Catch the projections up and add their digest (reads every projection: slower).",
+)
 @click.pass_context
 @handle_errors
-def status_cmd(ctx: click.Context, as_json: bool) -> None:
+def status_cmd(ctx: click.Context, as_json: bool, digest: bool) -> None:
     """Health and figures: Redis, events, conversations, files, lag, turns."""
     with app_context(ctx) as app:
         try:
@@ -220,8 +225,12 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
             url = app.settings.redis_url
             emit_json({"redis": {"url": mask_url(url) if url else "embedded", "ok": False, "error": str(e)}, **live})
             sys.exit(e.exit_code)
+        if digest:
+            Projector(app.store()).catch_up()
         st = gather(conn, app.store())
         st.update(live_status(app.settings, app.store()))
+        if digest:
+            st["projections"]["digest"] = Projector(app.store()).digest()
         if as_json:
             emit_json(st)
             return
@@ -243,6 +252,8 @@ def status_cmd(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"  parked     {p['conv']} ({p['fails']} failures): {p['error']}")
         for line in describe(st):
             click.echo(line)
+        if digest:
+            click.echo(f"projections  seq {st['projections']['seq']}, digest {st['projections']['digest']}")
 
 
 # --- replay ----------------------------------------------------------------------------------

@@ -68,9 +68,12 @@ def test_replay_prints_lines_byte_for_byte(
     assert out == main.read_bytes()
     text = run_agg(["replay", "fe5e1c67", "--format", "text"], env).stdout.splitlines()
     assert len(text) == len(main.read_bytes().splitlines()) and any(" user " in t for t in text)
+    live = json.loads(run_agg(["status", "--json", "--digest"], env).stdout)["projections"]["digest"]
+    assert "digest" not in json.loads(run_agg(["status", "--json"], env).stdout)["projections"]
     rebuilt = json.loads(run_agg(["replay", "--rebuild", "--json"], env).stdout)
-    assert rebuilt["digest"] == rebuilt["digest_before"] != "0" * 40
-    assert "(unchanged)" in run_agg(["replay", "--rebuild"], env).stdout
+    assert rebuilt["digest"] == rebuilt["digest_before"] == live != "0" * 40
+    assert f"digest {live} (unchanged)" in run_agg(["replay", "--rebuild"], env).stdout
+    assert f"digest {live}" in run_agg(["status", "--digest"], env).stdout
 
 
 @pytest.mark.parametrize(

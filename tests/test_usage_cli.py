@@ -35,11 +35,12 @@ def test_usage_status_and_rebuild_commands(redis_server: RedisProcess, corpus: P
 
     status = json.loads(run_agg(["status", "--json"], env).stdout)
     assert {k: status["usage"][k] for k in FIELDS} == exp.total
+    live = json.loads(run_agg(["status", "--json", "--digest"], env).stdout)["projections"]["digest"]
     rebuilt = json.loads(run_agg(["replay", "--rebuild", "--json"], env).stdout)
-    assert rebuilt["digest"] == rebuilt["digest_before"]
+    assert rebuilt["digest"] == rebuilt["digest_before"] == live
     assert "usage" in rebuilt["rebuilt"]
-    again = json.loads(run_agg(["status", "--json"], env).stdout)
-    assert again["usage"] == status["usage"]
+    again = json.loads(run_agg(["status", "--json", "--digest"], env).stdout)
+    assert again["projections"]["digest"] == rebuilt["digest"] and again["usage"] == status["usage"]
 
 
 def test_usage_rejects_a_bad_dimension(redis_server: RedisProcess, tmp_path: Path) -> None:
