@@ -16,22 +16,12 @@ import redis
 from aggregator.devserver import RedisProcess
 from aggregator.keys import Keys
 from aggregator.store import Store
+from scripts.gen_corpus import default_source
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _find_corpus() -> Path:
-    """The shared corpus (``../shared/corpus/projects`` of the checkout, or of a parent dir)."""
-    if os.environ.get("AGG_TEST_CORPUS"):
-        return Path(os.environ["AGG_TEST_CORPUS"])
-    for parent in [REPO, *REPO.parents]:
-        candidate = parent / "shared" / "corpus" / "projects"
-        if candidate.is_dir():
-            return candidate
-    return Path("/work/shared/corpus/projects")
-
-
-CORPUS = _find_corpus()
+CORPUS = default_source()
 
 HOST = "testhost"
 

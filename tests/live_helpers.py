@@ -22,7 +22,7 @@ from aggregator.store import Store
 REPO = Path(__file__).resolve().parent.parent
 
 
-def wait_until(pred: Callable[[], Any], what: str, timeout: float = 30.0, every: float = 0.05) -> Any:
+def wait_until(pred: Callable[[], Any], what: str = "condition", timeout: float = 30.0, every: float = 0.05) -> Any:
     """Poll ``pred`` until it returns something truthy; fail with ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -32,6 +32,19 @@ def wait_until(pred: Callable[[], Any], what: str, timeout: float = 30.0, every:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(every)
+
+
+class Reader(threading.Thread):
+    """Collects the JSON lines a process prints."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(daemon=True)
+        self.stream = stream
+        self.envs: list[dict[str, Any]] = []
+
+    def run(self) -> None:
+        for raw in self.stream:
+            self.envs.append(json.loads(raw))
 
 
 class Agg:

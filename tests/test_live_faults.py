@@ -16,12 +16,10 @@ import itertools
 import json
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,21 +27,10 @@ from aggregator.devserver import RedisProcess
 from aggregator.keys import Keys
 from aggregator.store import Store
 from tests.conftest import HOST, agg_env, run_agg
-from tests.live_helpers import Agg, Appender, file_lines, replayed, state, wait_until
+from tests.live_helpers import Agg, Appender, Reader, file_lines, replayed, state, wait_until
 from tests.test_snapshot_writer_real import Poller
 
 pytestmark = pytest.mark.slow
-
-
-class Lines(threading.Thread):
-    def __init__(self, stream: Any) -> None:
-        super().__init__(daemon=True)
-        self.stream = stream
-        self.envs: list[dict[str, Any]] = []
-
-    def run(self) -> None:
-        for raw in self.stream:
-            self.envs.append(json.loads(raw))
 
 
 @dataclass
@@ -55,7 +42,7 @@ class Rig:
     watch: Agg
     writer: Agg
     tail: Agg
-    tail_out: Lines
+    tail_out: Reader
     poller: Poller
     appenders: list[Appender] = field(default_factory=list)
 
@@ -108,7 +95,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     writer = Agg(["writer", "--interval", "0.1"], env, tmp_path, name="writer").start()
     tail = Agg(["tail", "--since", "0"], env, tmp_path, name="tail").start(stdout=subprocess.PIPE)
     assert tail.proc is not None
-    lines = Lines(tail.proc.stdout)
+    lines = Reader(tail.proc.stdout)
     lines.start()
     poller = Poller(out)
     poller.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -11,7 +10,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import redis
 
@@ -21,20 +19,7 @@ from aggregator.layout import iter_transcripts
 from aggregator.store import Store
 from aggregator.subscribe import Subscription
 from tests.conftest import CORPUS, agg_env
-from tests.live_helpers import REPO, Agg, append, line, record, wait_until
-
-
-class Reader(threading.Thread):
-    """Collects the JSON lines a process prints."""
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__(daemon=True)
-        self.stream = stream
-        self.envs: list[dict[str, Any]] = []
-
-    def run(self) -> None:
-        for raw in self.stream:
-            self.envs.append(json.loads(raw))
+from tests.live_helpers import REPO, Agg, Reader, append, line, record, wait_until
 
 
 def _start_tail(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[Agg, Reader]:

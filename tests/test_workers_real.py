@@ -23,7 +23,8 @@ from aggregator.keys import Keys
 from aggregator.store import Store
 from tests.conftest import agg_env, run_agg
 from tests.fakellm import FakeLLM
-from tests.turnkit import Transcripts, Workers, last_event_seq, record, turn_records, wait_until
+from tests.live_helpers import wait_until
+from tests.turnkit import Transcripts, Workers, last_event_seq, record, turn_records
 from workers.status import turn_figures
 
 KEY = "sk-agg-test-" + os.urandom(12).hex()
@@ -189,7 +190,7 @@ def test_faults_are_retried_then_parked_then_resumed(
     workers.start(2, **anthropic_env(llm, AGG_TURN_PARK_S="5"))
     transcripts.burst("conv-0", 0, 2)
     figures = lambda: turn_figures(store.client, store.keys, "agg-turns")["turns"]  # noqa: E731
-    wait_until(lambda: figures()["parked"] == 1, what="conv-0 to be parked", interval=0.01)
+    wait_until(lambda: figures()["parked"] == 1, what="conv-0 to be parked", every=0.01)
     st = figures()
     (parked,) = st["parked_conversations"]
     assert parked["conv"] == "conv-0" and parked["fails"] == 1

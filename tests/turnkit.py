@@ -8,9 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from aggregator.ingest import ingest
 from aggregator.layout import classify
 from aggregator.store import Store
 from tests.conftest import agg_env
+from tests.live_helpers import wait_until
 from workers.history import TURN_TYPE, _newest_first
 
 FAST = {
@@ -105,17 +105,6 @@ def last_event_seq(store: Store, conv: str) -> int:
         if env["type"] != TURN_TYPE:
             return entry.seq
     return 0
-
-
-def wait_until(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condition", interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 @dataclass
