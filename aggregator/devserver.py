@@ -63,7 +63,13 @@ class RedisProcess:
     def client(self, **kwargs: object) -> redis.Redis:
         return redis.Redis(unix_socket_path=str(self.socket_path), password=self.password, **kwargs)  # type: ignore[arg-type]
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def start(self, timeout_s: float = 30.0) -> RedisProcess:
+        if self.running:
+            raise RuntimeError("redis-server is already running (stop it first)")  # would orphan it
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         argv = [self.binary]
@@ -95,13 +101,13 @@ class RedisProcess:
 
     def kill(self) -> None:
         """``kill -9`` the server (what was not yet fsynced to the AOF is lost)."""
-        if self.proc and self.proc.poll() is None:
+        if self.proc and self.running:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
     def stop(self) -> None:
         """Shut down cleanly (AOF flushed)."""
-        if self.proc and self.proc.poll() is None:
+        if self.proc and self.running:
             c = self.client(socket_timeout=10, retry=Retry(NoBackoff(), 0))  # SHUTDOWN drops the link
             with contextlib.suppress(redis.ConnectionError):
                 c.shutdown(save=False)
@@ -116,7 +122,7 @@ class RedisProcess:
         return self.start()
 
     def __enter__(self) -> RedisProcess:
-        return self.start()
+        return self if self.running else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
