@@ -4,10 +4,10 @@ The projector reads the global log from its checkpoint (``agg:proj:seq``) onward
 never by rescanning files — in steps of :data:`~aggregator.defaults.PROJECT_BATCH_ENTRIES`
 entries. For each step it reads the little projection state the step depends on (usage dedupe
 entries, pending references), folds the entries in seq order into per-key :class:`Delta` s, and
-applies them with the :data:`~aggregator.scripts.PROJECT` script, which moves the checkpoint by
-compare-and-set in the same atomic step. Several projectors may run at
-once (watcher, writer, ``agg ingest``): a step that lost the race — including one whose state
-was read before another step changed it — is recomputed from the new checkpoint.
+applies them with the :data:`~aggregator.scripts.PROJECT` script, which writes them and moves
+the checkpoint by compare-and-set in one atomic step. Several projectors may run at once
+(watcher, writer, ``agg ingest``): a step that lost the race — including one whose state was
+read before another step changed it — is recomputed from the new checkpoint.
 
 Every update is a function of the entries in seq order and the state left by earlier steps, so
 applying the log in steps of any size gives the same result; ``agg replay --rebuild`` drops the
@@ -618,7 +618,9 @@ class Projector:
 
         Per 32-bit word, the sum mod 2**32 of SHA-1(kind, key, field or member, value or score)
         over every entry, so it does not depend on the order Redis returns them in. Reads every
-        projection (a full scan: for ``agg replay --rebuild`` and tests, not for status).
+        projection, key by key (``agg status --digest``, ``agg replay --rebuild``, tests): taken
+        while another projector applies steps, it may mix two states — the rebuild reads it under
+        its lock, which holds every other projector off.
         """
         r = self.store.r
         acc = [0] * 5
