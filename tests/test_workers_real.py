@@ -333,6 +333,32 @@ def test_custom_turn_function_runs_under_the_same_guarantees(
 
 
 # --- supervision and Redis restarts --------------------------------------------------------------
+STOPPED_EARLY = """
+import sys, threading
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+from workers.worker import TurnWorker
+
+r = redis.Redis.from_url(sys.argv[1])
+w = TurnWorker([Queue("agg-turns", connection=r, serializer=JSONSerializer)], connection=r, worker_ttl=60)
+w.agg_stop = threading.Event()
+w.agg_stop.set()  # what agg worker's own SIGTERM handler does before RQ's handlers are installed
+w.work(logging_level="INFO")
+print("workers left registered:", r.scard("rq:workers"))
+"""
+
+
+def test_a_stop_requested_before_rq_took_the_signals_is_honoured(redis_server: RedisProcess, r: Any) -> None:
+    """A worker told to stop while RQ was still registering it stops at once instead of blocking
+    in dequeue (for 45 s, until the pool's stop timeout killed it)."""
+    out = subprocess.run(
+        [sys.executable, "-c", STOPPED_EARLY, redis_server.url], capture_output=True, text=True, timeout=40, check=True
+    )
+    assert "stopping on request" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]  # RQ logs to stdout
+    assert "workers left registered: 0" in out.stdout
+
+
 def test_worker_pool_respawns_and_stops_warm(workers: Workers, transcripts: Transcripts, store: Store) -> None:
     """`agg worker --count 2` supervises two real workers: a killed one is replaced, turns go on,
     and SIGTERM stops them all warm."""

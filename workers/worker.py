@@ -53,6 +53,16 @@ class TurnWorker(SimpleWorker):
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
         self.agg_stop.set()
 
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()  # type: ignore[no-untyped-call]
+        # Race: a SIGTERM that arrived after `agg worker` installed its own handler but before
+        # RQ's (RQ registers the worker first) only set agg_stop, which RQ's loop never reads: it
+        # would block in dequeue for its 45 s timeout and be killed by whoever sent the SIGTERM.
+        # Hand the request over; RQ checks this flag of its own before every dequeue
+        # (tests/test_workers_real.py::test_a_stop_requested_before_rq_took_the_signals_is_honoured).
+        if self.agg_stop.is_set():
+            self._stop_requested = True
+
 
 def setup_logging(level: str = "INFO") -> None:
     """Log agg's turn lines to stderr (RQ sets up its own handler for its worker lines)."""
