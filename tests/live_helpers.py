@@ -18,6 +18,7 @@ import psutil
 
 from aggregator.lifecycle import PARENT_ENV
 from aggregator.store import Store
+from tests.records import line
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -135,10 +136,6 @@ def record(session: str, n: int, *, kind: str = "user", text: str | None = None,
     }
     obj.update(extra)
     return obj
-
-
-def line(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
 def append(path: Path, data: bytes) -> None:

@@ -19,21 +19,26 @@ def ts(minute: int, second: int = 0, day: int = 1) -> str:
     return f"2026-03-{day:02d}T10:{minute:02d}:{second:02d}.000Z"
 
 
-def user(
-    session: str, name: str, content: Any, *, parent: str | None = None, at: str | None = None, **kw: Any
-) -> dict[str, Any]:
-    rec = {
+def _record(session: str, name: str, rtype: str, msg: dict[str, Any], parent: str | None, at: str) -> dict[str, Any]:
+    """The fields every user / assistant record of a main transcript carries."""
+    return {
         "parentUuid": parent,
         "isSidechain": False,
         "userType": "external",
         "cwd": "/home/user/proj",
         "sessionId": session,
         "version": "2.1.39",
-        "type": "user",
-        "message": {"role": "user", "content": content},
+        "type": rtype,
+        "message": msg,
         "uuid": uid(name),
-        "timestamp": at or ts(0),
+        "timestamp": at,
     }
+
+
+def user(
+    session: str, name: str, content: Any, *, parent: str | None = None, at: str | None = None, **kw: Any
+) -> dict[str, Any]:
+    rec = _record(session, name, "user", {"role": "user", "content": content}, parent, at or ts(0))
     rec.update(kw)
     return rec
 
@@ -63,18 +68,7 @@ def assistant(
         msg["id"] = mid
     if usage is not None:
         msg["usage"] = usage
-    rec: dict[str, Any] = {
-        "parentUuid": parent,
-        "isSidechain": False,
-        "userType": "external",
-        "cwd": "/home/user/proj",
-        "sessionId": session,
-        "version": "2.1.39",
-        "message": msg,
-        "type": "assistant",
-        "uuid": uid(name),
-        "timestamp": at or ts(1),
-    }
+    rec = _record(session, name, "assistant", msg, parent, at or ts(1))
     if rid is not None:
         rec["requestId"] = rid
     rec.update(kw)
