@@ -87,7 +87,6 @@ def ingest(
     compare-and-set), so the final catch-up here only applies what the child had not.
     """
     started = time.perf_counter()
-    own = tailer is None
     tailer = tailer or Tailer(store)
     report = IngestReport()
     helper = _ProjectorProcess(store) if project else None
@@ -97,8 +96,6 @@ def ingest(
             report.add(result)
         report.sync_seconds = time.perf_counter() - started
     finally:
-        if own:
-            tailer.close()
         if helper:
             helper.stop()
     if project:

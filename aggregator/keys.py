@@ -19,9 +19,9 @@ key                        type   written by   meaning
                                                lines, conversations, batches, last_ingest_ms
 ``agg:convs``              zset   ingest/turns conversation → last seq that touched it
 ``agg:files``              set    ingest       file ids of every cursor
-``agg:file:<fid>``         hash   ingest       cursor of one (host, path): off, gen, ino, dev,
-                                               size, mtime, fp, fplen, tfp, path, host, conv,
-                                               project, agent
+``agg:file:<fid>``         hash   ingest       cursor of one (host, path): off, tok (token of the
+                                               last commit), ino, dev, size, mtime, fp, fplen,
+                                               tfp, path, host, conv, project, agent, kind
 ``agg:rejects``            list   ingest       newest rejection records (JSON), capped
 ``agg:rejects:seen``       set    ingest       (file, line digest) of every rejection, so a
                                                re-read file does not count a bad line twice

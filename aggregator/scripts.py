@@ -85,8 +85,9 @@ local np = tonumber(ARGV[a]); a = a + 1
 local cursor_args = {}
 for i = 1, 2 * np do cursor_args[i] = ARGV[a + i - 1] end
 
--- pass 1: classify each line (1 new, 2 revision, 0 duplicate) with one HMGET and one HSET per
--- conversation instead of a call per line (and no HMGET for a conversation seen the first time)
+-- pass 1: classify each line (1 new, 2 revision, 0 duplicate) with an HMGET and an HSET per
+-- conversation (per 1000 lines) instead of a call per line; no HMGET for a conversation seen the
+-- first time, no HSET for one whose lines were all duplicates
 local single = ARGV[10] == ''
 local kinds, per_conv, lines_of = {}, {}, {}
 for i = 1, nc do per_conv[i] = 0 end
@@ -131,13 +132,15 @@ for i = 1, nc do
     -- The first HSET carries a placeholder field with a value too long for a listpack, so Redis
     -- makes the hash a hashtable before inserting: a listpack finds a field by scanning (Redis
     -- 7.0 grows it one field at a time), which made small conversations cost O(events^2).
-    local hs = {HT_FIELD, HT_VALUE}
-    for id in pairs(changed) do
-      hs[#hs + 1] = id; hs[#hs + 1] = now[id]
-      if #hs >= 2000 then redis.call('HSET', cur, unpack(hs)); hs = {} end
+    if per_conv[i] > 0 then
+      local hs = {HT_FIELD, HT_VALUE}
+      for id in pairs(changed) do
+        hs[#hs + 1] = id; hs[#hs + 1] = now[id]
+        if #hs >= 2000 then redis.call('HSET', cur, unpack(hs)); hs = {} end
+      end
+      if #hs > 0 then redis.call('HSET', cur, unpack(hs)) end
+      redis.call('HDEL', cur, HT_FIELD)
     end
-    if #hs > 0 then redis.call('HSET', cur, unpack(hs)) end
-    redis.call('HDEL', cur, HT_FIELD)
   end
 end
 

@@ -119,7 +119,7 @@ class Store:
         m = len(fields)
         for i in range(0, len(keys), chunk):
             part = keys[i : i + chunk]
-            flat = self._hmget_many(keys=list(part), args=list(fields)) if part else []
+            flat = self._hmget_many(keys=list(part), args=list(fields))
             out += [flat[j * m : (j + 1) * m] for j in range(len(part))]
         return out
 
@@ -190,7 +190,8 @@ class Store:
         args += (len(rejections) // 2, *rejections, len(cursor))
         for name, value in cursor.items():
             args += (name, value)
-        return Batch(sf.display, bodies, keys, args, chain or Chain())
+        size = sum(len(raw) for _, mapping in bodies for raw in mapping.values())
+        return Batch(sf.display, bodies, keys, args, chain or Chain(), size)
 
     def commit(
         self, sf: SourceFile, fid: str, expected_tok: str, cursor: dict[str, Any], items: Iterable[Event | Rejection]
@@ -348,15 +349,12 @@ class Batch:
     args: list[Any]
     """The script's ARGV (``args[0]`` is the expected cursor token)."""
     chain: Chain
+    size: int
+    """Bytes of line data the batch sends."""
     note: Any = None
     """Whatever the caller wants back with the batch's result."""
-    nbytes: int = -1
-
-    def size(self) -> int:
-        """Bytes of line data the batch sends."""
-        if self.nbytes < 0:
-            self.nbytes = sum(sum(map(len, mapping.values())) for _, mapping in self.bodies)
-        return self.nbytes
+    acked: bool = False
+    """Redis acknowledged the body writes: the script may go."""
 
     def result(self, res: list[Any]) -> CommitResult:
         if res[0] == b"conflict":
@@ -395,7 +393,6 @@ class BatchWriter:
         # Sent, replies not read yet, in send order: ("bodies", batch, replies) or ("script", batch, 1).
         self.sent: deque[tuple[str, Batch, int]] = deque()
         self.waiting: deque[Batch] = deque()  # submitted, script not sent yet, in submission order
-        self.acked: set[int] = set()  # id() of waiting batches whose bodies are acknowledged
         self.in_flight = 0  # batches submitted and not answered
         self.in_flight_bytes = 0
         self.answered: Answered = []
@@ -425,7 +422,7 @@ class BatchWriter:
         A batch is answered with its :class:`CommitResult`, or None if it was not committed (its
         chain lost the compare-and-set).
         """
-        size = batch.size()
+        size = batch.size
         while self.in_flight and (
             self.in_flight >= defaults.INGEST_IN_FLIGHT_BATCHES
             or self.in_flight_bytes + size > defaults.INGEST_IN_FLIGHT_BYTES
@@ -438,7 +435,7 @@ class BatchWriter:
             self._send([_hset(key, mapping) for key, mapping in batch.bodies])
             self.sent.append(("bodies", batch, len(batch.bodies)))
         else:
-            self.acked.add(id(batch))
+            batch.acked = True
             self._send_ready()
         # Take what is already answered, without waiting: results flow back as Redis goes.
         while self.sent and self.conn.can_read(timeout=0):
@@ -460,16 +457,15 @@ class BatchWriter:
 
     def _done(self, batch: Batch, result: CommitResult | None) -> None:
         self.in_flight -= 1
-        self.in_flight_bytes -= batch.size()
+        self.in_flight_bytes -= batch.size
         self.answered.append((batch, result))
 
     def _send_ready(self) -> None:
         """Send the scripts of the oldest waiting batches whose bodies are acknowledged."""
         packed: list[bytes] = []
         waiting = self.waiting
-        while waiting and id(waiting[0]) in self.acked:
+        while waiting and waiting[0].acked:
             batch = waiting.popleft()
-            self.acked.discard(id(batch))
             if batch.chain.lost:
                 self._done(batch, None)
             else:
@@ -491,7 +487,7 @@ class BatchWriter:
         if kind == "bodies":
             if error is not None:
                 raise error  # e.g. out of memory: the batch's script is never sent
-            self.acked.add(id(batch))
+            batch.acked = True
             self._send_ready()
             return
         if isinstance(error, NoScriptError):
@@ -521,7 +517,6 @@ class BatchWriter:
         self.conn = None
         self.sent.clear()
         self.waiting.clear()
-        self.acked.clear()
 
 
 def _hset(key: str, mapping: dict[str, bytes]) -> bytes:

@@ -91,9 +91,6 @@ class Tailer:
         self.read_chunk_bytes = read_chunk_bytes
         self.sidecars = Sidecars(store)
 
-    def close(self) -> None:
-        """Release what the tailer holds (nothing outlives a sync call today; kept for callers)."""
-
     def sync(self, sf: SourceFile, progress: Progress | None = None) -> FileResult:
         """Commit every complete line of ``sf`` beyond its cursor; returns what was done."""
         (result,) = self.sync_all([sf], progress)  # unpacking runs the stream to its end
@@ -156,6 +153,10 @@ class _Run:
     def start(self, job: _Job, cur: Cursor | None) -> None:
         """Read ``job``'s file from ``cur`` and submit its batches (and retry those that lost)."""
         self._pass(job, cur)
+        self._retry()
+
+    def _retry(self) -> None:
+        """Read again, from their cursor in Redis, the files whose pass lost the race."""
         while self.retry:
             again = self.retry.pop(0)
             self._pass(again, self.t.store.cursor(again.fid))
@@ -239,9 +240,7 @@ class _Run:
             self.done(self.writer.finish())
             if not self.retry:
                 return
-            while self.retry:
-                again = self.retry.pop(0)
-                self._pass(again, self.t.store.cursor(again.fid))
+            self._retry()
 
     def close(self) -> None:
         self.writer.close()

@@ -1,7 +1,7 @@
 """Token usage as the projections hold it: totals, and tables by conversation, project, model or day.
 
 Reading never touches files or the log: totals are one hash, each dimension one hash, and the
-per-conversation table one pipelined ``HMGET`` per 500 conversations. How usage is counted
+per-conversation table one script call per 1,000 conversations (``Store.hmget_many``). How usage is counted
 (DESIGN §6) is in :mod:`aggregator.projections`.
 """
 
@@ -69,9 +69,7 @@ def _conversation_rows(store: Store) -> list[dict[str, Any]]:
     for conv, vals in zip(convs, store.hmget_many([store.keys.proj(c) for c in convs], _CONV_FIELDS), strict=True):
         if not vals[n - 1]:  # no responses
             continue
-        counts = [int(v or 0) for v in vals[:n]]
-        row: dict[str, Any] = {"key": conv, **dict(zip(COUNTS, counts, strict=True))}
-        row["total"] = sum(counts[:4])
+        row = _row(conv, {name: int(v or 0) for name, v in zip(COUNTS, vals, strict=False)})
         project, title = vals[n], vals[n + 1]
         row["project"] = project.decode() if project else None
         row["title"] = title.decode() if title else None

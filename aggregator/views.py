@@ -14,12 +14,10 @@ import orjson
 
 from aggregator.config import active_minutes as active_minutes_setting
 from aggregator.parse import loads
-from aggregator.projections import Projector, parse_recent_member
+from aggregator.projections import USAGE_FIELDS, Projector, parse_recent_member
 from aggregator.status import iso_ms
 from aggregator.store import Store
 from aggregator.text import message_text, preview
-
-USAGE_FIELDS = ("input", "output", "cache_read", "cache_creation")
 
 LINK_KINDS = {"resumed": "resumed_from", "compacted": "compacted_from", "forked": "forked_from"}
 """``from.<kind>.<conv>`` projection fields → the view's list of conversation keys."""

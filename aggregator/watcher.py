@@ -239,8 +239,6 @@ class Watcher:
             finally:
                 if self.hints:
                     self.hints.stop()
-                if self.tailer:
-                    self.tailer.close()
                 self.floor.save()
                 self.state.update(state=STATE_STOPPED, stopped_reason=self.stop.reason, **self._figures())
                 self.redis.close()
@@ -256,8 +254,6 @@ class Watcher:
     def _serve(self) -> None:
         assert self.redis.client is not None
         self.store = Store(self.redis.client, self.keys, self.settings.host)
-        if self.tailer is not None:
-            self.tailer.close()
         self.tailer = Tailer(self.store)
         self._full_sync("start" if self._servers_seen < 0 else "reconnected")
         self.state.update(state=STATE_WATCHING, error=None, **self._figures())

@@ -225,12 +225,13 @@ def status_cmd(ctx: click.Context, as_json: bool, digest: bool) -> None:
             url = app.settings.redis_url
             emit_json({"redis": {"url": mask_url(url) if url else "embedded", "ok": False, "error": str(e)}, **live})
             sys.exit(e.exit_code)
+        store = app.store()
         if digest:
-            Projector(app.store()).catch_up()
-        st = gather(conn, app.store())
-        st.update(live_status(app.settings, app.store()))
+            Projector(store).catch_up()
+        st = gather(conn, store)
+        st.update(live_status(app.settings, store))
         if digest:
-            st["projections"]["digest"] = Projector(app.store()).digest()
+            st["projections"]["digest"] = Projector(store).digest()
         if as_json:
             emit_json(st)
             return
@@ -345,10 +346,13 @@ def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
     os.execve(binary, [binary, "-s", str(emb.socket_path), *args], env)
 
 
-from cli import live  # noqa: E402 - registers on `cli`, which live.py imports from here
-from cli.usage import usage_cmd  # noqa: E402  (commands in their own modules register here)
+# Commands in their own modules, which import `cli` from here: registered once it exists.
+from cli import live  # noqa: E402
+from cli.usage import usage_cmd  # noqa: E402
+from cli.worker import worker_cmd  # noqa: E402
 
 cli.add_command(usage_cmd)
+cli.add_command(worker_cmd)
 live.register(cli)
 
 
@@ -359,7 +363,3 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
 
-
-from cli.worker import worker_cmd  # noqa: E402  (registered here: new commands live in their own modules)
-
-cli.add_command(worker_cmd)

@@ -189,15 +189,12 @@ def test_resuming_a_small_file_never_rereads_it(store: Store, tmp_path: Path) ->
 
     path = tmp_path / "projects" / "p" / "s.jsonl"
     tailer = Tailer(store)
-    try:
-        for i in range(6):
-            append(path, line(record("s", i)))
-            sf = classify(str(path))
-            assert sf is not None
-            res = tailer.sync(sf)
-            assert (res.reset, res.events_added, res.duplicates) == (None, 1, 0)
-    finally:
-        tailer.close()
+    for i in range(6):
+        append(path, line(record("s", i)))
+        sf = classify(str(path))
+        assert sf is not None
+        res = tailer.sync(sf)
+        assert (res.reset, res.events_added, res.duplicates) == (None, 1, 0)
 
 
 def test_status_reports_the_live_service(redis_server: RedisProcess, store: Store, tmp_path: Path) -> None:
