@@ -7,14 +7,13 @@ process is alive is told by its lock (held only while it runs), not by a pid tha
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
 from aggregator.config import Settings
-from aggregator.lifecycle import ProcessLock, StateFile, state_dir
-from aggregator.status import iso_ms
+from aggregator.lifecycle import ProcessLock, StateFile
+from aggregator.status import HostFiles, host_files, iso_ms
 from aggregator.store import Store
 from aggregator.watcher import watch_lock_path, watch_path, watch_state_path
 from aggregator.writer import writer_lock_path, writer_state_path
@@ -32,30 +31,24 @@ def service_state(state_path: Path, lock_path: Path) -> dict[str, Any]:
     return data
 
 
-def roots_from_cursors(settings: Settings, store: Store) -> list[dict[str, Any]]:
+def roots_from_cursors(settings: Settings, files: HostFiles) -> list[dict[str, Any]]:
     """Per claude dir: files this host tracks under it and their bytes not yet committed."""
-    roots = [(Path(r), str(watch_path(Path(r)) or r)) for r in settings.claude_dirs]
+    roots = [(Path(r), str(watch_path(Path(r)) or r).rstrip(os.sep) + os.sep) for r in settings.claude_dirs]
     out: dict[str, dict[str, Any]] = {
         str(r): {"path": str(r), "exists": r.is_dir(), "files": 0, "lag_bytes": 0} for r, _ in roots
     }
-    host = store.host.encode()
-    for h in store.tracked_files():
-        if h.get(b"host") != host:
-            continue
-        path = os.fsdecode(h.get(b"path", b""))
-        for r, watched in roots:
-            if path.startswith(watched.rstrip(os.sep) + os.sep):
-                entry = out[str(r)]
-                entry["files"] += 1
-                with contextlib.suppress(OSError):
-                    entry["lag_bytes"] += max(0, os.stat(path).st_size - int(h.get(b"off", 0)))
+    for path, lag in files.lags:
+        for r, prefix in roots:
+            if path.startswith(prefix):
+                out[str(r)]["files"] += 1
+                out[str(r)]["lag_bytes"] += lag
                 break
     return list(out.values())
 
 
-def live_status(settings: Settings, store: Store | None) -> dict[str, Any]:
-    """The live-service part of ``agg status --json`` (``store`` None when Redis is down)."""
-    state_dir(settings.data_dir)
+def live_status(settings: Settings, store: Store | None, files: HostFiles | None = None) -> dict[str, Any]:
+    """The live-service part of ``agg status --json`` (``store`` None when Redis is down;
+    ``files``: :func:`aggregator.status.host_files`, if already read)."""
     ns = settings.namespace
     watcher = service_state(watch_state_path(settings.data_dir, ns), watch_lock_path(settings.data_dir, ns))
     writer = service_state(writer_state_path(settings.data_dir, ns), writer_lock_path(settings.data_dir, ns))
@@ -77,7 +70,7 @@ def live_status(settings: Settings, store: Store | None) -> dict[str, Any]:
         }
     else:
         out["last_snapshot_at"] = None
-    out["roots"] = roots_from_cursors(settings, store)
+    out["roots"] = roots_from_cursors(settings, files or host_files(store))
     out["seq_floor_raised"] = int(store.r.hget(store.keys.stats, "seq_floor_raised") or 0)
     return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,22 +22,36 @@ def iso_ms(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def file_figures(store: Store) -> dict[str, Any]:
-    """Tracked files (all hosts), and this host's lag: bytes on disk not yet committed."""
-    lag = 0
-    here = 0
+@dataclass
+class HostFiles:
+    """The tracked files, read once for all of ``agg status``."""
+
+    total: int
+    """Tracked files, all hosts."""
+    lags: list[tuple[str, int]]
+    """This host's files: (path, bytes on disk not yet committed; 0 if unreadable)."""
+
+
+def host_files(store: Store) -> HostFiles:
+    """Every cursor's host, path and offset (one script call per 1,000 files), this host's stat-ed."""
     fids = sorted(f.decode() for f in store.r.smembers(store.keys.files))
     host = store.host.encode()
+    lags = []
     for h, path, off in store.hmget_many([store.keys.file(f) for f in fids], ["host", "path", "off"]):
         if h != host or path is None:
             continue
-        here += 1
+        name = os.fsdecode(path)
         try:
-            size = os.stat(os.fsdecode(path)).st_size
+            lag = max(0, os.stat(name).st_size - int(off or 0))
         except OSError:
-            continue
-        lag += max(0, size - int(off or 0))
-    return {"files": len(fids), "files_on_host": here, "lag_bytes": lag}
+            lag = 0
+        lags.append((name, lag))
+    return HostFiles(len(fids), lags)
+
+
+def file_figures(files: HostFiles) -> dict[str, Any]:
+    """Tracked files (all hosts), and this host's files and lag."""
+    return {"files": files.total, "files_on_host": len(files.lags), "lag_bytes": sum(lag for _, lag in files.lags)}
 
 
 def rq_figures(client: redis.Redis, namespace: str) -> dict[str, Any]:
@@ -48,8 +63,9 @@ def rq_figures(client: redis.Redis, namespace: str) -> dict[str, Any]:
     return turn_figures(client, Keys(namespace), queue_name(namespace))
 
 
-def gather(conn: Connection, store: Store) -> dict[str, Any]:
-    """The full status object (``agg status --json``)."""
+def gather(conn: Connection, store: Store, files: HostFiles | None = None) -> dict[str, Any]:
+    """The status object (``agg status --json``) but for the live service's part
+    (:func:`aggregator.livestatus.live_status`); ``files``: :func:`host_files`, if already read."""
     r = conn.client
     info = r.info("server")
     mem = r.info("memory")
@@ -73,7 +89,7 @@ def gather(conn: Connection, store: Store) -> dict[str, Any]:
         "rejected": stats["rejected"],
         "lines": stats["lines"],
         "conversations": stats["conversations"],
-        **file_figures(store),
+        **file_figures(files or host_files(store)),
         "last_ingest_at": iso_ms(int(raw)) if raw else None,
         **rq_figures(r, store.keys.ns),
         "last_snapshot_at": None,

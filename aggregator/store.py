@@ -123,14 +123,6 @@ class Store:
             out += [flat[j * m : (j + 1) * m] for j in range(len(part))]
         return out
 
-    def tracked_files(self) -> list[dict[bytes, bytes]]:
-        """Every cursor hash (all hosts)."""
-        fids = sorted(self.r.smembers(self.keys.files))
-        pipe = self.r.pipeline(transaction=False)
-        for fid in fids:
-            pipe.hgetall(self.keys.file(fid.decode()))
-        return [h for h in pipe.execute() if h]
-
     # --- commit ------------------------------------------------------------------------------
     def prepare(
         self,

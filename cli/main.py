@@ -34,7 +34,7 @@ from aggregator.layout import SourceFile, iter_transcripts
 from aggregator.livestatus import describe, live_status
 from aggregator.parse import loads
 from aggregator.projections import Projector
-from aggregator.status import gather
+from aggregator.status import gather, host_files
 from aggregator.store import Store
 from aggregator.text import render
 
@@ -228,8 +228,9 @@ def status_cmd(ctx: click.Context, as_json: bool, digest: bool) -> None:
         store = app.store()
         if digest:
             Projector(store).catch_up()
-        st = gather(conn, store)
-        st.update(live_status(app.settings, store))
+        files = host_files(store)
+        st = gather(conn, store, files)
+        st.update(live_status(app.settings, store, files))
         if digest:
             st["projections"]["digest"] = Projector(store).digest()
         if as_json:
