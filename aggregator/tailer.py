@@ -54,6 +54,8 @@ class FileResult:
     skipped: str | None = None
     """Why the file was not read (vanished, not a regular file, unreadable), if it was not."""
     last_seq: int = 0
+    offset: int = 0
+    """The file's committed offset after the sync (what lies beyond it is an unfinished line)."""
 
     def add(self, r: CommitResult, lines: int, nbytes: int) -> None:
         self.lines += lines
@@ -221,6 +223,7 @@ class _Run:
             elif reader.chain.lost:
                 self.retry.append(reader.job)
             else:
+                reader.job.result.offset = reader.committed
                 self._finish(reader.job)
         self.open = still
 

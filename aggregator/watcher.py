@@ -370,8 +370,7 @@ class Watcher:
         if res.skipped == "vanished":
             self.tracked.pop(t.sf.path, None)
             return
-        cur = self.store.cursor(self.store.file_id(t.sf.path))
-        t.committed = cur.off if cur else 0
+        t.committed = res.offset
         if res.last_seq:
             self.floor.observe(res.last_seq)
         if res.events_added or res.revisions:

@@ -363,4 +363,3 @@ def main() -> None:
         cli.main(prog_name="agg", standalone_mode=True)
     except KeyboardInterrupt:
         sys.exit(130)
-

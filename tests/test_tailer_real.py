@@ -36,11 +36,12 @@ def test_appends_and_a_partial_last_line(store: Store, tmp_path: Path) -> None:
     path.write_bytes(rec(1) + rec(2)[:10])
     r1 = t.sync(sf)
     assert (r1.events_added, r1.bytes) == (1, len(rec(1)))
-    assert store.cursor(store.file_id(sf.path)).off == len(rec(1))  # type: ignore[union-attr]
+    assert store.cursor(store.file_id(sf.path)).off == r1.offset == len(rec(1))  # type: ignore[union-attr]
     with open(path, "ab") as f:
         f.write(rec(2)[10:] + rec(3))
     r2 = t.sync(sf)
     assert (r2.events_added, r2.duplicates, r2.reset) == (2, 0, None)
+    assert r2.offset == path.stat().st_size == store.cursor(store.file_id(sf.path)).off  # type: ignore[union-attr]
     assert stored(store) == [rec(i).rstrip(b"\n") for i in (1, 2, 3)]
 
 
