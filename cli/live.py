@@ -17,6 +17,8 @@ from aggregator.errors import ConfigError, NotFound, StoreError
 from aggregator.lifecycle import StopFlag
 from aggregator.seqfloor import SeqFloor, floor_path
 from aggregator.service import (
+    ENV_FILE,
+    Installed,
     install_launchd,
     install_systemd,
     launchd_plist,
@@ -197,13 +199,10 @@ def service_systemd(ctx: click.Context, install: bool) -> None:
     """A systemd user unit that runs `agg run` (with this command's global options)."""
     app = _app(ctx)
     if not install:
-        env_file = Path("~/.config/agg/agg.env") if app.settings.redis_url else None
+        env_file = f"%h/{ENV_FILE}" if app.settings.redis_url else None
         click.echo(systemd_unit(app.settings, env_file), nl=False)
         return
-    done = install_systemd(app.settings)
-    click.echo(f"wrote {done.path}; now run:")
-    for step in done.next_steps:
-        click.echo(f"  {step}")
+    _installed(install_systemd(app.settings))
 
 
 @service_group.command("launchd")
@@ -216,7 +215,10 @@ def service_launchd(ctx: click.Context, install: bool) -> None:
     if not install:
         sys.stdout.buffer.write(launchd_plist(app.settings))
         return
-    done = install_launchd(app.settings)
+    _installed(install_launchd(app.settings))
+
+
+def _installed(done: Installed) -> None:
     click.echo(f"wrote {done.path}; now run:")
     for step in done.next_steps:
         click.echo(f"  {step}")

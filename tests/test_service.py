@@ -44,6 +44,13 @@ def test_systemd_unit(tmp_path: Path) -> None:
     assert "hunter2" not in secret and "EnvironmentFile=/x/agg.env" in secret
 
 
+def test_printed_systemd_unit_names_its_env_file_as_systemd_expands_it(tmp_path: Path) -> None:
+    env = dict(os.environ, HOME=str(tmp_path / "home"), AGG_DATA_DIR=str(tmp_path / "data"))
+    unit = run_agg(["service", "systemd"], dict(env, AGG_REDIS_URL="redis://:hunter2@db:6379/0")).stdout
+    assert "EnvironmentFile=%h/.config/agg/agg.env" in unit.splitlines() and "hunter2" not in unit
+    assert "EnvironmentFile" not in run_agg(["service", "systemd"], env).stdout  # embedded Redis: no URL to hide
+
+
 def test_service_install_keeps_the_password_private(tmp_path: Path) -> None:
     env = dict(os.environ, HOME=str(tmp_path / "home"), AGG_DATA_DIR=str(tmp_path / "data"))
     env["AGG_REDIS_URL"] = "redis://:hunter2@db:6379/0"
