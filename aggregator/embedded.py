@@ -191,6 +191,19 @@ class EmbeddedRedis:
             write_private(self.password_path, secrets.token_urlsafe(32))
             return self.password_path.read_text().strip()
 
+    def private_conf(self) -> list[str]:
+        """redis.conf lines of this server's private setup: its data dir, no TCP port, its unix
+        socket in a 0700 directory, its password (the directories are created here)."""
+        private_dir(self.dir)
+        private_dir(self.socket_path.parent)
+        return [
+            f"dir {_conf_quote(str(self.dir))}",
+            "port 0",
+            f"unixsocket {_conf_quote(str(self.socket_path))}",
+            "unixsocketperm 700",
+            f"requirepass {_conf_quote(self._password())}",
+        ]
+
     def _start(self) -> None:
         binary = find_redis_server()
         version = server_version(binary)
@@ -199,18 +212,12 @@ class EmbeddedRedis:
                 f"{binary} is redis {'.'.join(map(str, version))}; agg needs "
                 f"{'.'.join(map(str, MIN_VERSION))} or newer (set AGG_REDIS_SERVER)"
             )
-        private_dir(self.dir)
-        private_dir(self.socket_path.parent)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()  # stale socket of a server that died
         shared = resources.files("aggregator") / "redis.conf"
         lines = [
             f"include {_conf_quote(str(shared))}",
-            f"dir {_conf_quote(str(self.dir))}",
-            "port 0",
-            f"unixsocket {_conf_quote(str(self.socket_path))}",
-            "unixsocketperm 700",
-            f"requirepass {_conf_quote(self._password())}",
+            *self.private_conf(),
             "daemonize yes",
             f"pidfile {_conf_quote(str(self.pid_path))}",
             f"logfile {_conf_quote(str(self.log_path))}",
