@@ -10,7 +10,7 @@ import redis
 from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.embedded import EmbeddedRedis
-from aggregator.errors import ConfigError, RedisUnavailable
+from aggregator.errors import ConfigError, RedisUnavailable, first_line
 
 _SCHEMES = ("redis", "rediss", "unix")
 
@@ -74,14 +74,9 @@ def check(client: redis.Redis, masked: str) -> None:
     except redis.BusyLoadingError:
         raise RedisUnavailable(f"Redis at {masked} is still loading its data; try again") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-        raise RedisUnavailable(f"cannot reach Redis at {masked}: {_reason(e)}") from None
+        raise RedisUnavailable(f"cannot reach Redis at {masked}: {first_line(e)}") from None
     except redis.ResponseError as e:
         raise RedisUnavailable(f"Redis at {masked} answered with an error: {e}") from None
-
-
-def _reason(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:200]
 
 
 def open_redis(settings: Settings, *, start: bool = True, **options: object) -> Connection:

@@ -81,3 +81,11 @@ class ProviderError(TurnError):
         self.transient = transient
         self.status = status
         self.retry_after = retry_after
+
+
+def first_line(e: BaseException | None) -> str:
+    """The first line of an error's text, at most 200 characters (its type's name if it has none),
+    for one-line messages and logs."""
+    if e is None:
+        return "unknown"
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]

@@ -28,7 +28,7 @@ from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.connection import check, client_from_url, mask_url
 from aggregator.embedded import EmbeddedRedis
-from aggregator.errors import EmbeddedRedisError, RedisUnavailable
+from aggregator.errors import EmbeddedRedisError, RedisUnavailable, first_line
 from aggregator.lifecycle import StopFlag
 from aggregator.seqfloor import SeqFloor
 
@@ -41,13 +41,6 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     RedisUnavailable,
 )
 """Errors that mean "Redis is away or cannot take writes right now": wait and retry."""
-
-
-def first_line(e: BaseException | None) -> str:
-    """The first line of an error's text (at most 200 characters)."""
-    if e is None:
-        return "unknown"
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
 class LiveRedis:

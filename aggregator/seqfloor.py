@@ -34,6 +34,7 @@ import orjson
 import redis
 
 from aggregator import defaults, scripts
+from aggregator.errors import first_line
 from aggregator.files import write_private
 from aggregator.keys import Keys
 from aggregator.lifecycle import state_dir
@@ -135,7 +136,7 @@ class SeqFloor:
         except redis.ResponseError as e:
             # A read-only replica or a user without write rights: this connection cannot commit
             # anything either, so nothing can be reused through it; say so once per connection.
-            log.warning("could not check the seq floor (%s)", str(e).splitlines()[0][:120])
+            log.warning("could not check the seq floor (%s)", first_line(e))
             return
         if int(res[0]):
             with self._lock:

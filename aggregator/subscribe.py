@@ -43,6 +43,7 @@ import redis
 from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from aggregator import defaults
+from aggregator.errors import first_line
 from aggregator.keys import Keys
 from aggregator.seqfloor import raise_floor
 from aggregator.store import Store
@@ -128,7 +129,7 @@ class Subscription:
                 quiet_since = time.monotonic()
                 yield from self._deliver(msg["data"])
             except CONNECTION_ERRORS as e:
-                log.warning("subscription lost (%s); reconnecting", _first_line(e))
+                log.warning("subscription lost (%s); reconnecting", first_line(e))
                 self.reconnects += 1
                 self._drop()
         self._drop()
@@ -256,12 +257,8 @@ class Subscription:
         try:
             raise_floor(self.client, self.keys, self.seen)
         except redis.ResponseError as e:  # read-only access: committers raise it on their own connect
-            log.warning("could not raise the seq floor: %s", _first_line(e))
+            log.warning("could not raise the seq floor: %s", first_line(e))
 
 
 class _Stopped(Exception):
     """Raised inside the retry loop when the subscription is stopped while waiting for Redis."""
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]

@@ -38,10 +38,10 @@ from typing import Any
 from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.connection import check
-from aggregator.errors import AggError, StoreError
+from aggregator.errors import AggError, StoreError, first_line
 from aggregator.layout import SourceFile, classify, display_path, iter_transcripts, projects_root
 from aggregator.lifecycle import ProcessLock, StateFile, StopFlag, now_iso, state_dir
-from aggregator.liveredis import REDIS_ERRORS, LiveRedis, first_line
+from aggregator.liveredis import REDIS_ERRORS, LiveRedis
 from aggregator.seqfloor import SeqFloor, floor_path
 from aggregator.status import iso_ms
 from aggregator.store import Store

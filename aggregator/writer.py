@@ -32,9 +32,10 @@ import orjson
 
 from aggregator import defaults
 from aggregator.config import Settings
+from aggregator.errors import first_line
 from aggregator.files import write_private
 from aggregator.lifecycle import ProcessLock, StateFile, StopFlag, state_dir
-from aggregator.liveredis import REDIS_ERRORS, LiveRedis, first_line
+from aggregator.liveredis import REDIS_ERRORS, LiveRedis
 from aggregator.projections import Projector
 from aggregator.seqfloor import SeqFloor, floor_path
 from aggregator.status import iso_ms

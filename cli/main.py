@@ -28,7 +28,7 @@ from aggregator import defaults
 from aggregator.config import Settings, default_claude_dirs, default_data_dir, validate_namespace
 from aggregator.connection import Connection, mask_url, open_redis
 from aggregator.embedded import EmbeddedRedis
-from aggregator.errors import AggError, ConfigError, RedisUnavailable
+from aggregator.errors import AggError, ConfigError, RedisUnavailable, first_line
 from aggregator.ingest import ingest, pending_bytes
 from aggregator.layout import SourceFile, iter_transcripts
 from aggregator.livestatus import describe, live_status
@@ -81,8 +81,7 @@ def handle_errors(fn: F) -> F:
             click.echo(f"agg: Redis refused our credentials: {e}", err=True)
             sys.exit(RedisUnavailable.exit_code)
         except (redis.ConnectionError, redis.TimeoutError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            click.echo(f"agg: lost the connection to Redis: {first}", err=True)
+            click.echo(f"agg: lost the connection to Redis: {first_line(e)}", err=True)
             sys.exit(RedisUnavailable.exit_code)
         except redis.ResponseError as e:
             click.echo(f"agg: Redis answered with an error: {e}", err=True)
