@@ -21,7 +21,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,12 @@ import orjson
 
 from aggregator.errors import AlreadyRunning
 from aggregator.files import private_dir, write_private
+from aggregator.text import now_iso
 
 PARENT_ENV = "AGG_PARENT_PID"
 """Environment variable naming the process whose exit stops this one (set by ``agg run``)."""
 
 _PARENT_CHECK_S = 1.0
-
-
-def now_iso() -> str:
-    """The current UTC time as ISO-8601 text with milliseconds."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def state_dir(data_dir: Path) -> Path:

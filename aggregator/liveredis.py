@@ -3,9 +3,9 @@
 One-shot commands fail fast with one line when Redis is unreachable (:func:`open_redis`). The
 services (``agg watch``, ``agg writer``) instead keep running: :meth:`LiveRedis.connect` retries
 with exponential backoff (tenacity; :data:`~aggregator.defaults.RETRY_MIN_S` doubling up to
-:data:`~aggregator.defaults.RETRY_MAX_S`), reports each outage once through ``on_wait`` (the
-process's state file says "waiting for Redis"), and returns when Redis answers or the process is
-asked to stop.
+:data:`~aggregator.defaults.RETRY_MAX_S`), logs each outage once and reports every failed attempt
+through ``on_wait`` (the process's state file says "waiting for Redis"), and returns when Redis
+answers or the process is asked to stop.
 
 The client is built with redis-py's own retries off, so that a lost connection reaches the
 caller's loop instead of being retried silently, and with the :class:`SeqFloor` connect hook, so
@@ -51,7 +51,7 @@ class LiveRedis:
         settings: Settings,
         stop: StopFlag,
         floor: SeqFloor,
-        on_wait: Callable[[str, bool], None] | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.stop = stop
@@ -60,7 +60,6 @@ class LiveRedis:
         self.embedded = None if settings.redis_url else EmbeddedRedis(Path(settings.data_dir))
         self.masked = mask_url(settings.redis_url) if settings.redis_url else "embedded"
         self.client: redis.Redis | None = None
-        self.outages = 0
         self.down = False
 
     def _make_client(self) -> redis.Redis:
@@ -113,13 +112,11 @@ class LiveRedis:
     def lost(self, exc: BaseException | None) -> None:
         """Report that Redis is unavailable (logged once per outage; ``on_wait`` every time)."""
         reason = first_line(exc)
-        first = not self.down
-        if first:
+        if not self.down:
             self.down = True
-            self.outages += 1
             log.warning("Redis at %s unavailable (%s); retrying with backoff", self.masked, reason)
         if self.on_wait:
-            self.on_wait(reason, first)
+            self.on_wait(reason)
 
     def close(self) -> None:
         if self.client is not None:

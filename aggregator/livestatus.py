@@ -13,8 +13,9 @@ from typing import Any
 
 from aggregator.config import Settings
 from aggregator.lifecycle import ProcessLock, StateFile
-from aggregator.status import HostFiles, host_files, iso_ms
+from aggregator.status import HostFiles, host_files
 from aggregator.store import Store
+from aggregator.text import iso_ms
 from aggregator.watcher import watch_lock_path, watch_path, watch_state_path
 from aggregator.writer import writer_lock_path, writer_state_path
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -12,14 +11,8 @@ import redis
 from aggregator.connection import Connection
 from aggregator.projections import Projector
 from aggregator.store import Store
+from aggregator.text import iso_ms
 from aggregator.usage import totals as usage_totals
-
-
-def iso_ms(ms: int | None) -> str | None:
-    """ISO-8601 UTC text of epoch milliseconds (None stays None)."""
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

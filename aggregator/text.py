@@ -1,8 +1,9 @@
-"""Human-readable text of records: message text, one-line previews, ``agg replay --format text``."""
+"""Human-readable text: message text, one-line previews, ``agg replay --format text``, times."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 PREVIEW_CHARS = 200
@@ -66,3 +67,15 @@ def render(obj: Any, env: dict[str, Any]) -> str:
         body = ""
     agent = f" [{env['agent']}]" if env.get("agent") else ""
     return f"{ts:<24} {kind:<10}{agent} {preview(body, 300)}".rstrip()
+
+
+def iso_ms(ms: int | None) -> str | None:
+    """ISO-8601 UTC text of epoch milliseconds, as Claude Code writes times (None stays None)."""
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now_iso() -> str:
+    """The current time as :func:`iso_ms` text."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -15,9 +15,8 @@ import orjson
 from aggregator.config import active_minutes as active_minutes_setting
 from aggregator.parse import loads
 from aggregator.projections import USAGE_FIELDS, Projector, parse_recent_member
-from aggregator.status import iso_ms
 from aggregator.store import Store
-from aggregator.text import message_text, preview
+from aggregator.text import iso_ms, message_text, preview
 
 LINK_KINDS = {"resumed": "resumed_from", "compacted": "compacted_from", "forked": "forked_from"}
 """``from.<kind>.<conv>`` projection fields → the view's list of conversation keys."""

@@ -39,18 +39,16 @@ from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.connection import check
 from aggregator.errors import AggError, StoreError, first_line
-from aggregator.layout import SourceFile, classify, display_path, iter_transcripts, projects_root
-from aggregator.lifecycle import ProcessLock, StateFile, StopFlag, now_iso, state_dir
+from aggregator.layout import SUFFIX, SourceFile, classify, display_path, iter_transcripts, projects_root
+from aggregator.lifecycle import ProcessLock, StateFile, StopFlag, state_dir
 from aggregator.liveredis import REDIS_ERRORS, LiveRedis
 from aggregator.seqfloor import SeqFloor, floor_path
-from aggregator.status import iso_ms
+from aggregator.sidecars import META_SUFFIX
 from aggregator.store import Store
 from aggregator.tailer import Tailer
+from aggregator.text import now_iso
 
 log = logging.getLogger("agg.watch")
-
-SIDECAR_SUFFIX = ".meta.json"
-"""Metadata written next to a subagent transcript (``agent-<id>.meta.json``)."""
 
 STATE_WATCHING = "watching"
 STATE_WAITING = "waiting for Redis"
@@ -76,11 +74,10 @@ def watch_path(root: Path) -> Path | None:
     projects dir; None while it does not exist (or is a config dir without ``projects/`` yet)."""
     if not root.is_dir():
         return None
-    if (root / "projects").is_dir():
-        return root / "projects"
-    if any((root / m).exists() for m in CONFIG_DIR_MARKERS):
+    p = projects_root(root)
+    if p == root and any((root / m).exists() for m in CONFIG_DIR_MARKERS):
         return None
-    return projects_root(root)
+    return p
 
 
 @dataclass
@@ -247,7 +244,7 @@ class Watcher:
         if self.hints:
             self.hints.wake()
 
-    def _waiting(self, reason: str, first: bool) -> None:
+    def _waiting(self, reason: str) -> None:
         self.state.update(state=STATE_WAITING, error=reason, **self._figures())
 
     # --- serving -------------------------------------------------------------------------------
@@ -292,12 +289,12 @@ class Watcher:
             if t is not None:
                 self._sync_if_changed(t)
                 continue
-            if path.endswith(SIDECAR_SUFFIX):  # a subagent's .meta.json: its transcript is read again
-                t = self.tracked.get(path[: -len(SIDECAR_SUFFIX)] + ".jsonl")
+            if path.endswith(META_SUFFIX):  # a subagent's .meta.json: its transcript is read again
+                t = self.tracked.get(path[: -len(META_SUFFIX)] + SUFFIX)
                 if t is not None:
                     self._sync(t, None)
                 continue
-            if path.endswith(".jsonl"):
+            if path.endswith(SUFFIX):
                 root = self._root_of(path)
                 sf = classify(path) if root is not None else None
                 if sf is not None and root is not None:
@@ -491,5 +488,4 @@ class Watcher:
             "resyncs": self.resyncs,
             "seq_floor_raised": self.floor.raised,
             "notify_error": self.hints.error if self.hints else None,
-            "checked_at": iso_ms(int(time.time() * 1000)),
         }

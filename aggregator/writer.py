@@ -38,8 +38,8 @@ from aggregator.lifecycle import ProcessLock, StateFile, StopFlag, state_dir
 from aggregator.liveredis import REDIS_ERRORS, LiveRedis
 from aggregator.projections import Projector
 from aggregator.seqfloor import SeqFloor, floor_path
-from aggregator.status import iso_ms
 from aggregator.store import Store
+from aggregator.text import iso_ms
 from aggregator.views import conversation_views, recent_messages
 
 log = logging.getLogger("agg.writer")
@@ -240,7 +240,7 @@ class WriterService:
         self.last_write = 0.0
         self._pubsub: Any = None
 
-    def _waiting(self, reason: str, first: bool) -> None:
+    def _waiting(self, reason: str) -> None:
         self.state.update(state="waiting for Redis", error=reason)
 
     def run(self) -> None:

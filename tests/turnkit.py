@@ -11,7 +11,6 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from aggregator.devserver import RedisProcess
 from aggregator.ingest import ingest
 from aggregator.layout import classify
 from aggregator.store import Store
+from aggregator.text import now_iso
 from tests.conftest import agg_env
 from tests.live_helpers import wait_until
 from workers.history import TURN_TYPE, _newest_first
@@ -38,10 +38,6 @@ FAST = {
     "AGG_TURN_CONCURRENCY": "8",
 }
 """Worker settings that make the tests quick (same mechanisms, shorter times)."""
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def record(conv: str, text: str, role: str = "user", ts: str | None = None) -> dict[str, Any]:

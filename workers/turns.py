@@ -34,7 +34,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -47,6 +46,7 @@ from aggregator.layout import SourceFile
 from aggregator.parse import Event, dumps, parse_line
 from aggregator.seqfloor import SeqFloor
 from aggregator.store import Store
+from aggregator.text import now_iso
 from workers import prompt
 from workers.config import TurnConfig
 from workers.history import TURN_TYPE, History, Message, read_new
@@ -110,11 +110,6 @@ def load_turn_function(spec: str) -> TurnFunction:
     if not callable(fn):
         raise ConfigError(f"AGG_TURN={spec!r}: {module} has no function {name}")
     return fn  # type: ignore[no-any-return]
-
-
-def now_iso() -> str:
-    """The current time as ISO-8601 UTC with milliseconds and ``Z`` (as Claude Code writes it)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def turn_event(conv: str, project: str, turn: dict[str, Any]) -> Event:
