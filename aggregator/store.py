@@ -257,7 +257,7 @@ class Store:
             first = int(batch)
             batch_entries = self.r.xrange(k.log, f"{first}-0", f"{first}-0")
             for _, fields in batch_entries:
-                for entry in _split(first, fields):
+                for entry in split_batch(first, fields):
                     env = entry.env()
                     if env["conv"] == conv and not env["revision"]:
                         ids.append(env["id"])
@@ -286,7 +286,7 @@ class Store:
         cursor = after_seq
         while True:
             for first, fields in batches:
-                for entry in _split(first, fields):
+                for entry in split_batch(first, fields):
                     if upto_seq is not None and entry.seq > upto_seq:
                         return
                     if entry.seq > after_seq:
@@ -311,7 +311,7 @@ class Store:
                 if upto_seq is not None and first > upto_seq:
                     return
                 for _, fields in self.r.xrange(k.log, f"{first}-0", f"{first}-0"):
-                    for entry in _split(first, fields):
+                    for entry in split_batch(first, fields):
                         in_range = after_seq < entry.seq and (upto_seq is None or entry.seq <= upto_seq)
                         if in_range and entry.env()["conv"] == conv:
                             yield entry
@@ -528,7 +528,8 @@ def _hset(key: str, mapping: dict[str, bytes]) -> bytes:
     return b"".join(out)
 
 
-def _split(first: int, f: dict[bytes, bytes]) -> Iterator[LogEntry]:
+def split_batch(first: int, f: dict[bytes, bytes]) -> Iterator[LogEntry]:
+    """The entries of one log batch (a stream entry whose id is its first seq), in seq order."""
     envs = f[b"e"].split(b"\n")
     digs = f[b"d"].decode()
     facts = f[b"f"].split(b"\n")

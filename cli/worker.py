@@ -9,7 +9,6 @@ from types import FrameType
 
 import click
 
-from aggregator.errors import AggError
 from cli.main import App, app_context, handle_errors
 from workers.config import TurnConfig
 
@@ -29,6 +28,8 @@ def worker_cmd(ctx: click.Context, count: int, burst: bool, name: str | None) ->
     AGG_LLM_* / AGG_TURN_* environment variables (see the README). SIGTERM or Ctrl-C stops warm:
     running turns finish first.
     """
+    if count > 1 and (burst or name):
+        raise click.UsageError("--burst and --name work with one worker only")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -46,9 +47,7 @@ def worker_cmd(ctx: click.Context, count: int, burst: bool, name: str | None) ->
 
             run_worker(app.settings, config=config, burst=burst, name=name, connection=conn, stop=stop)
             return
-        if burst or name:
-            raise click.UsageError("--burst and --name work with one worker only")
-        from workers.pool import WorkerPool, worker_env
+        from workers.pool import run_workers
 
         # Fail on bad provider settings (a missing SDK, a bad AGG_TURN) here, once, not in N children.
         from workers.providers import make_provider
@@ -56,14 +55,7 @@ def worker_cmd(ctx: click.Context, count: int, burst: bool, name: str | None) ->
 
         make_provider(config)
         load_turn_function(config.turn)
-        pool = WorkerPool(count, worker_env(app.settings, conn.url)).start()
-        try:
-            while not stop.wait(1.0):
-                pool.poll()
-        except AggError:
-            pool.stop()
-            raise
-        codes = pool.stop()
+        codes = run_workers(app.settings, count, stop, redis_url=conn.url)
         click.echo(f"stopped {count} workers (exit codes {codes})", err=True)
         # -SIGTERM: a worker stopped before it was far enough to stop warm (nothing was running)
         if any(c not in (0, -signal.SIGTERM) for c in codes):

@@ -265,6 +265,13 @@ def test_turn_function_returning_none_records_nothing_but_sees(transcripts: Tran
     assert int(store.client.hget(store.keys.turn("conv-0"), "done")) == last_event_seq(store, "conv-0")
 
 
+def test_turn_result_with_a_lone_surrogate_is_committed(transcripts: Transcripts, store: Store) -> None:
+    h = Harness(store, turn="tests.turnfns:lone_surrogate")
+    transcripts.append("conv-0", record("conv-0", "hello"))
+    assert h.drain() == ["committed"]
+    assert turn_records(store, "conv-0")[0]["turn"]["text"] == "half an emoji: \ud83d"
+
+
 @pytest.mark.parametrize(
     ("fn", "error"),
     [("broken", "RuntimeError: the bot fell over"), ("not_json", "not JSON")],

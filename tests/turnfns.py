@@ -23,5 +23,10 @@ def broken(ctx: TurnContext) -> dict[str, Any]:
     raise RuntimeError("the bot fell over")
 
 
+def lone_surrogate(ctx: TurnContext) -> dict[str, Any]:
+    """Returns text as found in real transcripts: a lone UTF-16 surrogate (valid JSON as an escape)."""
+    return {"kind": "reply", "text": "half an emoji: \ud83d"}
+
+
 def not_json(ctx: TurnContext) -> dict[str, Any]:
     return {"kind": "reply", "value": object()}

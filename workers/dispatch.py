@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -66,7 +66,6 @@ class Scheduler:
     batch: int = defaults.TURN_DISPATCH_BATCH
     submit: Callable[[str, int], None] | None = None
     """Where claimed turns go instead of the RQ queue (in-process runs: tests, benchmarks)."""
-    enqueued: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.r: Any = self.client
@@ -102,7 +101,6 @@ class Scheduler:
         """Put the claimed turn ``(conv, gen)`` on the RQ queue (job payload: those two only)."""
         if self.submit is not None:
             self.submit(conv, gen)
-            self.enqueued += 1
             return
         assert self.queue is not None
         for _ in range(3):
@@ -117,7 +115,6 @@ class Scheduler:
                     failure_ttl=defaults.RQ_FAILURE_TTL_S,
                     description=f"turn {conv} gen {gen}",
                 )
-                self.enqueued += 1
                 return
             except DuplicateJobError:
                 # The id is taken (a generation counter that went back, e.g. after Redis lost its

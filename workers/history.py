@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from aggregator.parse import MESSAGE_TYPES, loads
-from aggregator.store import LogEntry, Store
+from aggregator.store import LogEntry, Store, split_batch
 from aggregator.text import message_text
 
 TURN_TYPE = "agg-turn"
@@ -54,17 +54,6 @@ class History:
     """True if older new messages did not fit the budget."""
 
 
-def _entries(first: int, f: dict[bytes, bytes]) -> list[LogEntry]:
-    envs = f[b"e"].split(b"\n")
-    digs = f[b"d"].decode()
-    facts = f[b"f"].split(b"\n")
-    file, project, agent = f[b"file"].decode(), f[b"project"].decode(), f[b"agent"].decode()
-    return [
-        LogEntry(first + i, env, digs[32 * i : 32 * i + 32], facts[i], file, project, agent)
-        for i, env in enumerate(envs)
-    ]
-
-
 def _newest_first(store: Store, conv: str, after_seq: int) -> Iterator[tuple[LogEntry, dict[str, Any]]]:
     """``(entry, envelope)`` of the conversation's entries with seq > ``after_seq``, newest first."""
     r: Any = store.client
@@ -80,7 +69,7 @@ def _newest_first(store: Store, conv: str, after_seq: int) -> Iterator[tuple[Log
         for b, found in zip(firsts, pipe.execute(), strict=True):
             first = int(b)
             for _, fields in found:
-                for entry in reversed(_entries(first, fields)):
+                for entry in reversed(list(split_batch(first, fields))):
                     if entry.seq <= after_seq:
                         return
                     env = entry.env()
@@ -156,7 +145,7 @@ def read_new(store: Store, conv: str, after_seq: int, *, budget_chars: int, mess
                 picker.add(entry, env)
                 if picker.full:
                     break
-            elif not fallback.full and len(fallback.pending) < 64:
+            elif len(fallback.pending) < 64:
                 fallback.pending.append((entry, env))
     picker.flush()
     if not picker.picked:

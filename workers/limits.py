@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -31,8 +31,6 @@ class Limiter:
     keys: Keys
     config: TurnConfig
     sleep: Callable[[float], None] = time.sleep
-    waited_s: float = field(default=0.0, init=False)
-    """Total time this limiter made its callers wait (for logs and benchmarks)."""
 
     def __post_init__(self) -> None:
         self._script = self.client.register_script(scripts.LIMIT)
@@ -69,9 +67,7 @@ class Limiter:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            pause = min(wait_ms / 1000, left)
-            self.waited_s += pause
-            self.sleep(pause)
+            self.sleep(min(wait_ms / 1000, left))
 
     def adjust(self, delta_tokens: int) -> None:
         """Correct the tokens charged for a request by ``delta_tokens`` (may be negative)."""

@@ -4,7 +4,7 @@
 Children run in their own session, so a Ctrl-C at the terminal reaches only the supervisor, which
 then sends each worker exactly one SIGTERM (a warm shutdown: running turns finish and commit); a
 worker still running after the timeout gets SIGKILL (its turn is redone after its lease expires).
-Each child watches its parent (``AGG_WORKER_PARENT``) and shuts down warm if the supervisor dies.
+Each child watches its parent (``AGG_PARENT_PID``) and shuts down warm if the supervisor dies.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.errors import ConfigError
 from aggregator.lifecycle import PARENT_ENV
@@ -51,7 +52,6 @@ def worker_env(settings: Settings, redis_url: str, base: Mapping[str, str] | Non
 class _Slot:
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
-    exits: int = 0
 
 
 @dataclass
@@ -83,10 +83,6 @@ class WorkerPool:
             self._spawn(slot)
         return self
 
-    @property
-    def pids(self) -> list[int]:
-        return [s.proc.pid for s in self.slots if s.proc is not None and s.proc.poll() is None]
-
     def poll(self) -> int:
         """Respawn workers that died; returns how many were started again.
 
@@ -102,13 +98,12 @@ class WorkerPool:
                 raise ConfigError(f"turn worker {i} exited: bad configuration (see its error above)")
             if time.monotonic() - slot.started < RESPAWN_DELAY_S:
                 continue
-            slot.exits += 1
             log.warning("turn worker %d (pid %d) exited with %s: starting it again", i, proc.pid, proc.returncode)
             self._spawn(slot)
             respawned += 1
         return respawned
 
-    def stop(self, timeout_s: float = 30.0) -> list[int | None]:
+    def stop(self, timeout_s: float = defaults.SUPERVISOR_STOP_TIMEOUT_S) -> list[int | None]:
         """Warm shutdown: one SIGTERM each, wait up to ``timeout_s``, then SIGKILL; exit codes."""
         self.stopping = True
         procs = [s.proc for s in self.slots if s.proc is not None]
@@ -135,16 +130,19 @@ def run_workers(
     redis_url: str,
     args: Sequence[str] = (),
     poll_interval_s: float = 1.0,
-    stop_timeout_s: float = 30.0,
-) -> None:
+    stop_timeout_s: float = defaults.SUPERVISOR_STOP_TIMEOUT_S,
+) -> list[int | None]:
     """Run ``count`` turn workers until ``stop`` is set, respawning any that die, then stop them
-    warm. This is what a supervisor (``agg run``) calls, in a thread of its own if it likes."""
+    warm; returns their exit codes. ``agg worker --count N`` runs this; a supervisor of its own
+    may call it too, in a thread if it likes. A worker exiting on bad configuration stops the
+    others and raises :class:`ConfigError`."""
     pool = WorkerPool(count, worker_env(settings, redis_url), args).start()
     try:
         while not stop.wait(poll_interval_s):
             pool.poll()
     finally:
-        pool.stop(stop_timeout_s)
+        codes = pool.stop(stop_timeout_s)
+    return codes
 
 
 def watch_parent(stop: threading.Event) -> None:

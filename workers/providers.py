@@ -116,9 +116,11 @@ class OfflineProvider:
 
 # --- network providers -------------------------------------------------------------------------
 class _SDKProvider:
-    """Shared error handling of the SDK-backed providers."""
+    """Shared client setup and error handling of the SDK-backed providers."""
 
     name = ""
+    """The provider's name: also its SDK's module and agg's pip extra."""
+    client_class = ""
     sdk: Any = None
 
     def __init__(self, config: TurnConfig) -> None:
@@ -126,6 +128,11 @@ class _SDKProvider:
         self.base_url = config.base_url
         self._secret = config.api_key
         self.timeout_s = config.timeout_s
+        self.sdk = _import_sdk(self.name)
+        # Local servers need no key, but the SDKs insist on one; agg retries itself (max_retries=0).
+        self._client = getattr(self.sdk, self.client_class)(
+            api_key=config.api_key or "unused", base_url=config.base_url, timeout=config.timeout_s, max_retries=0
+        )
 
     def complete(self, system: str, user: str, max_tokens: int) -> Completion:
         try:
@@ -164,25 +171,18 @@ class _SDKProvider:
         raise NotImplementedError
 
 
-def _import_sdk(module: str, extra: str) -> Any:
+def _import_sdk(name: str) -> Any:
     try:
-        return __import__(module)
+        return __import__(name)
     except ImportError:
-        raise ConfigError(f"AGG_LLM_PROVIDER={extra} needs the {module} package: pip install 'agg[{extra}]'") from None
+        raise ConfigError(f"AGG_LLM_PROVIDER={name} needs the {name} package: pip install 'agg[{name}]'") from None
 
 
 class OpenAIProvider(_SDKProvider):
     """OpenAI-compatible chat completions (OpenAI, Ollama, vLLM, llama.cpp: any base URL)."""
 
     name = "openai"
-
-    def __init__(self, config: TurnConfig) -> None:
-        super().__init__(config)
-        self.sdk = _import_sdk("openai", "openai")
-        # Local servers need no key, but the SDK insists on one.
-        self._client = self.sdk.OpenAI(
-            api_key=config.api_key or "unused", base_url=config.base_url, timeout=config.timeout_s, max_retries=0
-        )
+    client_class = "OpenAI"
 
     def _request(self, system: str, user: str, max_tokens: int) -> Any:
         return self._client.chat.completions.create(
@@ -208,13 +208,7 @@ class AnthropicProvider(_SDKProvider):
     """Anthropic messages."""
 
     name = "anthropic"
-
-    def __init__(self, config: TurnConfig) -> None:
-        super().__init__(config)
-        self.sdk = _import_sdk("anthropic", "anthropic")
-        self._client = self.sdk.Anthropic(
-            api_key=config.api_key or "unused", base_url=config.base_url, timeout=config.timeout_s, max_retries=0
-        )
+    client_class = "Anthropic"
 
     def _request(self, system: str, user: str, max_tokens: int) -> Any:
         return self._client.messages.create(

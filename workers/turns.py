@@ -36,7 +36,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis
 
 from aggregator import defaults
@@ -276,7 +275,7 @@ class TurnRunner:
         turn = {"kind": kind, **{k: v for k, v in result.items() if k != "kind"}}
         turn.update(upto_seq=upto_seq, provider=self.config.provider, model=self.provider.model)
         try:
-            orjson.dumps(turn)
+            dumps(turn)  # as turn_event will write it (a lone surrogate in a text is fine)
         except TypeError as e:
             raise TurnError(f"the turn function's result is not JSON: {e}") from None
         return turn
