@@ -49,10 +49,9 @@ from aggregator import defaults  # noqa: E402
 from aggregator.devserver import RedisProcess  # noqa: E402
 from aggregator.keys import Keys  # noqa: E402
 from aggregator.subscribe import Subscription  # noqa: E402
+from scripts.gen_corpus import default_source  # noqa: E402
 
-CORPUS = Path(os.environ.get("AGG_TEST_CORPUS") or REPO.parent.parent / "shared" / "corpus" / "projects")
-if not CORPUS.is_dir():
-    CORPUS = Path("/work/shared/corpus/projects")
+CORPUS = default_source()
 
 
 def corpus_records(max_bytes: int = 20_000) -> list[dict[str, Any]]:

