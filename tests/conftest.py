@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
@@ -47,10 +48,13 @@ def store(r: redis.Redis) -> Store:
     return Store(r, Keys("agg"), HOST)
 
 
-@pytest.fixture
-def fake() -> fakeredis.FakeRedis:
-    """fakeredis with Lua: for fast unit tests of scripts and key layout only."""
-    return fakeredis.FakeRedis()
+@pytest.fixture(params=["fake", "real"])
+def any_redis(request: pytest.FixtureRequest) -> Any:
+    """Each test twice: on fakeredis with Lua (fast) and on the real server. For the contracts of
+    Lua scripts and key layouts only; everything else runs on the real server."""
+    if request.param == "fake":
+        return fakeredis.FakeRedis()
+    return request.getfixturevalue("r")
 
 
 @pytest.fixture
@@ -89,3 +93,19 @@ def run_agg(
     if check and proc.returncode != 0:
         raise AssertionError(f"agg {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
     return proc
+
+
+def rebuild_reproduces_live(store: Store) -> None:
+    """Assert that ``agg replay --rebuild`` recomputes exactly the live projections (digests)."""
+    from aggregator.projections import Projector
+
+    p = Projector(store)
+    live = p.digest()
+    assert p.rebuild()["digest"] == live
+
+
+def usage_by_conversation(store: Store) -> dict[str, dict[str, int]]:
+    """Each conversation's usage counts and responses, as the projections hold them."""
+    from aggregator.views import conversation_views
+
+    return {v["key"]: {**v["usage"], "responses": v["responses"]} for v in conversation_views(store)}

@@ -15,20 +15,14 @@ from aggregator.errors import ConfigError
 from aggregator.ingest import ingest
 from aggregator.layout import iter_transcripts
 from aggregator.parse import ts_ms
-from aggregator.projections import Projector
 from aggregator.store import Store
 from aggregator.views import conversation_views
+from tests.conftest import rebuild_reproduces_live
 from tests.records import PROJECT, assistant, session_file, subagent_file, tokens, ts, uid, user, write
 
 
 def _views(store: Store) -> dict[str, dict[str, Any]]:
     return {v["key"]: v for v in conversation_views(store)}
-
-
-def _same_after_rebuild(store: Store) -> None:
-    p = Projector(store)
-    live = p.digest()
-    assert p.rebuild()["digest"] == live
 
 
 # --- titles: one case per source, in priority order ------------------------------------------------
@@ -94,7 +88,7 @@ def test_title_comes_from_the_highest_priority_source(store: Store, tmp_path: Pa
     titles = _conversation_with(tmp_path, s, SOURCES[level:])
     ingest(store, iter_transcripts([tmp_path]))
     assert _views(store)[s]["title"] == titles[SOURCES[level]]
-    _same_after_rebuild(store)
+    rebuild_reproduces_live(store)
 
 
 def test_no_title_source_gives_none(store: Store, tmp_path: Path) -> None:
@@ -161,7 +155,7 @@ def test_summary_only_file_titles_the_conversation_it_points_into(
     assert list(views) == [s]  # summary-only files are not conversations
     assert views[s]["title"] == "Found by leafUuid"
     assert store.stats()["conversations"] == 1
-    _same_after_rebuild(store)
+    rebuild_reproduces_live(store)
 
 
 def test_summaries_in_the_same_file_newest_wins(store: Store, tmp_path: Path) -> None:
@@ -183,10 +177,10 @@ def test_corpus_titles(store: Store, corpus: Path) -> None:
     """Known titles of real files: 1.0.x summaries attach to the older file they point into."""
     ingest(store, iter_transcripts([corpus]))
     views = _views(store)
-    assert views["ba79134d-b6e9-4867-af0c-6941038c9e4b"]["title"] in {
-        "AI Music: Embedding Words into Sound",  # from d3ad4cdc-….jsonl
-        "AI Music Generation from Word Embeddings",  # from the summary-only ff71dbed-….jsonl
-    }
+    # Two summaries point into it: the one in d3ad4cdc-….jsonl, and the one in the summary-only
+    # ff71dbed-….jsonl. Files are read in name order and the projections do not depend on timing,
+    # so one answer is right.
+    assert views["ba79134d-b6e9-4867-af0c-6941038c9e4b"]["title"] == "AI Music: Embedding Words into Sound"
     assert views["d3ad4cdc-5657-435d-98fa-0035d53e383d"]["title"] == "AI Music Generation: Diverse Embedding Mapping"
     assert views["fed8ce56-bc79-401f-a83e-af084253362f"]["title"] == "push to github"
     assert views["1af7fc5e-8455-4414-9ccd-011d40f70b2a"]["title"] == "Empty Repo Setup: CLAUDE.md Foundation Created"
@@ -223,7 +217,7 @@ def test_counts_times_and_subagents_with_sidecars(store: Store, tmp_path: Path) 
         {"id": "aaaa111", "type": "Explore", "description": "Find the config"},
         {"id": "bbbb222", "type": None, "description": None},
     ]
-    _same_after_rebuild(store)
+    rebuild_reproduces_live(store)
 
     # A changed sidecar is a revision: the newest content wins; the same one again changes nothing.
     meta.write_text(json.dumps({"agentType": "general-purpose", "description": "Find it all"}))
@@ -236,7 +230,7 @@ def test_counts_times_and_subagents_with_sidecars(store: Store, tmp_path: Path) 
         "description": "Find it all",
     }
     assert store.stats()["revisions"] == 1
-    _same_after_rebuild(store)
+    rebuild_reproduces_live(store)
 
 
 def test_a_broken_sidecar_is_a_located_rejection(store: Store, tmp_path: Path) -> None:
@@ -307,7 +301,7 @@ def test_links_to_resumed_compacted_and_forked_from(store: Store, tmp_path: Path
     views = _views(store)
     links = {k: (v["resumed_from"], v["compacted_from"], v["forked_from"]) for k, v in views.items()}
     assert links == {a: ([], [], []), b: ([a], [], []), c: ([], [a], []), d: ([], [], [a])}
-    _same_after_rebuild(store)
+    rebuild_reproduces_live(store)
 
 
 def test_active_flag_follows_the_configured_window(

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import fakeredis
 import orjson
 import pytest
 import redis
@@ -19,10 +17,9 @@ from aggregator.store import Store
 SF = SourceFile("/t/proj/s1.jsonl", "proj", "s1", None, "main")
 
 
-@pytest.fixture(params=["fake", "real"])
-def st(request: pytest.FixtureRequest) -> Iterator[Store]:
-    client: Any = fakeredis.FakeRedis() if request.param == "fake" else request.getfixturevalue("r")
-    yield Store(client, Keys("agg"), "h")
+@pytest.fixture
+def st(any_redis: Any) -> Store:
+    return Store(any_redis, Keys("agg"), "h")
 
 
 def lines(*raws: bytes) -> list[Event | Rejection]:

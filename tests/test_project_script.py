@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import fakeredis
-import pytest
 
 from aggregator import scripts
 
 CP, LOCK, H, S, Z, CHANGED = "proj:seq", "proj:lock", "proj:h", "proj:s", "proj:z", "proj:changed"
-
-
-@pytest.fixture(params=["fake", "real"])
-def db(request: pytest.FixtureRequest) -> Iterator[Any]:
-    yield fakeredis.FakeRedis() if request.param == "fake" else request.getfixturevalue("r")
 
 
 def step(r: Any, after: int, upto: int, ops: dict[str, list[tuple[Any, Any, Any]]], token: str = "") -> list[Any]:
@@ -28,8 +19,8 @@ def step(r: Any, after: int, upto: int, ops: dict[str, list[tuple[Any, Any, Any]
     return list(r.eval(scripts.PROJECT, len(keys), *keys, *args))
 
 
-def test_hash_ops(db: Any) -> None:
-    r = db
+def test_hash_ops(any_redis: Any) -> None:
+    r = any_redis
     assert step(
         r,
         0,
@@ -73,8 +64,8 @@ def test_hash_ops(db: Any) -> None:
     assert r.hget(H, "title") is None
 
 
-def test_set_zset_keep_and_touch(db: Any) -> None:
-    r = db
+def test_set_zset_keep_and_touch(any_redis: Any) -> None:
+    r = any_redis
     step(
         r,
         0,
@@ -92,8 +83,8 @@ def test_set_zset_keep_and_touch(db: Any) -> None:
     assert r.zscore(CHANGED, "c1") == 2.0
 
 
-def test_checkpoint_compare_and_set_and_lock(db: Any) -> None:
-    r = db
+def test_checkpoint_compare_and_set_and_lock(any_redis: Any) -> None:
+    r = any_redis
     assert step(r, 0, 3, {H: [("incr", "n", 1)]}) == [b"ok", 3]
     assert step(r, 0, 4, {H: [("incr", "n", 1)]}) == [b"conflict", 3]  # a stale step writes nothing
     r.set(LOCK, "rebuilder")

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import redis
 
 from aggregator import defaults
 from aggregator.devserver import RedisProcess
@@ -24,7 +25,7 @@ from aggregator.store import Store
 from aggregator.usage import totals
 from aggregator.views import conversation_views
 from tests import oracle
-from tests.conftest import CORPUS, agg_env, run_agg
+from tests.conftest import CORPUS, agg_env, run_agg, usage_by_conversation
 
 
 def test_rebuilds_are_identical_to_the_live_projections(store: Store, corpus: Path) -> None:
@@ -130,7 +131,9 @@ def _kill_after(args: list[str], env: dict[str, str], delay: float) -> bool:
 
 
 @pytest.mark.slow
-def test_live_projections_after_kills_equal_the_rebuilt_ones(redis_server: RedisProcess, tmp_path: Path) -> None:
+def test_live_projections_after_kills_equal_the_rebuilt_ones(
+    redis_server: RedisProcess, r: redis.Redis, tmp_path: Path
+) -> None:
     if not CORPUS.is_dir():
         pytest.skip("corpus not found")
     seed = random.randrange(1 << 30)
@@ -138,7 +141,6 @@ def test_live_projections_after_kills_equal_the_rebuilt_ones(redis_server: Redis
     root = tmp_path / "claude" / "projects"
     rest = _halves(CORPUS, root, copies=3)
     env = agg_env(redis_server, tmp_path)
-    redis_server.client().flushall()
     killed: list[str] = []
 
     def kills(rounds: int) -> None:
@@ -169,6 +171,6 @@ def test_live_projections_after_kills_equal_the_rebuilt_ones(redis_server: Redis
     sources = [Path(s.path) for s in iter_transcripts([root])]
     exp = oracle.usage(sources)
     assert {k: status["usage"][k] for k in exp.total} == exp.total, seed
-    got = {v["key"]: {**v["usage"], "responses": v["responses"]} for v in conversation_views(store)}
+    got = usage_by_conversation(store)
     assert {k: v for k, v in got.items() if v["responses"]} == exp.by["conversation"], seed
     shutil.rmtree(tmp_path / "claude")

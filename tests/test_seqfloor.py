@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import fakeredis
-import pytest
 import redis
 
 from aggregator import scripts
@@ -21,9 +20,8 @@ from tests.conftest import HOST
 from tests.live_helpers import append, line, record
 
 
-@pytest.mark.parametrize("kind", ["fake", "real"])
-def test_script_raises_only_when_behind(kind: str, fake: fakeredis.FakeRedis, r: redis.Redis) -> None:
-    client = fake if kind == "fake" else r
+def test_script_raises_only_when_behind(any_redis: Any) -> None:
+    client = any_redis
     keys = Keys("agg")
     client.set(keys.seq, 10)
     assert raise_floor(client, keys, 7) == (False, 10)

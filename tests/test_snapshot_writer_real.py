@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import stat
 import threading
 import time
@@ -182,9 +181,8 @@ def test_separators() -> None:
     assert out[5] == {"separator": True, "conv": "a", "title": "A"}
 
 
-def test_writer_once_cli(redis_server: RedisProcess, r: redis.Redis, tmp_path: Path) -> None:
-    env = agg_env(redis_server, tmp_path)
-    shutil.copytree(CORPUS, tmp_path / "claude" / "projects")
+def test_writer_once_cli(redis_server: RedisProcess, r: redis.Redis, corpus: Path, tmp_path: Path) -> None:
+    env = agg_env(redis_server, tmp_path)  # its claude dir holds the corpus copy
     run_agg(["ingest"], env)
     proc = run_agg(["writer", "--once"], env)
     path = tmp_path / "data" / "current.json"

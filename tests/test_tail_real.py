@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ from aggregator.ingest import ingest
 from aggregator.layout import iter_transcripts
 from aggregator.store import Store
 from aggregator.subscribe import Subscription
-from tests.conftest import CORPUS, agg_env
+from tests.conftest import agg_env
 from tests.live_helpers import REPO, Agg, Reader, append, line, record, wait_until
 
 
@@ -30,9 +29,10 @@ def _start_tail(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[A
     return tail, reader
 
 
-def test_tail_since_0_started_mid_ingest(redis_server: RedisProcess, store: Store, tmp_path: Path) -> None:
-    env = agg_env(redis_server, tmp_path)
-    shutil.copytree(CORPUS, tmp_path / "claude" / "projects")
+def test_tail_since_0_started_mid_ingest(
+    redis_server: RedisProcess, store: Store, corpus: Path, tmp_path: Path
+) -> None:
+    env = agg_env(redis_server, tmp_path)  # its claude dir holds the corpus copy
     ingest_proc = subprocess.Popen([sys.executable, "-m", "cli", "ingest"], env=env, cwd=REPO)
     try:
         wait_until(lambda: store.last_seq() > 0, "the ingest to have started", every=0.005)
@@ -51,10 +51,11 @@ def test_tail_since_0_started_mid_ingest(redis_server: RedisProcess, store: Stor
     assert {"seq", "conv", "conv_seq", "id", "type", "ts", "agent", "revision"} <= set(reader.envs[0])
 
 
-def test_tail_through_disconnects(redis_server: RedisProcess, r: redis.Redis, store: Store, tmp_path: Path) -> None:
+def test_tail_through_disconnects(
+    redis_server: RedisProcess, r: redis.Redis, store: Store, corpus: Path, tmp_path: Path
+) -> None:
     """Redis cuts off a subscriber that reads too slowly; tail reconnects and fills the gap."""
-    env = agg_env(redis_server, tmp_path)
-    shutil.copytree(CORPUS, tmp_path / "claude" / "projects")
+    env = agg_env(redis_server, tmp_path)  # its claude dir holds the corpus copy
     old = r.config_get("client-output-buffer-limit")["client-output-buffer-limit"]
     tail, reader = _start_tail([], env, tmp_path)
     try:

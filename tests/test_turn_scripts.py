@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import fakeredis
 import pytest
 import redis
 
@@ -18,12 +17,9 @@ from workers.turns import turn_event
 K = Keys("agg")
 
 
-@pytest.fixture(params=["fake", "real"])
-def rc(request: pytest.FixtureRequest) -> redis.Redis:
-    if request.param == "fake":
-        return fakeredis.FakeRedis()
-    client: redis.Redis = request.getfixturevalue("r")
-    return client
+@pytest.fixture
+def rc(any_redis: Any) -> Any:
+    return any_redis
 
 
 def mark(r: Any, *convs: str, at_ms: int | None = None) -> None:

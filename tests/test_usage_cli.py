@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import redis
+
 from aggregator.devserver import RedisProcess
 from aggregator.layout import iter_transcripts
 from tests import oracle
@@ -13,8 +15,9 @@ from tests.conftest import agg_env, run_agg
 FIELDS = ("input", "output", "cache_read", "cache_creation", "responses")
 
 
-def test_usage_status_and_rebuild_commands(redis_server: RedisProcess, corpus: Path, tmp_path: Path) -> None:
-    redis_server.client().flushall()
+def test_usage_status_and_rebuild_commands(
+    redis_server: RedisProcess, r: redis.Redis, corpus: Path, tmp_path: Path
+) -> None:
     env = agg_env(redis_server, tmp_path)
     run_agg(["ingest"], env)
     exp = oracle.usage([Path(s.path) for s in iter_transcripts([corpus])])
@@ -50,8 +53,7 @@ def test_usage_rejects_a_bad_dimension(redis_server: RedisProcess, tmp_path: Pat
     assert "Traceback" not in proc.stderr and "'week' is not one of" in proc.stderr
 
 
-def test_usage_on_an_empty_store(redis_server: RedisProcess, tmp_path: Path) -> None:
-    redis_server.client().flushall()
+def test_usage_on_an_empty_store(redis_server: RedisProcess, r: redis.Redis, tmp_path: Path) -> None:
     env = agg_env(redis_server, tmp_path)
     rep = json.loads(run_agg(["usage", "--by", "day", "--json"], env).stdout)
     assert rep["rows"] == [] and rep["total"]["total"] == 0

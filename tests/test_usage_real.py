@@ -9,11 +9,10 @@ from typing import Any
 
 from aggregator.ingest import ingest
 from aggregator.layout import iter_transcripts
-from aggregator.projections import Projector
 from aggregator.store import Store
 from aggregator.usage import table, totals
-from aggregator.views import conversation_views
 from tests import oracle
+from tests.conftest import rebuild_reproduces_live, usage_by_conversation
 from tests.records import PROJECT, assistant, session_file, subagent_file, tokens, ts, uid, user, write
 
 FIELDS = ("input", "output", "cache_read", "cache_creation")
@@ -23,23 +22,13 @@ def _ingest(store: Store, root: Path) -> None:
     ingest(store, iter_transcripts([root]))
 
 
-def _conv_usage(store: Store) -> dict[str, dict[str, int]]:
-    return {v["key"]: {**v["usage"], "responses": v["responses"]} for v in conversation_views(store)}
-
-
-def _check_rebuild(store: Store) -> None:
-    p = Projector(store)
-    live = p.digest()
-    assert p.rebuild()["digest"] == live
-
-
 def test_corpus_usage_matches_an_independent_reading(store: Store, corpus: Path) -> None:
     sources = list(iter_transcripts([corpus]))
     exp = oracle.usage([Path(s.path) for s in sources])
     assert exp.total["responses"] > 500  # the corpus really has usage to count
     ingest(store, sources)
 
-    got = _conv_usage(store)
+    got = usage_by_conversation(store)
     want = exp.by["conversation"]
     assert set(want) <= set(got)
     for conv, row in want.items():
@@ -51,7 +40,7 @@ def test_corpus_usage_matches_an_independent_reading(store: Store, corpus: Path)
     conv_rows = {r["key"]: {k: r[k] for k in (*FIELDS, "responses")} for r in table(store, "conversation")}
     assert conv_rows == want
     assert totals(store) == exp.total
-    _check_rebuild(store)
+    rebuild_reproduces_live(store)
 
 
 def test_split_response_is_counted_once_with_its_largest_values(store: Store, tmp_path: Path) -> None:
@@ -67,8 +56,14 @@ def test_split_response_is_counted_once_with_its_largest_values(store: Store, tm
         ],
     )
     _ingest(store, tmp_path)
-    assert _conv_usage(store)[s] == {"input": 10, "output": 40, "cache_read": 100, "cache_creation": 50, "responses": 1}
-    _check_rebuild(store)
+    assert usage_by_conversation(store)[s] == {
+        "input": 10,
+        "output": 40,
+        "cache_read": 100,
+        "cache_creation": 50,
+        "responses": 1,
+    }
+    rebuild_reproduces_live(store)
 
 
 def test_late_final_usage_raises_the_count_without_adding_twice(store: Store, tmp_path: Path) -> None:
@@ -82,12 +77,18 @@ def test_late_final_usage_raises_the_count_without_adding_twice(store: Store, tm
         ],
     )
     _ingest(store, tmp_path)
-    assert _conv_usage(store)[s]["output"] == 1
+    assert usage_by_conversation(store)[s]["output"] == 1
     write(f, [assistant(s, "a3", "msg_L", "req_L", tokens(7, 208, 0, 9), stop="tool_use")], append=True)
     _ingest(store, tmp_path)
-    assert _conv_usage(store)[s] == {"input": 7, "output": 208, "cache_read": 0, "cache_creation": 9, "responses": 1}
+    assert usage_by_conversation(store)[s] == {
+        "input": 7,
+        "output": 208,
+        "cache_read": 0,
+        "cache_creation": 9,
+        "responses": 1,
+    }
     assert totals(store) == {"input": 7, "output": 208, "cache_read": 0, "cache_creation": 9, "responses": 1}
-    _check_rebuild(store)
+    rebuild_reproduces_live(store)
 
 
 def test_a_revision_carrying_the_final_usage_replaces_the_placeholder(store: Store, tmp_path: Path) -> None:
@@ -95,14 +96,20 @@ def test_a_revision_carrying_the_final_usage_replaces_the_placeholder(store: Sto
     f = session_file(tmp_path, s)
     write(f, [user(s, "u1", "hello"), assistant(s, "a1", "msg_R", "req_R", tokens(5, 1, 20, 0))])
     _ingest(store, tmp_path)
-    assert _conv_usage(store)[s]["output"] == 1
+    assert usage_by_conversation(store)[s]["output"] == 1
     # The same record (same uuid) written again in place with its final usage: a revision.
     write(f, [user(s, "u1", "hello"), assistant(s, "a1", "msg_R", "req_R", tokens(5, 321, 20, 0), stop="end_turn")])
     os.utime(f, ns=(1, 1))  # a different mtime even on coarse clocks
     _ingest(store, tmp_path)
     assert store.stats()["revisions"] == 1
-    assert _conv_usage(store)[s] == {"input": 5, "output": 321, "cache_read": 20, "cache_creation": 0, "responses": 1}
-    _check_rebuild(store)
+    assert usage_by_conversation(store)[s] == {
+        "input": 5,
+        "output": 321,
+        "cache_read": 20,
+        "cache_creation": 0,
+        "responses": 1,
+    }
+    rebuild_reproduces_live(store)
 
 
 def test_lines_duplicated_across_files_count_once(store: Store, tmp_path: Path) -> None:
@@ -121,11 +128,11 @@ def test_lines_duplicated_across_files_count_once(store: Store, tmp_path: Path) 
         ],
     )
     ingest(store, [*iter_transcripts([session_file(tmp_path, a)]), *iter_transcripts([session_file(tmp_path, b)])])
-    got = _conv_usage(store)
+    got = usage_by_conversation(store)
     assert got[a] == {"input": 3, "output": 30, "cache_read": 300, "cache_creation": 3000, "responses": 1}
     assert got[b] == {"input": 1, "output": 2, "cache_read": 0, "cache_creation": 0, "responses": 1}
     assert totals(store)["responses"] == 2
-    _check_rebuild(store)
+    rebuild_reproduces_live(store)
 
 
 def test_synthetic_messages_are_not_counted(store: Store, tmp_path: Path) -> None:
@@ -140,7 +147,13 @@ def test_synthetic_messages_are_not_counted(store: Store, tmp_path: Path) -> Non
         ],
     )
     _ingest(store, tmp_path)
-    assert _conv_usage(store)[s] == {"input": 1, "output": 1, "cache_read": 1, "cache_creation": 1, "responses": 1}
+    assert usage_by_conversation(store)[s] == {
+        "input": 1,
+        "output": 1,
+        "cache_read": 1,
+        "cache_creation": 1,
+        "responses": 1,
+    }
     assert [r["key"] for r in table(store, "model")] == ["claude-opus-4-6"]
 
 
@@ -158,8 +171,14 @@ def test_gateway_lines_without_request_id(store: Store, tmp_path: Path) -> None:
         ],
     )
     _ingest(store, tmp_path)
-    assert _conv_usage(store)[s] == {"input": 110, "output": 110, "cache_read": 0, "cache_creation": 0, "responses": 3}
-    _check_rebuild(store)
+    assert usage_by_conversation(store)[s] == {
+        "input": 110,
+        "output": 110,
+        "cache_read": 0,
+        "cache_creation": 0,
+        "responses": 3,
+    }
+    rebuild_reproduces_live(store)
 
 
 def test_subagent_usage_counts_toward_its_session(store: Store, tmp_path: Path) -> None:
@@ -175,9 +194,15 @@ def test_subagent_usage_counts_toward_its_session(store: Store, tmp_path: Path) 
         ],
     )
     _ingest(store, tmp_path)
-    assert _conv_usage(store)[s] == {"input": 10, "output": 100, "cache_read": 0, "cache_creation": 0, "responses": 2}
+    assert usage_by_conversation(store)[s] == {
+        "input": 10,
+        "output": 100,
+        "cache_read": 0,
+        "cache_creation": 0,
+        "responses": 2,
+    }
     assert [r["key"] for r in table(store, "conversation")] == [s]
-    _check_rebuild(store)
+    rebuild_reproduces_live(store)
 
 
 def test_copies_inside_progress_records_are_ignored(store: Store, tmp_path: Path) -> None:
@@ -197,7 +222,13 @@ def test_copies_inside_progress_records_are_ignored(store: Store, tmp_path: Path
         [user(s, "u1", "go"), progress, assistant(s, "a1", "msg_M", "req_M", tokens(1, 10))],
     )
     _ingest(store, tmp_path)
-    assert _conv_usage(store)[s] == {"input": 1, "output": 10, "cache_read": 0, "cache_creation": 0, "responses": 1}
+    assert usage_by_conversation(store)[s] == {
+        "input": 1,
+        "output": 10,
+        "cache_read": 0,
+        "cache_creation": 0,
+        "responses": 1,
+    }
 
 
 def test_usage_is_summed_per_project_model_and_utc_day(store: Store, tmp_path: Path) -> None:

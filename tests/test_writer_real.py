@@ -215,26 +215,21 @@ def test_script_forgotten_mid_stream_is_loaded_again(r: redis.Redis, corpus: Pat
     )
 
 
-def test_one_stream_stores_what_file_by_file_syncs_store(redis_server: RedisProcess, corpus: Path) -> None:
-    client = redis_server.client()
-    try:
-        client.flushall()
-        sources = list(iter_transcripts([corpus]))
-        stream, single = Store(client, Keys("a"), HOST), Store(client, Keys("b"), HOST)
-        by_stream = {res.file: res for res in Tailer(stream).sync_all(sources)}
-        tailer = Tailer(single)
-        by_file = {sf.display: tailer.sync(sf) for sf in sources}
+def test_one_stream_stores_what_file_by_file_syncs_store(r: redis.Redis, corpus: Path) -> None:
+    sources = list(iter_transcripts([corpus]))
+    stream, single = Store(r, Keys("a"), HOST), Store(r, Keys("b"), HOST)
+    by_stream = {res.file: res for res in Tailer(stream).sync_all(sources)}
+    tailer = Tailer(single)
+    by_file = {sf.display: tailer.sync(sf) for sf in sources}
 
-        assert by_stream == by_file
-        timeless = {"batches": 0, "last_ingest_ms": 0}
-        assert stream.stats() | timeless == single.stats() | timeless
-        assert stream.conversations() == single.conversations()
-        for conv in stream.conversations():
-            assert list(stream.replay(conv)) == list(single.replay(conv))
-        in_use = client.connection_pool._in_use_connections  # type: ignore[attr-defined]
-        assert not in_use  # the stream's connection went back to the pool
-    finally:
-        client.close()
+    assert by_stream == by_file
+    timeless = {"batches": 0, "last_ingest_ms": 0}
+    assert stream.stats() | timeless == single.stats() | timeless
+    assert stream.conversations() == single.conversations()
+    for conv in stream.conversations():
+        assert list(stream.replay(conv)) == list(single.replay(conv))
+    in_use = r.connection_pool._in_use_connections  # type: ignore[attr-defined]
+    assert not in_use  # the stream's connection went back to the pool
 
 
 def _expected_lines(data: bytes, max_line: int) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]]]:
