@@ -271,3 +271,6 @@ SUPERVISOR_HEALTHY_S = 60.0
 
 SUPERVISOR_TICK_S = 0.5
 """Seconds between ``agg run``'s checks of its parts and of the embedded Redis."""
+
+INGEST_PROJECT_POLL_S = 0.05
+"""How often (s) ``agg ingest``'s projecting child looks for new log entries once caught up."""

@@ -14,7 +14,6 @@ install dependency precisely so that a machine without Redis works.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
@@ -36,7 +35,7 @@ from redis.retry import Retry
 
 from aggregator import defaults
 from aggregator.errors import EmbeddedRedisError
-from aggregator.files import private_dir, write_private
+from aggregator.files import locked, private_dir, write_private
 
 MIN_VERSION = (6, 2)
 """Oldest redis-server agg runs on (exclusive XRANGE bounds, ZADD GT/LT, LMOVE for RQ)."""
@@ -175,13 +174,8 @@ class EmbeddedRedis:
     def _lock(self) -> Iterator[None]:
         private_dir(self.data_dir, chmod=False)  # may be a dir the user chose: create, don't chmod
         private_dir(self.dir)
-        fd = os.open(self.dir / "lock", os.O_WRONLY | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with locked(self.dir / "lock"):
+            yield
 
     def _password(self) -> str:
         try:

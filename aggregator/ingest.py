@@ -11,13 +11,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aggregator import defaults
 from aggregator.layout import SourceFile
 from aggregator.projections import Projector
 from aggregator.store import Store
 from aggregator.tailer import FileResult, Tailer
-
-PROJECT_POLL_S = 0.05
-"""How often the projecting child looks for new log entries when it has caught up."""
 
 COUNTED = ("lines", "events_added", "duplicates", "revisions", "rejected", "bytes")
 
@@ -130,4 +128,4 @@ def _project_until(store: Store, stop: Any, parent: int) -> None:
         # work it would otherwise go on with alone: harmless, but a process left behind).
         while not stop.is_set() and os.getppid() == parent:
             if projector.catch_up(max_steps=1) == 0:
-                stop.wait(PROJECT_POLL_S)
+                stop.wait(defaults.INGEST_PROJECT_POLL_S)

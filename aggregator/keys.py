@@ -65,7 +65,8 @@ key                        type   written by   meaning
                                                (GCRA theoretical arrival time, ms), ``pause``
                                                (set after a 429 with ``Retry-After``)
 ``agg:{c:K}:turn``         hash   workers      turn state: gen, state, epoch, done, last, fails,
-                                               error, follow, cool_until, park_until, holder
+                                               error, error_at, follow, cool_until, park_until,
+                                               holder, queued_at, started, committed
 ``agg:{c:K}:lease``        string workers      ``<epoch>:<token>`` of the turn holding the
                                                conversation, with a TTL (renewed while it runs)
 ========================== ====== ============ ==================================================

@@ -22,9 +22,7 @@ notices the store went back, see :mod:`aggregator.subscribe`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -35,7 +33,7 @@ import redis
 
 from aggregator import defaults, scripts
 from aggregator.errors import first_line
-from aggregator.files import write_private
+from aggregator.files import locked, write_private
 from aggregator.keys import Keys
 from aggregator.lifecycle import state_dir
 
@@ -45,6 +43,15 @@ log = logging.getLogger("agg.seqfloor")
 def floor_path(data_dir: Path, namespace: str) -> Path:
     """Where the processes of one data dir keep the highest seq they have seen for ``namespace``."""
     return state_dir(data_dir) / f"seq-{namespace}.json"
+
+
+def seq_in_file(path: Path) -> int:
+    """The ``seq`` of a JSON object file (a floor file, ``current.json``); 0 if missing or unreadable."""
+    try:
+        data = orjson.loads(path.read_bytes())
+        return int(data.get("seq", 0)) if isinstance(data, dict) else 0
+    except (OSError, ValueError, TypeError):
+        return 0
 
 
 def raise_floor(client: Any, keys: Keys, floor: int) -> tuple[bool, int]:
@@ -86,7 +93,7 @@ class SeqFloor:
         if self.path is None or self.value <= self._saved:
             return
         self._saved_at = time.monotonic()
-        with contextlib.suppress(OSError), self._file_lock():
+        with contextlib.suppress(OSError), locked(self.path.with_suffix(".lock")):
             value = max(self.value, self._read())
             write_private(self.path, orjson.dumps({"seq": value}), durable=False)
             self._saved = value
@@ -96,21 +103,7 @@ class SeqFloor:
 
     def _read(self) -> int:
         assert self.path is not None
-        try:
-            data = orjson.loads(self.path.read_bytes())
-            return int(data.get("seq", 0)) if isinstance(data, dict) else 0
-        except (OSError, ValueError, TypeError):
-            return 0
-
-    @contextlib.contextmanager
-    def _file_lock(self) -> Any:
-        assert self.path is not None
-        fd = os.open(self.path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return seq_in_file(self.path)
 
     # --- enforcing -----------------------------------------------------------------------------
     def hook(self, conn: Any) -> None:

@@ -75,23 +75,8 @@ class Sidecars:
         item = self._read(sc, st.st_size)
         if item is None:
             return None
-        cursor = {
-            "off": st.st_size,
-            "ino": st.st_ino,
-            "dev": st.st_dev,
-            "size": st.st_size,
-            "mtime": st.st_mtime_ns,
-            "fp": "",
-            "fplen": 0,
-            "tfp": "",
-            "path": os.fsencode(sc.path),
-            "host": self.store.host,
-            "conv": sc.session or "",
-            "project": sc.project,
-            "agent": sc.agent or "",
-            "kind": sc.kind,
-            "tok": secrets.token_hex(8),
-        }
+        size = st.st_size
+        cursor = self.store.cursor_fields(sc, st, off=size, size=size, mtime=st.st_mtime_ns, tok=secrets.token_hex(8))
         try:
             res = self.store.commit(sc, fid, cur.tok if cur else "", cursor, [item])
         except CursorConflict:

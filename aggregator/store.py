@@ -124,6 +124,39 @@ class Store:
         return out
 
     # --- commit ------------------------------------------------------------------------------
+    def cursor_fields(
+        self,
+        sf: SourceFile,
+        st: os.stat_result,
+        *,
+        off: int,
+        size: int,
+        mtime: int,
+        tok: str,
+        fp: str = "",
+        fplen: int = 0,
+        tfp: str = "",
+    ) -> dict[str, Any]:
+        """A file's cursor hash as a commit writes it (see :mod:`aggregator.keys`): where reading
+        stopped, the identity it was read under, and what the file is."""
+        return {
+            "off": off,
+            "ino": st.st_ino,
+            "dev": st.st_dev,
+            "size": size,
+            "mtime": mtime,
+            "fp": fp,
+            "fplen": fplen,
+            "tfp": tfp,
+            "path": os.fsencode(sf.path),
+            "host": self.host,
+            "conv": sf.session or "",
+            "project": sf.project,
+            "agent": sf.agent or "",
+            "kind": sf.kind,
+            "tok": tok,
+        }
+
     def prepare(
         self,
         sf: SourceFile,

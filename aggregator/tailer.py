@@ -397,24 +397,18 @@ class _Reader:
             acc.append(self.window)
         self.window = b"".join(reversed(acc))[-fpb:]
         fplen = min(fpb, off, len(self.head))
-        cursor: dict[str, Any] = {
-            "off": off,
-            "ino": self.st.st_ino,
-            "dev": self.st.st_dev,
-            "size": pos,
-            "mtime": os.fstat(self.fd).st_mtime_ns if final else self.st.st_mtime_ns,
-            "fp": _fp(self.head[:fplen]),
-            "fplen": fplen,
-            "tfp": _fp(self.window[-min(fpb, off) :] if off else b""),
-            "path": os.fsencode(self.sf.path),
-            "host": self.t.store.host,
-            "conv": self.sf.session or "",
-            "project": self.sf.project,
-            "agent": self.sf.agent or "",
-            "kind": self.sf.kind,
-        }
         self.commits += 1
-        cursor["tok"] = f"{self.reader_id}:{self.commits}"
+        cursor = self.t.store.cursor_fields(
+            self.sf,
+            self.st,
+            off=off,
+            size=pos,
+            mtime=os.fstat(self.fd).st_mtime_ns if final else self.st.st_mtime_ns,
+            tok=f"{self.reader_id}:{self.commits}",
+            fp=_fp(self.head[:fplen]),
+            fplen=fplen,
+            tfp=_fp(self.window[-min(fpb, off) :] if off else b""),
+        )
         batch = self.t.store.prepare(self.sf, self.fid, self.tok, cursor, self.items, self.chain)
         self.tok = cursor["tok"]
         batch.note = (self, len(self.items), off - self.committed)

@@ -37,7 +37,7 @@ from aggregator.files import write_private
 from aggregator.lifecycle import ProcessLock, StateFile, StopFlag, state_dir
 from aggregator.liveredis import REDIS_ERRORS, LiveRedis
 from aggregator.projections import Projector
-from aggregator.seqfloor import SeqFloor, floor_path
+from aggregator.seqfloor import SeqFloor, floor_path, seq_in_file
 from aggregator.store import Store
 from aggregator.text import iso_ms
 from aggregator.views import conversation_views, recent_messages
@@ -90,7 +90,7 @@ class SnapshotWriter:
         self.limit = messages
         self.clock = clock
         self.projector = Projector(store)
-        self.seq = self._seq_on_disk()
+        self.seq = seq_in_file(self.output)
         """The seq the last snapshot covered (the one on disk, at start): never written lower."""
         self.views: dict[str, dict[str, Any]] = {}
         self.previews: dict[tuple[str, str], dict[str, Any]] = {}
@@ -101,13 +101,6 @@ class SnapshotWriter:
         self._written_active: dict[str, bool] = {}
         self.writes = 0
         self._raised_seen = floor.raised if floor else 0
-
-    def _seq_on_disk(self) -> int:
-        try:
-            doc = orjson.loads(self.output.read_bytes())
-            return int(doc.get("seq", 0)) if isinstance(doc, dict) else 0
-        except (OSError, ValueError, TypeError):
-            return 0
 
     # --- building ------------------------------------------------------------------------------
     def refresh(self) -> bool:

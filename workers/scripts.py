@@ -1,7 +1,8 @@
 """The Lua scripts of the turn pipeline, as documented constants (see ``aggregator/scripts.py``).
 
 A conversation's turn state lives in its ``turn`` hash (``gen``, ``state``, ``epoch``, ``done``,
-``last``, ``fails``, ``error``, ``follow``, ``cool_until``, ``park_until``, ``holder``) and its
+``last``, ``fails``, ``error``, ``error_at``, ``follow``, ``cool_until``, ``park_until``,
+``holder``, ``queued_at``, ``started``, ``committed``) and its
 ``lease`` string; the global zsets ``turns:due`` / ``queued`` / ``running`` / ``parked`` index
 conversations by state so that nothing scans every conversation. Every transition is one of the
 scripts below, so the hash and the zsets always agree::
