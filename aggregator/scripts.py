@@ -1,9 +1,10 @@
 """The Lua scripts agg runs in Redis, as documented constants.
 
-Each script is registered with redis-py's :meth:`redis.Redis.register_script`, which calls
-EVALSHA and, when Redis answers NOSCRIPT (restart, failover, ``SCRIPT FLUSH``), loads the script
-and retries — so a Redis that forgot a script recovers by itself
-(``tests/test_store_real.py::test_script_flush_recovers``).
+A Redis that forgot a script (restart, failover, ``SCRIPT FLUSH``) recovers by itself: most
+scripts are registered with redis-py's :meth:`redis.Redis.register_script`, which calls EVALSHA
+and on NOSCRIPT loads the script and retries; the ingest stream (``BatchWriter``) and
+``SEQ_FLOOR`` send EVAL with the script's text, which Redis cannot refuse
+(``tests/test_corpus_real.py::test_script_flush_recovers``).
 
 Scripts never raise after their first write: every precondition (cursor token, lock token)
 is checked first, because Redis does not roll back a script that fails half-way.
