@@ -18,6 +18,7 @@ import fcntl
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,11 @@ def state_dir(data_dir: Path) -> Path:
     """``<data dir>/state`` (0700), created if needed; the data dir itself is created, not chmod'ed."""
     private_dir(Path(data_dir), chmod=False)
     return private_dir(Path(data_dir) / "state")
+
+
+def agg_argv(*args: str) -> list[str]:
+    """Command line running ``agg ARGS`` with this interpreter (no reliance on PATH)."""
+    return [sys.executable, "-m", "cli", *args]
 
 
 class StopFlag:

@@ -25,7 +25,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from aggregator.config import Settings
 from aggregator.connection import mask_url
 from aggregator.embedded import EmbeddedRedis
 from aggregator.errors import AlreadyRunning
-from aggregator.lifecycle import PARENT_ENV, ProcessLock, StopFlag
+from aggregator.lifecycle import PARENT_ENV, ProcessLock, StopFlag, agg_argv
 from aggregator.watcher import watch_lock_path
 
 log = logging.getLogger("agg.run")
@@ -60,11 +59,6 @@ def default_parts(watch_args: Sequence[str] = (), writer_args: Sequence[str] = (
         Part("writer", ("writer", *writer_args)),
         Part("worker", ("worker",)),
     ]
-
-
-def agg_argv(*args: str) -> list[str]:
-    """Command line running ``agg ARGS`` with this interpreter (no reliance on PATH)."""
-    return [sys.executable, "-m", "cli", *args]
 
 
 @dataclass

@@ -109,3 +109,18 @@ def usage_by_conversation(store: Store) -> dict[str, dict[str, int]]:
     from aggregator.views import conversation_views
 
     return {v["key"]: {**v["usage"], "responses": v["responses"]} for v in conversation_views(store)}
+
+
+def embedded_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment of an ``agg`` command on its embedded Redis (no AGG_* inherited from the caller)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGG_")}
+    env.update(
+        {
+            "AGG_DATA_DIR": str(tmp_path / "data"),
+            "AGG_CLAUDE_DIR": str(tmp_path / "claude"),
+            "AGG_HOST": "testhost",
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
+    )
+    return env

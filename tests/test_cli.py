@@ -16,7 +16,7 @@ import redis
 from aggregator.devserver import RedisProcess
 from aggregator.embedded import EmbeddedRedis, find_redis_server, server_version
 from tests import oracle
-from tests.conftest import agg_env, run_agg
+from tests.conftest import agg_env, embedded_env, run_agg
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str], code: int, needle: str) -> None:
@@ -115,8 +115,7 @@ def test_status_json_when_redis_is_down(redis_server: RedisProcess, tmp_path: Pa
 
 
 def test_embedded_redis_is_private_and_stops(tmp_path: Path, corpus: Path) -> None:
-    env = dict(os.environ, AGG_DATA_DIR=str(tmp_path / "data"), AGG_HOST="h")
-    env.pop("AGG_REDIS_URL", None)
+    env = embedded_env(tmp_path)
     try:
         st = json.loads(run_agg(["status", "--json"], env).stdout)
         assert st["redis"]["embedded"] is True and st["redis"]["ok"] is True
@@ -148,8 +147,7 @@ def test_embedded_redis_is_private_and_stops(tmp_path: Path, corpus: Path) -> No
 
 
 def test_missing_redis_server_binary_is_one_line(tmp_path: Path) -> None:
-    env = dict(os.environ, AGG_DATA_DIR=str(tmp_path / "data"), AGG_REDIS_SERVER="/nonexistent/redis-server")
-    env.pop("AGG_REDIS_URL", None)
+    env = embedded_env(tmp_path, AGG_REDIS_SERVER="/nonexistent/redis-server")
     one_line_error(run_agg(["status"], env, check=False), 3, "AGG_REDIS_SERVER")
 
 

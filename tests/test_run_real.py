@@ -13,26 +13,13 @@ import pytest
 from aggregator.devserver import RedisProcess
 from aggregator.embedded import EmbeddedRedis
 from aggregator.store import Store
-from tests.conftest import agg_env, run_agg
+from tests.conftest import agg_env, embedded_env, run_agg
 from tests.live_helpers import Agg, append, descendants, line, record, state, wait_until
-
-
-def _embedded_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGG_")}
-    env.update(
-        {
-            "AGG_DATA_DIR": str(tmp_path / "data"),
-            "AGG_CLAUDE_DIR": str(tmp_path / "claude"),
-            "AGG_HOST": "testhost",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_run_on_embedded_redis_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
-    env = _embedded_env(tmp_path)
+    env = embedded_env(tmp_path)
     session = tmp_path / "claude" / "projects" / "p" / "s.jsonl"
     append(session, line(record("s", 0)))
     data = tmp_path / "data"

@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -24,7 +23,7 @@ from typing import IO, Any
 from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.errors import ConfigError
-from aggregator.lifecycle import PARENT_ENV
+from aggregator.lifecycle import PARENT_ENV, agg_argv
 
 log = logging.getLogger("agg.turns")
 
@@ -68,7 +67,7 @@ class WorkerPool:
 
     def _spawn(self, slot: _Slot) -> None:
         slot.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "worker", *self.args],
+            agg_argv("worker", *self.args),
             env=dict(self.env),
             stdout=self.stdout,
             stderr=self.stderr,
