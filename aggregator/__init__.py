@@ -1,4 +1,24 @@
-"""agg's core library: settings, key names, Lua scripts, parsing, the store, the tailer."""
+"""agg's core library: settings, key names, Lua scripts, parsing, the store, the tailer, projections.
+
+Layers, each importing only those below it (``tests/unit/test_layers.py`` walks the imports)::
+
+    cli/                the ``agg`` command (click)
+    aggregator/live/    long-running roles: watcher, writer, subscribe, supervisor, status
+    workers/            LLM turns on RQ
+    aggregator/         this library (flat): never imports aggregator.live, workers or cli
+
+Modules: :mod:`~aggregator.config` (settings), :mod:`~aggregator.defaults` (every tunable
+number), :mod:`~aggregator.errors` (the exception tree), :mod:`~aggregator.keys` (every Redis
+key), :mod:`~aggregator.paths` (every file under the data dir), :mod:`~aggregator.scripts` (the
+Lua scripts), :mod:`~aggregator.connection` and :mod:`~aggregator.embedded` (reaching Redis),
+:mod:`~aggregator.seqfloor` (seq never goes back), :mod:`~aggregator.layout` (where transcripts
+live), :mod:`~aggregator.parse` (a line → an event), :mod:`~aggregator.titles`,
+:mod:`~aggregator.text`, :mod:`~aggregator.store` (committing and reading events),
+:mod:`~aggregator.tailer` and :mod:`~aggregator.sidecars` (files → store),
+:mod:`~aggregator.ingest` (``agg ingest``), :mod:`~aggregator.projections`,
+:mod:`~aggregator.views` and :mod:`~aggregator.usage` (what is derived), :mod:`~aggregator.files`
+and :mod:`~aggregator.lifecycle` (private files, stopping, state files, locks).
+"""
 
 from __future__ import annotations
 

@@ -10,9 +10,70 @@ import redis
 from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.embedded import EmbeddedRedis
-from aggregator.errors import ConfigError, RedisUnavailable, first_line
+from aggregator.errors import AggError, ConfigError, RedisUnavailable, first_line
 
 _SCHEMES = ("redis", "rediss", "unix")
+
+AWAY_TYPES: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,  # includes BusyLoadingError (a restarted Redis loading its AOF)
+    redis.TimeoutError,
+    redis.ReadOnlyError,  # a replica that has not been promoted yet
+    RedisUnavailable,
+    ConnectionError,  # the builtin one, raised by sockets
+)
+"""Exception types that mean "Redis is away or cannot take writes right now"."""
+
+AWAY_REPLIES = (
+    "OOM command not allowed",  # maxmemory reached (noeviction): memory may come back
+    "MISCONF",  # the AOF or RDB cannot be written (disk full): the disk may come back
+    "LOADING",  # still loading its data
+    "READONLY",  # a replica
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "NOREPLICAS",
+)
+"""Error replies (also inside a script's error text) that mean the same: wait and retry."""
+
+
+def is_away(exc: BaseException) -> bool:
+    """Whether ``exc`` means Redis cannot serve us *right now* but may later — what the
+    long-running parts wait out with backoff instead of exiting — rather than a refusal that
+    waiting does not change (a wrong password, an unknown command, a bad argument)."""
+    if isinstance(exc, redis.AuthenticationError):
+        return False
+    if isinstance(exc, AWAY_TYPES):
+        return True
+    return isinstance(exc, redis.ResponseError) and any(code in str(exc) for code in AWAY_REPLIES)
+
+
+def as_agg_error(exc: BaseException, masked: str = "Redis") -> AggError:
+    """The one-line :class:`AggError` for a redis-py error (the CLI prints it; no traceback)."""
+    if isinstance(exc, AggError):
+        return exc
+    where = f"Redis at {masked}" if masked != "Redis" else "Redis"
+    if isinstance(exc, redis.AuthenticationError):
+        return RedisUnavailable(f"{where} refused our credentials: {first_line(exc)}")
+    if isinstance(exc, redis.BusyLoadingError):
+        return RedisUnavailable(f"{where} is still loading its data; try again")
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
+        return RedisUnavailable(f"lost the connection to {where}: {first_line(exc)}")
+    if isinstance(exc, redis.ResponseError):
+        return RedisUnavailable(f"{where} answered with an error: {_reply(exc)}")
+    if isinstance(exc, redis.RedisError):
+        return RedisUnavailable(f"{where} gave an answer agg cannot use: {first_line(exc)}")
+    return AggError(first_line(exc))
+
+
+def _reply(exc: redis.ResponseError) -> str:
+    """The error reply itself, without the script wrapper Redis puts around an error raised in Lua
+    (``Error running script (call to f_…): @user_script:128: -OOM command not allowed …``)."""
+    text = first_line(exc)
+    for code in AWAY_REPLIES:
+        i = text.find(code)
+        if i >= 0:
+            return text[i:]
+    return text
 
 
 def mask_url(url: str) -> str:
@@ -75,8 +136,8 @@ def check(client: redis.Redis, masked: str) -> None:
         raise RedisUnavailable(f"Redis at {masked} is still loading its data; try again") from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
         raise RedisUnavailable(f"cannot reach Redis at {masked}: {first_line(e)}") from None
-    except redis.ResponseError as e:
-        raise RedisUnavailable(f"Redis at {masked} answered with an error: {e}") from None
+    except redis.RedisError as e:
+        raise as_agg_error(e, masked) from None
 
 
 def open_redis(settings: Settings, *, start: bool = True, **options: object) -> Connection:

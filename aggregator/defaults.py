@@ -38,7 +38,7 @@ MAX_LINE_BYTES = 64 << 20
 being held in memory; real lines reach a few MB (base64 screenshots)."""
 
 MAX_JSON_DEPTH = 1000
-"""Nesting deeper than this is rejected as invalid (DESIGN §3)."""
+"""Nesting deeper than this is rejected as invalid (docs/design.md §3)."""
 
 FINGERPRINT_BYTES = 4096
 """Bytes hashed at the head of a file, and just before its committed offset, to notice that it
@@ -249,7 +249,7 @@ WRITER_INTERVAL_S = 5.0
 """Default shortest time (s) between two ``current.json`` writes (``agg writer --interval``)."""
 
 WRITER_MESSAGES = 1000
-"""Messages ``current.json`` holds at most (DESIGN §5)."""
+"""Messages ``current.json`` holds at most (docs/design.md §5)."""
 
 CURRENT_SCHEMA = 1
 """Version of the ``current.json`` layout; bumped on incompatible changes."""

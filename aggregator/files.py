@@ -27,7 +27,7 @@ def write_private(path: Path, data: bytes | str, *, durable: bool = True) -> Non
 
     The bytes go to a temp file in the same directory, which is (with ``durable``) fsynced and
     then renamed over ``path``, and the directory is fsynced: a reader sees the old file or the new
-    one, never a part, and a crash leaves one of the two (``tests/test_snapshot_writer_real.py``).
+    one, never a part, and a crash leaves one of the two (``tests/process/test_snapshot_writer.py``).
     """
     raw = data.encode() if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")

@@ -147,3 +147,19 @@ def _walk(root: str, seen_dirs: set[tuple[int, int]], seen_files: set[str]) -> I
                     seen_files.add(entry.path)
                     yield sf
         stack.extend(reversed(subdirs))
+
+
+CONFIG_DIR_MARKERS = ("history.jsonl", "settings.json", ".credentials.json", "todos", "statsig", "shell-snapshots")
+"""Entries of a claude config dir: one without ``projects/`` yet is waited for, not walked (its
+``history.jsonl`` is prompt history, not a transcript)."""
+
+
+def watch_path(root: Path) -> Path | None:
+    """The directory to watch for a claude dir: its ``projects/``, else the dir itself if it is a
+    projects dir; None while it does not exist (or is a config dir without ``projects/`` yet)."""
+    if not root.is_dir():
+        return None
+    p = projects_root(root)
+    if p == root and any((root / m).exists() for m in CONFIG_DIR_MARKERS):
+        return None
+    return p

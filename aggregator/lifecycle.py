@@ -28,19 +28,13 @@ from typing import Any
 import orjson
 
 from aggregator.errors import AlreadyRunning
-from aggregator.files import private_dir, write_private
+from aggregator.files import write_private
 from aggregator.text import now_iso
 
 PARENT_ENV = "AGG_PARENT_PID"
 """Environment variable naming the process whose exit stops this one (set by ``agg run``)."""
 
 _PARENT_CHECK_S = 1.0
-
-
-def state_dir(data_dir: Path) -> Path:
-    """``<data dir>/state`` (0700), created if needed; the data dir itself is created, not chmod'ed."""
-    private_dir(Path(data_dir), chmod=False)
-    return private_dir(Path(data_dir) / "state")
 
 
 def agg_argv(*args: str) -> list[str]:

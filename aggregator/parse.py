@@ -1,6 +1,6 @@
 """One transcript line → an event to store, a rejection to record, or nothing (blank line).
 
-Rules (DESIGN §3):
+Rules (docs/design.md §3):
 
 * **Event id**: the record's ``uuid``; otherwise ``h:`` + the first 32 hex digits of the SHA-256
   of the line's bytes. The same SHA-256 prefix is the line's *digest*, under which its bytes are

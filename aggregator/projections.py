@@ -13,7 +13,7 @@ Every update is a function of the entries in seq order and the state left by ear
 applying the log in steps of any size gives the same result; ``agg replay --rebuild`` drops the
 projections and applies the whole log again, re-deriving each entry's facts from its stored bytes
 (:func:`aggregator.parse.facts`), and the digests (:meth:`Projector.digest`) of the two match
-(``tests/test_projections_real.py``).
+(``tests/process/test_projections.py``).
 
 **Per conversation** (hash ``agg:{c:K}:proj``):
 
@@ -31,7 +31,7 @@ projections and applies the whole log again, re-deriving each entry's facts from
 * ``usage_input``, ``usage_output``, ``usage_cache_read``, ``usage_cache_creation``,
   ``usage_responses`` — see below.
 
-**Usage** (DESIGN §6): each API response — (``message.id``, ``requestId``), a missing requestId
+**Usage** (docs/design.md §6): each API response — (``message.id``, ``requestId``), a missing requestId
 being its own value — is counted once across the whole store, with the largest value seen for
 each field, toward the conversation, project, model and day (UTC, of its first line) where it was
 first seen. ``agg:proj:usage:keys`` holds each response's owner and maxima; a later line (a
@@ -446,7 +446,7 @@ class Projector:
             entries = list(self.store.entries_after(cp, cp + defaults.PROJECT_BATCH_ENTRIES))
             if not entries:
                 # seq may jump past a whole step: after Redis lost writes, aggregator.seqfloor
-                # raises the sequence (tests/test_live_faults.py::test_restore_from_older_copy).
+                # raises the sequence (tests/process/test_live_faults.py::test_restore_from_older_copy).
                 later = self.store.log_batches(cp, count=1)
                 if not later:
                     return applied
@@ -471,11 +471,11 @@ class Projector:
         Race: the reads happen after the checkpoint was read; every write to this state moves the
         checkpoint, so if anything read here changed before our step commits, the commit's
         compare-and-set fails and the step is recomputed
-        (``tests/test_projections_real.py::test_racing_projectors_agree_with_a_rebuild``).
+        (``tests/process/test_projections.py::test_racing_projectors_agree_with_a_rebuild``).
         Which conversations hold a uuid is read from the event store, which may be ahead of the
         checkpoint: a reference may then be resolved early and again when its target is folded —
         both apply the same idempotent update, so the result does not depend on timing
-        (``tests/test_conversations_real.py::test_links_to_resumed_compacted_and_forked_from``).
+        (``tests/store/test_conversations.py::test_links_to_resumed_compacted_and_forked_from``).
         """
         r = self.store.r
         k = self.keys
@@ -543,7 +543,7 @@ class Projector:
                 args += op
         # Which conversations this step changed — whatever entry caused it (a summary or a usage
         # line of one conversation can change another's projection): the writer re-reads these
-        # (tests/test_snapshot_writer_real.py::test_reader_never_sees_a_partial_file).
+        # (tests/process/test_snapshot_writer.py::test_reader_never_sees_a_partial_file).
         keys.append(self.keys.proj_changed)
         args.append(len(fold.convs))
         for conv in fold.convs:
@@ -591,7 +591,7 @@ class Projector:
             k = self.keys
             dropped = [k.proj(c) for c in convs] + self.global_keys()
             # One atomic drop: a rebuild killed at any point leaves all or nothing dropped
-            # (tests/test_projections_real.py::test_live_projections_after_kills_equal_the_rebuilt_ones).
+            # (tests/process/test_projections.py::test_live_projections_after_kills_equal_the_rebuilt_ones).
             res = self._reset(keys=[k.proj_seq, k.proj_lock, *dropped], args=[token])
             if bytes(res) != b"ok":
                 raise StoreError("lost the rebuild lock before dropping the projections")

@@ -2,9 +2,9 @@
 
 A Redis that forgot a script (restart, failover, ``SCRIPT FLUSH``) recovers by itself: most
 scripts are registered with redis-py's :meth:`redis.Redis.register_script`, which calls EVALSHA
-and on NOSCRIPT loads the script and retries; the ingest stream (``BatchWriter``) and
+and on NOSCRIPT loads the script and retries; the ingest stream (``CommitStream``) and
 ``SEQ_FLOOR`` send EVAL with the script's text, which Redis cannot refuse
-(``tests/test_corpus_real.py::test_script_flush_recovers``).
+(``tests/store/test_corpus.py::test_script_flush_recovers``).
 
 Scripts never raise after their first write: every precondition (cursor token, lock token)
 is checked first, because Redis does not roll back a script that fails half-way.
@@ -21,7 +21,7 @@ INGEST = r"""
 --
 -- workers/scripts.py COMMIT appends an LLM turn's result the same way (seq / log_last guard,
 -- conv_seq, body, cur, one XADD with the same fields, tl, convs, stats, PUBLISH): a change to
--- how this script writes an entry must be made there too (tests/test_turns_real.py::
+-- how this script writes an entry must be made there too (tests/store/test_turns.py::
 -- test_turn_event_has_the_shape_of_an_ingested_one compares the two).
 --
 -- KEYS[1] seq      string  global sequence counter
@@ -51,7 +51,7 @@ INGEST = r"""
 -- The cursor token is the compare-and-set: a committer that queued several batches expects, for
 -- each, the token its previous batch wrote, which nobody else can write; so once another
 -- ingester moved the cursor, none of the queued batches can commit
--- (tests/test_tailer_real.py::test_two_tailers_racing_on_one_file_store_each_line_once).
+-- (tests/store/test_tailer.py::test_two_tailers_racing_on_one_file_store_each_line_once).
 --
 -- Returns {"ok", added, revisions, duplicates, rejected, first_seq, last_seq}
 --      or {"conflict"} (nothing written).
@@ -346,7 +346,7 @@ SEQ_FLOOR = r"""
 -- Redis restored from an older copy of its data (a failover that lost writes) never hands out a
 -- seq that subscribers were already given. Run on every new connection of a committing process
 -- (``aggregator.seqfloor``), before the connection is used for anything else. Raising the
--- sequence only leaves a gap, which DESIGN §3 allows ("strictly increasing, no reuse").
+-- sequence only leaves a gap, which docs/design.md §3 allows ("strictly increasing, no reuse").
 --
 -- KEYS[1] seq    string  global sequence counter
 -- KEYS[2] stats  hash    counters (log_last: last seq in the log; seq_floor_raised: times raised)

@@ -12,7 +12,7 @@ is used for anything else (redis-py's ``redis_connect_func`` hook). If Redis is 
 sequence is raised to the floor: the events it lost are re-read from the files (their cursors
 went back with it) and committed again under new, higher seqs. Subscribers see a jump in ``seq``,
 find nothing stored in the gap, and carry on; nothing they saw is ever reused
-(``tests/test_live_faults.py::test_restore_from_older_copy``).
+(``tests/process/test_live_faults.py::test_restore_from_older_copy``).
 
 The guarantee covers seqs some process using a floor has seen: the watcher (its commits), the
 writer (its snapshots) and ``agg tail`` (what it printed; it raises the floor itself when it
@@ -35,14 +35,8 @@ from aggregator import defaults, scripts
 from aggregator.errors import first_line
 from aggregator.files import locked, write_private
 from aggregator.keys import Keys
-from aggregator.lifecycle import state_dir
 
 log = logging.getLogger("agg.seqfloor")
-
-
-def floor_path(data_dir: Path, namespace: str) -> Path:
-    """Where the processes of one data dir keep the highest seq they have seen for ``namespace``."""
-    return state_dir(data_dir) / f"seq-{namespace}.json"
 
 
 def seq_in_file(path: Path) -> int:

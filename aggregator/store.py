@@ -12,7 +12,7 @@ A batch is committed in two steps on one connection:
 Keeping the bulk bytes out of the script is what lets ingest run near the speed of plain
 pipelined writes (``scripts/bench_ingest.py``): Redis spends far more CPU per byte passed
 through a Lua call than per byte of an ordinary HSET. :meth:`Store.commit` does one batch and
-waits; ingest streams many through a :class:`BatchWriter`, which keeps several in flight.
+waits; ingest streams many through a :class:`CommitStream`, which keeps several in flight.
 """
 
 from __future__ import annotations
@@ -234,9 +234,9 @@ class Store:
             pipe.execute()
         return batch.result(self._ingest(keys=batch.keys, args=batch.args))
 
-    def writer(self) -> BatchWriter:
-        """A :class:`BatchWriter` on a connection of its own (call its ``close`` when done)."""
-        return BatchWriter(self)
+    def stream(self) -> CommitStream:
+        """A :class:`CommitStream` on a connection of its own (call its ``close`` when done)."""
+        return CommitStream(self)
 
     def _rejection_record(self, sf: SourceFile, r: Rejection) -> bytes:
         return dumps(
@@ -390,7 +390,7 @@ Answered = list[tuple[Batch, CommitResult | None]]
 """Batches whose fate is known: their result, or None if not committed (their chain lost)."""
 
 
-class BatchWriter:
+class CommitStream:
     """Commits batches (of one file or many) as one stream, overlapping Redis' work with the caller's.
 
     One connection, no thread: :meth:`submit` sends a batch's body writes and returns without
@@ -404,7 +404,7 @@ class BatchWriter:
     in submission order (so ``seq`` follows it, as if files were committed one after the other).
     Each batch of a pass expects the cursor token the previous one writes, so once one loses the
     compare-and-set none after it can commit; the writer then drops the rest of its
-    :class:`Chain` without sending them (``tests/test_writer_real.py``).
+    :class:`Chain` without sending them (``tests/store/test_commit_stream.py``).
 
     Not thread-safe. :meth:`close` must be called (it returns or drops the connection).
     """
@@ -440,7 +440,7 @@ class BatchWriter:
         # EVAL with the script's text, not EVALSHA: a Redis that forgot the script (restart,
         # failover, SCRIPT FLUSH) cannot refuse one call and run the next one already sent behind
         # it, which would commit batches out of order (seq would not follow the order of reading;
-        # tests/test_writer_real.py::test_script_forgotten_mid_stream_changes_nothing). Redis
+        # tests/store/test_commit_stream.py::test_script_forgotten_mid_stream_changes_nothing). Redis
         # finds the compiled script by the text's SHA-1: ~10 KB hashed and sent per batch.
         packed: bytes = hiredis.pack_command(("EVAL", scripts.INGEST, len(batch.keys), *batch.keys, *batch.args))
         return packed

@@ -7,12 +7,12 @@ Used by ``agg ingest`` (:meth:`Tailer.sync_all` over every file) and by the watc
 * Only newline-terminated lines are consumed; an unterminated last line waits for its newline.
 * Batches are cut by bytes and lines; each is committed by the ingest script, which moves the
   cursor in the same atomic step as the events it covers. A crash at any instant leaves both or
-  neither (``tests/test_kill.py``). Batches go through a :class:`~aggregator.store.BatchWriter`,
+  neither (``tests/process/test_kill.py``). Batches go through a :class:`~aggregator.store.CommitStream`,
   so Redis stores earlier batches (of this file or of earlier files) while the next is parsed.
 * Before resuming, the file is checked against its cursor: another inode, a size below the
   offset, a different head or a different tail (the bytes just before the offset), or a changed
   mtime without growth all mean it was replaced or rewritten — it is then re-read from the start
-  and the store's dedupe keeps what was already there (``tests/test_tailer_real.py``).
+  and the store's dedupe keeps what was already there (``tests/store/test_tailer.py``).
 * If the commit's compare-and-set fails (another process advanced the cursor), the cursor is
   re-read from Redis and the file resumed from there — never from what this process remembers.
 """
@@ -142,12 +142,12 @@ class _Job:
 
 
 class _Run:
-    """Passes over many files, committed through one :class:`~aggregator.store.BatchWriter`."""
+    """Passes over many files, committed through one :class:`~aggregator.store.CommitStream`."""
 
     def __init__(self, t: Tailer, progress: Progress | None) -> None:
         self.t = t
         self.progress = progress
-        self.writer = t.store.writer()
+        self.stream = t.store.stream()
         self.open: list[_Reader] = []  # passes read to their end whose batches are not all answered
         self.finished: list[FileResult] = []
         self.retry: list[_Job] = []
@@ -202,7 +202,7 @@ class _Run:
             os.close(fd)
 
     def submit(self, batch: Batch) -> None:
-        self.done(self.writer.submit(batch))
+        self.done(self.stream.submit(batch))
 
     def done(self, answered: list[tuple[Batch, CommitResult | None]]) -> None:
         """Account for answered batches (None: not committed, its pass lost the race)."""
@@ -240,13 +240,13 @@ class _Run:
     def finish(self) -> None:
         """Commit everything submitted, retrying files whose pass lost the race."""
         while True:
-            self.done(self.writer.finish())
+            self.done(self.stream.finish())
             if not self.retry:
                 return
             self._retry()
 
     def close(self) -> None:
-        self.writer.close()
+        self.stream.close()
 
 
 class _Reader:
@@ -258,7 +258,7 @@ class _Reader:
         self.result = job.result
         # Each batch expects the cursor token the previous one writes, unique to this pass: once
         # another ingester moves the cursor, no later batch of this pass can commit
-        # (tests/test_tailer_real.py::test_two_tailers_racing_on_one_file_store_each_line_once).
+        # (tests/store/test_tailer.py::test_two_tailers_racing_on_one_file_store_each_line_once).
         self.tok = cur.tok if cur else ""
         self.reader_id = secrets.token_hex(6)
         self.commits = 0
@@ -273,7 +273,7 @@ class _Reader:
         self.dirty = cur is None or bool(reason)  # identity to record even if no line is read
         # The bytes just before the resume offset (never past it: a file resumed below 4 KiB once
         # got a tail fingerprint over bytes it had not consumed, and its next sync re-read it all;
-        # tests/test_writer_real.py::test_resuming_near_the_start_keeps_the_tail_fingerprint).
+        # tests/store/test_commit_stream.py::test_resuming_near_the_start_keeps_the_tail_fingerprint).
         back = min(defaults.FINGERPRINT_BYTES, self.start)
         self.window = os.pread(fd, back, self.start - back) if back else b""
         self.items: list[Event | Rejection] = []

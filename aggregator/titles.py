@@ -1,11 +1,11 @@
 """What a conversation is called: the text of a user's prompt, and the choice between title sources.
 
-A conversation's title comes from the first of these that it has (DESIGN §5, issue 5):
+A conversation's title comes from the first of these that it has (docs/design.md §5):
 
 1. ``custom-title`` — the user renamed the session in Claude Code (newest wins);
 2. ``ai-title`` — Claude Code's own generated title (newest wins);
 3. a ``summary`` record whose ``leafUuid`` points into the conversation (newest wins; 1.0.x wrote
-   these at the top of a *later* session file, see ``reference/transcript-format.md`` §3.8);
+   these at the top of a *later* session file, see ``docs/transcript-format.md`` §3.8);
 4. agg's own summary turn (``agg-turn`` event of kind ``summary``, newest wins);
 5. the first real user prompt: not ``isMeta``, not a compact summary, not a tool result, not a
    local-command caveat or output, not an interruption notice, not a subagent's or sidechain's;

@@ -2,7 +2,7 @@
 
 Reading never touches files or the log: totals are one hash, each dimension one hash, and the
 per-conversation table one script call per 1,000 conversations (``Store.hmget_many``). How usage is counted
-(DESIGN §6) is in :mod:`aggregator.projections`.
+(docs/design.md §6) is in :mod:`aggregator.projections`.
 """
 
 from __future__ import annotations

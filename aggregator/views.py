@@ -54,7 +54,7 @@ def _links(fields: dict[bytes, bytes]) -> dict[str, list[str]]:
 def conversation_view(
     conv: str, fields: dict[bytes, bytes], *, now_ms: int, active_minutes: float | None = None
 ) -> dict[str, Any]:
-    """One conversation as ``current.json`` lists it (DESIGN §5), from its projection hash.
+    """One conversation as ``current.json`` lists it (docs/design.md §5), from its projection hash.
 
     ``title`` is the first title source the conversation has (:mod:`aggregator.titles`); ``active``
     means a record at most ``active_minutes`` old (default: :func:`aggregator.config.active_minutes`).

@@ -15,8 +15,7 @@ import click
 from aggregator import defaults
 from aggregator.errors import ConfigError, NotFound, StoreError
 from aggregator.lifecycle import StopFlag
-from aggregator.seqfloor import SeqFloor, floor_path
-from aggregator.service import (
+from aggregator.live.install import (
     ENV_FILE,
     Installed,
     install_launchd,
@@ -25,11 +24,13 @@ from aggregator.service import (
     setup_procfile,
     systemd_unit,
 )
-from aggregator.subscribe import Subscription
-from aggregator.supervisor import Supervisor, default_parts
-from aggregator.watcher import Watcher
-from aggregator.writer import SnapshotWriter, WriterService, default_output
-from cli.main import App, app_context, handle_errors
+from aggregator.live.subscribe import Subscription
+from aggregator.live.supervisor import Supervisor, default_parts
+from aggregator.live.watcher import Watcher
+from aggregator.live.writer import SnapshotWriter, WriterService
+from aggregator.paths import DataPaths
+from aggregator.seqfloor import SeqFloor
+from cli.app import App, app_context, get_app, handle_errors
 
 
 def setup_logging() -> None:
@@ -42,7 +43,7 @@ def setup_logging() -> None:
 
 
 def _app(ctx: click.Context) -> App:
-    app: App = ctx.find_object(App)  # type: ignore[assignment]
+    app = get_app(ctx)
     if not app.settings.claude_dirs:
         # No claude dir exists yet (Claude Code never ran): watch where it will appear.
         app.settings = replace(app.settings, claude_dirs=[Path.home() / ".claude"])
@@ -50,7 +51,7 @@ def _app(ctx: click.Context) -> App:
 
 
 def _output(app: App, output: Path | None) -> Path:
-    return (output or default_output(app.settings.data_dir)).expanduser().absolute()
+    return (output or DataPaths(app.settings.data_dir, app.settings.namespace).current_json).expanduser().absolute()
 
 
 # Options shared by `agg watch` / `agg writer` and `agg run`, which runs both.
@@ -108,7 +109,7 @@ def writer_cmd(ctx: click.Context, output: Path | None, interval: float, once: b
     if once:
         with app_context(ctx):
             store = app.store()
-            floor = SeqFloor(app.settings.keys, floor_path(app.settings.data_dir, app.settings.namespace))
+            floor = SeqFloor(app.settings.keys, DataPaths(app.settings.data_dir, app.settings.namespace).floor)
             writer = SnapshotWriter(store, path, floor=floor)
             writer.refresh()
             if not writer.built:

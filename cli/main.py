@@ -11,96 +11,28 @@ conversation does not exist, 1 otherwise.
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
-import orjson
-import redis
 
 from aggregator import defaults
 from aggregator.config import Settings, default_claude_dirs, default_data_dir, validate_namespace
-from aggregator.connection import Connection, mask_url, open_redis
+from aggregator.connection import mask_url
 from aggregator.embedded import EmbeddedRedis
-from aggregator.errors import AggError, ConfigError, RedisUnavailable, first_line
+from aggregator.errors import AggError, ConfigError
 from aggregator.ingest import ingest, pending_bytes
 from aggregator.layout import SourceFile, iter_transcripts
-from aggregator.livestatus import describe, live_status
+from aggregator.live.status import describe, gather, host_files, live_status
 from aggregator.parse import loads
 from aggregator.projections import Projector
-from aggregator.status import gather, host_files
-from aggregator.store import Store
 from aggregator.text import render
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class App:
-    """Per-invocation state: resolved settings and, once asked for, the Redis connection."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._conn: Connection | None = None
-
-    def connect(self, *, start: bool = True) -> Connection:
-        if self._conn is None:
-            self._conn = open_redis(self.settings, start=start)
-        return self._conn
-
-    def store(self) -> Store:
-        return Store(self.connect().client, self.settings.keys, self.settings.host)
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-
-
-def emit_json(obj: Any) -> None:
-    """Print ``obj`` as one line of JSON on stdout."""
-    sys.stdout.buffer.write(orjson.dumps(obj) + b"\n")
-    sys.stdout.flush()
-
-
-def handle_errors(fn: F) -> F:
-    """Turn agg's and Redis' errors into one line on stderr and an exit code (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AggError as e:
-            click.echo(f"agg: {e}", err=True)
-            sys.exit(e.exit_code)
-        except redis.AuthenticationError as e:
-            click.echo(f"agg: Redis refused our credentials: {e}", err=True)
-            sys.exit(RedisUnavailable.exit_code)
-        except (redis.ConnectionError, redis.TimeoutError) as e:
-            click.echo(f"agg: lost the connection to Redis: {first_line(e)}", err=True)
-            sys.exit(RedisUnavailable.exit_code)
-        except redis.ResponseError as e:
-            click.echo(f"agg: Redis answered with an error: {e}", err=True)
-            sys.exit(RedisUnavailable.exit_code)
-        except BrokenPipeError:
-            # The reader went away (e.g. `agg replay X | head`): not an error of ours.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(0)
-
-    return wrapper  # type: ignore[return-value]
-
-
-@contextmanager
-def app_context(ctx: click.Context) -> Iterator[App]:
-    app: App = ctx.find_object(App)  # type: ignore[assignment]
-    try:
-        yield app
-    finally:
-        app.close()
+from cli import live
+from cli.app import App, app_context, emit_json, get_app, handle_errors
+from cli.usage import usage_cmd
+from cli.worker import worker_cmd
 
 
 def _claude_dirs(values: tuple[str, ...]) -> list[Path]:
@@ -314,7 +246,7 @@ def redis_group() -> None:
 @handle_errors
 def redis_start(ctx: click.Context) -> None:
     """Start the embedded redis-server (no-op if it runs)."""
-    app: App = ctx.find_object(App)  # type: ignore[assignment]
+    app = get_app(ctx)
     emb = EmbeddedRedis(app.settings.data_dir)
     started = emb.ensure_running()
     click.echo(f"{'started' if started else 'already running'}: {emb.socket_path}")
@@ -325,7 +257,7 @@ def redis_start(ctx: click.Context) -> None:
 @handle_errors
 def redis_stop(ctx: click.Context) -> None:
     """Stop the embedded redis-server (its data stays in the data dir)."""
-    app: App = ctx.find_object(App)  # type: ignore[assignment]
+    app = get_app(ctx)
     emb = EmbeddedRedis(app.settings.data_dir)
     click.echo("stopped" if emb.stop() else "not running")
 
@@ -338,18 +270,13 @@ def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
     """Run redis-cli against the embedded server (the password goes via REDISCLI_AUTH)."""
     import shutil
 
-    app: App = ctx.find_object(App)  # type: ignore[assignment]
+    app = get_app(ctx)
     emb = EmbeddedRedis(app.settings.data_dir)
     emb.ensure_running()
     binary = shutil.which("redis-cli") or str(Path(sys.executable).parent / "redis-cli")
     env = dict(os.environ, REDISCLI_AUTH=emb.password_path.read_text().strip())
     os.execve(binary, [binary, "-s", str(emb.socket_path), *args], env)
 
-
-# Commands in their own modules, which import `cli` from here: registered once it exists.
-from cli import live  # noqa: E402
-from cli.usage import usage_cmd  # noqa: E402
-from cli.worker import worker_cmd  # noqa: E402
 
 cli.add_command(usage_cmd)
 cli.add_command(worker_cmd)

@@ -6,7 +6,7 @@ import click
 
 from aggregator.projections import Projector
 from aggregator.usage import BY_CHOICES, COUNTS, report
-from cli.main import app_context, emit_json, handle_errors
+from cli.app import app_context, emit_json, handle_errors
 
 
 @click.command("usage")
@@ -21,7 +21,7 @@ from cli.main import app_context, emit_json, handle_errors
 @click.pass_context
 @handle_errors
 def usage_cmd(ctx: click.Context, by: str, as_json: bool) -> None:
-    """Token usage, each API response counted once (DESIGN §6), summed per conversation, project,
+    """Token usage, each API response counted once (docs/design.md §6), summed per conversation, project,
     model or day."""
     with app_context(ctx) as app:
         store = app.store()

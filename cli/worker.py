@@ -9,7 +9,7 @@ from types import FrameType
 
 import click
 
-from cli.main import App, app_context, handle_errors
+from cli.app import App, app_context, handle_errors
 from workers.config import TurnConfig
 
 

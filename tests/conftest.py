@@ -1,11 +1,13 @@
-"""Shared fixtures: a real redis-server the suite starts itself, stores, corpus copies, the CLI."""
+"""Fixtures: a real redis-server the suite starts itself, stores, corpus copies.
+
+Tests are sorted by what they need: ``unit/`` (no Redis), ``contract/`` (Lua scripts and key
+layouts, on fakeredis and on the real server), ``store/`` (a real server, in process) and
+``process/`` (real ``agg`` processes). Helpers live in ``tests/support/`` and ``devtools/``.
+"""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,17 +16,11 @@ import fakeredis
 import pytest
 import redis
 
-from aggregator.devserver import RedisProcess
 from aggregator.keys import Keys
 from aggregator.store import Store
-from scripts.gen_corpus import default_source
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-CORPUS = default_source()
-
-HOST = "testhost"
+from devtools.agg import HOST
+from devtools.redisproc import RedisProcess
+from tests.support import CORPUS
 
 
 @pytest.fixture(scope="session")
@@ -65,62 +61,3 @@ def corpus(tmp_path: Path) -> Path:
     dst = tmp_path / "claude" / "projects"
     shutil.copytree(CORPUS, dst)
     return dst
-
-
-def agg_env(redis_server: RedisProcess, tmp_path: Path, **extra: str) -> dict[str, str]:
-    """Environment for running the real `agg` command against the test Redis."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "AGG_REDIS_URL": redis_server.url,
-            "AGG_DATA_DIR": str(tmp_path / "data"),
-            "AGG_HOST": HOST,
-            "AGG_CLAUDE_DIR": str(tmp_path / "claude"),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.update(extra)
-    return env
-
-
-def run_agg(
-    args: list[str], env: dict[str, str], *, check: bool = True, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """Run the real `agg` console command in a subprocess."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "cli", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"agg {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
-    return proc
-
-
-def rebuild_reproduces_live(store: Store) -> None:
-    """Assert that ``agg replay --rebuild`` recomputes exactly the live projections (digests)."""
-    from aggregator.projections import Projector
-
-    p = Projector(store)
-    live = p.digest()
-    assert p.rebuild()["digest"] == live
-
-
-def usage_by_conversation(store: Store) -> dict[str, dict[str, int]]:
-    """Each conversation's usage counts and responses, as the projections hold them."""
-    from aggregator.views import conversation_views
-
-    return {v["key"]: {**v["usage"], "responses": v["responses"]} for v in conversation_views(store)}
-
-
-def embedded_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """Environment of an ``agg`` command on its embedded Redis (no AGG_* inherited from the caller)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGG_")}
-    env.update(
-        {
-            "AGG_DATA_DIR": str(tmp_path / "data"),
-            "AGG_CLAUDE_DIR": str(tmp_path / "claude"),
-            "AGG_HOST": "testhost",
-            "PYTHONUNBUFFERED": "1",
-            **extra,
-        }
-    )
-    return env

@@ -1,4 +1,4 @@
-"""Settings of the turn workers, from ``AGG_*`` environment variables (DESIGN §7).
+"""Settings of the turn workers, from ``AGG_*`` environment variables (docs/design.md §7).
 
 Every worker of a deployment should get the same values: the shared limits are enforced in
 Redis with the numbers each caller passes.

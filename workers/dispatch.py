@@ -17,7 +17,7 @@ Several workers may run the scheduler at once: every transition is one atomic sc
 
 The reconciler (every second, also in each worker) repairs what a crash leaves behind, far
 sooner than RQ's own abandoned-job detection (up to 10 minutes by default): a running turn whose
-lease expired is queued again under a new generation (``tests/test_workers_real.py::
+lease expired is queued again under a new generation (``tests/process/test_workers.py::
 test_kill9_mid_turn_redoes_the_turn_once``); a queued turn whose job is not waiting in RQ after a
 grace period (lost between claim and enqueue, or its worker died before taking the lease) is
 enqueued again.

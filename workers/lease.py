@@ -4,7 +4,7 @@ A turn holds its conversation's lease from :meth:`Fence.acquire` to its :meth:`L
 :meth:`Lease.release`; a heartbeat thread renews it every third of its lifetime. Both ends are
 checked inside Redis against the exact lease value ``<epoch>:<token>`` and the conversation's
 current epoch, so a holder that lost the lease — it was paused past the TTL and another worker
-redid the turn (``tests/test_workers_real.py::test_paused_worker_cannot_commit_over_newer_turn``),
+redid the turn (``tests/process/test_workers.py::test_paused_worker_cannot_commit_over_newer_turn``),
 or its commit is retried after a lost reply — can never write.
 """
 

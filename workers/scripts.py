@@ -15,7 +15,7 @@ scripts below, so the hash and the zsets always agree::
 Fencing: ACQUIRE increments the conversation's ``epoch`` and stores ``<epoch>:<token>`` in the
 lease; COMMIT and RELEASE act only if the lease still holds exactly that value and the hash still
 has that epoch, so a worker that was paused, partitioned or killed and retried can never commit
-twice or over a newer turn (``tests/test_turn_scripts.py``, ``tests/test_workers_real.py``).
+twice or over a newer turn (``tests/contract/test_turn_scripts.py``, ``tests/process/test_workers.py``).
 
 All times are Redis ``TIME`` (ms), so workers on machines with skewed clocks agree. Like INGEST,
 DISPATCH and COMMIT touch global keys next to per-conversation ones: they target a single Redis
@@ -179,8 +179,9 @@ COMMIT = (
 -- its digest, dedupe hash cur, one XADD to the log with id <seq>-0 and fields e/d/f/file/
 -- project/agent, timeline member = score = seq, convs score, stats.events, log_last, PUBLISH of
 -- the envelope on both channels. It does NOT mark the conversation dirty: a turn's own event
--- never asks for another turn. tests/test_turns_real.py::test_turn_event_has_the_shape_of_an_
--- ingested_one checks that a turn event cannot be told apart from an ingested one.
+-- never asks for another turn.
+-- tests/store/test_turns.py::test_turn_event_has_the_shape_of_an_ingested_one checks that a turn
+-- event cannot be told apart from an ingested one.
 --
 -- KEYS[1] seq  KEYS[2] log  KEYS[3] stats  KEYS[4] convs
 -- KEYS[5] cur  KEYS[6] tl  KEYS[7] body  KEYS[8] meta          (of the conversation)

@@ -31,7 +31,8 @@ from rq.serializers import JSONSerializer
 from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.connection import Connection, client_from_url, open_redis
-from aggregator.seqfloor import SeqFloor, floor_path
+from aggregator.paths import DataPaths
+from aggregator.seqfloor import SeqFloor
 from workers import queue_name
 from workers.config import TurnConfig
 from workers.dispatch import Scheduler
@@ -59,7 +60,7 @@ class TurnWorker(SimpleWorker):
         # RQ's (RQ registers the worker first) only set agg_stop, which RQ's loop never reads: it
         # would block in dequeue for its 45 s timeout and be killed by whoever sent the SIGTERM.
         # Hand the request over; RQ checks this flag of its own before every dequeue
-        # (tests/test_workers_real.py::test_a_stop_requested_before_rq_took_the_signals_is_honoured).
+        # (tests/process/test_workers.py::test_a_stop_requested_before_rq_took_the_signals_is_honoured).
         if self.agg_stop.is_set():
             self._stop_requested = True
 
@@ -100,7 +101,7 @@ def run_worker(
     keys = settings.keys
     # Turn commits hand out seqs: the connect hook keeps them above any seq already given out,
     # even on a Redis restored from an older copy (aggregator.seqfloor).
-    floor = SeqFloor(keys, floor_path(settings.data_dir, keys.ns))
+    floor = SeqFloor(keys, DataPaths(settings.data_dir, keys.ns).floor)
     runner_client = client_from_url(conn.url, **floor.client_options())
     scheduler_client = client_from_url(conn.url)
     runner = TurnRunner(runner_client, keys, config, floor=floor)
@@ -163,7 +164,7 @@ def run_worker(
                     if stop.is_set():
                         break
                     # RQ left its loop on an error (e.g. Redis went away mid-job): start a new
-                    # RQ worker, as the scheduler thread keeps retrying (tests/test_workers_real.py
+                    # RQ worker, as the scheduler thread keeps retrying (tests/process/test_workers.py
                     # ::test_workers_survive_a_redis_restart).
                     log.warning("worker %s: RQ stopped working; starting again in %.0f s", worker.name, pause)
                     if stop.wait(pause):

@@ -1,0 +1,191 @@
+"""What ``agg status`` reports: health and figures from Redis, this host's files, and the live
+service's state files.
+
+The watcher's and the writer's state come from their state files (``<data dir>/state/``), so
+they are shown even while Redis is down — that is when "waiting for Redis" matters. Whether the
+process is alive is told by its lock (held only while it runs), not by a pid that may be reused.
+This is the one library module that reads :mod:`workers` (the turns' figures).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from aggregator.config import Settings
+from aggregator.connection import Connection
+from aggregator.keys import Keys
+from aggregator.layout import watch_path
+from aggregator.lifecycle import ProcessLock, StateFile
+from aggregator.paths import DataPaths
+from aggregator.projections import Projector
+from aggregator.store import Store
+from aggregator.text import iso_ms
+from aggregator.usage import totals as usage_totals
+from workers import queue_name
+from workers.status import turn_figures
+
+
+@dataclass
+class HostFiles:
+    """The tracked files, read once for all of ``agg status``."""
+
+    total: int
+    """Tracked files, all hosts."""
+    lags: list[tuple[str, int]]
+    """This host's files: (path, bytes on disk not yet committed; 0 if unreadable)."""
+
+
+def host_files(store: Store) -> HostFiles:
+    """Every cursor's host, path and offset (one script call per 1,000 files), this host's stat-ed."""
+    fids = sorted(f.decode() for f in store.r.smembers(store.keys.files))
+    host = store.host.encode()
+    lags = []
+    for h, path, off in store.hmget_many([store.keys.file(f) for f in fids], ["host", "path", "off"]):
+        if h != host or path is None:
+            continue
+        name = os.fsdecode(path)
+        try:
+            lag = max(0, os.stat(name).st_size - int(off or 0))
+        except OSError:
+            lag = 0
+        lags.append((name, lag))
+    return HostFiles(len(fids), lags)
+
+
+def file_figures(files: HostFiles) -> dict[str, Any]:
+    """Tracked files (all hosts), and this host's files and lag."""
+    return {"files": files.total, "files_on_host": len(files.lags), "lag_bytes": sum(lag for _, lag in files.lags)}
+
+
+def rq_figures(client: redis.Redis, namespace: str) -> dict[str, Any]:
+    """Turns (queued, running, parked, failed, …) and workers (see :mod:`workers.status`)."""
+    return turn_figures(client, Keys(namespace), queue_name(namespace))
+
+
+def gather(conn: Connection, store: Store, files: HostFiles | None = None) -> dict[str, Any]:
+    """The status object (``agg status --json``) but for the live service's part
+    (:func:`live_status`); ``files``: :func:`host_files`, if already read."""
+    r = conn.client
+    info = r.info("server")
+    mem = r.info("memory")
+    stats = store.stats()
+    raw = r.hget(store.keys.stats, "last_ingest_ms")
+    projector = Projector(store)
+    out: dict[str, Any] = {
+        "redis": {
+            "url": conn.masked_url,
+            "version": info.get("redis_version"),
+            "ok": True,
+            "embedded": conn.embedded is not None,
+            "used_memory_bytes": mem.get("used_memory"),
+        },
+        "namespace": store.keys.ns,
+        "host": store.host,
+        "seq": store.last_seq(),
+        "events": stats["events"],
+        "revisions": stats["revisions"],
+        "duplicates": stats["duplicates"],
+        "rejected": stats["rejected"],
+        "lines": stats["lines"],
+        "conversations": stats["conversations"],
+        **file_figures(files or host_files(store)),
+        "last_ingest_at": iso_ms(int(raw)) if raw else None,
+        **rq_figures(r, store.keys.ns),
+        "last_snapshot_at": None,
+        "projections": {"seq": projector.checkpoint()},
+        "usage": usage_totals(store),
+    }
+    return out
+
+
+NOT_RUNNING = "not running"
+
+
+def service_state(state_path: Path, lock_path: Path) -> dict[str, Any]:
+    """A service's last state, with ``state`` = ``not running`` if it does not hold its lock."""
+    data = StateFile.read(state_path) or {}
+    if not ProcessLock.held(lock_path):
+        if data.get("state") and data.get("state") != NOT_RUNNING:
+            data["last_state"] = data["state"]
+        data["state"] = NOT_RUNNING
+    return data
+
+
+def roots_from_cursors(settings: Settings, files: HostFiles) -> list[dict[str, Any]]:
+    """Per claude dir: files this host tracks under it and their bytes not yet committed."""
+    roots = [(Path(r), str(watch_path(Path(r)) or r).rstrip(os.sep) + os.sep) for r in settings.claude_dirs]
+    out: dict[str, dict[str, Any]] = {
+        str(r): {"path": str(r), "exists": r.is_dir(), "files": 0, "lag_bytes": 0} for r, _ in roots
+    }
+    for path, lag in files.lags:
+        for r, prefix in roots:
+            if path.startswith(prefix):
+                out[str(r)]["files"] += 1
+                out[str(r)]["lag_bytes"] += lag
+                break
+    return list(out.values())
+
+
+def live_status(settings: Settings, store: Store | None, files: HostFiles | None = None) -> dict[str, Any]:
+    """The live-service part of ``agg status --json`` (``store`` None when Redis is down;
+    ``files``: :func:`host_files`, if already read)."""
+    ns = settings.namespace
+    paths = DataPaths(settings.data_dir, ns)
+    watcher = service_state(paths.state("watch"), paths.lock("watch"))
+    writer = service_state(paths.state("writer"), paths.lock("writer"))
+    out: dict[str, Any] = {"watcher": watcher, "writer": writer}
+    if store is None:
+        out["roots"] = watcher.get("roots", [])
+        out["last_snapshot_at"] = writer.get("last_snapshot_at")
+        return out
+    snap: dict[bytes, bytes] = store.r.hgetall(store.keys.snapshot)
+    if snap:
+        s = {k.decode(): v.decode() for k, v in snap.items()}
+        out["last_snapshot_at"] = iso_ms(int(s["at_ms"])) if "at_ms" in s else None
+        out["snapshot"] = {
+            "seq": int(s.get("seq", 0)),
+            "path": s.get("path"),
+            "host": s.get("host"),
+            "conversations": int(s.get("conversations", 0)),
+            "messages": int(s.get("messages", 0)),
+        }
+    else:
+        out["last_snapshot_at"] = None
+    out["roots"] = roots_from_cursors(settings, files or host_files(store))
+    out["seq_floor_raised"] = int(store.r.hget(store.keys.stats, "seq_floor_raised") or 0)
+    return out
+
+
+def describe(st: dict[str, Any]) -> list[str]:
+    """Text lines for ``agg status`` about the live service."""
+    lines = []
+    w = st.get("watcher", {})
+    detail = []
+    if w.get("pid") and w.get("state") != NOT_RUNNING:
+        detail.append(f"pid {w['pid']}")
+    if w.get("since"):
+        detail.append(f"since {w['since']}")
+    if w.get("state") == NOT_RUNNING and w.get("last_state"):
+        detail.append(f"last {w['last_state']}")
+    if w.get("error") and w.get("state") != "watching":
+        detail.append(w["error"])
+    if w.get("polling"):
+        detail.append("polling")
+    lines.append(f"watcher      {w.get('state', NOT_RUNNING)}{' (' + ', '.join(detail) + ')' if detail else ''}")
+    wr = st.get("writer", {})
+    lines.append(
+        f"writer       {wr.get('state', NOT_RUNNING)}"
+        + (f" → {wr['output']}" if wr.get("output") and wr.get("state") != NOT_RUNNING else "")
+    )
+    snap = st.get("snapshot")
+    at = st.get("last_snapshot_at")
+    lines.append(f"snapshot     {at or 'never'}" + (f" (seq {snap['seq']}, {snap['path']})" if snap else ""))
+    for r in st.get("roots", []):
+        missing = "" if r.get("exists", True) else " (missing)"
+        lines.append(f"root         {r['path']}{missing}: {r['files']} files, lag {r['lag_bytes']} bytes")
+    return lines

@@ -1,0 +1,307 @@
+"""The batching writer: ``current.json``, rebuilt incrementally, replaced atomically (docs/design.md §5).
+
+:class:`SnapshotWriter` keeps the snapshot's parts in memory between writes and reads only what
+changed, by seq:
+
+* ``GET <ns>:seq`` tells whether anything was committed since the last write (nothing → no
+  write; an idle writer costs one GET per tick);
+* the projections are caught up (:meth:`Projector.catch_up`), then the conversations whose
+  projection changed since the last write (the projector's changed-conversations index — an entry
+  of one conversation can change another's title, links or usage) are re-read
+  (:func:`aggregator.views.conversation_views`); the log entries after the last seq covered only
+  tell which message previews a revision made stale;
+* the messages come from the recent-messages projection (:func:`aggregator.views.recent_messages`),
+  reusing the previews of messages already shown, so only new messages' bodies are fetched.
+
+A write goes to a temp file that is fsynced and renamed over ``current.json`` (mode 0600), then
+``<ns>:snapshot`` records when and what, and a notice is published on ``<ns>:snapshots``. The
+``seq`` of successive snapshots never goes back: after Redis lost writes, the writer waits until
+the store is past what it already wrote (``tests/process/test_snapshot_writer.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from aggregator import defaults
+from aggregator.config import Settings
+from aggregator.errors import first_line
+from aggregator.files import write_private
+from aggregator.lifecycle import ProcessLock, StateFile, StopFlag
+from aggregator.live.liveredis import REDIS_ERRORS, LiveRedis
+from aggregator.paths import DataPaths
+from aggregator.projections import Projector
+from aggregator.seqfloor import SeqFloor, seq_in_file
+from aggregator.store import Store
+from aggregator.text import iso_ms
+from aggregator.views import conversation_views, recent_messages
+
+log = logging.getLogger("agg.writer")
+
+
+def with_separators(messages: list[dict[str, Any]], titles: dict[str, str | None]) -> list[dict[str, Any]]:
+    """``messages`` with ``{"separator": true, "conv", "title"}`` wherever the conversation changes."""
+    out: list[dict[str, Any]] = []
+    prev: str | None = None
+    for m in messages:
+        conv = m["conv"]
+        if prev is not None and conv != prev:
+            out.append({"separator": True, "conv": conv, "title": titles.get(conv)})
+        out.append(m)
+        prev = conv
+    return out
+
+
+def _order(view: dict[str, Any]) -> tuple[bool, str, str]:
+    # newest activity first; conversations without a timestamp last
+    return (view.get("last_ts") is None, _neg(view.get("last_ts") or ""), view["key"])
+
+
+def _neg(text: str) -> str:
+    return "".join(chr(0x10FFFF - ord(c)) for c in text)
+
+
+class SnapshotWriter:
+    """Builds ``current.json`` from the store, incrementally, and writes it atomically."""
+
+    def __init__(
+        self,
+        store: Store,
+        output: Path,
+        *,
+        floor: SeqFloor | None = None,
+        messages: int = defaults.WRITER_MESSAGES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.output = Path(output)
+        self.floor = floor
+        self.limit = messages
+        self.clock = clock
+        self.projector = Projector(store)
+        self.seq = seq_in_file(self.output)
+        """The seq the last snapshot covered (the one on disk, at start): never written lower."""
+        self.views: dict[str, dict[str, Any]] = {}
+        self.previews: dict[tuple[str, str], dict[str, Any]] = {}
+        self.messages: list[dict[str, Any]] = []
+        self.built = False
+        self.mark = 0.0
+        """The newest projection change mark reflected in ``views``."""
+        self._written_active: dict[str, bool] = {}
+        self.writes = 0
+        self._raised_seen = floor.raised if floor else 0
+
+    # --- building ------------------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Bring the in-memory snapshot up to date; True if it differs from the last one written."""
+        if self.floor is not None and self.floor.raised != self._raised_seen:
+            self._raised_seen = self.floor.raised
+            self.built = False  # Redis went back: what we hold may include events it lost
+        head = self.store.last_seq()
+        if self.built and head <= self.seq:
+            return self._active_changed()
+        self.projector.catch_up()
+        cp = self.projector.checkpoint()
+        if cp <= self.seq and (self.built or (self.seq > 0 and cp < self.seq)):
+            # nothing new, or a store behind what we already wrote: keep the file as it is
+            return self._active_changed() if self.built else False
+        if not self.built:
+            self.views = {}
+            self.mark = self.projector.change_mark()  # before reading: later changes are re-read
+            self._set_views(conversation_views(self.store))
+            self.previews.clear()
+            self.built = True
+        else:
+            for entry in self.store.entries_after(self.seq, cp):
+                env = entry.env()
+                if env["revision"]:
+                    self.previews.pop((env["conv"], env["id"]), None)  # its text may have changed
+            changed, self.mark = self.projector.changed_since(self.mark)
+            self._set_views(conversation_views(self.store, changed))
+        msgs = recent_messages(self.store, self.limit, known=self.previews)
+        self.previews = {(m["conv"], m["id"]): m for m in msgs}
+        self.messages = msgs
+        self.seq = max(self.seq, cp)
+        return True
+
+    def _set_views(self, views: list[dict[str, Any]]) -> None:
+        for view in views:
+            self.views[view["key"]] = view
+
+    def _active_changed(self) -> bool:
+        """Re-read the conversations shown as active (the flag expires with time, without any new
+        event); True if one of them is no longer active in the file's terms."""
+        active = [k for k, v in self.views.items() if v.get("active")]
+        if not active:
+            return False
+        self._set_views(conversation_views(self.store, active))
+        return any(self._written_active.get(k) != self.views[k]["active"] for k in active if k in self.views)
+
+    def document(self) -> dict[str, Any]:
+        """The ``current.json`` object for what is in memory."""
+        convs = sorted(self.views.values(), key=_order)
+        titles = {v["key"]: v.get("title") for v in convs}
+        return {
+            "schema": defaults.CURRENT_SCHEMA,
+            "generated_at": iso_ms(int(self.clock() * 1000)),
+            "namespace": self.store.keys.ns,
+            "seq": self.seq,
+            "conversations": convs,
+            "messages": with_separators(self.messages, titles),
+        }
+
+    # --- writing -------------------------------------------------------------------------------
+    def write(self) -> dict[str, Any]:
+        """Write ``current.json`` atomically (0600), record and announce it; returns the notice."""
+        doc = self.document()
+        data = orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        write_private(self.output, data)
+        self.writes += 1
+        self._written_active = {k: v["active"] for k, v in self.views.items()}
+        if self.floor is not None:
+            self.floor.observe(self.seq)
+        notice = {
+            "seq": self.seq,
+            "generated_at": doc["generated_at"],
+            "path": str(self.output),
+            "conversations": len(doc["conversations"]),
+            "messages": len(self.messages),
+            "bytes": len(data),
+        }
+        k = self.store.keys
+        pipe = self.store.client.pipeline(transaction=False)
+        pipe.hset(
+            k.snapshot,
+            mapping={
+                "at_ms": int(self.clock() * 1000),
+                "seq": self.seq,
+                "path": str(self.output),
+                "host": self.store.host,
+                "conversations": notice["conversations"],
+                "messages": notice["messages"],
+            },
+        )
+        pipe.publish(k.snapshots_channel, orjson.dumps(notice))
+        pipe.execute()
+        return notice
+
+    def write_if_changed(self) -> dict[str, Any] | None:
+        """Refresh, and write if anything changed; returns the notice of a write, else None."""
+        if self.refresh() or not self.output.exists():
+            return self.write()
+        return None
+
+
+class WriterService:
+    """``agg writer``: rewrite ``current.json`` when something changed, at most every ``interval``.
+
+    A subscription to ``<ns>:events`` wakes it as soon as something is committed (so the first
+    change after a quiet spell is written at once); a timer every ``interval`` covers a missed
+    message and ``active`` flags that expire with time. Redis outages are waited out.
+    """
+
+    def __init__(self, settings: Settings, stop: StopFlag, output: Path, interval: float) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.output = output
+        self.interval = interval
+        paths = DataPaths(settings.data_dir, settings.namespace)
+        self.floor = SeqFloor(settings.keys, paths.floor)
+        self.state = StateFile(paths.state("writer"))
+        self.lock = ProcessLock(paths.lock("writer"), "agg writer for this data dir")
+        self.redis = LiveRedis(settings, stop, self.floor, on_wait=self._waiting)
+        self.writer: SnapshotWriter | None = None
+        self.last_write = 0.0
+        self._pubsub: Any = None
+
+    def _waiting(self, reason: str) -> None:
+        self.state.update(state="waiting for Redis", error=reason)
+
+    def run(self) -> None:
+        with self.lock:
+            self._run()
+
+    def _run(self) -> None:
+        self.state.update(state="starting", output=str(self.output), interval_s=self.interval, redis=self.redis.masked)
+        try:
+            while not self.stop:
+                try:
+                    if not self.redis.connect():
+                        break
+                    self._serve()
+                except REDIS_ERRORS as e:
+                    self._close_pubsub()
+                    self.redis.lost(e)
+            self._final()
+        finally:
+            self._close_pubsub()
+            self.floor.save()
+            self.state.update(state="stopped", stopped_reason=self.stop.reason)
+            self.redis.close()
+
+    def _serve(self) -> None:
+        client = self.redis.client
+        assert client is not None
+        store = Store(client, self.settings.keys, self.settings.host)
+        # (Re)built from what Redis holds now: after an outage it may hold less than before.
+        self.writer = SnapshotWriter(store, self.output, floor=self.floor)
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.subscribe(store.keys.events_channel)
+        self.state.update(state="writing", error=None)
+        # A timer re-checks even without a message (one may be lost; `active` flags expire with
+        # time); it never spins, whatever the interval.
+        check_every = max(self.interval, 1.0)
+        dirty = True
+        next_check = time.monotonic() + check_every
+        while not self.stop:
+            now = time.monotonic()
+            if now >= next_check:
+                dirty, next_check = True, now + check_every
+            if dirty and now - self.last_write >= self.interval:
+                self._write()
+                dirty = False
+                continue
+            timeout = self.last_write + self.interval - now if dirty else next_check - now
+            msg = self._pubsub.get_message(timeout=min(max(timeout, 0.0), 1.0))
+            if msg is not None and msg.get("type") == "message":
+                dirty = True
+                # drain what else arrived meanwhile: one write covers them all
+                while self._pubsub.get_message(timeout=0) is not None:
+                    pass
+
+    def _write(self) -> None:
+        assert self.writer is not None
+        notice = self.writer.write_if_changed()
+        if notice is not None:
+            self.last_write = time.monotonic()  # only real writes count against the interval
+            self.state.update(last_snapshot_at=notice["generated_at"], seq=notice["seq"], writes=self.writer.writes)
+            log.info(
+                "wrote %s: seq %d, %d conversations, %d messages",
+                self.output,
+                notice["seq"],
+                notice["conversations"],
+                notice["messages"],
+            )
+
+    def _final(self) -> None:
+        """On the way out: one last write if something changed (and Redis is there)."""
+        if self.writer is None or self.redis.down:
+            return
+        try:
+            self._write()
+        except REDIS_ERRORS as e:
+            log.warning("no final snapshot (%s)", first_line(e))
+
+    def _close_pubsub(self) -> None:
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                self._pubsub.close()
+            self._pubsub = None

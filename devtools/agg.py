@@ -1,0 +1,74 @@
+"""Running the real ``agg`` command against a test Redis, and waiting for what it does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from devtools.redisproc import RedisProcess
+
+REPO = Path(__file__).resolve().parent.parent
+"""The repository's root."""
+
+HOST = "testhost"
+"""``AGG_HOST`` of every test process: cursors are per host."""
+
+
+def agg_env(redis_server: RedisProcess, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment for running the real `agg` command against the test Redis."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "AGG_REDIS_URL": redis_server.url,
+            "AGG_DATA_DIR": str(tmp_path / "data"),
+            "AGG_HOST": HOST,
+            "AGG_CLAUDE_DIR": str(tmp_path / "claude"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def embedded_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """Environment of an ``agg`` command on its embedded Redis (no AGG_* inherited from the caller)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGG_")}
+    env.update(
+        {
+            "AGG_DATA_DIR": str(tmp_path / "data"),
+            "AGG_CLAUDE_DIR": str(tmp_path / "claude"),
+            "AGG_HOST": HOST,
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
+    )
+    return env
+
+
+def run_agg(
+    args: list[str], env: dict[str, str], *, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `agg` console command in a subprocess."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"agg {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def wait_until(pred: Callable[[], Any], what: str = "condition", timeout: float = 30.0, every: float = 0.05) -> Any:
+    """Poll ``pred`` until it returns something truthy; fail with ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)

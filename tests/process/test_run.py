@@ -1,0 +1,82 @@
+"""`agg run`: the supervised service starts, restarts a crashed part, and stops leaving nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+
+from aggregator.embedded import EmbeddedRedis
+from aggregator.store import Store
+from devtools.agg import agg_env, embedded_env, run_agg, wait_until
+from devtools.redisproc import RedisProcess
+from tests.support.live import Agg, append, descendants, line, record, state
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_run_on_embedded_redis_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    env = embedded_env(tmp_path)
+    session = tmp_path / "claude" / "projects" / "p" / "s.jsonl"
+    append(session, line(record("s", 0)))
+    data = tmp_path / "data"
+    emb = EmbeddedRedis(data)
+    run = Agg(["run", "--interval", "0.2"], env, tmp_path, name="run")
+    with run:
+        wait_until(lambda: state(data, "watch").get("state") == "watching", "the watcher", timeout=60)
+        wait_until(lambda: (data / "current.json").exists(), "the first snapshot")
+        redis_pid = emb.pid()
+        assert redis_pid is not None and psutil.pid_exists(redis_pid)
+        procs = descendants(run.pid)
+        names = " ".join(" ".join(p.cmdline()) for p in procs)
+        assert "watch" in names and "writer" in names and "worker" in names
+        # a line appended right before the stop is committed on the way out
+        append(session, line(record("s", 1)))
+        assert run.stop(sig) == 0
+    assert not psutil.pid_exists(redis_pid)  # the embedded Redis it started is stopped
+    for p in procs:
+        assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    assert state(data, "watch")["state"] == "stopped"
+    assert "stopping the embedded Redis" in run.log()
+    try:
+        st = json.loads(run_agg(["status", "--json"], env).stdout)  # starts the embedded Redis again
+        assert st["events"] - st["turns"]["committed"] == 2  # both lines (and any LLM turn's event)
+        assert st["watcher"]["state"] == "not running"
+    finally:
+        EmbeddedRedis(data).stop()
+
+
+def test_run_restarts_a_crashed_part(redis_server: RedisProcess, store: Store, tmp_path: Path) -> None:
+    env = agg_env(redis_server, tmp_path)
+    (tmp_path / "claude" / "projects").mkdir(parents=True)
+    data = tmp_path / "data"
+    run = Agg(["run", "--interval", "0.2"], env, tmp_path, name="run")
+    with run:
+        first = wait_until(lambda: state(data, "watch").get("state") == "watching" and state(data, "watch")["pid"], "w")
+        os.kill(first, signal.SIGKILL)
+
+        def restarted() -> bool:
+            st = state(data, "watch")
+            return st.get("pid") not in (None, first) and st.get("state") == "watching"
+
+        wait_until(restarted, "a new watcher")
+        append(tmp_path / "claude" / "projects" / "p" / "s.jsonl", line(record("s", 0)))
+        wait_until(lambda: store.stats()["events"] == 1, "the new watcher to store a line")
+        procs = descendants(run.pid)
+        assert run.stop() == 0
+    assert "watch exited with code -9; restarting" in run.log()
+    for p in procs:
+        assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    assert redis_server.client().ping()  # a Redis given by URL is not stopped
+
+
+def test_run_refuses_while_a_watcher_serves_the_data_dir(redis_server: RedisProcess, tmp_path: Path) -> None:
+    env = agg_env(redis_server, tmp_path)
+    (tmp_path / "claude" / "projects").mkdir(parents=True)
+    with Agg(["watch"], env, tmp_path, name="watch"):
+        wait_until(lambda: state(tmp_path / "data", "watch").get("state") == "watching", "the watcher")
+        proc = run_agg(["run"], env, check=False, timeout=30)
+    assert proc.returncode == 5 and "already serves" in proc.stderr
