@@ -133,7 +133,7 @@ class Cluster:
                 continue
             c = self.node_client(i)
             try:
-                role = c.execute_command("ROLE")
+                role = c.role()
                 if role and (role[0] in (b"master", "master")):
                     out.append(i)
             except (redis.RedisError, OSError):
