@@ -126,6 +126,9 @@ TURN_TITLE_MAX_CHARS = 80
 TURN_SUMMARY_MAX_CHARS = 1_500
 """Longest rolling summary kept (the offline provider keeps the newest part)."""
 
+OFFLINE_REQUEST_CHARS = 100
+"""Characters of one user request in the offline provider's summary (its list of requests)."""
+
 TURN_MAX_AGE_DAYS_NETWORK = 2.0
 """With a network provider, conversations whose newest record is older than this get no turn
 (a first backfill of thousands of old conversations would otherwise be thousands of paid

@@ -18,6 +18,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,25 +70,48 @@ def scrub(text: str, secret: str | None) -> str:
 
 
 # --- offline ------------------------------------------------------------------------------------
-def _first_prompt(messages: list[tuple[str, str]]) -> str | None:
-    """The first real prompt among user messages (else the first slash command), judged as the
-    conversation projection judges its first-prompt title (no caveats, IDE context or the like)."""
-    command = None
+REQUESTS = "Requests: "
+"""How the offline provider's summary starts: the user's requests follow, oldest first."""
+REQUEST_SEP = " · "
+# What aggregator.text.message_text writes for a user's attachments: not part of what was typed.
+_ATTACHMENT = re.compile(r"\s*\[(?:image|document)\]\s*")
+
+
+def requests_of(messages: list[tuple[str, str]]) -> list[str]:
+    """What the user asked for in ``messages``, in order: the typed prompts (role ``user``; tool
+    results and other text the user did not type come as ``context``), judged and cleaned as the
+    projection judges a first-prompt title — no IDE context, caveats or command markup, a slash
+    command with its arguments; bare commands (``/clear``) are not requests."""
+    out = []
     for role, text in messages:
-        candidate = prompt_candidate({"message": {"content": text}}) if role == "user" else None
-        if candidate is not None:
-            if candidate[0] == "p":
-                return candidate[1]
-            command = command or candidate[1]
-    return command
+        typed = _ATTACHMENT.sub(" ", text) if role == "user" else ""
+        candidate = prompt_candidate({"message": {"content": typed}}) if typed else None
+        if candidate is not None and candidate[0] == "p":
+            out.append(preview(candidate[1], defaults.OFFLINE_REQUEST_CHARS))
+    return out
+
+
+def fold_requests(summary: str, requests: list[str], limit: int = defaults.TURN_SUMMARY_MAX_CHARS) -> str:
+    """``summary`` (an offline summary, else dropped) with ``requests`` added; the oldest ones
+    give way to ``…`` beyond ``limit`` characters. Unchanged if there is no request to add."""
+    if not requests:
+        return summary
+    items = summary[len(REQUESTS) :].split(REQUEST_SEP) if summary.startswith(REQUESTS) else []
+    for r in requests:
+        if not items or items[-1] != r:  # "continue", "continue": once
+            items.append(r)
+    while len(REQUESTS + REQUEST_SEP.join(items)) > limit and len(items) > 2:
+        items = ["…", *items[2:]] if items[0] == "…" else ["…", *items[1:]]
+    return REQUESTS + REQUEST_SEP.join(items)
 
 
 class OfflineProvider:
     """A deterministic stand-in model: it extracts instead of generating; nothing leaves the host.
 
-    Given the default turn's prompt it answers the JSON the turn asks for: the previous title or
-    the first user message's first line, and the previous summary followed by the newest
-    messages' openings, keeping the newest part within the summary limit.
+    Given the default turn's prompt it answers the JSON the turn asks for with **no title** (the
+    projection's own title — the first real prompt, or better — stands: an extract would only be
+    worse) and, as the summary, the user's requests in order (:func:`requests_of`), added to the
+    previous summary if that is one of its own; with no new request the summary stays as it was.
     """
 
     name = "offline"
@@ -100,17 +124,8 @@ class OfflineProvider:
         if parsed is None:
             text = preview(user, max(16, max_tokens * defaults.CHARS_PER_TOKEN))
         else:
-            prev_title, prev_summary, messages = parsed
-            firsts = [t for r, t in messages if r == "user"] or [t for _, t in messages]
-            opening = firsts[0].strip().splitlines()[0] if firsts and firsts[0].strip() else ""
-            title = prev_title or preview(_first_prompt(messages) or opening, defaults.TURN_TITLE_MAX_CHARS)
-            recent = " · ".join(f"{role}: {preview(text, 120)}" for role, text in messages[-4:])
-            summary = f"{prev_summary} {recent}".strip()
-            limit = defaults.TURN_SUMMARY_MAX_CHARS
-            if len(summary) > limit:
-                cut = summary[-(limit - 1) :]
-                summary = "…" + cut[cut.find(" ") + 1 :] if " " in cut[:80] else "…" + cut
-            text = prompt.answer(title or "Untitled conversation", summary)
+            _, prev_summary, messages = parsed
+            text = prompt.answer("", fold_requests(prev_summary, requests_of(messages)))
         return Completion(text, estimate_tokens(system + user), estimate_tokens(text))
 
 

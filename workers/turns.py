@@ -85,14 +85,17 @@ TurnFunction = Callable[[TurnContext], "dict[str, Any] | None"]
 
 
 def summary_turn(ctx: TurnContext) -> dict[str, Any] | None:
-    """The default turn: title and rolling summary (previous summary + the new messages)."""
+    """The default turn: title and rolling summary (previous summary + the new messages); nothing
+    to record if the answer changes neither."""
     if not ctx.messages:
         return None
     prev = ctx.previous or {}
-    title0 = prev.get("title") if isinstance(prev.get("title"), str) else ""
-    summary0 = prev.get("summary") if isinstance(prev.get("summary"), str) else ""
-    user = prompt.build(str(title0), str(summary0), [(m.role, m.text) for m in ctx.messages])
-    title, summary = prompt.parse_answer(ctx.complete(prompt.SYSTEM, user), str(title0))
+    title0 = str(prev.get("title") if isinstance(prev.get("title"), str) else "")
+    summary0 = str(prev.get("summary") if isinstance(prev.get("summary"), str) else "")
+    messages = [(m.role if m.typed or m.role != "user" else prompt.CONTEXT, m.text) for m in ctx.messages]
+    title, summary = prompt.parse_answer(ctx.complete(prompt.SYSTEM, prompt.build(title0, summary0, messages)), title0)
+    if (title, summary) == (title0, summary0):
+        return None
     return {"kind": "summary", "title": title, "summary": summary}
 
 
