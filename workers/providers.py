@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import tenacity
 
 from aggregator import defaults
-from aggregator.errors import ConfigError, ProviderError
+from aggregator.errors import ConfigError, LimitTimeout, ProviderError
 from aggregator.text import preview
 from aggregator.titles import prompt_candidate
 from workers import prompt
@@ -280,10 +280,6 @@ def retry_after(response: Any) -> float | None:
 
 
 # --- the call every turn makes -----------------------------------------------------------------
-class LimitTimeout(Exception):
-    """The shared rate limits did not let a request through in time (the turn gives its slot back)."""
-
-
 @dataclass
 class CallStats:
     """What a turn's calls cost."""

@@ -39,7 +39,7 @@ from typing import Any
 import redis
 
 from aggregator import defaults
-from aggregator.errors import ConfigError, ProviderError, TurnError
+from aggregator.errors import ConfigError, LimitTimeout, ProviderError, TurnError
 from aggregator.keys import Keys
 from aggregator.layout import SourceFile
 from aggregator.parse import Event, dumps, parse_line
@@ -51,7 +51,7 @@ from workers.config import TurnConfig
 from workers.history import TURN_TYPE, History, Message, read_new
 from workers.lease import Fence, Lease
 from workers.limits import Limiter
-from workers.providers import Caller, CallStats, LimitTimeout, Provider, make_provider, scrub
+from workers.providers import Caller, CallStats, Provider, make_provider, scrub
 
 log = logging.getLogger("agg.turns")
 
