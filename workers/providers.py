@@ -10,7 +10,8 @@ unreachable server, an answer that is not the protocol's JSON) are retried; othe
 403, 404, …) fail at once with a clear :class:`~aggregator.errors.ProviderError`.
 
 The API key goes to the SDK client and nowhere else: it is not in any message, log line, job or
-Redis value (error texts are scrubbed of it in case a server echoes it back).
+Redis value (error texts are scrubbed of it in case a server echoes it back). So does a password
+in the base URL (a gateway's ``http://user:secret@host/v1``): the URL is shown masked.
 """
 
 from __future__ import annotations
@@ -60,13 +61,6 @@ class Provider(Protocol):
 def estimate_tokens(text: str) -> int:
     """Token estimate of ``text`` (characters / 4, at least 1)."""
     return max(1, len(text) // defaults.CHARS_PER_TOKEN)
-
-
-def scrub(text: str, secret: str | None) -> str:
-    """``text`` without ``secret`` (an API key a server echoed back), cut to one short line."""
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "***")
-    return preview(text, 300)
 
 
 # --- offline ------------------------------------------------------------------------------------
@@ -140,8 +134,7 @@ class _SDKProvider:
 
     def __init__(self, config: TurnConfig) -> None:
         self.model = config.model
-        self.base_url = config.base_url
-        self._secret = config.api_key
+        self.config = config
         self.timeout_s = config.timeout_s
         self.sdk = _import_sdk(self.name)
         # Local servers need no key, but the SDKs insist on one; agg retries itself (max_retries=0).
@@ -157,7 +150,9 @@ class _SDKProvider:
         except self.sdk.APITimeoutError:
             raise ProviderError(f"{self.name}: no answer within {self.timeout_s:g} s", transient=True) from None
         except self.sdk.APIConnectionError as e:
-            raise ProviderError(f"{self.name}: cannot reach {self.base_url}: {self._text(e)}", transient=True) from None
+            raise ProviderError(
+                f"{self.name}: cannot reach {self.config.shown_url}: {self._text(e)}", transient=True
+            ) from None
         except (self.sdk.APIResponseValidationError, ValueError) as e:
             raise ProviderError(f"{self.name}: malformed answer: {self._text(e)}", transient=True) from None
         try:
@@ -166,7 +161,7 @@ class _SDKProvider:
             raise ProviderError(f"{self.name}: malformed answer: {self._text(e)}", transient=True) from None
 
     def _text(self, e: BaseException) -> str:
-        return scrub(str(e) or type(e).__name__, self._secret)
+        return self.config.scrub(str(e) or type(e).__name__)
 
     def _status_error(self, e: Any) -> ProviderError:
         status = int(e.status_code)
@@ -310,7 +305,7 @@ class Caller:
     def _log_retry(state: tenacity.RetryCallState) -> None:
         e = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        # ProviderError texts are already scrubbed of the API key
+        # ProviderError texts are already scrubbed of the API key and the base URL's password
         log.info("attempt %d failed (%s); retrying in %.2f s", state.attempt_number, e, wait)
 
     @staticmethod

@@ -51,7 +51,7 @@ from workers.config import TurnConfig
 from workers.history import TURN_TYPE, History, Message, read_new
 from workers.lease import Fence, Lease
 from workers.limits import Limiter
-from workers.providers import Caller, CallStats, Provider, make_provider, scrub
+from workers.providers import Caller, CallStats, Provider, make_provider
 
 log = logging.getLogger("agg.turns")
 
@@ -201,7 +201,7 @@ class TurnRunner:
 
     def _fail(self, lease: Lease, error: str) -> str:
         cfg = self.config
-        text = scrub(error, cfg.api_key)
+        text = cfg.scrub(error)
         res = lease.release("fail", error=text, park_base_ms=cfg.park_base_ms, park_max_ms=cfg.park_max_ms)
         if res[0] == "parked":
             retry_in = max(0.0, int(res[2]) / 1000 - time.time())

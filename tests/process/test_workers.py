@@ -293,6 +293,39 @@ def test_api_key_never_leaks(
             assert secret not in path.read_bytes(), f"the API key is in {path}"
 
 
+def aof_bytes(redis_server: RedisProcess) -> list[tuple[Path, bytes]]:
+    return [(p, p.read_bytes()) for p in Path(redis_server.workdir).rglob("*") if p.is_file()]
+
+
+def test_credentials_in_the_base_url_never_leak(
+    workers: Workers, transcripts: Transcripts, store: Store, r: redis.Redis, redis_server: RedisProcess
+) -> None:
+    """A gateway URL with a password (``http://user:secret@host/v1``) is shown masked wherever it
+    is shown — the parked turn's error, the worker's log, `agg status` — and the password is in no
+    output, log, Redis value or AOF file."""
+    secret = "pw-" + os.urandom(12).hex()
+    unreachable = f"http://gw:{secret}@127.0.0.1:9/v1"  # port 9 (discard): nothing listens
+    workers.start(1, AGG_LLM_PROVIDER="openai", AGG_LLM_BASE_URL=unreachable, AGG_LLM_ATTEMPTS="2")
+    transcripts.burst("conv-0", 0, 2)
+    wait_until(lambda: r.zcard(store.keys.turns_parked) == 1, timeout=30, what="the turn to be parked")
+    error = r.hget(store.keys.turn("conv-0"), "error").decode()
+    assert "cannot reach http://gw:***@127.0.0.1:9/v1" in error
+
+    outputs = [run_agg(["status"], workers.env()), run_agg(["status", "--json"], workers.env())]
+    assert "gw:***@127.0.0.1:9" in outputs[0].stdout  # the parked error, as a user sees it
+    before_rewrite = aof_bytes(redis_server)
+    workers.stop_all()
+    assert "retrying" in workers.logs() and "gw:***@" in workers.logs()
+    for text in [o.stdout + o.stderr for o in outputs] + [workers.logs()]:
+        assert secret not in text
+    for key, value in all_redis_bytes(r):
+        assert secret.encode() not in value, f"the password is in Redis under {key!r}"
+    r.bgrewriteaof()
+    wait_until(lambda: r.info("persistence")["aof_rewrite_in_progress"] == 0, what="the AOF rewrite")
+    for path, data in before_rewrite + aof_bytes(redis_server):
+        assert secret.encode() not in data, f"the password is in {path}"
+
+
 # --- configuration -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("env", "message"),
