@@ -169,6 +169,10 @@ ever holds more than the limit."""
 LLM_TPM = 100_000.0
 """Tokens (input + output) per minute per provider, shared by all workers (network providers)."""
 
+LLM_DAILY_TOKENS = 2_000_000
+"""Tokens (input + output) per UTC day, all workers and network providers together; once they are
+used, turns wait for the next UTC day (``AGG_LLM_DAILY_TOKENS``; 0 = no cap)."""
+
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"

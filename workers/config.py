@@ -18,6 +18,8 @@ environment                 meaning                      default
 ``AGG_LLM_RPM``             requests/min, all workers    50 (0 = no limit; offline: no limit)
 ``AGG_LLM_RPM_BURST``       requests back to back        1
 ``AGG_LLM_TPM``             tokens/min, all workers      100000 (0 = no limit; offline: none)
+``AGG_LLM_DAILY_TOKENS``    tokens per UTC day, all      2000000 (0 = no cap; offline: none)
+                            workers (then turns wait)
 ``AGG_TURN``                ``module:function``          the default title + summary turn
 ``AGG_TURN_CONCURRENCY``    turns at once, all workers   4
 ``AGG_TURN_DEBOUNCE_S``     wait after a first change    5
@@ -66,6 +68,7 @@ class TurnConfig:
     rpm: float = 0.0
     rpm_burst: int = defaults.LLM_RPM_BURST
     tpm: float = 0.0
+    daily_tokens: int = 0
     turn: str = ""
     concurrency: int = defaults.TURN_CONCURRENCY
     debounce_ms: int = defaults.TURN_DEBOUNCE_MS
@@ -135,6 +138,7 @@ class TurnConfig:
             rpm=g.number("AGG_LLM_RPM", defaults.LLM_RPM if network else 0.0),
             rpm_burst=int(g.number("AGG_LLM_RPM_BURST", defaults.LLM_RPM_BURST, low=1)),
             tpm=g.number("AGG_LLM_TPM", defaults.LLM_TPM if network else 0.0),
+            daily_tokens=int(g.number("AGG_LLM_DAILY_TOKENS", defaults.LLM_DAILY_TOKENS)) if network else 0,
             turn=(env.get("AGG_TURN") or "").strip(),
             concurrency=int(g.number("AGG_TURN_CONCURRENCY", defaults.TURN_CONCURRENCY, low=1)),
             debounce_ms=g.ms("AGG_TURN_DEBOUNCE_S", defaults.TURN_DEBOUNCE_MS),

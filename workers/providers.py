@@ -29,9 +29,10 @@ import tenacity
 
 from aggregator import defaults
 from aggregator.errors import ConfigError, LimitTimeout, ProviderError
-from aggregator.text import preview
+from aggregator.text import iso_ms, preview
 from aggregator.titles import prompt_candidate
 from workers import prompt
+from workers.budget import DAY_MS, DailyBudget
 from workers.config import TurnConfig
 from workers.limits import Limiter
 
@@ -287,10 +288,12 @@ class CallStats:
 
 @dataclass
 class Caller:
-    """Calls a provider through the shared limits, retrying transient failures."""
+    """Calls a provider through the shared limits and the daily budget, retrying transient
+    failures."""
 
     provider: Provider
     limiter: Limiter
+    budget: DailyBudget
     config: TurnConfig
     sleep: Callable[[float], None] = time.sleep
 
@@ -318,12 +321,19 @@ class Caller:
 
     def call(self, system: str, user: str, max_tokens: int, stats: CallStats, *, deadline: float) -> Completion:
         """One completion; raises :class:`ProviderError` after the last attempt, or
-        :class:`LimitTimeout` if the shared limits held it past ``deadline`` (monotonic)."""
+        :class:`LimitTimeout` if the shared limits held it past ``deadline`` (monotonic) or the
+        day's token budget is used up."""
         estimate = estimate_tokens(system + user) + max_tokens
 
         def attempt() -> Completion:
             if not self.limiter.take(estimate, deadline=deadline):
-                raise LimitTimeout()
+                raise LimitTimeout("the shared rate limits held the request past the turn's deadline")
+            taken = self.budget.take(estimate)
+            if taken is not None and not taken.ok:
+                raise LimitTimeout(
+                    f"the daily token budget is used up ({taken.tokens:,} of {taken.cap:,} tokens today): "
+                    f"turns resume at {iso_ms((taken.day + 1) * DAY_MS)}"
+                )
             stats.requests += 1
             started = time.perf_counter()
             try:
@@ -331,13 +341,17 @@ class Caller:
             except ProviderError as e:
                 if e.status == 429 and e.retry_after:
                     self.limiter.pause(e.retry_after)
+                if e.status is not None:
+                    self.budget.adjust(taken, -estimate)  # answered with an error: nothing used
                 raise
             finally:
                 stats.provider_s += time.perf_counter() - started
             stats.input_tokens += answer.input_tokens
             stats.output_tokens += answer.output_tokens
             if answer.input_tokens or answer.output_tokens:
-                self.limiter.adjust(answer.input_tokens + answer.output_tokens - estimate)
+                used = answer.input_tokens + answer.output_tokens
+                self.limiter.adjust(used - estimate)
+                self.budget.adjust(taken, used - estimate)
             return answer
 
         retrying = tenacity.Retrying(

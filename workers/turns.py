@@ -19,8 +19,9 @@ the same lease, limits, retries and fencing as the default.
 
 What a turn does when it cannot finish: a provider failure that outlasts the retries parks the
 conversation (its error shown by ``agg status``, retried later with a doubling delay); an
-exception from a turn function does the same; waiting too long for the shared limits, or a
-shutdown, hands the turn back to be run again at once (not a failure).
+exception from a turn function does the same; waiting too long for the shared limits, a daily
+token budget that is used up (:mod:`workers.budget`), or a shutdown, hands the turn back to be run
+again (not a failure).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from aggregator.seqfloor import SeqFloor
 from aggregator.store import Store
 from aggregator.text import now_iso
 from workers import prompt
+from workers.budget import DailyBudget
 from workers.config import TurnConfig
 from workers.history import TURN_TYPE, History, Message, read_new
 from workers.lease import Fence, Lease
@@ -145,7 +147,7 @@ class TurnRunner:
         self.fence = Fence(client, keys)
         self.provider = provider or make_provider(config)
         self.limiter = Limiter(client, keys, config, sleep=sleep)
-        self.caller = Caller(self.provider, self.limiter, config, sleep=sleep)
+        self.caller = Caller(self.provider, self.limiter, DailyBudget(client, keys, config), config, sleep=sleep)
         self.turn_fn = turn_fn or load_turn_function(config.turn)
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -162,8 +164,9 @@ class TurnRunner:
         with lease:
             try:
                 outcome = self._turn(lease, stats, info)
-            except LimitTimeout:
+            except LimitTimeout as e:
                 lease.release("abort")
+                log.info("turn of %s handed back: %s", conv, e)
                 outcome = "gave-back"
             except redis.RedisError as e:
                 # Redis went away mid-turn: not the conversation's fault, so no parking. Hand the

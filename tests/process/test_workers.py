@@ -12,6 +12,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ from devtools.agg import agg_env, run_agg, wait_until
 from devtools.fakellm import FakeLLM
 from devtools.redisproc import RedisProcess
 from devtools.turnkit import Transcripts, Workers, last_event_seq, record, turn_records
+from workers import prompt
+from workers.config import TurnConfig
+from workers.providers import estimate_tokens
 from workers.status import turn_figures
 
 KEY = "sk-agg-test-" + os.urandom(12).hex()
@@ -230,6 +234,64 @@ def test_rate_limit_holds_across_two_workers(
             assert j - i <= (times[j] - times[i]) / interval + 1, (i, j, times[j] - times[i])
     span = times[-1] - times[0]
     print(f"rate limit: {len(times)} requests in {span:.2f} s, limit allows {span / interval + 1:.1f}")
+
+
+def test_daily_budget_stops_paid_turns_until_the_next_utc_day(
+    llm: FakeLLM, workers: Workers, transcripts: Transcripts, store: Store, r: redis.Redis
+) -> None:
+    """Two workers share a day's budget of tokens: once the next request would not fit, no call is
+    made (counted at the server), turns wait — scheduled, not parked — and `agg status` says until
+    when; when the day changes (here: the budget's day moved back, as midnight would) they go on.
+    Each day's calls, as the server counted them, stay within the cap."""
+    convs = [f"conv-{i}" for i in range(8)]
+    one = [("user", "conv-0 b0 l0 talks about item 0"), ("assistant", "conv-0 b0 l1 talks about item 1")]
+    estimate = estimate_tokens(prompt.SYSTEM + prompt.build("", "", one)) + TurnConfig().max_output_tokens
+    cap = estimate * 3 // 2  # one turn's request fits, then hardly another: the day ends early
+    workers.start(2, **openai_env(llm, AGG_LLM_DAILY_TOKENS=str(cap)))
+    for conv in convs[:6]:
+        transcripts.burst(conv, 0, 2)
+    figures = lambda: turn_figures(store.client, store.keys, "agg-turns")["turns"]  # noqa: E731
+    budget = lambda: figures()["budget"]  # noqa: E731
+
+    def used_up() -> bool:
+        """Used up with no request in flight (whose estimate, not yet its count, is charged), the
+        same in two readings."""
+        a, b = figures(), figures()
+        return bool(a["budget"] and a["budget"]["exhausted"] and a == b and not a["running"] and not a["queued"])
+
+    wait_until(used_up, timeout=60, what="the budget to be used up")
+
+    days = 0
+    while True:
+        days += 1
+        calls = llm.calls()
+        b = budget()
+        assert b["cap"] == cap and b["calls"] == len(calls) and b["tokens"] == sum(q.tokens for q in calls) <= cap
+        waiting = [c for c in convs if r.zscore(store.keys.turns_due, c) is not None]
+        if days == 1:
+            assert 0 < len(calls) < 6 and waiting, "the cap should hold some turns back"
+            # more work while the budget is used up: scheduled, never dispatched, nothing sent
+            for conv in convs[6:]:
+                transcripts.burst(conv, 0, 2)
+            wait_until(lambda: r.zcard(store.keys.dirty) == 0, what="the scheduler to see the new work")
+            dispatched = int(r.hget(store.keys.turns_stats, "dispatched"))
+            time.sleep(1.0)  # 20 dispatch intervals: any claim would show
+            assert int(r.hget(store.keys.turns_stats, "dispatched")) == dispatched
+            assert len(llm.calls(outcome=None)) == len(calls)
+            text = run_agg(["status"], workers.env()).stdout  # as a user sees it
+            assert f"used up, turns resume at {b['resumes_at']}" in text
+            assert b["resumes_at"] == f"{date.fromisoformat(b['day']) + timedelta(days=1)}T00:00:00.000Z"
+        st = figures()
+        assert (st["parked"], st["failed"]) == (0, 0)  # waiting is not failing
+        if settled(store, convs):
+            break
+        assert b["exhausted"] and waiting
+        # midnight: the day the budget holds is no longer today
+        r.hset(store.keys.llm_budget, "day", int(r.hget(store.keys.llm_budget, "day")) - 1)
+        llm.requests.clear()
+        wait_until(lambda: used_up() or settled(store, convs), timeout=60, what="the next day's turns")
+    assert days >= 2
+    assert all(turn_records(store, c)[-1]["turn"]["title"] == f"Title of {c}" for c in convs)
 
 
 # --- secrets ----------------------------------------------------------------------------------------

@@ -393,3 +393,21 @@ def test_token_limit_waits_for_the_tokens(store: Store) -> None:
     assert lim.try_take(600) == 0
     lim.pause(0.5)
     assert 0 < lim.try_take(1) <= 500
+
+
+def test_a_used_up_daily_budget_holds_turns_without_parking_them(transcripts: Transcripts, store: Store) -> None:
+    """A request that does not fit the day's budget is not sent: the turn is handed back, waits
+    scheduled (not parked, not failed), nothing more is dispatched, and a burst ends."""
+    paid = Recorder("openai")
+    h = Harness(store, CONFIG.with_(provider="openai", daily_tokens=100), provider=paid)
+    transcripts.append("conv-0", record("conv-0", "hello"))
+    transcripts.append("conv-1", record("conv-1", "hello"))
+    assert h.drain() == ["gave-back", "gave-back"]  # both were claimed before the first refusal
+    assert paid.prompts == []
+    r: Any = store.client
+    k = store.keys
+    assert r.zcard(k.turns_due) == 2 and r.zcard(k.turns_parked) == 0
+    assert int(r.hget(k.turns_stats, "aborted")) == 2 and r.hget(k.turns_stats, "failed") is None
+    transcripts.append("conv-2", record("conv-2", "hello"))
+    assert h.drain() == []  # nothing claimed for the rest of the day
+    assert r.zcard(k.turns_due) == 3 and int(r.hget(k.turns_stats, "dispatched")) == 2
