@@ -1,8 +1,9 @@
 """LLM providers: ``offline`` (deterministic, no network), OpenAI-compatible chat completions,
 Anthropic messages — and the retrying, rate-limited call every turn goes through.
 
-The two network providers use the providers' maintained SDKs (optional extras: ``pip install
-'agg[openai]'``, ``'agg[anthropic]'`` or ``'agg[llm]'``), with the SDKs' own retries switched off:
+The two network providers use the providers' maintained SDKs (optional extras ``openai``,
+``anthropic`` or ``llm``: ``pip install -c constraints.txt '.[openai]'``), with the SDKs' own
+retries switched off:
 every request, retries included, must pass the shared rate limits (:mod:`workers.limits`), so
 retries happen here, with :mod:`tenacity` — exponential backoff with jitter, or exactly the
 ``Retry-After`` the provider asked for. Transient failures (429, 408, 409, 5xx, timeouts, an
@@ -186,7 +187,10 @@ def _import_sdk(name: str) -> Any:
     try:
         return __import__(name)
     except ImportError:
-        raise ConfigError(f"AGG_LLM_PROVIDER={name} needs the {name} package: pip install 'agg[{name}]'") from None
+        raise ConfigError(
+            f"AGG_LLM_PROVIDER={name} needs the {name} package: in agg's directory, "
+            f"pip install -c constraints.txt '.[{name}]'"
+        ) from None
 
 
 class OpenAIProvider(_SDKProvider):
@@ -331,8 +335,9 @@ class Caller:
             taken = self.budget.take(estimate)
             if taken is not None and not taken.ok:
                 raise LimitTimeout(
-                    f"the daily token budget is used up ({taken.tokens:,} of {taken.cap:,} tokens today): "
-                    f"turns resume at {iso_ms((taken.day + 1) * DAY_MS)}"
+                    f"the daily token budget has no room for this request ({taken.tokens:,} of {taken.cap:,} "
+                    f"tokens used today, about {estimate:,} needed): turns resume at "
+                    f"{iso_ms((taken.day + 1) * DAY_MS)}"
                 )
             stats.requests += 1
             started = time.perf_counter()
