@@ -38,8 +38,6 @@ class BudgetState:
     tokens: int
     cap: int
     """Tokens per day (0: no cap)."""
-    next_day_in_ms: int
-    """Milliseconds from Redis' now to the next UTC day."""
 
     @property
     def resumes_at(self) -> str | None:
@@ -76,8 +74,8 @@ class DailyBudget:
 
     def _call(self, mode: str, cap: int, tokens: int = 0, day: int = 0) -> BudgetState:
         res: Any = self._script(keys=[self.keys.llm_budget], args=[mode, cap, tokens, day])
-        ok, day, calls, used, cap, left = (int(x) for x in res)
-        return BudgetState(bool(ok), day, calls, used, cap, left)
+        ok, day, calls, used, cap = (int(x) for x in res)
+        return BudgetState(bool(ok), day, calls, used, cap)
 
     def take(self, tokens: int) -> BudgetState | None:
         """Count one request of ``tokens`` (estimated) if it fits today; its state (``ok`` False:

@@ -3,10 +3,10 @@ Anthropic messages — and the retrying, rate-limited call every turn goes throu
 
 The two network providers use the providers' maintained SDKs (optional extras ``openai``,
 ``anthropic`` or ``llm``: ``pip install -c constraints.txt '.[openai]'``), with the SDKs' own
-retries switched off:
-every request, retries included, must pass the shared rate limits (:mod:`workers.limits`), so
-retries happen here, with :mod:`tenacity` — exponential backoff with jitter, or exactly the
-``Retry-After`` the provider asked for. Transient failures (429, 408, 409, 5xx, timeouts, an
+retries switched off: every request, retries included, must pass the shared rate limits
+(:mod:`workers.limits`) and the daily budget (:mod:`workers.budget`), so retries happen here,
+with :mod:`tenacity` — exponential backoff with jitter, or exactly the ``Retry-After`` the
+provider asked for. Transient failures (429, 408, 409, 5xx, timeouts, an
 unreachable server, an answer that is not the protocol's JSON) are retried; others (400, 401,
 403, 404, …) fail at once with a clear :class:`~aggregator.errors.ProviderError`.
 

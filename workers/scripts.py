@@ -401,7 +401,7 @@ BUDGET = (
 -- ARGV[2] cap: tokens per UTC day (0 = no cap; -1 with 'peek': the cap the workers last passed)
 -- ARGV[3] tokens   ARGV[4] day (adjust)
 --
--- Returns {ok (1 taken / 0 refused or exhausted), day, calls, tokens, cap, ms to the next UTC day}
+-- Returns {ok (1 taken / 0 refused or exhausted), day, calls, tokens, cap}
 -- (for 'peek' and 'adjust', ok = 0 when the cap is used up: no request would fit today).
 """
     + _NOW
@@ -414,22 +414,21 @@ if tonumber(h[1] or '-1') == day then
   calls, tokens, held = tonumber(h[2] or '0'), tonumber(h[3] or '0'), tonumber(h[4] or '0')
 end
 if mode == 'peek' and cap < 0 then cap = tonumber(h[5] or '0') end
-local left = (day + 1) * 86400000 - now
 local function full() return cap > 0 and (tokens >= cap or (held > 0 and tokens + held > cap)) end
 if mode == 'take' then
   if cap > 0 and tokens + n > cap then
     redis.call('HSET', KEYS[1], 'day', day, 'calls', calls, 'tokens', tokens, 'held', n, 'held_at', now,
       'cap', cap)
-    return {0, day, calls, tokens, cap, left}
+    return {0, day, calls, tokens, cap}
   end
   calls, tokens = calls + 1, tokens + n
   redis.call('HSET', KEYS[1], 'day', day, 'calls', calls, 'tokens', tokens, 'held', 0, 'cap', cap)
-  return {1, day, calls, tokens, cap, left}
+  return {1, day, calls, tokens, cap}
 end
 if mode == 'adjust' and tonumber(h[1] or '-1') == day and tonumber(ARGV[4]) == day then
   tokens = math.max(0, tokens + n)
   redis.call('HSET', KEYS[1], 'tokens', tokens)
 end
-return {full() and 0 or 1, day, calls, tokens, cap, left}
+return {full() and 0 or 1, day, calls, tokens, cap}
 """
 )
