@@ -126,6 +126,9 @@ TURN_TITLE_MAX_CHARS = 80
 TURN_SUMMARY_MAX_CHARS = 1_500
 """Longest rolling summary kept (the offline provider keeps the newest part)."""
 
+OFFLINE_REQUEST_CHARS = 100
+"""Characters of one user request in the offline provider's summary (its list of requests)."""
+
 TURN_MAX_AGE_DAYS_NETWORK = 2.0
 """With a network provider, conversations whose newest record is older than this get no turn
 (a first backfill of thousands of old conversations would otherwise be thousands of paid
@@ -166,6 +169,10 @@ ever holds more than the limit."""
 LLM_TPM = 100_000.0
 """Tokens (input + output) per minute per provider, shared by all workers (network providers)."""
 
+LLM_DAILY_TOKENS = 2_000_000
+"""Tokens (input + output) per UTC day, all workers and network providers together; once they are
+used, turns wait for the next UTC day (``AGG_LLM_DAILY_TOKENS``; 0 = no cap)."""
+
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -186,6 +193,10 @@ RQ_RESULT_TTL_S = 60
 
 RQ_FAILURE_TTL_S = 7 * 24 * 3600
 """Seconds RQ keeps a failed turn job (turns catch their errors; only crashes end up there)."""
+
+RQ_PUBSUB_POLL_S = 1.0
+"""How often an RQ worker's command-channel thread wakes (RQ's own: 60 s): a worker stops no later
+than this after RQ ends its subscription."""
 
 ACTIVE_MINUTES = 10.0
 """A conversation is ``active`` while its newest record is at most this many minutes old

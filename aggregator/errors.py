@@ -9,7 +9,8 @@
     ├── StoreError                the store is in a state agg cannot work with
     │   └── CursorConflict        a file cursor moved under us (internal: the tailer retries)
     └── TurnError                 an LLM turn could not be run
-        └── ProviderError         the provider failed or refused (``transient``: worth a retry)
+        ├── ProviderError         the provider failed or refused (``transient``: worth a retry)
+        └── LimitTimeout          the shared limits held a request back (the turn waits: no failure)
 
 Low-level errors (``redis.ConnectionError``, ``OSError``) are mapped to these at module
 boundaries, so the CLI catches :class:`AggError` and prints one line instead of a traceback.
@@ -81,6 +82,12 @@ class ProviderError(TurnError):
         self.transient = transient
         self.status = status
         self.retry_after = retry_after
+
+
+class LimitTimeout(TurnError):
+    """The shared limits did not let a request through in time — the rate limits past the
+    turn's deadline, or the daily token budget until the next UTC day. Not a failure: the turn
+    gives its slot back and is run again later."""
 
 
 def first_line(e: BaseException | None) -> str:

@@ -64,6 +64,9 @@ key                        type   written by   meaning
 ``agg:limit:<p>:<kind>``   string workers      shared limits of provider p: ``req`` / ``tok``
                                                (GCRA theoretical arrival time, ms), ``pause``
                                                (set after a 429 with ``Retry-After``)
+``agg:llm:budget``         hash   workers      the day's LLM use, all workers: day (UTC days since
+                                               the epoch), calls, tokens, cap (the last one a
+                                               worker used), held, held_at (a refused request)
 ``agg:{c:K}:turn``         hash   workers      turn state: gen, state, epoch, done, last, fails,
                                                error, error_at, follow, cool_until, park_until,
                                                holder, queued_at, started, committed
@@ -179,6 +182,10 @@ class Keys:
 
     def limit(self, provider: str, kind: str) -> str:
         return f"{self.ns}:limit:{provider}:{kind}"
+
+    @property
+    def llm_budget(self) -> str:
+        return f"{self.ns}:llm:budget"
 
     def turn(self, conv: str) -> str:
         return f"{self.conv_prefix(conv)}:turn"

@@ -33,6 +33,7 @@ from cli import live
 from cli.app import App, app_context, emit_json, get_app, handle_errors
 from cli.usage import usage_cmd
 from cli.worker import worker_cmd
+from workers.status import budget_line
 
 
 def _claude_dirs(values: tuple[str, ...]) -> list[Path]:
@@ -183,6 +184,8 @@ def status_cmd(ctx: click.Context, as_json: bool, digest: bool) -> None:
         )
         for p in t.get("parked_conversations", []):
             click.echo(f"  parked     {p['conv']} ({p['fails']} failures): {p['error']}")
+        if t.get("budget"):
+            click.echo(f"llm budget   {budget_line(t['budget'])}")
         for line in describe(st):
             click.echo(line)
         if digest:

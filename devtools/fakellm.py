@@ -9,8 +9,9 @@ It runs in a thread of the test process on 127.0.0.1 and answers the turn worker
   ``timeout`` (answers only after the client gave up), ``malformed`` (200 with broken JSON);
 * per-conversation delays (:meth:`FakeLLM.delay`) to hold a turn in flight.
 
-Every request is recorded (start, end, conversation, path, outcome, whether the key matched);
-the conversation is the first ``conv-<n>`` found in the request body (test messages carry it).
+Every request is recorded (start, end, conversation, path, outcome, whether the key matched, the
+tokens its answer reported); the conversation is the first ``conv-<n>`` found in the request body
+(test messages carry it).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Request:
     outcome: str = ""
     auth_ok: bool = False
     body: str = ""
+    tokens: int = 0
+    """Input + output tokens its answer reported (what a provider would bill)."""
 
 
 @dataclass
@@ -161,7 +164,9 @@ class FakeLLM:
         if delay:
             time.sleep(delay)
         req.outcome = "ok"
-        _send(h, 200, _ok(anthropic, req.conv, text))
+        answer = _ok(anthropic, req.conv, text)
+        req.tokens = sum(v for k, v in answer["usage"].items() if k != "total_tokens")
+        _send(h, 200, answer)
 
 
 def _ok(anthropic: bool, conv: str | None, text: str) -> dict[str, Any]:

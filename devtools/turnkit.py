@@ -37,7 +37,7 @@ FAST = {
 """Worker settings that make the tests quick (same mechanisms, shorter times)."""
 
 
-def record(conv: str, text: str, role: str = "user", ts: str | None = None) -> dict[str, Any]:
+def record(conv: str, text: str | list[Any], role: str = "user", ts: str | None = None) -> dict[str, Any]:
     return {
         "type": role,
         "uuid": str(uuid.uuid4()),

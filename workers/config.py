@@ -8,7 +8,8 @@ environment                 meaning                      default
 =========================== ============================ ==========================================
 ``AGG_LLM_PROVIDER``        ``offline`` · ``openai`` ·   ``offline`` (nothing leaves the machine)
                             ``anthropic``
-``AGG_LLM_BASE_URL``        API base URL                 the provider's public API
+``AGG_LLM_BASE_URL``        API base URL (a password in  the provider's public API
+                            it is masked everywhere)
 ``AGG_LLM_MODEL``           model name                   ``gpt-4o-mini`` / ``claude-3-5-haiku-latest``
 ``AGG_LLM_API_KEY``         API key (never printed,      none
                             logged or stored)
@@ -17,6 +18,8 @@ environment                 meaning                      default
 ``AGG_LLM_RPM``             requests/min, all workers    50 (0 = no limit; offline: no limit)
 ``AGG_LLM_RPM_BURST``       requests back to back        1
 ``AGG_LLM_TPM``             tokens/min, all workers      100000 (0 = no limit; offline: none)
+``AGG_LLM_DAILY_TOKENS``    tokens per UTC day, all      2000000 (0 = no cap; offline: none)
+                            workers (then turns wait)
 ``AGG_TURN``                ``module:function``          the default title + summary turn
 ``AGG_TURN_CONCURRENCY``    turns at once, all workers   4
 ``AGG_TURN_DEBOUNCE_S``     wait after a first change    5
@@ -38,9 +41,12 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from urllib.parse import unquote, urlsplit
 
 from aggregator import defaults
+from aggregator.connection import mask_url
 from aggregator.errors import ConfigError
+from aggregator.text import preview
 
 PROVIDERS = ("offline", "openai", "anthropic")
 
@@ -52,7 +58,9 @@ class TurnConfig:
     """Resolved settings of the turn pipeline (see the module docstring for the variables)."""
 
     provider: str = "offline"
-    base_url: str = ""
+    base_url: str = field(default="", repr=False)
+    """May hold a gateway's credentials (``http://user:secret@host/v1``): shown only as
+    :attr:`shown_url`, and scrubbed (:meth:`scrub`) from every text agg writes."""
     model: str = "offline"
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float = defaults.LLM_TIMEOUT_S
@@ -60,6 +68,7 @@ class TurnConfig:
     rpm: float = 0.0
     rpm_burst: int = defaults.LLM_RPM_BURST
     tpm: float = 0.0
+    daily_tokens: int = 0
     turn: str = ""
     concurrency: int = defaults.TURN_CONCURRENCY
     debounce_ms: int = defaults.TURN_DEBOUNCE_MS
@@ -82,6 +91,22 @@ class TurnConfig:
             raise ConfigError(f"AGG_LLM_PROVIDER={self.provider!r}: use one of {', '.join(PROVIDERS)}")
         if self.turn and not _TURN_SPEC.match(self.turn):
             raise ConfigError(f"AGG_TURN={self.turn!r}: expected module:function (e.g. mybot.turns:answer)")
+
+    @property
+    def shown_url(self) -> str:
+        """:attr:`base_url` with its password masked, as the Redis URL is shown."""
+        return mask_url(self.base_url) if self.base_url else ""
+
+    def scrub(self, text: str) -> str:
+        """``text`` (an error, possibly echoed by a server) without the API key or the base URL's
+        password, cut to one short line."""
+        if self.base_url:
+            text = text.replace(self.base_url, self.shown_url)
+        password = urlsplit(self.base_url).password or ""
+        for secret in {self.api_key or "", password, unquote(password)}:
+            if len(secret) >= 4:  # a shorter one would mask ordinary words; the URL is masked above
+                text = text.replace(secret, "***")
+        return preview(text, 300)
 
     @property
     def token_burst(self) -> int:
@@ -113,6 +138,7 @@ class TurnConfig:
             rpm=g.number("AGG_LLM_RPM", defaults.LLM_RPM if network else 0.0),
             rpm_burst=int(g.number("AGG_LLM_RPM_BURST", defaults.LLM_RPM_BURST, low=1)),
             tpm=g.number("AGG_LLM_TPM", defaults.LLM_TPM if network else 0.0),
+            daily_tokens=int(g.number("AGG_LLM_DAILY_TOKENS", defaults.LLM_DAILY_TOKENS)) if network else 0,
             turn=(env.get("AGG_TURN") or "").strip(),
             concurrency=int(g.number("AGG_TURN_CONCURRENCY", defaults.TURN_CONCURRENCY, low=1)),
             debounce_ms=g.ms("AGG_TURN_DEBOUNCE_S", defaults.TURN_DEBOUNCE_MS),

@@ -7,7 +7,8 @@ a thread; every step is one pipelined read plus, when there is work, one :data:`
 * newly dirty conversations move to ``turns:due`` with a not-before time: first change +
   debounce, no earlier than the end of the conversation's cooldown or parking;
 * due conversations are claimed — state ``queued``, a new generation — as long as fewer than the
-  cap of concurrent turns are queued or running, and enqueued on the one RQ queue as job
+  cap of concurrent turns are queued or running (none while the daily token budget is used up:
+  :mod:`workers.budget`), and enqueued on the one RQ queue as job
   ``agg-turn-<hash of namespace and conversation>-<gen>`` with ``unique=True``, so the same
   generation can never be queued twice;
 * a conversation due while its turn is queued or running gets one ``follow`` flag instead: one
@@ -41,6 +42,7 @@ from rq.job import Job
 from aggregator import defaults
 from aggregator.keys import Keys
 from workers import scripts
+from workers.budget import DailyBudget
 from workers.config import TurnConfig
 
 log = logging.getLogger("agg.turns")
@@ -69,6 +71,8 @@ class Scheduler:
 
     def __post_init__(self) -> None:
         self.r: Any = self.client
+        self.budget = DailyBudget(self.client, self.keys, self.config)
+        self._held = False
         self._dispatch = self.client.register_script(scripts.DISPATCH)
         self._redo = self.client.register_script(scripts.REDO)
         self._requeue = self.client.register_script(scripts.REQUEUE)
@@ -89,13 +93,25 @@ class Scheduler:
         convs = list(flags)
         keys = [k.dirty, k.turns_due, k.turns_queued, k.turns_running, k.turns_stats]
         keys += [k.turn(c.decode("utf-8", "surrogateescape")) for c in convs]
-        args: list[Any] = [self.config.debounce_ms, self.config.concurrency, "1" if burst else "0", len(convs)]
+        # the day's token budget used up: schedule as usual, claim nothing until the next UTC day
+        cap = self.config.concurrency if self._budget_open() else 0
+        args: list[Any] = [self.config.debounce_ms, cap, "1" if burst else "0", len(convs)]
         for c in convs:
             args += (c, flags[c])
         res = self._dispatch(keys=keys, args=args)
         for i in range(0, len(res), 2):
             self.enqueue(res[i].decode("utf-8", "surrogateescape"), int(res[i + 1]))
         return len(res) // 2
+
+    def _budget_open(self) -> bool:
+        held = not self.budget.open()
+        if held != self._held:
+            if held:
+                log.warning("the daily token budget (AGG_LLM_DAILY_TOKENS) is used up: turns wait for the next UTC day")
+            else:
+                log.info("turns go on: the daily token budget has room again")
+            self._held = held
+        return not held
 
     def enqueue(self, conv: str, gen: int) -> None:
         """Put the claimed turn ``(conv, gen)`` on the RQ queue (job payload: those two only)."""
@@ -197,8 +213,8 @@ class Scheduler:
         *cards, due, (secs, micros) = pipe.execute()
         if any(cards):
             return True
-        if not due:
-            return False
+        if not due or not self._budget_open():
+            return False  # nothing scheduled, or it waits for the next UTC day
         now_ms = int(secs) * 1000 + int(micros) // 1000
         pipe = self.r.pipeline(transaction=False)
         for c in due:

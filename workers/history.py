@@ -33,6 +33,10 @@ class Message:
     role: str
     text: str
     ts: str | None
+    typed: bool = False
+    """True for a user message the user typed: a real prompt or a slash command, as the title
+    rule judges it (:func:`aggregator.titles.prompt_candidate`) — not a tool result, a command's
+    output or caveat, a notification or anything else Claude Code writes as ``user``."""
 
 
 @dataclass
@@ -116,7 +120,9 @@ class _Picker:
                     break
                 text = text[: max(1, self.budget_chars)]
             self.used += len(text)
-            self.picked.append(Message(entry.seq, env["type"], text, env["ts"]))
+            fx = orjson.loads(entry.facts)  # the ingest parser's judgement of the record: p / c
+            typed = env["type"] == "user" and ("p" in fx or "c" in fx)
+            self.picked.append(Message(entry.seq, env["type"], text, env["ts"], typed))
         self.pending.clear()
 
 

@@ -14,14 +14,18 @@ SYSTEM = (
     "assistant. You get the previous title and summary (if any) and the newest messages. Answer with "
     'one JSON object and nothing else: {"title": "<at most 8 words>", "summary": "<at most 120 words: '
     'what the user is after, what has been done, what is still open>"}. Keep the previous title unless '
-    "the topic clearly changed; fold the new messages into the previous summary."
+    "the topic clearly changed; fold the new messages into the previous summary. Messages marked "
+    "[context] are tool results, command output and notices: text the user did not type."
 )
+
+CONTEXT = "context"
+"""Role of a user message the user did not type (see :attr:`workers.history.Message.typed`)."""
 
 _HEAD_TITLE = "Previous title: "
 _HEAD_SUMMARY = "Previous summary: "
 _HEAD_MESSAGES = "New messages (oldest first):"
 _NONE = "(none)"
-_MESSAGE = re.compile(r"^\[(user|assistant)\] ", re.ASCII)
+_MESSAGE = re.compile(r"^\[(user|assistant|context)\] ", re.ASCII)
 
 
 def one_line(text: str) -> str:
@@ -31,7 +35,8 @@ def one_line(text: str) -> str:
 def build(title: str, summary: str, messages: Sequence[tuple[str, str]]) -> str:
     """The user message of the default turn: previous state, then the new messages, oldest first.
 
-    A message is ``[role] text``; its further lines are indented by two spaces.
+    A message is ``[role] text`` (role ``user``, ``assistant`` or :data:`CONTEXT`); its further
+    lines are indented by two spaces.
     """
     lines = [
         _HEAD_TITLE + (one_line(title) or _NONE),

@@ -1,16 +1,18 @@
 """LLM providers: ``offline`` (deterministic, no network), OpenAI-compatible chat completions,
 Anthropic messages — and the retrying, rate-limited call every turn goes through.
 
-The two network providers use the providers' maintained SDKs (optional extras: ``pip install
-'agg[openai]'``, ``'agg[anthropic]'`` or ``'agg[llm]'``), with the SDKs' own retries switched off:
-every request, retries included, must pass the shared rate limits (:mod:`workers.limits`), so
-retries happen here, with :mod:`tenacity` — exponential backoff with jitter, or exactly the
-``Retry-After`` the provider asked for. Transient failures (429, 408, 409, 5xx, timeouts, an
+The two network providers use the providers' maintained SDKs (optional extras ``openai``,
+``anthropic`` or ``llm``: ``pip install -c constraints.txt '.[openai]'``), with the SDKs' own
+retries switched off: every request, retries included, must pass the shared rate limits
+(:mod:`workers.limits`) and the daily budget (:mod:`workers.budget`), so retries happen here,
+with :mod:`tenacity` — exponential backoff with jitter, or exactly the ``Retry-After`` the
+provider asked for. Transient failures (429, 408, 409, 5xx, timeouts, an
 unreachable server, an answer that is not the protocol's JSON) are retried; others (400, 401,
 403, 404, …) fail at once with a clear :class:`~aggregator.errors.ProviderError`.
 
 The API key goes to the SDK client and nowhere else: it is not in any message, log line, job or
-Redis value (error texts are scrubbed of it in case a server echoes it back).
+Redis value (error texts are scrubbed of it in case a server echoes it back). So does a password
+in the base URL (a gateway's ``http://user:secret@host/v1``): the URL is shown masked.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,10 +29,11 @@ from typing import Any, Protocol
 import tenacity
 
 from aggregator import defaults
-from aggregator.errors import ConfigError, ProviderError
-from aggregator.text import preview
+from aggregator.errors import ConfigError, LimitTimeout, ProviderError
+from aggregator.text import iso_ms, preview
 from aggregator.titles import prompt_candidate
 from workers import prompt
+from workers.budget import DAY_MS, DailyBudget
 from workers.config import TurnConfig
 from workers.limits import Limiter
 
@@ -61,33 +65,49 @@ def estimate_tokens(text: str) -> int:
     return max(1, len(text) // defaults.CHARS_PER_TOKEN)
 
 
-def scrub(text: str, secret: str | None) -> str:
-    """``text`` without ``secret`` (an API key a server echoed back), cut to one short line."""
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "***")
-    return preview(text, 300)
-
-
 # --- offline ------------------------------------------------------------------------------------
-def _first_prompt(messages: list[tuple[str, str]]) -> str | None:
-    """The first real prompt among user messages (else the first slash command), judged as the
-    conversation projection judges its first-prompt title (no caveats, IDE context or the like)."""
-    command = None
+REQUESTS = "Requests: "
+"""How the offline provider's summary starts: the user's requests follow, oldest first."""
+REQUEST_SEP = " · "
+# What aggregator.text.message_text writes for a user's attachments: not part of what was typed.
+_ATTACHMENT = re.compile(r"\s*\[(?:image|document)\]\s*")
+
+
+def requests_of(messages: list[tuple[str, str]]) -> list[str]:
+    """What the user asked for in ``messages``, in order: the typed prompts (role ``user``; tool
+    results and other text the user did not type come as ``context``), judged and cleaned as the
+    projection judges a first-prompt title — no IDE context, caveats or command markup, a slash
+    command with its arguments; bare commands (``/clear``) are not requests."""
+    out = []
     for role, text in messages:
-        candidate = prompt_candidate({"message": {"content": text}}) if role == "user" else None
-        if candidate is not None:
-            if candidate[0] == "p":
-                return candidate[1]
-            command = command or candidate[1]
-    return command
+        typed = _ATTACHMENT.sub(" ", text) if role == "user" else ""
+        candidate = prompt_candidate({"message": {"content": typed}}) if typed else None
+        if candidate is not None and candidate[0] == "p":
+            out.append(preview(candidate[1], defaults.OFFLINE_REQUEST_CHARS))
+    return out
+
+
+def fold_requests(summary: str, requests: list[str], limit: int = defaults.TURN_SUMMARY_MAX_CHARS) -> str:
+    """``summary`` (an offline summary, else dropped) with ``requests`` added; the oldest ones
+    give way to ``…`` beyond ``limit`` characters. Unchanged if there is no request to add."""
+    if not requests:
+        return summary
+    items = summary[len(REQUESTS) :].split(REQUEST_SEP) if summary.startswith(REQUESTS) else []
+    for r in requests:
+        if not items or items[-1] != r:  # "continue", "continue": once
+            items.append(r)
+    while len(REQUESTS + REQUEST_SEP.join(items)) > limit and len(items) > 2:
+        items = ["…", *items[2:]] if items[0] == "…" else ["…", *items[1:]]
+    return REQUESTS + REQUEST_SEP.join(items)
 
 
 class OfflineProvider:
     """A deterministic stand-in model: it extracts instead of generating; nothing leaves the host.
 
-    Given the default turn's prompt it answers the JSON the turn asks for: the previous title or
-    the first user message's first line, and the previous summary followed by the newest
-    messages' openings, keeping the newest part within the summary limit.
+    Given the default turn's prompt it answers the JSON the turn asks for with **no title** (the
+    projection's own title — the first real prompt, or better — stands: an extract would only be
+    worse) and, as the summary, the user's requests in order (:func:`requests_of`), added to the
+    previous summary if that is one of its own; with no new request the summary stays as it was.
     """
 
     name = "offline"
@@ -100,17 +120,8 @@ class OfflineProvider:
         if parsed is None:
             text = preview(user, max(16, max_tokens * defaults.CHARS_PER_TOKEN))
         else:
-            prev_title, prev_summary, messages = parsed
-            firsts = [t for r, t in messages if r == "user"] or [t for _, t in messages]
-            opening = firsts[0].strip().splitlines()[0] if firsts and firsts[0].strip() else ""
-            title = prev_title or preview(_first_prompt(messages) or opening, defaults.TURN_TITLE_MAX_CHARS)
-            recent = " · ".join(f"{role}: {preview(text, 120)}" for role, text in messages[-4:])
-            summary = f"{prev_summary} {recent}".strip()
-            limit = defaults.TURN_SUMMARY_MAX_CHARS
-            if len(summary) > limit:
-                cut = summary[-(limit - 1) :]
-                summary = "…" + cut[cut.find(" ") + 1 :] if " " in cut[:80] else "…" + cut
-            text = prompt.answer(title or "Untitled conversation", summary)
+            _, prev_summary, messages = parsed
+            text = prompt.answer("", fold_requests(prev_summary, requests_of(messages)))
         return Completion(text, estimate_tokens(system + user), estimate_tokens(text))
 
 
@@ -125,8 +136,7 @@ class _SDKProvider:
 
     def __init__(self, config: TurnConfig) -> None:
         self.model = config.model
-        self.base_url = config.base_url
-        self._secret = config.api_key
+        self.config = config
         self.timeout_s = config.timeout_s
         self.sdk = _import_sdk(self.name)
         # Local servers need no key, but the SDKs insist on one; agg retries itself (max_retries=0).
@@ -142,7 +152,9 @@ class _SDKProvider:
         except self.sdk.APITimeoutError:
             raise ProviderError(f"{self.name}: no answer within {self.timeout_s:g} s", transient=True) from None
         except self.sdk.APIConnectionError as e:
-            raise ProviderError(f"{self.name}: cannot reach {self.base_url}: {self._text(e)}", transient=True) from None
+            raise ProviderError(
+                f"{self.name}: cannot reach {self.config.shown_url}: {self._text(e)}", transient=True
+            ) from None
         except (self.sdk.APIResponseValidationError, ValueError) as e:
             raise ProviderError(f"{self.name}: malformed answer: {self._text(e)}", transient=True) from None
         try:
@@ -151,7 +163,7 @@ class _SDKProvider:
             raise ProviderError(f"{self.name}: malformed answer: {self._text(e)}", transient=True) from None
 
     def _text(self, e: BaseException) -> str:
-        return scrub(str(e) or type(e).__name__, self._secret)
+        return self.config.scrub(str(e) or type(e).__name__)
 
     def _status_error(self, e: Any) -> ProviderError:
         status = int(e.status_code)
@@ -175,7 +187,10 @@ def _import_sdk(name: str) -> Any:
     try:
         return __import__(name)
     except ImportError:
-        raise ConfigError(f"AGG_LLM_PROVIDER={name} needs the {name} package: pip install 'agg[{name}]'") from None
+        raise ConfigError(
+            f"AGG_LLM_PROVIDER={name} needs the {name} package: in agg's directory, "
+            f"pip install -c constraints.txt '.[{name}]'"
+        ) from None
 
 
 class OpenAIProvider(_SDKProvider):
@@ -265,10 +280,6 @@ def retry_after(response: Any) -> float | None:
 
 
 # --- the call every turn makes -----------------------------------------------------------------
-class LimitTimeout(Exception):
-    """The shared rate limits did not let a request through in time (the turn gives its slot back)."""
-
-
 @dataclass
 class CallStats:
     """What a turn's calls cost."""
@@ -281,10 +292,12 @@ class CallStats:
 
 @dataclass
 class Caller:
-    """Calls a provider through the shared limits, retrying transient failures."""
+    """Calls a provider through the shared limits and the daily budget, retrying transient
+    failures."""
 
     provider: Provider
     limiter: Limiter
+    budget: DailyBudget
     config: TurnConfig
     sleep: Callable[[float], None] = time.sleep
 
@@ -299,7 +312,7 @@ class Caller:
     def _log_retry(state: tenacity.RetryCallState) -> None:
         e = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        # ProviderError texts are already scrubbed of the API key
+        # ProviderError texts are already scrubbed of the API key and the base URL's password
         log.info("attempt %d failed (%s); retrying in %.2f s", state.attempt_number, e, wait)
 
     @staticmethod
@@ -312,12 +325,20 @@ class Caller:
 
     def call(self, system: str, user: str, max_tokens: int, stats: CallStats, *, deadline: float) -> Completion:
         """One completion; raises :class:`ProviderError` after the last attempt, or
-        :class:`LimitTimeout` if the shared limits held it past ``deadline`` (monotonic)."""
+        :class:`LimitTimeout` if the shared limits held it past ``deadline`` (monotonic) or the
+        day's token budget is used up."""
         estimate = estimate_tokens(system + user) + max_tokens
 
         def attempt() -> Completion:
             if not self.limiter.take(estimate, deadline=deadline):
-                raise LimitTimeout()
+                raise LimitTimeout("the shared rate limits held the request past the turn's deadline")
+            taken = self.budget.take(estimate)
+            if taken is not None and not taken.ok:
+                raise LimitTimeout(
+                    f"the daily token budget has no room for this request ({taken.tokens:,} of {taken.cap:,} "
+                    f"tokens used today, about {estimate:,} needed): turns resume at "
+                    f"{iso_ms((taken.day + 1) * DAY_MS)}"
+                )
             stats.requests += 1
             started = time.perf_counter()
             try:
@@ -325,13 +346,17 @@ class Caller:
             except ProviderError as e:
                 if e.status == 429 and e.retry_after:
                     self.limiter.pause(e.retry_after)
+                if e.status is not None:
+                    self.budget.adjust(taken, -estimate)  # answered with an error: nothing used
                 raise
             finally:
                 stats.provider_s += time.perf_counter() - started
             stats.input_tokens += answer.input_tokens
             stats.output_tokens += answer.output_tokens
             if answer.input_tokens or answer.output_tokens:
-                self.limiter.adjust(answer.input_tokens + answer.output_tokens - estimate)
+                used = answer.input_tokens + answer.output_tokens
+                self.limiter.adjust(used - estimate)
+                self.budget.adjust(taken, used - estimate)
             return answer
 
         retrying = tenacity.Retrying(

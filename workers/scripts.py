@@ -383,3 +383,52 @@ if ri > 0 then store(KEYS[1], new_r) end
 if ti > 0 then store(KEYS[2], new_t) end
 return {1, 0}
 """
+
+BUDGET = (
+    r"""
+-- The daily token budget of paid turns, shared by every worker: what today's requests used,
+-- against a cap. The day is Redis TIME's UTC day, so workers with skewed clocks agree; the hash
+-- starts over when the day it holds is not today.
+--
+-- KEYS[1] budget hash: day (UTC days since the epoch), calls, tokens, cap (the last cap a worker
+--         passed), held (estimate of the last request refused today; 0 once one fits), held_at
+-- ARGV[1] mode:
+--   'take'    one request estimated at ARGV[3] tokens: counted if today's tokens + ARGV[3] fit
+--             the cap, else refused (and remembered as held: turns wait for the next day)
+--   'adjust'  add ARGV[3] tokens (may be negative: the correction from the estimate to the
+--             provider's count) — only if the hash still holds day ARGV[4], the request's day
+--   'peek'    nothing written
+-- ARGV[2] cap: tokens per UTC day (0 = no cap; -1 with 'peek': the cap the workers last passed)
+-- ARGV[3] tokens   ARGV[4] day (adjust)
+--
+-- Returns {ok (1 taken / 0 refused or exhausted), day, calls, tokens, cap}
+-- (for 'peek' and 'adjust', ok = 0 when the cap is used up: no request would fit today).
+"""
+    + _NOW
+    + r"""
+local day = math.floor(now / 86400000)
+local h = redis.call('HMGET', KEYS[1], 'day', 'calls', 'tokens', 'held', 'cap')
+local mode, cap, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3] or '0')
+local calls, tokens, held = 0, 0, 0
+if tonumber(h[1] or '-1') == day then
+  calls, tokens, held = tonumber(h[2] or '0'), tonumber(h[3] or '0'), tonumber(h[4] or '0')
+end
+if mode == 'peek' and cap < 0 then cap = tonumber(h[5] or '0') end
+local function full() return cap > 0 and (tokens >= cap or (held > 0 and tokens + held > cap)) end
+if mode == 'take' then
+  if cap > 0 and tokens + n > cap then
+    redis.call('HSET', KEYS[1], 'day', day, 'calls', calls, 'tokens', tokens, 'held', n, 'held_at', now,
+      'cap', cap)
+    return {0, day, calls, tokens, cap}
+  end
+  calls, tokens = calls + 1, tokens + n
+  redis.call('HSET', KEYS[1], 'day', day, 'calls', calls, 'tokens', tokens, 'held', 0, 'cap', cap)
+  return {1, day, calls, tokens, cap}
+end
+if mode == 'adjust' and tonumber(h[1] or '-1') == day and tonumber(ARGV[4]) == day then
+  tokens = math.max(0, tokens + n)
+  redis.call('HSET', KEYS[1], 'tokens', tokens)
+end
+return {full() and 0 or 1, day, calls, tokens, cap}
+"""
+)

@@ -7,6 +7,7 @@ from typing import Any
 import redis
 
 from aggregator.keys import Keys
+from workers.budget import budget_state
 
 PARKED_SHOWN = 10
 """Parked conversations listed (with their errors) in ``agg status``."""
@@ -38,7 +39,8 @@ def turn_figures(client: redis.Redis, keys: Keys, queue: str) -> dict[str, Any]:
     wait for, or run, a retry), ``failed`` (turn attempts that failed, in total), ``scheduled``
     (waiting for their debounce, cooldown or retry time), ``dirty`` (changed, not yet scheduled),
     the counters (``committed``, ``calls``, …), ``parked_conversations`` (the first few, with
-    their error), and ``rq`` (the queue as RQ sees it).
+    their error), ``budget`` (today's calls and tokens against the daily cap, ``exhausted`` and
+    ``resumes_at``; None before the first paid request) and ``rq`` (the queue as RQ sees it).
     """
     from rq import Queue, Worker
     from rq.registry import FailedJobRegistry, StartedJobRegistry
@@ -68,6 +70,7 @@ def turn_figures(client: redis.Redis, keys: Keys, queue: str) -> dict[str, Any]:
             }
         )
     q = Queue(queue, connection=client)
+    budget = budget_state(client, keys)
     return {
         "turns": {
             "queued": queued,
@@ -78,6 +81,7 @@ def turn_figures(client: redis.Redis, keys: Keys, queue: str) -> dict[str, Any]:
             "dirty": dirty,
             **{k: v for k, v in counters.items() if k != "failed"},
             "parked_conversations": details,
+            "budget": budget.figures() if budget else None,
             "rq": {
                 "queued": q.count,
                 "started": StartedJobRegistry(queue=q).count,
@@ -86,3 +90,11 @@ def turn_figures(client: redis.Redis, keys: Keys, queue: str) -> dict[str, Any]:
         },
         "workers": Worker.count(queue=q),
     }
+
+
+def budget_line(budget: dict[str, Any]) -> str:
+    """``agg status``'s line about the daily budget (``turns.budget``): today's calls and tokens
+    against the cap, and when turns resume if it is used up."""
+    cap = f"{budget['cap']:,}" if budget["cap"] else "no cap"
+    line = f"today {budget['calls']:,} calls, {budget['tokens']:,} tokens of {cap}"
+    return f"{line}: used up, turns resume at {budget['resumes_at']}" if budget["exhausted"] else line

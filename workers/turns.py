@@ -19,8 +19,9 @@ the same lease, limits, retries and fencing as the default.
 
 What a turn does when it cannot finish: a provider failure that outlasts the retries parks the
 conversation (its error shown by ``agg status``, retried later with a doubling delay); an
-exception from a turn function does the same; waiting too long for the shared limits, or a
-shutdown, hands the turn back to be run again at once (not a failure).
+exception from a turn function does the same; waiting too long for the shared limits, a daily
+token budget that is used up (:mod:`workers.budget`), or a shutdown, hands the turn back to be run
+again (not a failure).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any
 import redis
 
 from aggregator import defaults
-from aggregator.errors import ConfigError, ProviderError, TurnError
+from aggregator.errors import ConfigError, LimitTimeout, ProviderError, TurnError
 from aggregator.keys import Keys
 from aggregator.layout import SourceFile
 from aggregator.parse import Event, dumps, parse_line
@@ -47,11 +48,12 @@ from aggregator.seqfloor import SeqFloor
 from aggregator.store import Store
 from aggregator.text import now_iso
 from workers import prompt
+from workers.budget import DailyBudget
 from workers.config import TurnConfig
 from workers.history import TURN_TYPE, History, Message, read_new
 from workers.lease import Fence, Lease
 from workers.limits import Limiter
-from workers.providers import Caller, CallStats, LimitTimeout, Provider, make_provider, scrub
+from workers.providers import Caller, CallStats, Provider, make_provider
 
 log = logging.getLogger("agg.turns")
 
@@ -85,14 +87,17 @@ TurnFunction = Callable[[TurnContext], "dict[str, Any] | None"]
 
 
 def summary_turn(ctx: TurnContext) -> dict[str, Any] | None:
-    """The default turn: title and rolling summary (previous summary + the new messages)."""
+    """The default turn: title and rolling summary (previous summary + the new messages); nothing
+    to record if the answer changes neither."""
     if not ctx.messages:
         return None
     prev = ctx.previous or {}
-    title0 = prev.get("title") if isinstance(prev.get("title"), str) else ""
-    summary0 = prev.get("summary") if isinstance(prev.get("summary"), str) else ""
-    user = prompt.build(str(title0), str(summary0), [(m.role, m.text) for m in ctx.messages])
-    title, summary = prompt.parse_answer(ctx.complete(prompt.SYSTEM, user), str(title0))
+    title0 = str(prev.get("title") if isinstance(prev.get("title"), str) else "")
+    summary0 = str(prev.get("summary") if isinstance(prev.get("summary"), str) else "")
+    messages = [(m.role if m.typed or m.role != "user" else prompt.CONTEXT, m.text) for m in ctx.messages]
+    title, summary = prompt.parse_answer(ctx.complete(prompt.SYSTEM, prompt.build(title0, summary0, messages)), title0)
+    if (title, summary) == (title0, summary0):
+        return None
     return {"kind": "summary", "title": title, "summary": summary}
 
 
@@ -142,7 +147,7 @@ class TurnRunner:
         self.fence = Fence(client, keys)
         self.provider = provider or make_provider(config)
         self.limiter = Limiter(client, keys, config, sleep=sleep)
-        self.caller = Caller(self.provider, self.limiter, config, sleep=sleep)
+        self.caller = Caller(self.provider, self.limiter, DailyBudget(client, keys, config), config, sleep=sleep)
         self.turn_fn = turn_fn or load_turn_function(config.turn)
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -159,8 +164,9 @@ class TurnRunner:
         with lease:
             try:
                 outcome = self._turn(lease, stats, info)
-            except LimitTimeout:
+            except LimitTimeout as e:
                 lease.release("abort")
+                log.info("turn of %s handed back: %s", conv, e)
                 outcome = "gave-back"
             except redis.RedisError as e:
                 # Redis went away mid-turn: not the conversation's fault, so no parking. Hand the
@@ -198,7 +204,7 @@ class TurnRunner:
 
     def _fail(self, lease: Lease, error: str) -> str:
         cfg = self.config
-        text = scrub(error, cfg.api_key)
+        text = cfg.scrub(error)
         res = lease.release("fail", error=text, park_base_ms=cfg.park_base_ms, park_max_ms=cfg.park_max_ms)
         if res[0] == "parked":
             retry_in = max(0.0, int(res[2]) / 1000 - time.time())

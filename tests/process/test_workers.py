@@ -12,6 +12,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ from devtools.agg import agg_env, run_agg, wait_until
 from devtools.fakellm import FakeLLM
 from devtools.redisproc import RedisProcess
 from devtools.turnkit import Transcripts, Workers, last_event_seq, record, turn_records
+from workers import prompt
+from workers.config import TurnConfig
+from workers.providers import estimate_tokens
 from workers.status import turn_figures
 
 KEY = "sk-agg-test-" + os.urandom(12).hex()
@@ -232,6 +236,64 @@ def test_rate_limit_holds_across_two_workers(
     print(f"rate limit: {len(times)} requests in {span:.2f} s, limit allows {span / interval + 1:.1f}")
 
 
+def test_daily_budget_stops_paid_turns_until_the_next_utc_day(
+    llm: FakeLLM, workers: Workers, transcripts: Transcripts, store: Store, r: redis.Redis
+) -> None:
+    """Two workers share a day's budget of tokens: once the next request would not fit, no call is
+    made (counted at the server), turns wait — scheduled, not parked — and `agg status` says until
+    when; when the day changes (here: the budget's day moved back, as midnight would) they go on.
+    Each day's calls, as the server counted them, stay within the cap."""
+    convs = [f"conv-{i}" for i in range(8)]
+    one = [("user", "conv-0 b0 l0 talks about item 0"), ("assistant", "conv-0 b0 l1 talks about item 1")]
+    estimate = estimate_tokens(prompt.SYSTEM + prompt.build("", "", one)) + TurnConfig().max_output_tokens
+    cap = estimate * 3 // 2  # one turn's request fits, then hardly another: the day ends early
+    workers.start(2, **openai_env(llm, AGG_LLM_DAILY_TOKENS=str(cap)))
+    for conv in convs[:6]:
+        transcripts.burst(conv, 0, 2)
+    figures = lambda: turn_figures(store.client, store.keys, "agg-turns")["turns"]  # noqa: E731
+    budget = lambda: figures()["budget"]  # noqa: E731
+
+    def used_up() -> bool:
+        """Used up with no request in flight (whose estimate, not yet its count, is charged), the
+        same in two readings."""
+        a, b = figures(), figures()
+        return bool(a["budget"] and a["budget"]["exhausted"] and a == b and not a["running"] and not a["queued"])
+
+    wait_until(used_up, timeout=60, what="the budget to be used up")
+
+    days = 0
+    while True:
+        days += 1
+        calls = llm.calls()
+        b = budget()
+        assert b["cap"] == cap and b["calls"] == len(calls) and b["tokens"] == sum(q.tokens for q in calls) <= cap
+        waiting = [c for c in convs if r.zscore(store.keys.turns_due, c) is not None]
+        if days == 1:
+            assert 0 < len(calls) < 6 and waiting, "the cap should hold some turns back"
+            # more work while the budget is used up: scheduled, never dispatched, nothing sent
+            for conv in convs[6:]:
+                transcripts.burst(conv, 0, 2)
+            wait_until(lambda: r.zcard(store.keys.dirty) == 0, what="the scheduler to see the new work")
+            dispatched = int(r.hget(store.keys.turns_stats, "dispatched"))
+            time.sleep(1.0)  # 20 dispatch intervals: any claim would show
+            assert int(r.hget(store.keys.turns_stats, "dispatched")) == dispatched
+            assert len(llm.calls(outcome=None)) == len(calls)
+            text = run_agg(["status"], workers.env()).stdout  # as a user sees it
+            assert f"used up, turns resume at {b['resumes_at']}" in text
+            assert b["resumes_at"] == f"{date.fromisoformat(b['day']) + timedelta(days=1)}T00:00:00.000Z"
+        st = figures()
+        assert (st["parked"], st["failed"]) == (0, 0)  # waiting is not failing
+        if settled(store, convs):
+            break
+        assert b["exhausted"] and waiting
+        # midnight: the day the budget holds is no longer today
+        r.hset(store.keys.llm_budget, "day", int(r.hget(store.keys.llm_budget, "day")) - 1)
+        llm.requests.clear()
+        wait_until(lambda: used_up() or settled(store, convs), timeout=60, what="the next day's turns")
+    assert days >= 2
+    assert all(turn_records(store, c)[-1]["turn"]["title"] == f"Title of {c}" for c in convs)
+
+
 # --- secrets ----------------------------------------------------------------------------------------
 def all_redis_bytes(r: redis.Redis) -> Iterator[tuple[bytes, bytes]]:
     """Every key and value in Redis (zlib-compressed values — RQ job data — decompressed too)."""
@@ -291,6 +353,39 @@ def test_api_key_never_leaks(
     for path in Path(redis_server.workdir).rglob("*"):
         if path.is_file():
             assert secret not in path.read_bytes(), f"the API key is in {path}"
+
+
+def aof_bytes(redis_server: RedisProcess) -> list[tuple[Path, bytes]]:
+    return [(p, p.read_bytes()) for p in Path(redis_server.workdir).rglob("*") if p.is_file()]
+
+
+def test_credentials_in_the_base_url_never_leak(
+    workers: Workers, transcripts: Transcripts, store: Store, r: redis.Redis, redis_server: RedisProcess
+) -> None:
+    """A gateway URL with a password (``http://user:secret@host/v1``) is shown masked wherever it
+    is shown — the parked turn's error, the worker's log, `agg status` — and the password is in no
+    output, log, Redis value or AOF file."""
+    secret = "pw-" + os.urandom(12).hex()
+    unreachable = f"http://gw:{secret}@127.0.0.1:9/v1"  # port 9 (discard): nothing listens
+    workers.start(1, AGG_LLM_PROVIDER="openai", AGG_LLM_BASE_URL=unreachable, AGG_LLM_ATTEMPTS="2")
+    transcripts.burst("conv-0", 0, 2)
+    wait_until(lambda: r.zcard(store.keys.turns_parked) == 1, timeout=30, what="the turn to be parked")
+    error = r.hget(store.keys.turn("conv-0"), "error").decode()
+    assert "cannot reach http://gw:***@127.0.0.1:9/v1" in error
+
+    outputs = [run_agg(["status"], workers.env()), run_agg(["status", "--json"], workers.env())]
+    assert "gw:***@127.0.0.1:9" in outputs[0].stdout  # the parked error, as a user sees it
+    before_rewrite = aof_bytes(redis_server)
+    workers.stop_all()
+    assert "retrying" in workers.logs() and "gw:***@" in workers.logs()
+    for text in [o.stdout + o.stderr for o in outputs] + [workers.logs()]:
+        assert secret not in text
+    for key, value in all_redis_bytes(r):
+        assert secret.encode() not in value, f"the password is in Redis under {key!r}"
+    r.bgrewriteaof()
+    wait_until(lambda: r.info("persistence")["aof_rewrite_in_progress"] == 0, what="the AOF rewrite")
+    for path, data in before_rewrite + aof_bytes(redis_server):
+        assert secret.encode() not in data, f"the password is in {path}"
 
 
 # --- configuration -------------------------------------------------------------------------------

@@ -134,7 +134,7 @@ def test_turn_event_has_the_shape_of_an_ingested_one(
     assert rec["timestamp"] == env_t["ts"]
     assert list(rec["turn"]) == ["kind", "title", "summary", "upto_seq", "provider", "model"]
     assert rec["turn"]["kind"] == "summary" and rec["turn"]["upto_seq"] == 2
-    assert rec["turn"]["title"] == "please fix the build"
+    assert (rec["turn"]["title"], rec["turn"]["summary"]) == ("", "Requests: please fix the build")
 
     # counted like any event, in every index ingest keeps
     assert store.stats()["events"] == 3 and store.last_seq() == 3
@@ -187,16 +187,21 @@ def test_rebuild_after_turns_reproduces_live_projections(store: Store, corpus: P
     ingest(store, iter_transcripts([corpus]))
     h = Harness(store)
     outcomes = h.drain()
-    assert outcomes.count("committed") >= 20
     projector = Projector(store)
     projector.catch_up()
     live = projector.digest()
     assert projector.rebuild()["digest"] == live
+    committed = 0
     for conv in store.conversations():
-        turns = turn_records(store, conv)
         if int(store.client.hget(store.keys.meta(conv), "msgs") or 0):
-            assert turns and turns[-1]["turn"]["title"], conv
-            assert turns[-1]["turn"]["upto_seq"] == last_event_seq(store, conv)
+            # every conversation was read to its end; those with a request got a summary of them
+            assert int(store.client.hget(store.keys.turn(conv), "done")) == last_event_seq(store, conv), conv
+            turns = turn_records(store, conv)
+            if turns:
+                assert turns[-1]["turn"]["summary"].startswith("Requests: ")
+                assert turns[-1]["turn"]["upto_seq"] == last_event_seq(store, conv)
+                committed += 1
+    assert outcomes.count("committed") == committed > 0
 
 
 # --- what a turn reads -------------------------------------------------------------------------------
@@ -210,11 +215,29 @@ def test_rolling_summary_is_previous_summary_plus_new_messages(
     harness.drain()
     t2 = turn_records(store, "conv-0")[-1]
     title, summary, messages = prompt.parse(harness.provider.prompts[-1])  # type: ignore[misc]
-    assert title == t1["turn"]["title"] == "first question"
-    assert summary == t1["turn"]["summary"]
+    assert title == t1["turn"]["title"] == ""  # the offline provider adds no title
+    assert summary == t1["turn"]["summary"] == "Requests: first question"
     assert messages == [("user", "second question")]
     assert t2["turn"]["upto_seq"] == last_event_seq(store, "conv-0") > t1["turn"]["upto_seq"]
-    assert t2["turn"]["title"] == "first question" and "second question" in t2["turn"]["summary"]
+    assert t2["turn"]["summary"] == "Requests: first question · second question"
+
+
+def test_tool_output_reaches_the_prompt_as_context_and_asks_for_no_record(
+    harness: Harness, transcripts: Transcripts, store: Store
+) -> None:
+    """What the user did not type is marked ``[context]`` for the model; a window holding no
+    request changes nothing the offline provider keeps, so nothing is recorded — but it is seen."""
+    tool_use = {"type": "tool_use", "id": "t1", "name": "Glob", "input": {}}
+    tool_result = {"type": "tool_result", "tool_use_id": "t1", "content": "Found 1 file a.css"}
+    transcripts.append("conv-0", record("conv-0", "find the stylesheet"), record("conv-0", [tool_use], "assistant"))
+    transcripts.append("conv-0", record("conv-0", [tool_result]))
+    assert harness.drain() == ["committed"]
+    roles = [role for role, _ in prompt.parse(harness.provider.prompts[-1])[2]]  # type: ignore[index]
+    assert roles == ["user", "assistant", prompt.CONTEXT]
+    transcripts.append("conv-0", record("conv-0", [tool_result]), record("conv-0", "Found it.", "assistant"))
+    assert harness.drain() == ["skipped"]
+    assert [t["turn"]["summary"] for t in turn_records(store, "conv-0")] == ["Requests: find the stylesheet"]
+    assert int(store.client.hget(store.keys.turn("conv-0"), "done")) == last_event_seq(store, "conv-0")
 
 
 def test_budget_keeps_the_newest_messages_and_reads_no_further(transcripts: Transcripts, store: Store) -> None:
@@ -372,18 +395,19 @@ def test_token_limit_waits_for_the_tokens(store: Store) -> None:
     assert 0 < lim.try_take(1) <= 500
 
 
-def test_offline_title_is_the_first_real_prompt() -> None:
-    """The offline stand-in titles a conversation as the projection would from its first prompt:
-    a command expansion or IDE context is not what the user typed."""
-    messages = [
-        (
-            "user",
-            "<command-message>init is analyzing your codebase…</command-message>\n<command-name>/init</command-name>",
-        ),
-        ("assistant", "I'll look around."),
-        ("user", "<system-reminder>context</system-reminder>\nplease fix the flaky build"),
-    ]
-    answer = OfflineProvider().complete("system", prompt.build("", "", messages), 256).text
-    assert prompt.parse_answer(answer, "")[0] == "please fix the flaky build"
-    only_command = OfflineProvider().complete("system", prompt.build("", "", messages[:1]), 256).text
-    assert prompt.parse_answer(only_command, "")[0] == "/init"
+def test_a_used_up_daily_budget_holds_turns_without_parking_them(transcripts: Transcripts, store: Store) -> None:
+    """A request that does not fit the day's budget is not sent: the turn is handed back, waits
+    scheduled (not parked, not failed), nothing more is dispatched, and a burst ends."""
+    paid = Recorder("openai")
+    h = Harness(store, CONFIG.with_(provider="openai", daily_tokens=100), provider=paid)
+    transcripts.append("conv-0", record("conv-0", "hello"))
+    transcripts.append("conv-1", record("conv-1", "hello"))
+    assert h.drain() == ["gave-back", "gave-back"]  # both were claimed before the first refusal
+    assert paid.prompts == []
+    r: Any = store.client
+    k = store.keys
+    assert r.zcard(k.turns_due) == 2 and r.zcard(k.turns_parked) == 0
+    assert int(r.hget(k.turns_stats, "aborted")) == 2 and r.hget(k.turns_stats, "failed") is None
+    transcripts.append("conv-2", record("conv-2", "hello"))
+    assert h.drain() == []  # nothing claimed for the rest of the day
+    assert r.zcard(k.turns_due) == 3 and int(r.hget(k.turns_stats, "dispatched")) == 2

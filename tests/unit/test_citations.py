@@ -11,7 +11,7 @@ from pathlib import Path
 
 from devtools.agg import REPO
 
-CITATION = re.compile(r"tests/([\w/]+\.py)(?:::(\w+))?")
+CITATION = re.compile(r"(?<![\w-])tests/([\w/]+\.py)(?:::(\w+))?")  # not snapshot-tests/…
 SOURCES = ("aggregator", "workers", "cli", "devtools", "scripts", "docs", "README.md")
 
 
