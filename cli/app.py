@@ -36,14 +36,14 @@ def one_line_errors() -> Iterator[None]:
     usage/config, 3 Redis, 4 not found, 5 already running, 130 interrupted, 1 otherwise)."""
     try:
         yield
+    except BrokenPipeError:  # before ConnectionError, its base class
+        # The reader went away (e.g. `agg replay X | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except (AggError, redis.RedisError, ConnectionError) as e:
         err = as_agg_error(e)
         click.echo(f"agg: {err}", err=True)
         sys.exit(err.exit_code)
-    except BrokenPipeError:
-        # The reader went away (e.g. `agg replay X | head`): not an error of ours.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)  # a command with something to say about it raises Interrupted
     except OSError as e:  # a file or directory agg could not use: the environment's, one line
