@@ -267,13 +267,7 @@ class EmbeddedRedis:
             private_socket_dir(self.socket_path.parent)  # before anything is sent through it
         if not self.socket_path.exists() or not self.password_path.exists():
             return "down"
-        client = redis.Redis(
-            unix_socket_path=str(self.socket_path),
-            password=self._password(),
-            socket_timeout=2,
-            socket_connect_timeout=2,
-            retry=_NO_RETRY,
-        )
+        client = self._client(2)
         try:
             return "up" if client.ping() else "down"
         except redis.BusyLoadingError:
@@ -299,13 +293,35 @@ class EmbeddedRedis:
         whether the data dir was new)."""
         with self._lock():
             state = self.state()
-            if state == "up":
-                return False
+            if state == "down":
+                self._start()
+                return True
             if state == "loading":
                 self._wait_up()
-                return False
-            self._start()
-            return True
+            self._check_running()
+            return False
+
+    def _check_running(self) -> None:
+        """Refuse a server already running on data newer than it can read (one an older agg, or
+        a person, started with another binary: it serves an empty or partial view, and writes
+        beside the data it cannot see); record a newer one, whose data only it can read now."""
+        client = self._client(2)
+        try:
+            info = client.info("server")
+        except redis.RedisError:
+            return  # no INFO for us: the caller's own commands say what is wrong
+        finally:
+            client.close()
+        running = Server(str(info.get("executable") or "redis-server"), _parse_version(str(info["redis_version"])))
+        written = self.written_by()
+        if written is not None and not running.reads(written.version):
+            raise EmbeddedRedisError(
+                f"{self.data_dir}: the redis-server running on it is redis {running.release} "
+                f"({running.binary}), which cannot read its data (written by redis {written.release}): "
+                "stop it (agg redis stop) and run the command again"
+            )
+        if written is None or running.version[:2] > written.version[:2]:
+            self._write_record(running)
 
     def pid(self) -> int | None:
         try:
@@ -349,12 +365,7 @@ class EmbeddedRedis:
             if self.state() == "down":
                 return False
             pid = self.pid()
-            client = redis.Redis(
-                unix_socket_path=str(self.socket_path),
-                password=self._password(),
-                socket_timeout=defaults.EMBEDDED_STOP_TIMEOUT_S,
-                retry=_NO_RETRY,  # SHUTDOWN ends in a lost connection: don't retry it for seconds
-            )
+            client = self._client(defaults.EMBEDDED_STOP_TIMEOUT_S)
             with contextlib.suppress(redis.ConnectionError):
                 client.shutdown(save=False)  # AOF is flushed on shutdown; no RDB snapshot needed
             client.close()
@@ -370,6 +381,16 @@ class EmbeddedRedis:
         private_dir(self.dir)
         with locked(self.dir / "lock"):
             yield
+
+    def _client(self, timeout: float) -> redis.Redis:
+        """A client for probes and SHUTDOWN: no retries (they expect refusals and lost links)."""
+        return redis.Redis(
+            unix_socket_path=str(self.socket_path),
+            password=self._password(),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=_NO_RETRY,
+        )
 
     def _password(self) -> str:
         try:

@@ -83,6 +83,24 @@ def test_7x_data_then_6_2_first_on_path(tmp_path: Path, corpus: Path, bins: dict
     assert _status(env)["events"] == events  # nothing was started on it, nothing lost
 
 
+def test_an_older_server_already_running_on_newer_data_is_refused(
+    tmp_path: Path, corpus: Path, bins: dict[str, str], data_dirs: Path
+) -> None:
+    """A 6.2 that something else started on 7.x's data (an older agg did exactly that) serves
+    an empty store: agg refuses to use it rather than show or add to that empty view."""
+    new, old = _servers()
+    data = data_dirs / "d"
+    env = embedded_env(tmp_path, AGG_DATA_DIR=str(data), PATH=bins["7"])
+    run_agg(["ingest", str(corpus)], env)
+    run_agg(["redis", "stop"], env)
+    subprocess.run([old.binary, str(data / "redis" / "redis-agg.conf")], check=True, capture_output=True)
+    refused = run_agg(["status"], env, check=False)
+    one_line_error(refused, 3, f"the redis-server running on it is redis {old.release}")
+    assert f"written by redis {new.release}" in refused.stderr and "agg redis stop" in refused.stderr
+    assert run_agg(["redis", "stop"], env).stdout.strip() == "stopped"
+    assert _status(env)["events"] == oracle.read(oracle.transcripts(corpus)).events
+
+
 def test_6_2_data_then_7x_first_on_path(tmp_path: Path, corpus: Path, bins: dict[str, str], data_dirs: Path) -> None:
     """The reverse: 6.2 created the data dir; a shell with 7.x first keeps using 6.2 (the binary
     the data dir records), so going back and forth never splits the record in two."""
