@@ -126,8 +126,8 @@ def ingest_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> No
             # and the next run reads each file from its cursor on
             # (tests/process/test_rejects_and_interrupts.py::test_ctrl_c_during_ingest_keeps_what_was_committed).
             raise Interrupted(
-                f"interrupted: {report.files} of {len(sources)} files finished ({report.lines:,} lines) and "
-                "every batch committed before that is kept; the next agg ingest continues from there"
+                f"interrupted after {report.files} of {len(sources)} files ({report.lines:,} lines); every "
+                "batch Redis committed is kept, and the next agg ingest continues from there"
             ) from None
         if as_json:
             emit_json(report.as_dict())
@@ -216,8 +216,11 @@ def _unverified(live: dict[str, Any], url: str | None) -> dict[str, Any]:
             continue
         theirs = part.get("redis")
         same = theirs == url if url else theirs in (None, "embedded") or str(theirs).startswith("unix://")
+        if same and str(part.get("state")).startswith("waiting"):
+            continue  # "waiting for Redis": it says what this command found; no health claimed
         part["verified"] = False
-        part["note"] = "not verified (Redis unreachable)" if same else f"not verified (it uses another Redis: {theirs})"
+        other = "the embedded Redis" if theirs == "embedded" else f"another Redis: {theirs}"
+        part["note"] = "not verified (Redis unreachable)" if same else f"not verified (it uses {other})"
     return live
 
 
