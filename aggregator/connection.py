@@ -58,8 +58,9 @@ def as_agg_error(exc: BaseException, masked: str = "Redis") -> AggError:
         return RedisUnavailable(f"{where} refused our credentials: {first_line(exc)}")
     if isinstance(exc, redis.BusyLoadingError):
         return RedisUnavailable(f"{where} is still loading its data; try again")
-    if isinstance(exc, redis.InvalidResponse):
-        return not_redis(exc, masked)
+    if isinstance(exc, redis.InvalidResponse):  # an HTTP server at the URL, say
+        what = masked if masked != "Redis" else "the server"
+        return NotRedis(f"{what} does not speak the Redis protocol ({first_line(exc)}): is the URL right?")
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
         return RedisUnavailable(f"lost the connection to {where}: {first_line(exc)}")
     if isinstance(exc, redis.ResponseError):
@@ -80,12 +81,6 @@ def _reply(exc: redis.ResponseError) -> str:
         if i >= 0:
             return text[i:]
     return text
-
-
-def not_redis(exc: BaseException, masked: str) -> NotRedis:
-    """The one line for a server that answered, but not in Redis' protocol (an HTTP server, say)."""
-    where = masked if masked != "Redis" else "the server"
-    return NotRedis(f"{where} does not speak the Redis protocol ({first_line(exc)}): is the URL right?")
 
 
 NO_EVICTION = "noeviction"

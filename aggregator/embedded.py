@@ -312,8 +312,10 @@ class EmbeddedRedis:
             return  # no INFO for us: the caller's own commands say what is wrong
         finally:
             client.close()
-        running = Server(str(info.get("executable") or "redis-server"), _parse_version(str(info["redis_version"])))
+        running = Server(str(info.get("executable") or "redis-server"), _parse_version(str(info.get("redis_version"))))
         written = self.written_by()
+        if len(running.version) < 2:
+            return  # no version to go by
         if written is not None and not running.reads(written.version):
             raise EmbeddedRedisError(
                 f"{self.data_dir}: the redis-server running on it is redis {running.release} "
