@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -10,7 +11,7 @@ import redis
 from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.embedded import EmbeddedRedis
-from aggregator.errors import AggError, ConfigError, RedisUnavailable, first_line
+from aggregator.errors import AggError, ConfigError, EvictingRedis, NotRedis, RedisUnavailable, first_line
 
 _SCHEMES = ("redis", "rediss", "unix")
 
@@ -18,6 +19,7 @@ AWAY_TYPES: tuple[type[BaseException], ...] = (
     redis.ConnectionError,  # includes BusyLoadingError (a restarted Redis loading its AOF)
     redis.TimeoutError,
     redis.ReadOnlyError,  # a replica that has not been promoted yet
+    redis.OutOfMemoryError,  # an OOM reply to a plain command (redis-py strips its "OOM" code)
     RedisUnavailable,
     ConnectionError,  # the builtin one, raised by sockets
 )
@@ -56,6 +58,9 @@ def as_agg_error(exc: BaseException, masked: str = "Redis") -> AggError:
         return RedisUnavailable(f"{where} refused our credentials: {first_line(exc)}")
     if isinstance(exc, redis.BusyLoadingError):
         return RedisUnavailable(f"{where} is still loading its data; try again")
+    if isinstance(exc, redis.InvalidResponse):  # an HTTP server at the URL, say
+        what = masked if masked != "Redis" else "the server"
+        return NotRedis(f"{what} does not speak the Redis protocol ({first_line(exc)}): is the URL right?")
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError)):
         return RedisUnavailable(f"lost the connection to {where}: {first_line(exc)}")
     if isinstance(exc, redis.ResponseError):
@@ -69,11 +74,63 @@ def _reply(exc: redis.ResponseError) -> str:
     """The error reply itself, without the script wrapper Redis puts around an error raised in Lua
     (``Error running script (call to f_…): @user_script:128: -OOM command not allowed …``)."""
     text = first_line(exc)
+    if isinstance(exc, redis.OutOfMemoryError):
+        return f"OOM {text}"
     for code in AWAY_REPLIES:
         i = text.find(code)
         if i >= 0:
             return text[i:]
     return text
+
+
+NO_EVICTION = "noeviction"
+"""The only ``maxmemory-policy`` agg accepts: with any other, Redis may drop a cursor, an event or
+its body when memory runs short, and nothing tells agg — the store loses data silently
+(``tests/adversarial/test_redis.py::test_ingest_refuses_an_evicting_redis``)."""
+
+
+def refuse_evicting(policy: str | None, where: str) -> None:
+    """Raise :class:`EvictingRedis` unless ``policy`` (``maxmemory_policy`` from ``INFO memory``;
+    None where INFO is not allowed: nothing to go by) is ``noeviction``."""
+    if policy is not None and policy != NO_EVICTION:
+        raise EvictingRedis(
+            f"{where} may evict agg's keys (its maxmemory-policy is {policy}) and lose events silently: "
+            f"set maxmemory-policy {NO_EVICTION} (CONFIG SET maxmemory-policy {NO_EVICTION}, and in its "
+            "config) or give agg another Redis"
+        )
+
+
+def _info_field(raw: Any, name: str) -> str | None:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    for ln in text.splitlines():
+        if ln.startswith(name + ":"):
+            return ln.split(":", 1)[1].strip()
+    return None
+
+
+def check_policy(conn: Any) -> None:
+    """On a freshly connected redis-py ``Connection``: refuse a Redis that may evict keys.
+
+    ``INFO memory`` carries the policy even where ``CONFIG`` is disabled (managed Redis). Runs
+    from the connect hooks (:func:`connect_hook`, :meth:`aggregator.seqfloor.SeqFloor.hook`), so
+    every new connection checks again: a ``CONFIG SET`` may have changed the policy since
+    (``tests/adversarial/test_redis.py::test_a_policy_changed_later_is_refused_on_check_and_on_reconnect``).
+    """
+    try:
+        conn.send_command("INFO", "memory")
+        info = conn.read_response()
+    except redis.ResponseError:  # INFO not allowed for this user: nothing to go by
+        return
+    path = getattr(conn, "path", None)
+    where = f"Redis at unix://{path}" if path else f"Redis at redis://{conn.host}:{conn.port}"
+    refuse_evicting(_info_field(info, "maxmemory_policy"), where)
+
+
+def connect_hook(conn: Any) -> None:
+    """redis-py ``redis_connect_func`` of every client agg makes: the usual handshake, then
+    :func:`check_policy`."""
+    conn.on_connect()
+    check_policy(conn)
 
 
 def mask_url(url: str) -> str:
@@ -92,13 +149,17 @@ def mask_url(url: str) -> str:
 
 
 def client_from_url(url: str, **options: object) -> redis.Redis:
-    """A client for ``url``; raises :class:`ConfigError` if the URL is not a Redis URL."""
+    """A client for ``url``; raises :class:`ConfigError` if the URL is not a Redis URL.
+
+    Every connection it opens runs :func:`connect_hook` (or the ``redis_connect_func`` given,
+    which must call :func:`check_policy` too)."""
     scheme = urlsplit(url).scheme
     if scheme not in _SCHEMES:
         raise ConfigError(f"bad Redis URL {mask_url(url)!r}: scheme must be one of {', '.join(_SCHEMES)}")
     kwargs: dict[str, object] = {
         "socket_timeout": defaults.REDIS_SOCKET_TIMEOUT_S,
         "socket_connect_timeout": defaults.REDIS_CONNECT_TIMEOUT_S,
+        "redis_connect_func": connect_hook,
     }
     kwargs.update(options)
     try:
@@ -127,9 +188,15 @@ class Connection:
 
 
 def check(client: redis.Redis, masked: str) -> None:
-    """PING ``client``; map every failure to one :class:`RedisUnavailable` line."""
+    """PING ``client`` and read its ``maxmemory-policy``; map every failure to one line:
+    :class:`RedisUnavailable` (:class:`EvictingRedis` for a Redis that may evict keys) or
+    :class:`NotRedis`."""
     try:
         client.ping()
+        try:
+            policy = client.info("memory").get("maxmemory_policy")
+        except redis.ResponseError:  # INFO not allowed for this user: nothing to go by
+            policy = None
     except redis.AuthenticationError:
         raise RedisUnavailable(f"Redis at {masked} refused our password") from None
     except redis.BusyLoadingError:
@@ -138,6 +205,7 @@ def check(client: redis.Redis, masked: str) -> None:
         raise RedisUnavailable(f"cannot reach Redis at {masked}: {first_line(e)}") from None
     except redis.RedisError as e:
         raise as_agg_error(e, masked) from None
+    refuse_evicting(policy, f"Redis at {masked}")
 
 
 def open_redis(settings: Settings, *, start: bool = True, **options: object) -> Connection:

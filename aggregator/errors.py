@@ -3,11 +3,14 @@
     AggError                      anything agg reports to a user as one line
     ├── ConfigError               a bad option, URL, path or environment value
     ├── RedisUnavailable          Redis cannot be reached or refused us (auth, OOM, down)
+    │   └── EvictingRedis         its maxmemory-policy may evict agg's keys (not noeviction)
+    ├── NotRedis                  the server at the URL does not speak the Redis protocol
     ├── EmbeddedRedisError        the embedded redis-server is missing or would not start
     ├── NotFound                  a named conversation (or other object) does not exist
     ├── AlreadyRunning            another agg process already serves this data dir and namespace
     ├── StoreError                the store is in a state agg cannot work with
     │   └── CursorConflict        a file cursor moved under us (internal: the tailer retries)
+    ├── Interrupted               the user pressed Ctrl-C (exit 130); says what was kept
     └── TurnError                 an LLM turn could not be run
         ├── ProviderError         the provider failed or refused (``transient``: worth a retry)
         └── LimitTimeout          the shared limits held a request back (the turn waits: no failure)
@@ -33,6 +36,19 @@ class ConfigError(AggError):
 
 class RedisUnavailable(AggError):
     """Redis cannot be reached, or refused the command (auth, OOM, loading)."""
+
+    exit_code = 3
+
+
+class EvictingRedis(RedisUnavailable):
+    """Redis may evict keys (its ``maxmemory-policy`` is not ``noeviction``): a store that loses
+    cursors and events silently. Refused on every new connection; waiting is right, since a
+    ``CONFIG SET`` can fix it while agg runs."""
+
+
+class NotRedis(AggError):
+    """The server at the URL answered, but not in the Redis protocol (e.g. an HTTP server): a
+    wrong URL, which waiting does not fix."""
 
     exit_code = 3
 
@@ -88,6 +104,12 @@ class LimitTimeout(TurnError):
     """The shared limits did not let a request through in time — the rate limits past the
     turn's deadline, or the daily token budget until the next UTC day. Not a failure: the turn
     gives its slot back and is run again later."""
+
+
+class Interrupted(AggError):
+    """The user interrupted a command (Ctrl-C); the message says what was kept."""
+
+    exit_code = 130
 
 
 def first_line(e: BaseException | None) -> str:

@@ -6,12 +6,16 @@ import contextlib
 import multiprocessing
 import multiprocessing.process
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
 from aggregator import defaults
+from aggregator.errors import AggError
 from aggregator.layout import SourceFile
 from aggregator.projections import Projector
 from aggregator.store import Store
@@ -76,8 +80,12 @@ def ingest(
     tailer: Tailer | None = None,
     progress: Callable[[int], None] | None = None,
     project: bool = True,
+    report: IngestReport | None = None,
 ) -> IngestReport:
     """Sync every file of ``sources`` into ``store`` and (if ``project``) catch projections up.
+
+    ``report`` (a new one if None) is filled in as files finish, so a caller interrupted midway
+    can still tell what was done.
 
     Projections are caught up by a forked child while the files are synced (on a platform with
     ``fork``): parsing holds one core and Redis part of the other, and projecting the log as it
@@ -86,7 +94,7 @@ def ingest(
     """
     started = time.perf_counter()
     tailer = tailer or Tailer(store)
-    report = IngestReport()
+    report = report if report is not None else IngestReport()
     helper = _ProjectorProcess(store) if project else None
     try:
         # One stream for all files: Redis stores the end of one file while the next is read.
@@ -123,9 +131,15 @@ class _ProjectorProcess:
 
 def _project_until(store: Store, stop: Any, parent: int) -> None:
     projector = Projector(store)
-    with contextlib.suppress(KeyboardInterrupt):
-        # One step at a time, so that the child ends soon after a parent killed with -9 (whose
-        # work it would otherwise go on with alone: harmless, but a process left behind).
-        while not stop.is_set() and os.getppid() == parent:
-            if projector.catch_up(max_steps=1) == 0:
-                stop.wait(defaults.INGEST_PROJECT_POLL_S)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            # One step at a time, so that the child ends soon after a parent killed with -9 (whose
+            # work it would otherwise go on with alone: harmless, but a process left behind).
+            while not stop.is_set() and os.getppid() == parent:
+                if projector.catch_up(max_steps=1) == 0:
+                    stop.wait(defaults.INGEST_PROJECT_POLL_S)
+    except (AggError, redis.RedisError, OSError):
+        # Redis refused or went away: the parent meets it too and says so in one line, or its
+        # final catch-up redoes what is left here. A traceback from this child would only repeat
+        # it (tests/adversarial/test_redis.py::test_a_redis_error_mid_ingest_is_one_line_without_the_childs_traceback).
+        sys.exit(1)

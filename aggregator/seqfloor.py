@@ -32,6 +32,7 @@ import orjson
 import redis
 
 from aggregator import defaults, scripts
+from aggregator.connection import check_policy
 from aggregator.errors import first_line
 from aggregator.files import locked, write_private
 from aggregator.keys import Keys
@@ -105,9 +106,12 @@ class SeqFloor:
 
         Runs inside ``Connection.connect()``, so no command of this process reaches a freshly
         connected (possibly restored) Redis before the floor is in place — not even one that
-        redis-py's pool reconnects transparently.
+        redis-py's pool reconnects transparently. Before anything else it refuses a Redis that
+        may evict keys (:func:`~aggregator.connection.check_policy`, raising
+        :class:`~aggregator.errors.EvictingRedis`, which the long-running parts wait out).
         """
         conn.on_connect()
+        check_policy(conn)
         run_id = self._run_id(conn)
         with self._lock:
             self.connects += 1

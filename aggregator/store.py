@@ -259,6 +259,16 @@ class Store:
             out[key.decode()] = int(value)
         return out
 
+    def rejections(self, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+        """The kept rejection records (``file``, ``offset``, ``bytes``, ``reason``, ``prefix``,
+        ``host``, ``at``), newest first, at most ``limit`` of them; and how many are kept
+        (the newest :data:`~aggregator.defaults.REJECTS_KEPT`)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.lrange(self.keys.rejects, 0, -1 if limit is None else limit - 1)
+        pipe.llen(self.keys.rejects)
+        raw, kept = pipe.execute()
+        return ([] if limit == 0 else [orjson.loads(x) for x in raw]), int(kept)
+
     def last_seq(self) -> int:
         return int(self.r.get(self.keys.seq) or 0)
 

@@ -2,11 +2,14 @@
 
 The command modules (:mod:`cli.main`, :mod:`cli.live`, :mod:`cli.usage`, :mod:`cli.worker`) import
 from here, and :mod:`cli.main` imports them: no import cycle.
+
+Errors are handled once, at the entry: the ``agg`` group is an :class:`AggGroup`, whose
+:func:`one_line_errors` turns whatever a command raises into one line on stderr and an exit code
+— a command needs no decorator for it.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -24,6 +27,44 @@ from aggregator.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+EXIT_INTERRUPTED = 130
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Turn agg's, Redis' and the system's errors into one line on stderr and an exit code (2
+    usage/config, 3 Redis, 4 not found, 5 already running, 130 interrupted, 1 otherwise)."""
+    try:
+        yield
+    except BrokenPipeError:  # before ConnectionError, its base class
+        # The reader went away (e.g. `agg replay X | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    except (AggError, redis.RedisError, ConnectionError) as e:
+        err = as_agg_error(e)
+        click.echo(f"agg: {err}", err=True)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)  # a command with something to say about it raises Interrupted
+    except OSError as e:  # a file or directory agg could not use: the environment's, one line
+        where = f": {e.filename}" if e.filename else ""
+        click.echo(f"agg: {e.strerror or e}{where}", err=True)
+        sys.exit(1)
+
+
+class AggGroup(click.Group):
+    """The ``agg`` group: every command (and sub-group) runs inside :func:`one_line_errors`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with one_line_errors():
+            return super().invoke(ctx)
+
+
+def handle_errors(fn: F) -> F:
+    """No longer needed: the ``agg`` group handles every command's errors (:class:`AggGroup`).
+    Kept, doing nothing, for command modules written before that."""
+    return fn
+
 
 class App:
     """Per-invocation state: resolved settings and, once asked for, the Redis connection."""
@@ -33,8 +74,18 @@ class App:
         self._conn: Connection | None = None
 
     def connect(self, *, start: bool = True) -> Connection:
+        """The Redis connection (opened, and the embedded server started, on first use). A
+        command that creates a new data dir says so on stderr: a mistyped ``--data-dir`` would
+        otherwise leave a second redis-server running unnoticed."""
         if self._conn is None:
             self._conn = open_redis(self.settings, start=start)
+            emb = self._conn.embedded
+            if emb is not None and emb.created and emb.server is not None:
+                click.echo(
+                    f"agg: created a new data dir {self.settings.data_dir} (redis {emb.server.release}, "
+                    f"{emb.server.binary}); its redis-server keeps running: agg redis stop stops it",
+                    err=True,
+                )
         return self._conn
 
     def store(self) -> Store:
@@ -49,25 +100,6 @@ def emit_json(obj: Any) -> None:
     """Print ``obj`` as one line of JSON on stdout."""
     sys.stdout.buffer.write(orjson.dumps(obj) + b"\n")
     sys.stdout.flush()
-
-
-def handle_errors(fn: F) -> F:
-    """Turn agg's and Redis' errors into one line on stderr and an exit code (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (AggError, redis.RedisError) as e:
-            err = as_agg_error(e)
-            click.echo(f"agg: {err}", err=True)
-            sys.exit(err.exit_code)
-        except BrokenPipeError:
-            # The reader went away (e.g. `agg replay X | head`): not an error of ours.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(0)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def get_app(ctx: click.Context) -> App:

@@ -30,7 +30,7 @@ from aggregator.live.watcher import Watcher
 from aggregator.live.writer import SnapshotWriter, WriterService
 from aggregator.paths import DataPaths
 from aggregator.seqfloor import SeqFloor
-from cli.app import App, app_context, get_app, handle_errors
+from cli.app import App, app_context, get_app
 
 
 def setup_logging() -> None:
@@ -79,7 +79,6 @@ interval_option = click.option(
 @click.command("watch")
 @poll_option
 @click.pass_context
-@handle_errors
 def watch_cmd(ctx: click.Context, poll: bool) -> None:
     """Tail the claude dirs into Redis until stopped (Ctrl-C / SIGTERM commit what was read).
 
@@ -97,7 +96,6 @@ def watch_cmd(ctx: click.Context, poll: bool) -> None:
 @interval_option
 @click.option("--once", is_flag=True, help="Write one snapshot and exit (for scripts and cron).")
 @click.pass_context
-@handle_errors
 def writer_cmd(ctx: click.Context, output: Path | None, interval: float, once: bool) -> None:
     """Keep current.json (conversations and the latest 1000 messages) up to date.
 
@@ -138,7 +136,6 @@ def writer_cmd(ctx: click.Context, output: Path | None, interval: float, once: b
     help="First print the stored events after SEQ (0 = all), then the live ones, with no gap.",
 )
 @click.pass_context
-@handle_errors
 def tail_cmd(ctx: click.Context, conversation: str | None, since: int | None) -> None:
     """Print event envelopes as JSON lines as they are committed.
 
@@ -171,7 +168,6 @@ def tail_cmd(ctx: click.Context, conversation: str | None, since: int | None) ->
 @interval_option
 @poll_option
 @click.pass_context
-@handle_errors
 def run_cmd(ctx: click.Context, output: Path | None, interval: float, poll: bool) -> None:
     """Run the whole service: embedded Redis (unless --redis-url), watcher, writer, turn workers.
 
@@ -195,7 +191,6 @@ def service_group() -> None:
 @service_group.command("systemd")
 @click.option("--install", is_flag=True, help="Write ~/.config/systemd/user/agg.service instead of printing it.")
 @click.pass_context
-@handle_errors
 def service_systemd(ctx: click.Context, install: bool) -> None:
     """A systemd user unit that runs `agg run` (with this command's global options)."""
     app = _app(ctx)
@@ -209,7 +204,6 @@ def service_systemd(ctx: click.Context, install: bool) -> None:
 @service_group.command("launchd")
 @click.option("--install", is_flag=True, help="Write ~/Library/LaunchAgents/dev.agg.run.plist instead of printing it.")
 @click.pass_context
-@handle_errors
 def service_launchd(ctx: click.Context, install: bool) -> None:
     """A launchd agent (macOS) that runs `agg run` at login."""
     app = _app(ctx)
@@ -234,7 +228,6 @@ def _installed(done: Installed) -> None:
     show_default=True,
     help="Where the Procfile lives (and where `honcho start` runs).",
 )
-@handle_errors
 def service_procfile(directory: Path) -> None:
     """Prepare DIR for `honcho start`: .env and a private Redis config (socket, password).
 

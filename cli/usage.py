@@ -6,7 +6,7 @@ import click
 
 from aggregator.projections import Projector
 from aggregator.usage import BY_CHOICES, COUNTS, report
-from cli.app import app_context, emit_json, handle_errors
+from cli.app import app_context, emit_json
 
 
 @click.command("usage")
@@ -19,7 +19,6 @@ from cli.app import app_context, emit_json, handle_errors
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
-@handle_errors
 def usage_cmd(ctx: click.Context, by: str, as_json: bool) -> None:
     """Token usage, each API response counted once (docs/design.md §6), summed per conversation, project,
     model or day."""

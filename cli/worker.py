@@ -9,7 +9,7 @@ from types import FrameType
 
 import click
 
-from cli.app import App, app_context, handle_errors
+from cli.app import App, app_context
 from workers.config import TurnConfig
 
 
@@ -20,7 +20,6 @@ from workers.config import TurnConfig
 @click.option("--burst", is_flag=True, help="Run every pending turn now (no debounce or cooldown), then exit.")
 @click.option("--name", help="RQ worker name (default: a random one).")
 @click.pass_context
-@handle_errors
 def worker_cmd(ctx: click.Context, count: int, burst: bool, name: str | None) -> None:
     """Run LLM turns: an RQ worker with the turn scheduler inside it.
 

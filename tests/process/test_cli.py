@@ -17,13 +17,7 @@ from aggregator.embedded import EmbeddedRedis, find_redis_server, server_version
 from devtools.agg import agg_env, embedded_env, run_agg
 from devtools.redisproc import RedisProcess
 from tests.support import oracle
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str], code: int, needle: str) -> None:
-    assert proc.returncode == code, proc
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("agg: ") and needle in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+from tests.support.cli import one_line_error
 
 
 def test_ingest_then_status_report_the_independent_counts(

@@ -22,6 +22,7 @@ SCRIPT_OOM = (
         redis.BusyLoadingError("Redis is loading the dataset in memory"),
         redis.ReadOnlyError("You can't write against a read only replica."),
         redis.ResponseError(SCRIPT_OOM),
+        redis.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),  # a plain command's
         redis.ResponseError("MISCONF Errors writing to the AOF file: No space left on device"),
         RedisUnavailable("cannot reach Redis"),
         ConnectionResetError(104, "Connection reset by peer"),
@@ -54,3 +55,5 @@ def test_one_line_without_the_script_wrapper() -> None:
     )
     assert "\n" not in str(as_agg_error(redis.InvalidResponse("Protocol error\nmore")))
     assert as_agg_error(redis.InvalidResponse("Protocol error")).exit_code == 3
+    plain = as_agg_error(redis.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."))
+    assert str(plain) == "Redis answered with an error: OOM command not allowed when used memory > 'maxmemory'."
