@@ -38,14 +38,18 @@ key                        type   written by   meaning
 ``agg:proj:usage:keys``    hash   projector    usage dedupe state: JSON ``[message.id, requestId]``
                                                → JSON ``[conv, project, model, day, input, output,
                                                cache_read, cache_creation]`` (owner + maxima)
-``agg:proj:usage:total``   hash   projector    input, output, cache_read, cache_creation, responses
-``agg:proj:usage:<dim>``   hash   projector    dim = project | model | day: JSON ``[value, name]``
-                                               → token count (name as in usage:total)
+``agg:proj:usage:total``   hash   projector    input, output, cache_read, cache_creation,
+                                               cache_creation_1h, responses
+``agg:proj:usage:cells``   hash   projector    JSON ``[conv, model, day, long, name]`` → count
+                                               (name as in usage:total; long = 1 for prompts
+                                               over the long-context threshold)
 ``agg:proj:refs``          hash   projector    uuid → JSON list of references to it not resolved
                                                inside their own conversation (summary leafUuid,
                                                cross-conversation parentUuid, logicalParentUuid)
 ``agg:proj:projects``      set    projector    project names seen
 ``agg:proj:pconvs:<P>``    set    projector    conversations with entries in project P
+``agg:store:id``           string search index a random id of this store, set once: names the
+                                               local search index file built from it
 ``agg:snapshot``           hash   writer       the last ``current.json`` write: at_ms, seq, path,
                                                host, conversations, messages
 ``agg:{c:K}:cur``          hash   ingest/turns event id → digests of its versions, newest last
@@ -198,9 +202,10 @@ class Keys:
     def usage_total(self) -> str:
         return f"{self.ns}:proj:usage:total"
 
-    def usage_by(self, dim: str) -> str:
-        """Usage summed per ``dim`` (``project``, ``model`` or ``day``)."""
-        return f"{self.ns}:proj:usage:{dim}"
+    @property
+    def usage_cells(self) -> str:
+        """Usage summed per (conversation, model, day, context tier)."""
+        return f"{self.ns}:proj:usage:cells"
 
     @property
     def refs(self) -> str:
@@ -212,6 +217,11 @@ class Keys:
 
     def project_convs(self, project: str) -> str:
         return f"{self.ns}:proj:pconvs:{project}"
+
+    @property
+    def store_id(self) -> str:
+        """A random id given to the store once (names each machine's search index file of it)."""
+        return f"{self.ns}:store:id"
 
     # --- live service ---------------------------------------------------------------------------
     @property
