@@ -29,7 +29,7 @@ from aggregator.live.status import describe, gather, host_files, live_status
 from aggregator.parse import loads
 from aggregator.projections import Projector
 from aggregator.text import render
-from cli import live
+from cli import live, read
 from cli.app import App, app_context, emit_json, get_app, handle_errors
 from cli.usage import usage_cmd
 from cli.worker import worker_cmd
@@ -212,6 +212,7 @@ def replay_cmd(ctx: click.Context, conversation: str | None, fmt: str, rebuild: 
         store = app.store()
         if rebuild:
             res = Projector(store).rebuild()
+            res["search_index"] = read.rebuild_index(app, store)
             if as_json:
                 emit_json(res)
             else:
@@ -221,6 +222,7 @@ def replay_cmd(ctx: click.Context, conversation: str | None, fmt: str, rebuild: 
                 )
                 same = res["digest"] == res["digest_before"]
                 click.echo(f"digest {res['digest']} ({'unchanged' if same else 'was ' + res['digest_before']})")
+                click.echo(read.describe_index(res["search_index"]))
             return
         assert conversation is not None
         conv = store.resolve_conversation(conversation)
@@ -281,6 +283,7 @@ def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
 cli.add_command(usage_cmd)
 cli.add_command(worker_cmd)
 live.register(cli)
+read.register(cli)
 
 
 def main() -> None:
