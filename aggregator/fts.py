@@ -57,6 +57,7 @@ _TOKEN = re.compile(f"{_CJK_CHARS}|(?:(?!{_CJK_CHARS})[^\\W_])+")
 
 _UNSHOWN = re.compile("[\x00-\x08\x0b-\x1f\x7f\u200b⟦⟧]")
 _SPACE = re.compile(r"\s+")
+_CONTROLS = re.compile("[\x00-\x1f\x7f]")
 
 
 class QueryError(ConfigError):
@@ -200,12 +201,13 @@ def translate(query: str) -> str:
     """
     found = terms(query)
     if not found:
-        raise QueryError(f"nothing to search for in {query!r}: give at least one word")
+        raise QueryError(f"nothing to search for in {query[:60]!r}: give at least one word")
     if len(found) > defaults.SEARCH_MAX_TERMS:
         raise QueryError(f"too many terms ({len(found)}): at most {defaults.SEARCH_MAX_TERMS}")
     out = []
     for text, _phrase, prefix in found:
-        quoted = '"' + prepare(text).replace('"', '""') + '"'
+        # FTS5 reads a string up to a NUL: control characters (never words) become spaces.
+        quoted = '"' + prepare(_CONTROLS.sub(" ", text)).replace('"', '""') + '"'
         out.append(quoted + ("*" if prefix else ""))
     return " ".join(out)
 

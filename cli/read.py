@@ -62,13 +62,16 @@ def _when(ts: str | None) -> str:
 
 
 def date_option(name: str, end: bool) -> Callable[[F], F]:
+    """``--since`` / ``--until DATE``: the value becomes epoch milliseconds (a day's end for ``--until``)."""
+
+    def parse(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
+        try:
+            return None if value is None else parse_when(value, end=end)
+        except ConfigError as e:
+            raise click.BadParameter(str(e).removeprefix(f"bad date {value!r}: ")) from None
+
     what = "until" if end else "since"
-    return click.option(
-        name,
-        metavar="DATE",
-        callback=lambda _ctx, _p, v: None if v is None else parse_when(v, end=end),
-        help=f"Only {what} DATE ({DATE_HELP}).",
-    )
+    return click.option(name, metavar="DATE", callback=parse, help=f"Only {what} DATE ({DATE_HELP}).")
 
 
 def open_index(app: App, store: Store) -> SearchIndex:
