@@ -92,7 +92,7 @@ SEARCH_BUSY_TIMEOUT_S = 60.0
 SEARCH_WAL_LIMIT_BYTES = 64 << 20
 """Size the search index's write-ahead log is cut back to after a checkpoint (a rebuild writes a lot)."""
 
-SEARCH_RANK_CANDIDATES = 20_000
+SEARCH_RANK_CANDIDATES = 10_000
 """A query that matches more texts than this ranks (by BM25) only its newest this many: BM25 costs
 about a microsecond per match, and a word found in 100,000 texts says little about which is best
 (``scripts/bench/search.py`` measures both)."""

@@ -219,8 +219,12 @@ def _words(text: str) -> list[str]:
 
 def snippet(text: str, query_terms: list[tuple[str, bool, bool]], width: int = 24) -> str:
     """The part of ``text`` (about ``width`` words) that holds the most of the query's terms, on one
-    line, each match between :data:`MARK`'s two characters, ``…`` where text was left out."""
-    text = text[: defaults.SEARCH_PART_CHARS]
+    line, each match between :data:`MARK`'s two characters, ``…`` where text was left out.
+
+    A long text is not read whole: the snippet is cut from the :data:`SNIPPET_REGION_CHARS` around
+    the first place one of the query's words appears."""
+    full = len(text)
+    lo, text = _region(text[: defaults.SEARCH_PART_CHARS], query_terms)
     tokens = list(_TOKEN.finditer(text))
     words = [t.group(0).casefold() for t in tokens]
     spans: list[tuple[int, int, int]] = []  # (first token, last token, term number)
@@ -240,13 +244,13 @@ def snippet(text: str, query_terms: list[tuple[str, bool, bool]], width: int = 2
     if spans:
         best = (-1, 0)
         for first, _, _ in spans[:200]:
-            lo = max(0, first - width // 4)
-            covered = len({n for a, b, n in spans if a >= lo and b < lo + width})
+            first_lo = max(0, first - width // 4)
+            covered = len({n for a, b, n in spans if a >= first_lo and b < first_lo + width})
             if covered > best[0]:
-                best = (covered, lo)
+                best = (covered, first_lo)
         start = best[1]
     end = min(len(tokens), start + width) - 1
-    out = ["…" if start > 0 else ""]
+    out = ["…" if start > 0 or lo > 0 else ""]
     pos = tokens[start].start() if start > 0 else 0
     for a, b, _ in sorted(sp for sp in spans if sp[0] >= start and sp[1] <= end):
         ca, cb = tokens[a].start(), tokens[b].end()
@@ -255,8 +259,29 @@ def snippet(text: str, query_terms: list[tuple[str, bool, bool]], width: int = 2
         out += [_show(text[pos:ca]), MARK[0], _show(text[ca:cb]), MARK[1]]
         pos = cb
     stop = tokens[end].end() if end < len(tokens) - 1 else len(text)
-    out += [_show(text[pos:stop]), "…" if stop < len(text) else ""]
+    out += [_show(text[pos:stop]), "…" if lo + stop < full else ""]
     return "".join(out).strip()
+
+
+SNIPPET_REGION_CHARS = 2000
+"""Characters around the first match that a snippet is cut from."""
+
+
+def _region(text: str, query_terms: list[tuple[str, bool, bool]]) -> tuple[int, str]:
+    """``(offset, part)``: ``text`` itself, or for a long one the part around the first place one of
+    the query's terms appears (a quick case-insensitive search for its words in a row; :func:`snippet`
+    checks the words themselves)."""
+    if len(text) <= SNIPPET_REGION_CHARS:
+        return 0, text
+    found = None
+    for term, _, _ in query_terms:
+        words = _words(term)
+        if words:
+            m = re.search(r"[\W_]*".join(map(re.escape, words)), text, re.IGNORECASE)
+            if m and (found is None or m.start() < found):
+                found = m.start()
+    lo = max(0, (found or 0) - SNIPPET_REGION_CHARS // 4)
+    return lo, text[lo : lo + SNIPPET_REGION_CHARS]
 
 
 def _show(text: str) -> str:

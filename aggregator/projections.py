@@ -468,6 +468,8 @@ class Projector:
         while max_steps is None or steps < max_steps:
             steps += 1
             cp = self.checkpoint()
+            if cp >= self.store.last_seq():
+                return applied  # caught up: two GETs, not a read of the log's last batch
             entries = list(self.store.entries_after(cp, cp + defaults.PROJECT_BATCH_ENTRIES))
             if not entries:
                 # seq may jump past a whole step: after Redis lost writes, aggregator.seqfloor

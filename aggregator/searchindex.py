@@ -13,7 +13,8 @@ the store's id (``<ns>:store:id``, set once) and namespace; it notices a store t
 entry at its checkpoint is gone or another event) and then starts over. ``agg replay --rebuild``
 rebuilds it.
 
-Each event's newest revision is indexed: a revision replaces the rows of its event. One row per
+Each event's newest revision is indexed: a revision replaces the rows of its event (so does the
+same event met again under a later seq). One row per
 text of an event (its ``part``: the index of its role in :data:`aggregator.fts.ROLES`).
 
 A text goes in the FTS5 column of its role (the other columns of its row stay empty), so that
@@ -196,17 +197,27 @@ class SearchIndex:
 
     # --- catching up ------------------------------------------------------------------------------
     def in_step(self, store: Store) -> bool:
-        """Whether the index's checkpoint is still an entry of the store (not a store that went back)."""
+        """Whether the store still holds what the index was built from: its sequence has not gone
+        back below the checkpoint, and the last event indexed is still stored with the bytes that
+        were indexed (a store emptied, or restored from an older copy, fails one or the other)."""
         cp = self.checkpoint()
         if cp == 0:
             return True
-        at = next(store.entries_after(cp - 1, cp), None)
-        return at is not None and at.seq == cp and at.env()["id"] == self._meta("seq_id")
+        conv, eid, digest = self._meta("last_conv"), self._meta("last_id"), self._meta("last_digest")
+        if not (conv and eid and digest):
+            return False
+        pipe = store.client.pipeline(transaction=False)
+        pipe.get(store.keys.seq)
+        pipe.hget(store.keys.cur(conv), eid)
+        last, versions = pipe.execute()
+        return int(last or 0) >= cp and digest in bytes(versions or b"").decode().split(",")
 
     def catch_up(self, store: Store, progress: Callable[[int], None] | None = None) -> int:
         """Index every log entry past the checkpoint; returns how many entries were taken in."""
         if not self.in_step(store):
             self.reset()
+        if self.checkpoint() >= store.last_seq():
+            return 0  # caught up: two GETs and an HGET, not a read of the log's last batch
         applied = 0
         while True:
             cp = self.checkpoint()
@@ -268,23 +279,24 @@ class SearchIndex:
         with self._write():
             if self.checkpoint() != cp:
                 return False  # another process indexed these entries: take it from its checkpoint
-            # The newest version of each event in this step, and whether an older one may be indexed.
-            newest: dict[tuple[str, str], tuple[bool, list[Doc]]] = {}
+            # The newest version of each event in this step replaces whatever the index holds for it
+            # (an earlier version; or the event itself, stored again under a later seq after a
+            # restore): an event's rows are never there twice.
+            newest: dict[tuple[str, str], list[Doc]] = {}
             projects: dict[str, str] = {}
             for entry, env, ds in docs:
-                if not ds and not env["revision"]:
-                    continue
-                key = (env["conv"], env["id"])
-                earlier = newest.get(key)
-                newest[key] = (bool(env["revision"]) or (earlier is not None and earlier[0]), ds)
-                projects.setdefault(env["conv"], entry.project)
+                if ds or env["revision"]:
+                    newest[(env["conv"], env["id"])] = ds
+                    projects.setdefault(env["conv"], entry.project)
             conv_n = self._conv_numbers(projects)
-            top = self.db.execute("SELECT coalesce(max(rowid), 0) FROM docs").fetchone()[0]
+            changes = self.db.total_changes
+            self.db.executemany("DELETE FROM docs WHERE conv = ? AND id = ?", [(conv_n[c], e) for c, e in newest])
+            orphans = self.db.total_changes - changes
+            # Row ids are never reused: a replaced row's words stay in the contentless word index
+            # under its old id, which must not come to mean another text.
+            top = int(self._meta("rowid") or 0)
             rows, bodies = [], []
-            orphans = 0
-            for (conv, eid), (revised, ds) in newest.items():
-                if revised:
-                    orphans += self._delete_event(conv_n[conv], eid)
+            for ds in newest.values():
                 for d in ds:
                     top += 1
                     rows.append((top, conv_n[d.conv], d.id, d.part, d.seq, d.ts, d.agent))
@@ -294,8 +306,11 @@ class SearchIndex:
                 self.db.executemany(f"INSERT INTO fts(rowid, {ROLES[part]}) VALUES (?, ?)", group)
             if orphans:
                 self._set_meta("orphans", str(int(self._meta("orphans") or 0) + orphans))
+            self._set_meta("rowid", str(top))
             self._set_meta("seq", str(last.seq))
-            self._set_meta("seq_id", last.env()["id"])
+            env = last.env()
+            for k, v in (("last_conv", env["conv"]), ("last_id", env["id"]), ("last_digest", last.digest)):
+                self._set_meta(k, v)
         return True
 
     def _conv_numbers(self, projects: dict[str, str]) -> dict[str, int]:
@@ -309,12 +324,6 @@ class SearchIndex:
             else:
                 out[conv] = int(row[0])
         return out
-
-    def _delete_event(self, conv_n: int, eid: str) -> int:
-        """Drop the rows of an event (their words stay in the contentless word index, unreachable)."""
-        return len(
-            self.db.execute("DELETE FROM docs WHERE conv = ? AND id = ? RETURNING rowid", (conv_n, eid)).fetchall()
-        )
 
     # --- querying -----------------------------------------------------------------------------------
     def query(
