@@ -37,7 +37,8 @@ key                        type   written by   meaning
                                                tells the writer which conversations to re-read
 ``agg:proj:usage:keys``    hash   projector    usage dedupe state: JSON ``[message.id, requestId]``
                                                → JSON ``[conv, project, model, day, input, output,
-                                               cache_read, cache_creation]`` (owner + maxima)
+                                               cache_read, cache_creation, cache_creation_1h,
+                                               long]`` (owner, maxima, context tier)
 ``agg:proj:usage:total``   hash   projector    input, output, cache_read, cache_creation,
                                                cache_creation_1h, responses
 ``agg:proj:usage:cells``   hash   projector    JSON ``[conv, model, day, long, name]`` → count

@@ -9,11 +9,13 @@ around the matched words, cut from the stored record, with each match between ``
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
 
 from aggregator import defaults
+from aggregator.errors import StoreError
 from aggregator.fts import ROLES, parts, snippet, terms, translate
 from aggregator.parse import loads
 from aggregator.projections import Projector
@@ -55,20 +57,22 @@ def search(
     conv = store.resolve_conversation(conversation) if conversation else None
     projects = select_projects(store, project) if project else None
     Projector(store).catch_up()  # titles and projects as of now (a no-op when current)
-    index.catch_up(store, progress)
     rows: list[Row] = []
-    if projects is not None and not projects:
-        total = 0
-    else:
-        total, rows = index.query(
-            match,
-            roles=(role,) if role else (),
-            conv=conv,
-            projects=projects,
-            since_ms=since_ms,
-            until_ms=until_ms,
-            limit=limit,
-        )
+    total = 0
+    try:
+        index.catch_up(store, progress)
+        if projects is None or projects:
+            total, rows = index.query(
+                match,
+                roles=(role,) if role else (),
+                conv=conv,
+                projects=projects,
+                since_ms=since_ms,
+                until_ms=until_ms,
+                limit=limit,
+            )
+    except sqlite3.Error as e:  # e.g. a full disk: the index keeps its last whole step
+        raise StoreError(f"search index {index.path}: {e}") from None
     convs = sorted({r.conv for r in rows})
     titles = store.hmget_many([store.keys.proj(c) for c in convs], ["title"])
     title_of = {c: (t[0].decode() if t[0] else None) for c, t in zip(convs, titles, strict=True)}

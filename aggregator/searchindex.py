@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 
 from aggregator import defaults
+from aggregator.errors import StoreError
 from aggregator.fts import INDEXED_TYPES, ROLES, parts, prepare
 from aggregator.parse import loads
 from aggregator.paths import DataPaths
@@ -129,9 +130,27 @@ class SearchIndex:
 
     @classmethod
     def open(cls, store: Store, data_dir: Path) -> SearchIndex:
-        """The index of ``store`` in ``data_dir`` (created empty if there is none yet)."""
+        """The index of ``store`` in ``data_dir`` (created empty if there is none yet).
+
+        A file SQLite cannot read as a database (damaged, or not ours) is set aside and the index
+        built again: it is a projection, nothing is lost
+        (``tests/store/test_search.py::test_a_damaged_index_file_is_built_again``). One it cannot
+        open or write at all is one line (:class:`StoreError`).
+        """
         sid = store_identity(store)
-        return cls(DataPaths(data_dir, store.keys.ns).search_index(sid), sid)
+        try:
+            path = DataPaths(data_dir, store.keys.ns).search_index(sid)
+            try:
+                return cls(path, sid)
+            except sqlite3.DatabaseError as e:
+                if isinstance(e, sqlite3.OperationalError):
+                    raise
+                for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+                    if p.exists():
+                        p.replace(p.with_name(p.name + ".damaged"))
+                return cls(path, sid)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"cannot use the search index in {data_dir}: {e}") from None
 
     def close(self) -> None:
         self.db.close()

@@ -191,3 +191,13 @@ def test_events_stored_again_under_later_seqs_are_not_doubled(
     for q in QUERIES:
         assert sorted(hits(store, index, q)) == sorted(before[q]), q
     assert index.size()["docs"] == SearchIndex.open(store, tmp_path / "fresh").rebuild(store)["docs"]
+
+
+def test_a_damaged_index_file_is_built_again(corpus_store: Store, tmp_path: Path) -> None:
+    index = SearchIndex.open(corpus_store, tmp_path / "data")
+    want = hits(corpus_store, index, "tailwind")
+    index.close()
+    index.path.write_bytes(b"not a database at all" * 1000)
+    again = SearchIndex.open(corpus_store, tmp_path / "data")
+    assert hits(corpus_store, again, "tailwind") == want
+    assert (again.path.parent / (again.path.name + ".damaged")).exists()
