@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -95,6 +96,14 @@ def text_bytes(store: Store) -> int:
     return total
 
 
+COUNT = "SELECT count(*) FROM fts WHERE fts MATCH ?"
+RANK_ALL = "SELECT rowid, bm25(fts) s FROM fts WHERE fts MATCH ? ORDER BY s LIMIT 20"
+
+
+def sql(index: SearchIndex, statement: str, match: str) -> list[Any]:
+    return index.db.execute(statement, (match,)).fetchall()
+
+
 def queries(store: Store, index: SearchIndex, runs: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for cls, qs in QUERIES.items():
@@ -105,11 +114,9 @@ def queries(store: Store, index: SearchIndex, runs: int) -> dict[str, Any]:
         for q in qs:
             m = translate(q)
             totals.append(index.query(m, limit=20)[0])
-            q_ms += timed(lambda m=m: index.query(m, limit=20), runs)
-            full_ms += timed(lambda q=q: search(store, index, q), max(3, runs // 3))
-            floor_ms += timed(
-                lambda m=m: index.db.execute("SELECT count(*) FROM fts WHERE fts MATCH ?", (m,)).fetchone(), runs
-            )
+            q_ms += timed(functools.partial(index.query, m, limit=20), runs)
+            full_ms += timed(functools.partial(search, store, index, q), max(3, runs // 3))
+            floor_ms += timed(functools.partial(sql, index, COUNT, m), runs)
         out[cls] = {
             "queries": qs,
             "matches": totals,
@@ -121,13 +128,8 @@ def queries(store: Store, index: SearchIndex, runs: int) -> dict[str, Any]:
     for q in COMMON:
         m = translate(q)
         total = index.query(m, limit=20)[0]
-        ranked_all = timed(
-            lambda m=m: index.db.execute(
-                "SELECT rowid, bm25(fts) s FROM fts WHERE fts MATCH ? ORDER BY s LIMIT 20", (m,)
-            ).fetchall(),
-            max(3, runs // 3),
-        )
-        as_agg = timed(lambda m=m: index.query(m, limit=20), max(3, runs // 3))
+        ranked_all = timed(functools.partial(sql, index, RANK_ALL, m), max(3, runs // 3))
+        as_agg = timed(functools.partial(index.query, m, limit=20), max(3, runs // 3))
         common[q] = {"matches": total, "ranked_in_full": summary(ranked_all), "as_agg_ranks": summary(as_agg)}
     out["common words"] = common
     return out
