@@ -41,9 +41,12 @@ key                        type   written by   meaning
                                                long]`` (owner, maxima, context tier)
 ``agg:proj:usage:total``   hash   projector    input, output, cache_read, cache_creation,
                                                cache_creation_1h, responses
-``agg:proj:usage:cells``   hash   projector    JSON ``[conv, model, day, long, name]`` → count
-                                               (name as in usage:total; long = 1 for prompts
-                                               over the long-context threshold)
+``agg:proj:usage:<tally>`` hash   projector    usage per model and context tier: tally =
+                                               ``cells``: JSON ``[conv, model, day, long, name]``;
+                                               ``days``: ``[day, model, long, name]``;
+                                               ``projects``: ``[project, day, model, long, name]``
+                                               → count (name as in usage:total; long = 1 for
+                                               prompts over the long-context threshold)
 ``agg:proj:refs``          hash   projector    uuid → JSON list of references to it not resolved
                                                inside their own conversation (summary leafUuid,
                                                cross-conversation parentUuid, logicalParentUuid)
@@ -203,10 +206,9 @@ class Keys:
     def usage_total(self) -> str:
         return f"{self.ns}:proj:usage:total"
 
-    @property
-    def usage_cells(self) -> str:
-        """Usage summed per (conversation, model, day, context tier)."""
-        return f"{self.ns}:proj:usage:cells"
+    def usage_tally(self, tally: str) -> str:
+        """A usage tally (``cells``, ``days``, ``projects``: see :data:`aggregator.projections.TALLIES`)."""
+        return f"{self.ns}:proj:usage:{tally}"
 
     @property
     def refs(self) -> str:

@@ -132,9 +132,13 @@ class Costing:
     unpriced: dict[str, int] = field(default_factory=dict)
     """Model → responses that could not be priced."""
 
+    _rates: dict[str, Rates | None] = field(default_factory=dict)
+
     def cell(self, model: str, long: int, counts: dict[str, int]) -> float | None:
         """Cost of one cell (None if its model has no price and it used tokens)."""
-        rates = self.table.rates(model)
+        if model not in self._rates:
+            self._rates[model] = self.table.rates(model)
+        rates = self._rates[model]
         if rates is None:
             if any(counts.get(n, 0) for n in ("input", "output", "cache_read", "cache_creation")):
                 self.unpriced[model] = self.unpriced.get(model, 0) + counts.get("responses", 0)

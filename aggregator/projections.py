@@ -37,8 +37,10 @@ being its own value — is counted once across the whole store, with the largest
 each field, toward the conversation, project, model and day (UTC, of its first line) where it was
 first seen. ``agg:proj:usage:keys`` holds each response's owner and maxima; a later line (a
 late final usage, a revision, a copy in a subagent or another file) adds only what it raises.
-``agg:proj:usage:cells`` sums them per (conversation, model, UTC day, context tier): every usage
-table, date range and cost (:mod:`aggregator.usage`, :mod:`aggregator.prices`) is read from it.
+Three tallies sum them per model and context tier (a model's price applies to its own tokens):
+``agg:proj:usage:cells`` per conversation and UTC day, ``agg:proj:usage:days`` per day,
+``agg:proj:usage:projects`` per project and day — every usage table, date range and cost
+(:mod:`aggregator.usage`, :mod:`aggregator.prices`) reads the smallest one that answers it.
 ``<synthetic>`` messages and the copies inside ``progress`` records carry no usage fact.
 
 **References** that need another conversation (a ``summary``'s ``leafUuid``, a
@@ -85,7 +87,19 @@ TOKEN_FIELDS = (*USAGE_FIELDS, "cache_creation_1h")
 (priced at its own rate), in the order of the ``u`` fact."""
 
 CELL_FIELDS = (*TOKEN_FIELDS, "responses")
-"""Counts of one usage cell (see :func:`cell_field`)."""
+"""Counts kept per entry of a usage tally (see :data:`TALLIES`)."""
+
+TALLIES = {
+    "cells": ("conv", "model", "day", "long"),
+    "days": ("day", "model", "long"),
+    "projects": ("project", "day", "model", "long"),
+}
+"""Usage tallies (``agg:proj:usage:<name>``) and what their fields hold before the count's name:
+``long`` is 1 for responses whose prompt exceeded :data:`~aggregator.defaults.LONG_CONTEXT_TOKENS`
+(priced at a model's long-context rates)."""
+
+LEGACY_USAGE_KEYS = ("project", "model", "day")
+"""``agg:proj:usage:<dim>`` hashes of earlier versions: a rebuild drops them."""
 
 SYNTHESIZED_TYPES = frozenset({"agg-turn", "agent-meta"})
 """Event types agg writes itself: they do not move a conversation's first/last record time."""
@@ -181,17 +195,9 @@ def usage_key(u: list[Any], conv: str, eid: str) -> str:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def cell_field(conv: str, model: str, day: str, long: int, name: str) -> str:
-    """Field of the usage-cells hash: one count of the responses of one conversation, model, UTC
-    day and context tier (``long`` = 1: the prompt exceeded
-    :data:`~aggregator.defaults.LONG_CONTEXT_TOKENS`, priced at a model's long-context rates)."""
-    return orjson.dumps([conv, model, day, long, name]).decode()
-
-
-def parse_cell_field(f: bytes) -> tuple[str, str, str, int, str]:
-    """``(conv, model, day, long, name)`` of a usage-cells field."""
-    conv, model, day, long, name = orjson.loads(f)
-    return conv, model, day, long, name
+def tally_field(*parts: str | int) -> str:
+    """Field of a usage tally: JSON ``[…parts, name]`` (see :data:`TALLIES`)."""
+    return orjson.dumps(parts).decode()
 
 
 _STATE_LEN = 10
@@ -236,7 +242,7 @@ class Fold:
         self.pconvs: set[tuple[str, str]] = set()
         self.recent = self.g("recent")
         self.total = self.g("usage:total").incr
-        self.cells = self.g("usage:cells").incr
+        self.tallies = [self.g("usage:" + name).incr for name in TALLIES]
 
     def conv(self, conv: str) -> Delta:
         d = self.convs.get(conv)
@@ -343,12 +349,14 @@ class Fold:
             raised.append(("responses", 1))
         conv_incr = self.conv(state[0]).incr
         total = self.total
-        cells = self.cells
-        owner, model, day, long = state[0], state[2], state[3], state[9]
+        cells, days, projects = self.tallies
+        owner, project, model, day, long = state[0], state[1], state[2], state[3], state[9]
         for name, n in raised:
             conv_incr["usage_" + name] += n
             total[name] += n
-            cells[cell_field(owner, model, day, long, name)] += n
+            cells[tally_field(owner, model, day, long, name)] += n
+            days[tally_field(day, model, long, name)] += n
+            projects[tally_field(project, day, model, long, name)] += n
 
     def _ref(self, kind: str, uuid: str, conv: str, project: str, seq: int, payload: str | None) -> None:
         if (conv, uuid) in self.st.internal:
@@ -441,8 +449,8 @@ class Projector:
             return k.usage_keys
         if name == "usage:total":
             return k.usage_total
-        if name == "usage:cells":
-            return k.usage_cells
+        if name.startswith("usage:"):
+            return k.usage_tally(name[len("usage:") :])
         if name.startswith("pconvs:"):
             return k.project_convs(name[len("pconvs:") :])
         raise ValueError(f"unknown projection {name!r}")
@@ -450,7 +458,7 @@ class Projector:
     def global_keys(self) -> list[str]:
         """Every global projection key (dropped by a rebuild, covered by the digest)."""
         k = self.keys
-        fixed = [k.recent, k.usage_keys, k.usage_total, k.usage_cells, k.refs, k.projects]
+        fixed = [k.recent, k.usage_keys, k.usage_total, *(k.usage_tally(t) for t in TALLIES), k.refs, k.projects]
         projects = sorted(p.decode() for p in self.store.r.smembers(k.projects))
         return fixed + [k.project_convs(p) for p in projects]
 
@@ -617,6 +625,7 @@ class Projector:
             convs = self.store.conversations()
             k = self.keys
             dropped = [k.proj(c) for c in convs] + self.global_keys()
+            dropped += [k.usage_tally(old) for old in LEGACY_USAGE_KEYS]
             # One atomic drop: a rebuild killed at any point leaves all or nothing dropped
             # (tests/process/test_projections.py::test_live_projections_after_kills_equal_the_rebuilt_ones).
             res = self._reset(keys=[k.proj_seq, k.proj_lock, *dropped], args=[token])

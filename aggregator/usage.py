@@ -2,22 +2,25 @@
 model, day, week or month, over a date range.
 
 Reading never touches files or the log: totals are one hash, and every table is summed from the
-usage cells (one hash: per conversation, model, UTC day and context tier), which is also what the
-cost needs — a model's price applies to its own tokens. How usage is counted (docs/design.md §6)
-is in :mod:`aggregator.projections`; prices in :mod:`aggregator.prices`.
+smallest usage tally that answers it (per model and context tier — what the cost needs, a model's
+price applying to its own tokens — and per UTC day, so that any date range can be asked for): per
+conversation for conversation tables, per project for project tables, per day for the others.
+How usage is counted (docs/design.md §6) is in :mod:`aggregator.projections`; prices in
+:mod:`aggregator.prices`.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from aggregator.dates import day_of, month_of, week_of
 from aggregator.errors import ConfigError
 from aggregator.prices import Costing, add_cost, rounded
-from aggregator.projections import CELL_FIELDS, USAGE_FIELDS, Projector, parse_cell_field
+from aggregator.projections import CELL_FIELDS, TALLIES, USAGE_FIELDS, Projector
 from aggregator.projects import project_paths
 from aggregator.store import Store
 
@@ -27,29 +30,38 @@ BY_CHOICES = ("conversation", "project", "model", "day", "week", "month")
 COUNTS = (*USAGE_FIELDS, "responses")
 """Numbers in every usage row: the four token counts and the number of API responses."""
 
-ROW_COUNTS = (*CELL_FIELDS,)
-"""Numbers a row carries: :data:`COUNTS` and ``cache_creation_1h`` (the 1-hour share of the cache writes)."""
+
+TALLY_OF = {"conversation": "cells", "project": "projects"}
+"""The tally each table reads (the others: ``days``): the smallest that answers it."""
 
 
 @dataclass(frozen=True)
 class Cell:
-    """Usage of one conversation with one model on one UTC day, in one context tier."""
+    """Usage of one model in one context tier, on one UTC day, for one conversation or project
+    (``who``; empty in the ``days`` tally)."""
 
-    conv: str
+    who: str
     model: str
     day: str
     long: int
     counts: dict[str, int]
 
 
-def cells(store: Store) -> Iterator[Cell]:
-    """Every usage cell of the store."""
-    grouped: dict[tuple[str, str, str, int], dict[str, int]] = defaultdict(dict)
-    for f, v in store.r.hscan_iter(store.keys.usage_cells, count=5000):
-        conv, model, day, long, name = parse_cell_field(f)
-        grouped[(conv, model, day, long)][name] = int(v)
-    for (conv, model, day, long), counts in grouped.items():
-        yield Cell(conv, model, day, long, counts)
+def cells(store: Store, tally: str = "cells") -> list[Cell]:
+    """Every entry of a usage tally (:data:`aggregator.projections.TALLIES`)."""
+    parts = TALLIES[tally]
+    model, day, long = parts.index("model"), parts.index("day"), parts.index("long")
+    who = 0 if parts[0] in ("conv", "project") else None
+    grouped: dict[bytes, dict[str, int]] = defaultdict(dict)
+    for f, v in store.r.hgetall(store.keys.usage_tally(tally)).items():
+        # JSON [...parts, "name"]: group on the bytes before the name, parse each group's once.
+        head, _, name = f.rpartition(b",")
+        grouped[head][name[1:-2].decode()] = int(v)
+    out = []
+    for head, counts in grouped.items():
+        k = orjson.loads(head + b"]")
+        out.append(Cell(k[who] if who is not None else "", k[model], k[day], k[long], counts))
+    return out
 
 
 def totals(store: Store) -> dict[str, int]:
@@ -64,11 +76,9 @@ def _in_range(day: str, since: str | None, until: str | None) -> bool:
     return bool(day) and (since is None or day >= since) and (until is None or day <= until)
 
 
-def _group_key(by: str, cell: Cell, project_of: dict[str, str]) -> str:
-    if by == "conversation":
-        return cell.conv
-    if by == "project":
-        return project_of.get(cell.conv, "")
+def _group_key(by: str, cell: Cell) -> str:
+    if by in ("conversation", "project"):
+        return cell.who
     if by == "model":
         return cell.model
     if by == "week":
@@ -82,7 +92,7 @@ class _Row:
     __slots__ = ("cost", "counts")
 
     def __init__(self) -> None:
-        self.counts: dict[str, int] = dict.fromkeys(ROW_COUNTS, 0)
+        self.counts: dict[str, int] = dict.fromkeys(CELL_FIELDS, 0)
         self.cost: float | None = 0.0
 
     def add(self, cell: Cell, cost: float | None) -> None:
@@ -114,49 +124,48 @@ def summarize(
     by: str,
     since_day: str | None = None,
     until_day: str | None = None,
-    convs: set[str] | None = None,
     costing: Costing | None = None,
 ) -> Usage:
-    """Sum the usage cells into one row per conversation / project / model / day / week / month.
+    """Sum the usage tallies into one row per conversation / project / model / day / week / month.
 
-    Only cells whose UTC day lies in ``[since_day, until_day]`` (``YYYY-MM-DD``; either may be
-    None) and, if given, whose conversation is in ``convs``. Days, weeks and months are sorted
-    oldest first, other tables by ``total`` (largest first). Conversation rows also carry
-    ``project``, ``project_path`` and ``title``; project rows ``project_path``.
+    Only responses whose UTC day lies in ``[since_day, until_day]`` (``YYYY-MM-DD``; either may be
+    None). Days, weeks and months are sorted oldest first, other tables by ``total`` (largest
+    first). Conversation rows also carry ``project``, ``project_path`` and ``title``; project rows
+    ``project_path``.
     """
     if by not in BY_CHOICES:
         raise ConfigError(f"bad --by {by!r}: choose one of {', '.join(BY_CHOICES)}")
     costing = costing or Costing()
-    all_cells = list(cells(store))
-    conv_keys = sorted({c.conv for c in all_cells})
-    fields = store.hmget_many([store.keys.proj(c) for c in conv_keys], ["project", "title"])
-    project_of = {c: (v[0] or b"").decode() for c, v in zip(conv_keys, fields, strict=True)}
-    title_of = {c: v[1].decode() if v[1] else None for c, v in zip(conv_keys, fields, strict=True)}
     rows: dict[str, _Row] = {}
     total = _Row()
     responses = 0
-    for cell in all_cells:
+    for cell in cells(store, TALLY_OF.get(by, "days")):
         responses += cell.counts.get("responses", 0)
-        if not _in_range(cell.day, since_day, until_day) or (convs is not None and cell.conv not in convs):
+        if not _in_range(cell.day, since_day, until_day):
             continue
         cost = costing.cell(cell.model, cell.long, cell.counts)
-        key = _group_key(by, cell, project_of)
+        key = _group_key(by, cell)
         row = rows.get(key)
         if row is None:
             row = rows[key] = _Row()
         row.add(cell, cost)
         total.add(cell, cost)
-    paths = project_paths(store, conv_keys) if by in ("conversation", "project") else {}
-    out = []
-    for key, row in rows.items():
-        d = row.as_dict(key or None)
-        if by == "conversation":
-            d["project"] = project_of.get(key) or None
-            d["project_path"] = paths.get(project_of.get(key, ""))
-            d["title"] = title_of.get(key)
-        elif by == "project":
-            d["project_path"] = paths.get(key)
-        out.append(d)
+    out = [row.as_dict(key or None) for key, row in rows.items()]
+    if by == "conversation":
+        convs = [r["key"] for r in out if r["key"]]
+        fields = dict(
+            zip(convs, store.hmget_many([store.keys.proj(c) for c in convs], ["project", "title"]), strict=True)
+        )
+        paths = project_paths(store, convs)
+        for r in out:
+            project, title = fields.get(r["key"], (None, None))
+            r["project"] = project.decode() if project else None
+            r["project_path"] = paths.get(r["project"] or "")
+            r["title"] = title.decode() if title else None
+    elif by == "project":
+        paths = project_paths(store)
+        for r in out:
+            r["project_path"] = paths.get(r["key"] or "")
     if by in ("day", "week", "month"):
         out.sort(key=lambda r: r["key"] or "")
     else:
@@ -166,16 +175,14 @@ def summarize(
     return Usage(out, tot, dict(costing.unpriced), responses == totals(store)["responses"])
 
 
-def report(
-    store: Store, by: str, since_ms: int | None = None, until_ms: int | None = None, convs: set[str] | None = None
-) -> dict[str, Any]:
+def report(store: Store, by: str, since_ms: int | None = None, until_ms: int | None = None) -> dict[str, Any]:
     """What ``agg usage --json`` prints: ``by``, ``seq`` (last log seq covered), ``since`` / ``until``
     (UTC days, or null), ``rows``, ``total``, and ``prices`` (the table's ``date``, and
     ``unpriced``: models with no price, whose rows have ``cost_usd`` null)."""
     costing = Costing()
     since = day_of(since_ms) if since_ms is not None else None
     until = day_of(until_ms) if until_ms is not None else None
-    u = summarize(store, by, since, until, convs, costing)
+    u = summarize(store, by, since, until, costing)
     return {
         "by": by,
         "seq": Projector(store).checkpoint(),
@@ -198,5 +205,5 @@ def conversation_costs(store: Store, costing: Costing | None = None) -> dict[str
     costing = costing or Costing()
     out: dict[str, float | None] = {}
     for cell in cells(store):
-        out[cell.conv] = add_cost(out.get(cell.conv, 0.0), costing.cell(cell.model, cell.long, cell.counts))
+        out[cell.who] = add_cost(out.get(cell.who, 0.0), costing.cell(cell.model, cell.long, cell.counts))
     return {c: rounded(v) for c, v in out.items()}

@@ -60,7 +60,7 @@ QUERIES = {
     "two words": ["tailwind css", "phoenix liveview", "session share", "test fixture", "error handling"],
     "phrase": ['"session share"', '"next step"', '"error handling"', '"issue details"', '"let me check"'],
     "prefix": ["compon*", "migrat*", "annot*", "pomo*", "transcr*"],
-    "CJK substring": ["最新", "状態", "アップデート", "設定", "最新の状態"],
+    "CJK substring": ["最新", "状態", "アップデート", "ください", "最新の状態"],
 }
 COMMON = ["the", "file", "spotter"]
 

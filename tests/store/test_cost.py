@@ -13,6 +13,7 @@ import pytest
 from aggregator.ingest import ingest
 from aggregator.layout import iter_transcripts
 from aggregator.listing import conversations
+from aggregator.projections import Projector
 from aggregator.store import Store
 from aggregator.usage import report
 from tests.support import oracle
@@ -135,3 +136,15 @@ def test_a_model_without_a_price_is_null_and_named(store: Store, tmp_path: Path)
     listed = conversations(store)
     assert listed["unpriced"] == ["gpt-9-turbo"]
     assert {c["key"]: c["cost_usd"] for c in listed["conversations"]}[t] is None
+
+
+def test_a_rebuild_drops_the_usage_hashes_of_earlier_versions(store: Store, tmp_path: Path) -> None:
+    s = uid("legacy")
+    write(session_file(tmp_path, s), [user(s, "q", "hi"), assistant(s, "a", "msg_l", "req_l", {"input_tokens": 5})])
+    ingest(store, list(iter_transcripts([tmp_path])))
+    old = [store.keys.usage_tally(dim) for dim in ("project", "model", "day")]
+    for key in old:
+        store.r.hset(key, '["x","input"]', 5)  # as agg kept them before the tallies
+    Projector(store).rebuild()
+    assert not any(store.r.exists(key) for key in old)
+    assert report(store, "day")["total"]["input"] == 5
