@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aggregator import defaults
-from aggregator.errors import StoreError
+from aggregator.errors import ConfigError, StoreError
 from aggregator.fts import ROLES, parts, snippet, terms, translate
 from aggregator.parse import loads
 from aggregator.projections import Projector
@@ -23,6 +23,7 @@ from aggregator.projects import matches, project_paths
 from aggregator.searchindex import Row, SearchIndex
 from aggregator.store import Store
 from aggregator.text import iso_ms
+from aggregator.transcript import conversation_key
 
 
 def select_projects(store: Store, query: str) -> set[str]:
@@ -53,8 +54,8 @@ def search(
     t0 = time.perf_counter()
     match = translate(query)
     if role is not None and role not in ROLES:
-        raise ValueError(f"unknown role {role!r}")
-    conv = store.resolve_conversation(conversation) if conversation else None
+        raise ConfigError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
+    conv = conversation_key(store, conversation) if conversation else None
     projects = select_projects(store, project) if project else None
     Projector(store).catch_up()  # titles and projects as of now (a no-op when current)
     rows: list[Row] = []

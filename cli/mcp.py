@@ -22,7 +22,6 @@ from typing import Any
 
 from aggregator.dates import parse_when
 from aggregator.errors import AggError, ConfigError
-from aggregator.fts import ROLES
 from aggregator.listing import conversations
 from aggregator.projections import Projector
 from aggregator.search import search
@@ -73,8 +72,6 @@ class Tools:
         since/until: YYYY-MM-DD (UTC) or an age such as 7d. Each hit names its conversation
         (conv), the event id, role, time and a snippet with matches between ⟦ and ⟧.
         """
-        if role is not None and role not in ROLES:
-            raise ConfigError(f"role must be one of {', '.join(ROLES)}")
         return search(
             self.store,
             self.index,

@@ -8,6 +8,7 @@ used only when stdout is a terminal.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from collections.abc import Callable
@@ -160,19 +161,19 @@ def search_cmd(
         store = app.store()
         index = open_index(app, store)
         bar = _progress(store, index)
-        kwargs: dict[str, Any] = {
-            "project": project,
-            "conversation": conversation,
-            "role": role,
-            "since_ms": since,
-            "until_ms": until,
-            "limit": limit if limit else 1 << 62,
-        }
-        if bar is not None:
-            with bar:
-                res = search(store, index, " ".join(query), progress=bar.update, **kwargs)
-        else:
-            res = search(store, index, " ".join(query), **kwargs)
+        with bar if bar is not None else contextlib.nullcontext():
+            res = search(
+                store,
+                index,
+                " ".join(query),
+                project=project,
+                conversation=conversation,
+                role=role,
+                since_ms=since,
+                until_ms=until,
+                limit=limit if limit else 1 << 62,
+                progress=bar.update if bar is not None else None,
+            )
         if as_json:
             emit_json(res)
             return
