@@ -52,10 +52,11 @@ key                        type   written by   meaning
                                                cross-conversation parentUuid, logicalParentUuid)
 ``agg:proj:projects``      set    projector    project names seen
 ``agg:proj:pconvs:<P>``    set    projector    conversations with entries in project P
-``agg:store:id``           string search index a random id of this store, set once: names the
-                                               local search index file built from it
 ``agg:snapshot``           hash   writer       the last ``current.json`` write: at_ms, seq, path,
                                                host, conversations, messages
+``agg:store``              string live parts   the store's identity: a random token set on first
+                                               use; gone or changed = the keys were lost without a
+                                               reconnect (FLUSHALL, an empty backup restored)
 ``agg:{c:K}:cur``          hash   ingest/turns event id → digests of its versions, newest last
 ``agg:{c:K}:tl``           zset   ingest/turns the conversation's timeline: first seq of each log
                                                batch holding its entries (score = member)
@@ -221,15 +222,14 @@ class Keys:
     def project_convs(self, project: str) -> str:
         return f"{self.ns}:proj:pconvs:{project}"
 
-    @property
-    def store_id(self) -> str:
-        """A random id given to the store once (names each machine's search index file of it)."""
-        return f"{self.ns}:store:id"
-
     # --- live service ---------------------------------------------------------------------------
     @property
     def snapshot(self) -> str:
         return f"{self.ns}:snapshot"
+
+    @property
+    def store_id(self) -> str:
+        return f"{self.ns}:store"
 
     # --- channels ----------------------------------------------------------------------------
     @property

@@ -53,7 +53,7 @@ class DataPaths:
         return state_dir(self.data_dir) / f"seq-{self.namespace}.json"
 
     def search_index(self, store_id: str) -> Path:
-        """The search index of the store whose id (``<ns>:store:id``) is ``store_id``."""
+        """The search index of the store whose id (``<ns>:store``) is ``store_id``."""
         return private_dir(Path(self.data_dir) / "index") / f"search-{self.namespace}-{store_id}.sqlite"
 
     @property

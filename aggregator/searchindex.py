@@ -9,7 +9,7 @@ Several processes may catch up at once: a step is written under SQLite's write l
 
 It lives on the machine, not in Redis: every machine that shares a store builds its own from the
 store's log, and the history is not held a second time in Redis' memory. The file is named after
-the store's id (``<ns>:store:id``, set once) and namespace; it notices a store that went back (the
+the store's id (``<ns>:store``, set once) and namespace; it notices a store that went back (the
 entry at its checkpoint is gone or another event) and then starts over. ``agg replay --rebuild``
 rebuilds it.
 
@@ -70,7 +70,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
 
 
 def store_identity(store: Store) -> str:
-    """The store's id (``<ns>:store:id``), given to it now if it has none."""
+    """The store's id (``<ns>:store``), given to it now if it has none."""
     store.r.set(store.keys.store_id, secrets.token_hex(8), nx=True)
     return str(store.r.get(store.keys.store_id).decode())
 
