@@ -25,7 +25,9 @@ from devtools.agg import HOST, agg_env
 from devtools.redisproc import RedisProcess
 
 QUERIES = ["tailwind", '"session share"', "pomo*", "最新", "spotter bead", "Phoenix"]
-KILLS = 12
+MIDWAY = 3
+"""Kills that must land inside a build (between its first and last step's commits)."""
+ATTEMPTS = 40
 
 
 def rows(index: SearchIndex) -> list[tuple[object, ...]]:
@@ -64,25 +66,27 @@ def test_kill_during_indexing_then_catch_up_gives_the_same_hits(
     for p in path.parent.iterdir():
         p.unlink()
 
-    midway = killed = cp = 0
-    for _ in range(KILLS):
+    # Kill builds until several kills have landed between two steps' commits; a build that
+    # completes is thrown away so that the next run builds (and is killed) again.
+    midway = attempts = cp = 0
+    while midway < MIDWAY and attempts < ATTEMPTS:
+        attempts += 1
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
         time.sleep(idle + rng.uniform(0.1, 0.9) * max(0.0, full - idle) * (last - cp) / last)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        if proc.returncode != -signal.SIGKILL:
-            continue  # it had finished: nothing was cut short
-        killed += 1
-        if not path.exists():
-            continue
-        index = SearchIndex(path)
-        cp = index.checkpoint()
-        assert index.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        midway += 0 < cp < last
-        index.close()
+        cp = 0
+        if path.exists():
+            index = SearchIndex(path)
+            cp = index.checkpoint()
+            assert index.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            index.close()
+        midway += proc.returncode == -signal.SIGKILL and 0 < cp < last
         if cp == last:
-            break
-    assert killed >= 3 and midway >= 1, (killed, midway)  # kills really landed inside builds
+            for p in path.parent.iterdir():
+                p.unlink()
+            cp = 0
+    assert midway >= MIDWAY, (midway, attempts)  # kills really landed inside builds
 
     resumed = SearchIndex.open(store, tmp_path / "data")
     resumed.catch_up(store)
