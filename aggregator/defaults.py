@@ -72,6 +72,34 @@ REDIS_CONNECT_TIMEOUT_S = 5.0
 PROJECT_BATCH_ENTRIES = 5000
 """Log entries applied per projection step (one Lua call)."""
 
+LONG_CONTEXT_TOKENS = 200_000
+"""A response whose prompt (input + cache reads + cache writes) exceeds this many tokens is billed
+at a model's long-context rates where it has them (Anthropic's rule for the 1M-context betas)."""
+
+SEARCH_PART_CHARS = 100_000
+"""Characters of one text indexed for search at most (a message's words, or its tool calls and
+results): a pasted log or a file read whole is found by its first 100,000 characters."""
+
+SEARCH_MAX_TERMS = 64
+"""Terms of one search query at most."""
+
+SEARCH_STEP_ENTRIES = 5000
+"""Log entries the search index takes in per step (one SQLite transaction with its checkpoint)."""
+
+SEARCH_BUSY_TIMEOUT_S = 60.0
+"""Seconds a search waits for another process that is updating the same index file."""
+
+SEARCH_WAL_LIMIT_BYTES = 64 << 20
+"""Size the search index's write-ahead log is cut back to after a checkpoint (a rebuild writes a lot)."""
+
+SEARCH_RANK_CANDIDATES = 10_000
+"""A query that matches more texts than this ranks (by BM25) only its newest this many: BM25 costs
+about a microsecond per match, and a word found in 100,000 texts says little about which is best
+(``scripts/bench/search.py`` measures both)."""
+
+SEARCH_LIMIT = 20
+"""Hits ``agg search`` shows unless ``--limit`` says otherwise."""
+
 REPLAY_CHUNK = 500
 """Events fetched per round trip by ``agg replay``."""
 

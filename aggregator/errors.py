@@ -2,6 +2,7 @@
 
     AggError                      anything agg reports to a user as one line
     ├── ConfigError               a bad option, URL, path or environment value
+    │   └── QueryError            a search query with nothing to search for
     ├── RedisUnavailable          Redis cannot be reached or refused us (auth, OOM, down)
     │   └── EvictingRedis         its maxmemory-policy may evict agg's keys (not noeviction)
     ├── NotRedis                  the server at the URL does not speak the Redis protocol
@@ -32,6 +33,10 @@ class ConfigError(AggError):
     """A bad option, URL, path or environment value."""
 
     exit_code = 2
+
+
+class QueryError(ConfigError):
+    """A search query that cannot be searched (no word in it, too many terms): one line, exit 2."""
 
 
 class RedisUnavailable(AggError):

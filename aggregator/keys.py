@@ -37,10 +37,16 @@ key                        type   written by   meaning
                                                tells the writer which conversations to re-read
 ``agg:proj:usage:keys``    hash   projector    usage dedupe state: JSON ``[message.id, requestId]``
                                                → JSON ``[conv, project, model, day, input, output,
-                                               cache_read, cache_creation]`` (owner + maxima)
-``agg:proj:usage:total``   hash   projector    input, output, cache_read, cache_creation, responses
-``agg:proj:usage:<dim>``   hash   projector    dim = project | model | day: JSON ``[value, name]``
-                                               → token count (name as in usage:total)
+                                               cache_read, cache_creation, cache_creation_1h,
+                                               long]`` (owner, maxima, context tier)
+``agg:proj:usage:total``   hash   projector    input, output, cache_read, cache_creation,
+                                               cache_creation_1h, responses
+``agg:proj:usage:<tally>`` hash   projector    usage per model and context tier: tally =
+                                               ``cells``: JSON ``[conv, model, day, long, name]``;
+                                               ``days``: ``[day, model, long, name]``;
+                                               ``projects``: ``[project, day, model, long, name]``
+                                               → count (name as in usage:total; long = 1 for
+                                               prompts over the long-context threshold)
 ``agg:proj:refs``          hash   projector    uuid → JSON list of references to it not resolved
                                                inside their own conversation (summary leafUuid,
                                                cross-conversation parentUuid, logicalParentUuid)
@@ -48,6 +54,9 @@ key                        type   written by   meaning
 ``agg:proj:pconvs:<P>``    set    projector    conversations with entries in project P
 ``agg:snapshot``           hash   writer       the last ``current.json`` write: at_ms, seq, path,
                                                host, conversations, messages
+``agg:store``              string live parts   the store's identity: a random token set on first
+                                               use; gone or changed = the keys were lost without a
+                                               reconnect (FLUSHALL, an empty backup restored)
 ``agg:{c:K}:cur``          hash   ingest/turns event id → digests of its versions, newest last
 ``agg:{c:K}:tl``           zset   ingest/turns the conversation's timeline: first seq of each log
                                                batch holding its entries (score = member)
@@ -205,9 +214,9 @@ class Keys:
     def usage_total(self) -> str:
         return f"{self.ns}:proj:usage:total"
 
-    def usage_by(self, dim: str) -> str:
-        """Usage summed per ``dim`` (``project``, ``model`` or ``day``)."""
-        return f"{self.ns}:proj:usage:{dim}"
+    def usage_tally(self, tally: str) -> str:
+        """A usage tally (``cells``, ``days``, ``projects``: see :data:`aggregator.projections.TALLIES`)."""
+        return f"{self.ns}:proj:usage:{tally}"
 
     @property
     def refs(self) -> str:
@@ -224,6 +233,10 @@ class Keys:
     @property
     def snapshot(self) -> str:
         return f"{self.ns}:snapshot"
+
+    @property
+    def store_id(self) -> str:
+        return f"{self.ns}:store"
 
     # --- channels ----------------------------------------------------------------------------
     @property

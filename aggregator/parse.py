@@ -152,8 +152,11 @@ def facts(obj: dict[str, Any], sf_agent: str | None) -> dict[str, Any]:
     (this runs on the ingest hot path: a type test and a few dict lookups for most lines):
 
     * ``u`` — assistant records with ``message.usage``, except ``<synthetic>`` ones:
-      ``[message.id, requestId, model, input, output, cache_read, cache_creation]`` (ids null
-      when absent or unusable);
+      ``[message.id, requestId, model, input, output, cache_read, cache_creation,
+      cache_creation_1h]`` (ids null when absent or unusable; the last is the 1-hour share of the
+      cache writes, from ``usage.cache_creation.ephemeral_1h_input_tokens``);
+    * ``cwd`` — the working directory of a record that also carries ``p`` or ``c`` (a readable
+      name for the project directory, see :mod:`aggregator.projects`);
     * ``p`` / ``c`` — a main transcript's real user prompt / bare slash command, ``sp`` — a
       subagent's or sidechain's prompt (title candidates, see :mod:`aggregator.titles`);
     * ``pu`` — ``parentUuid`` of a main transcript's non-sidechain ``user``/``system`` record, and
@@ -187,10 +190,25 @@ def _assistant(obj: dict[str, Any], sf_agent: str | None, fx: dict[str, Any]) ->
                 _count(g("input_tokens")),
                 _count(g("output_tokens")),
                 _count(g("cache_read_input_tokens")),
-                _count(g("cache_creation_input_tokens")),
+                *_cache_writes(g("cache_creation_input_tokens"), g("cache_creation")),
             ]
     if "forkedFrom" in obj:
         _fork(obj, fx)
+
+
+def _cache_writes(flat: Any, split: Any) -> tuple[int, int]:
+    """``(cache writes, of which 1-hour writes)`` of a usage object.
+
+    The total is the flat ``cache_creation_input_tokens``, or the sum of the nested
+    ``cache_creation`` breakdown where that is larger (Claude Code < 2.1.152 could write the flat
+    value as 0 when only the breakdown was reported). The 1-hour share is priced at its own rate.
+    """
+    total = _count(flat)
+    if type(split) is not dict:
+        return total, 0
+    long = _count(split.get("ephemeral_1h_input_tokens"))
+    short = _count(split.get("ephemeral_5m_input_tokens"))
+    return max(total, short + long), long
 
 
 def _user_or_system(obj: dict[str, Any], sf_agent: str | None, fx: dict[str, Any]) -> None:
@@ -208,6 +226,9 @@ def _user_or_system(obj: dict[str, Any], sf_agent: str | None, fx: dict[str, Any
         if cand:
             if main:
                 fx[cand[0]] = cand[1]
+                cwd = obj.get("cwd")
+                if type(cwd) is str and 0 < len(cwd) <= FACT_TEXT_CHARS:
+                    fx["cwd"] = cwd
             elif cand[0] == "p":
                 fx["sp"] = cand[1]
     if "forkedFrom" in obj:

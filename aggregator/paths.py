@@ -10,6 +10,8 @@ path (under the data dir)            what
 ``state/seq-<ns>.json``              the highest ``seq`` this data dir's processes have seen
                                      (:mod:`aggregator.seqfloor`)
 ``redis/``, ``run/``                 the embedded redis-server (:mod:`aggregator.embedded`)
+``index/search-<ns>-<id>.sqlite``    this machine's search index of the store with id ``<id>``
+                                     (:mod:`aggregator.searchindex`; ``-wal``/``-shm`` beside it)
 ==================================== ==========================================================
 
 Directories are created 0700 when first asked for; the data dir itself is created but not
@@ -49,6 +51,10 @@ class DataPaths:
     def floor(self) -> Path:
         """Where the processes of this data dir keep the highest seq they have seen."""
         return state_dir(self.data_dir) / f"seq-{self.namespace}.json"
+
+    def search_index(self, store_id: str) -> Path:
+        """The search index of the store whose id (``<ns>:store``) is ``store_id``."""
+        return private_dir(Path(self.data_dir) / "index") / f"search-{self.namespace}-{store_id}.sqlite"
 
     @property
     def current_json(self) -> Path:

@@ -17,7 +17,8 @@ projections and applies the whole log again, re-deriving each entry's facts from
 
 **Per conversation** (hash ``agg:{c:K}:proj``):
 
-* ``project`` (first project directory seen), ``entries``, ``events``, ``revisions``,
+* ``project`` (first project directory seen), ``cwd`` (the working directory of its first prompt:
+  what :mod:`aggregator.projects` shows the project as), ``entries``, ``events``, ``revisions``,
   ``messages``, ``first_ms`` / ``last_ms`` (record times; agg's own synthesized events excluded);
 * ``title``, the first set of the candidates ``t_custom``, ``t_ai``, ``t_summary``, ``t_agg``
   (newest wins), ``t_prompt``, ``t_cmd``, ``t_agent`` (first wins), each kept with its entry's seq
@@ -29,13 +30,17 @@ projections and applies the whole log again, re-deriving each entry's facts from
   ``parentUuid`` is in that conversation), ``compacted`` from (a ``compact_boundary``'s
   ``logicalParentUuid`` is) or ``forked`` from (``forkedFrom.sessionId``);
 * ``usage_input``, ``usage_output``, ``usage_cache_read``, ``usage_cache_creation``,
-  ``usage_responses`` — see below.
+  ``usage_cache_creation_1h``, ``usage_responses`` — see below.
 
 **Usage** (docs/design.md §6): each API response — (``message.id``, ``requestId``), a missing requestId
 being its own value — is counted once across the whole store, with the largest value seen for
 each field, toward the conversation, project, model and day (UTC, of its first line) where it was
 first seen. ``agg:proj:usage:keys`` holds each response's owner and maxima; a later line (a
 late final usage, a revision, a copy in a subagent or another file) adds only what it raises.
+Three tallies sum them per model and context tier (a model's price applies to its own tokens):
+``agg:proj:usage:cells`` per conversation and UTC day, ``agg:proj:usage:days`` per day,
+``agg:proj:usage:projects`` per project and day — every usage table, date range and cost
+(:mod:`aggregator.usage`, :mod:`aggregator.prices`) reads the smallest one that answers it.
 ``<synthetic>`` messages and the copies inside ``progress`` records carry no usage fact.
 
 **References** that need another conversation (a ``summary``'s ``leafUuid``, a
@@ -75,10 +80,26 @@ RECENT_KEEP = 1000
 """Messages kept in the recent-messages projection (``current.json`` shows at most this many)."""
 
 USAGE_FIELDS = ("input", "output", "cache_read", "cache_creation")
-"""Token counts kept per response, in the order of the ``u`` fact."""
+"""Token counts shown per response (``current.json``, ``agg usage``), in the order of the ``u`` fact."""
 
-USAGE_DIMS = ("project", "model", "day")
-"""Dimensions usage is summed over besides conversations."""
+TOKEN_FIELDS = (*USAGE_FIELDS, "cache_creation_1h")
+"""Token counts kept per response: :data:`USAGE_FIELDS` and the 1-hour share of the cache writes
+(priced at its own rate), in the order of the ``u`` fact."""
+
+CELL_FIELDS = (*TOKEN_FIELDS, "responses")
+"""Counts kept per entry of a usage tally (see :data:`TALLIES`)."""
+
+TALLIES = {
+    "cells": ("conv", "model", "day", "long"),
+    "days": ("day", "model", "long"),
+    "projects": ("project", "day", "model", "long"),
+}
+"""Usage tallies (``agg:proj:usage:<name>``) and what their fields hold before the count's name:
+``long`` is 1 for responses whose prompt exceeded :data:`~aggregator.defaults.LONG_CONTEXT_TOKENS`
+(priced at a model's long-context rates)."""
+
+LEGACY_USAGE_KEYS = ("project", "model", "day")
+"""``agg:proj:usage:<dim>`` hashes of earlier versions: a rebuild drops them."""
 
 SYNTHESIZED_TYPES = frozenset({"agg-turn", "agent-meta"})
 """Event types agg writes itself: they do not move a conversation's first/last record time."""
@@ -174,9 +195,19 @@ def usage_key(u: list[Any], conv: str, eid: str) -> str:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def dim_field(value: str, name: str) -> str:
-    """Field of a usage-by-dimension hash."""
-    return orjson.dumps([value, name]).decode()
+def tally_field(*parts: str | int) -> str:
+    """Field of a usage tally: JSON ``[…parts, name]`` (see :data:`TALLIES`)."""
+    return orjson.dumps(parts).decode()
+
+
+_STATE_LEN = 10
+"""Length of a usage state (stores projected before the 1-hour share and the tier were kept
+have 8: those read as 0)."""
+
+
+def _state(raw: bytes) -> list[Any]:
+    state: list[Any] = orjson.loads(raw)
+    return state + [0] * (_STATE_LEN - len(state))
 
 
 # A reference from an entry to a uuid: (kind, from conv, project, seq, payload).
@@ -189,7 +220,8 @@ class StepState:
     """Projection state one step reads before folding (kept consistent by the checkpoint CAS)."""
 
     usage: dict[str, list[Any]] = field(default_factory=dict)
-    """usage key → ``[conv, project, model, day, input, output, cache_read, cache_creation]``."""
+    """usage key → ``[conv, project, model, day, input, output, cache_read, cache_creation,
+    cache_creation_1h, long]`` (owner, maxima, context tier: see :data:`_STATE_LEN`)."""
     refs: dict[str, list[Ref]] = field(default_factory=dict)
     """uuid → pending references to it (for the step's event ids and reference targets)."""
     internal: set[tuple[str, str]] = field(default_factory=set)
@@ -210,7 +242,7 @@ class Fold:
         self.pconvs: set[tuple[str, str]] = set()
         self.recent = self.g("recent")
         self.total = self.g("usage:total").incr
-        self._dims: dict[tuple[str, str, str], list[tuple[dict[str, int], str]]] = {}
+        self.tallies = [self.g("usage:" + name).incr for name in TALLIES]
 
     def conv(self, conv: str) -> Delta:
         d = self.convs.get(conv)
@@ -283,6 +315,8 @@ class Fold:
             d.older("t_cmd", seq, fx["c"])
         if "sp" in fx:
             d.older("t_agent", seq, fx["sp"])
+        if "cwd" in fx:
+            d.older("cwd", seq, fx["cwd"])
         if fx.get("ct"):
             d.newer("t_custom", seq, fx["ct"])
         if fx.get("at"):
@@ -299,12 +333,14 @@ class Fold:
         state = self.st.usage.get(key)
         new = state is None
         if state is None:
-            state = self.st.usage[key] = [conv, project, u[2], utc_day(fx.get("tms")), 0, 0, 0, 0]
+            prompt = u[3] + u[5] + u[6]  # input, cache reads and cache writes: the tier's measure
+            long = 1 if prompt > defaults.LONG_CONTEXT_TOKENS else 0
+            state = self.st.usage[key] = [conv, project, u[2], utc_day(fx.get("tms")), 0, 0, 0, 0, 0, long]
         raised = []
-        for i in range(4):
-            v = u[3 + i]
+        for i, name in enumerate(TOKEN_FIELDS):
+            v = u[3 + i] if 3 + i < len(u) else 0  # facts stored before the 1-hour share was kept
             if v > state[4 + i]:
-                raised.append((USAGE_FIELDS[i], v - state[4 + i]))
+                raised.append((name, v - state[4 + i]))
                 state[4 + i] = v
         if not raised and not new:
             return
@@ -313,17 +349,14 @@ class Fold:
             raised.append(("responses", 1))
         conv_incr = self.conv(state[0]).incr
         total = self.total
-        where = (state[1], state[2], state[3])
-        dims = self._dims.get(where)
-        if dims is None:
-            dims = self._dims[where] = [
-                (self.g("usage:" + dim).incr, value) for dim, value in zip(USAGE_DIMS, where, strict=True)
-            ]
+        cells, days, projects = self.tallies
+        owner, project, model, day, long = state[0], state[1], state[2], state[3], state[9]
         for name, n in raised:
             conv_incr["usage_" + name] += n
             total[name] += n
-            for incr, value in dims:
-                incr[dim_field(value, name)] += n
+            cells[tally_field(owner, model, day, long, name)] += n
+            days[tally_field(day, model, long, name)] += n
+            projects[tally_field(project, day, model, long, name)] += n
 
     def _ref(self, kind: str, uuid: str, conv: str, project: str, seq: int, payload: str | None) -> None:
         if (conv, uuid) in self.st.internal:
@@ -417,7 +450,7 @@ class Projector:
         if name == "usage:total":
             return k.usage_total
         if name.startswith("usage:"):
-            return k.usage_by(name[len("usage:") :])
+            return k.usage_tally(name[len("usage:") :])
         if name.startswith("pconvs:"):
             return k.project_convs(name[len("pconvs:") :])
         raise ValueError(f"unknown projection {name!r}")
@@ -425,7 +458,7 @@ class Projector:
     def global_keys(self) -> list[str]:
         """Every global projection key (dropped by a rebuild, covered by the digest)."""
         k = self.keys
-        fixed = [k.recent, k.usage_keys, k.usage_total, *(k.usage_by(d) for d in USAGE_DIMS), k.refs, k.projects]
+        fixed = [k.recent, k.usage_keys, k.usage_total, *(k.usage_tally(t) for t in TALLIES), k.refs, k.projects]
         projects = sorted(p.decode() for p in self.store.r.smembers(k.projects))
         return fixed + [k.project_convs(p) for p in projects]
 
@@ -443,6 +476,8 @@ class Projector:
         while max_steps is None or steps < max_steps:
             steps += 1
             cp = self.checkpoint()
+            if cp >= self.store.last_seq():
+                return applied  # caught up: two GETs, not a read of the log's last batch
             entries = list(self.store.entries_after(cp, cp + defaults.PROJECT_BATCH_ENTRIES))
             if not entries:
                 # seq may jump past a whole step: after Redis lost writes, aggregator.seqfloor
@@ -491,7 +526,7 @@ class Projector:
             pipe.hexists(k.cur(conv), uuid)
         res = iter(pipe.execute())
         if ukeys:
-            st.usage = {key: orjson.loads(v) for key, v in zip(ukeys, next(res), strict=True) if v}
+            st.usage = {key: _state(v) for key, v in zip(ukeys, next(res), strict=True) if v}
         if uids:
             st.refs = {u: orjson.loads(v) for u, v in zip(uids, next(res), strict=True) if v}
         outside: dict[str, set[str]] = defaultdict(set)  # project → uuids referenced from outside
@@ -590,6 +625,7 @@ class Projector:
             convs = self.store.conversations()
             k = self.keys
             dropped = [k.proj(c) for c in convs] + self.global_keys()
+            dropped += [k.usage_tally(old) for old in LEGACY_USAGE_KEYS]
             # One atomic drop: a rebuild killed at any point leaves all or nothing dropped
             # (tests/process/test_projections.py::test_live_projections_after_kills_equal_the_rebuilt_ones).
             res = self._reset(keys=[k.proj_seq, k.proj_lock, *dropped], args=[token])

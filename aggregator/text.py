@@ -1,8 +1,11 @@
-"""Human-readable text: message text, one-line previews, ``agg replay --format text``, times."""
+"""Human-readable text: message text, one-line previews, ``agg replay --format text``, times, and text
+measured in terminal columns (CJK characters take two)."""
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,3 +82,72 @@ def iso_ms(ms: int | None) -> str | None:
 def now_iso() -> str:
     """The current time as :func:`iso_ms` text."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@functools.lru_cache(maxsize=4096)
+def _char_width(ch: str) -> int:
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes on a terminal (wide CJK characters 2, combining marks 0)."""
+    if text.isascii():
+        return len(text)
+    return sum(_char_width(ch) for ch in text)
+
+
+def cut_width(text: str, width: int, tail: str = "…") -> str:
+    """``text`` cut to at most ``width`` columns, ending in ``tail`` if it was cut."""
+    if display_width(text) <= width:
+        return text
+    room = width - display_width(tail)
+    out, used = [], 0
+    for ch in text:
+        w = _char_width(ch)
+        if used + w > room:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out) + tail
+
+
+def cut_left(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` columns by dropping its start (``…/the/end`` of a path)."""
+    if display_width(text) <= width:
+        return text
+    return "…" + cut_width(text[::-1], width - 1, "")[::-1]
+
+
+def pad_width(text: str, width: int, right: bool = False) -> str:
+    """``text`` cut or padded with spaces to exactly ``width`` columns (``right``: aligned right)."""
+    text = cut_width(text, width)
+    pad = " " * (width - display_width(text))
+    return pad + text if right else text + pad
+
+
+def wrap_width(line: str, width: int) -> list[str]:
+    """One line of text wrapped at spaces (or anywhere, for long words and CJK) to ``width`` columns."""
+    if display_width(line) <= width:
+        return [line]
+    out: list[str] = []
+    cur, used = "", 0
+    for word in re.split(r"(\s+)", line):
+        w = display_width(word)
+        if used + w <= width:
+            cur, used = cur + word, used + w
+            continue
+        if cur.strip():
+            out.append(cur.rstrip())
+        cur, used = "", 0
+        if word.isspace():
+            continue
+        while display_width(word) > width:
+            head = cut_width(word, width, "") or word[0]
+            out.append(head)
+            word = word[len(head) :]
+        cur, used = word, display_width(word)
+    if cur.strip():
+        out.append(cur.rstrip())
+    return out or [""]

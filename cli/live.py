@@ -31,6 +31,7 @@ from aggregator.live.writer import SnapshotWriter, WriterService
 from aggregator.paths import DataPaths
 from aggregator.seqfloor import SeqFloor
 from cli.app import App, app_context, get_app
+from cli.read import tail_text, terminal_width
 
 
 def setup_logging() -> None:
@@ -135,8 +136,16 @@ def writer_cmd(ctx: click.Context, output: Path | None, interval: float, once: b
     metavar="SEQ",
     help="First print the stored events after SEQ (0 = all), then the live ones, with no gap.",
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "text"]),
+    default="jsonl",
+    show_default=True,
+    help="jsonl: the envelopes; text: one readable line each (seq, time, conversation, role, preview).",
+)
 @click.pass_context
-def tail_cmd(ctx: click.Context, conversation: str | None, since: int | None) -> None:
+def tail_cmd(ctx: click.Context, conversation: str | None, since: int | None, fmt: str) -> None:
     """Print event envelopes as JSON lines as they are committed.
 
     Gaps in `seq` (a dropped connection, a slow reader cut off by Redis) are filled from the
@@ -157,8 +166,9 @@ def tail_cmd(ctx: click.Context, conversation: str | None, since: int | None) ->
         stop = StopFlag().install()
         out = sys.stdout.buffer
         sub = Subscription(conn.client, app.settings.keys, since=since, conversation=conv, stop=stop)
+        width = terminal_width(160)
         for raw in sub.raw():
-            out.write(raw + b"\n")
+            out.write((tail_text(store, raw, width).encode("utf-8", "replace") if fmt == "text" else raw) + b"\n")
             out.flush()
 
 

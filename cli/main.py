@@ -31,7 +31,7 @@ from aggregator.live.status import NOT_RUNNING, describe, gather, host_files, li
 from aggregator.parse import loads
 from aggregator.projections import Projector
 from aggregator.text import render
-from cli import live
+from cli import live, read
 from cli.app import AggGroup, App, app_context, emit_json, get_app
 from cli.rejects import rejects_cmd
 from cli.usage import usage_cmd
@@ -249,6 +249,7 @@ def replay_cmd(ctx: click.Context, conversation: str | None, fmt: str, rebuild: 
         store = app.store()
         if rebuild:
             res = Projector(store).rebuild()
+            res["search_index"] = read.rebuild_index(app, store)
             if as_json:
                 emit_json(res)
             else:
@@ -258,6 +259,7 @@ def replay_cmd(ctx: click.Context, conversation: str | None, fmt: str, rebuild: 
                 )
                 same = res["digest"] == res["digest_before"]
                 click.echo(f"digest {res['digest']} ({'unchanged' if same else 'was ' + res['digest_before']})")
+                click.echo(read.describe_index(res["search_index"]))
             return
         assert conversation is not None
         conv = store.resolve_conversation(conversation)
@@ -389,6 +391,7 @@ cli.add_command(usage_cmd)
 cli.add_command(worker_cmd)
 cli.add_command(rejects_cmd)
 live.register(cli)
+read.register(cli)
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ def test_usage_status_and_rebuild_commands(
 
     text = run_agg(["usage", "--by", "model"], env).stdout
     assert "claude-opus-4-6" in text and "TOTAL" in text
-    assert f"{exp.total['output']:,}" in text
+    assert f"{exp.total['input']:,}" in text  # under 10,000: written out in full
 
     status = json.loads(run_agg(["status", "--json"], env).stdout)
     assert {k: status["usage"][k] for k in FIELDS} == exp.total
@@ -48,9 +48,9 @@ def test_usage_status_and_rebuild_commands(
 
 def test_usage_rejects_a_bad_dimension(redis_server: RedisProcess, tmp_path: Path) -> None:
     env = agg_env(redis_server, tmp_path)
-    proc = run_agg(["usage", "--by", "week"], env, check=False)
+    proc = run_agg(["usage", "--by", "year"], env, check=False)
     assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr and "'week' is not one of" in proc.stderr
+    assert "Traceback" not in proc.stderr and "'year' is not one of" in proc.stderr
 
 
 def test_usage_on_an_empty_store(redis_server: RedisProcess, r: redis.Redis, tmp_path: Path) -> None:

@@ -216,3 +216,76 @@ def usage(paths: list[Path]) -> UsageTable:
             table.total[name] += v
         table.total["responses"] += 1
     return table
+
+
+# --- search (docs/design.md §9), decided from the files alone ---------------------------------------------
+_CJK = (
+    (0x3040, 0x30FF),  # hiragana, katakana
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),  # ideographs
+    (0xF900, 0xFAFF),
+    (0xAC00, 0xD7AF),  # hangul syllables
+    (0xFF66, 0xFF9F),  # half-width katakana
+    (0x20000, 0x2FA1F),
+)
+
+
+def _is_cjk(ch: str) -> bool:
+    return any(lo <= ord(ch) <= hi for lo, hi in _CJK)
+
+
+def words(text: str) -> list[str]:
+    """The words of ``text`` as the search contract defines them: runs of letters and digits, each
+    CJK character a word of its own, compared case-insensitively."""
+    out: list[str] = []
+    cur: list[str] = []
+    for ch in text:
+        if _is_cjk(ch):
+            if cur:
+                out.append("".join(cur).casefold())
+                cur = []
+            out.append(ch)
+        elif ch.isalnum():
+            cur.append(ch)
+        elif cur:
+            out.append("".join(cur).casefold())
+            cur = []
+    if cur:
+        out.append("".join(cur).casefold())
+    return out
+
+
+def holds_phrase(text: str, phrase: str) -> bool:
+    """Whether the words of ``phrase`` appear in ``text`` one after the other."""
+    want = words(phrase)
+    have = words(text)
+    return any(have[i : i + len(want)] == want for i in range(len(have) - len(want) + 1))
+
+
+def message_texts(paths: list[Path]) -> dict[tuple[str, str], tuple[str, str]]:
+    """(conversation, event id) → (role, text) of every user and assistant message, newest version:
+    a user's string content or text blocks; the assistant's text and thinking blocks (tool calls,
+    tool results and images are not message text)."""
+    out: dict[tuple[str, str], tuple[str, str]] = {}
+    for (conv, eid), versions in read(paths).versions.items():
+        obj = json.loads(versions[-1].decode("utf-8"))
+        role = obj.get("type")
+        msg = obj.get("message")
+        if role not in ("user", "assistant") or not isinstance(msg, dict):
+            continue
+        content = msg.get("content")
+        if isinstance(content, str):
+            texts = [content]
+        elif isinstance(content, list):
+            texts = []
+            for b in content:
+                if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str):
+                    texts.append(b["text"])
+                elif isinstance(b, dict) and b.get("type") == "thinking" and isinstance(b.get("thinking"), str):
+                    texts.append(b["thinking"])
+        else:
+            texts = []
+        text = "\n".join(texts)
+        if text.strip():
+            out[(conv, eid)] = (role, text)
+    return out

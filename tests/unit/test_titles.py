@@ -79,7 +79,13 @@ def test_usage_facts() -> None:
             },
         },
     }
-    assert facts(line, None)["u"] == ["msg_1", "req_1", "m", 3, 2, 0, 0]
+    assert facts(line, None)["u"] == ["msg_1", "req_1", "m", 3, 2, 0, 0, 0]
+    # The 1-hour share of cache writes is kept; a zero flat total is replaced by the breakdown's sum.
+    line["message"]["usage"]["cache_creation"] = {  # type: ignore[index]
+        "ephemeral_5m_input_tokens": 7,
+        "ephemeral_1h_input_tokens": 5,
+    }
+    assert facts(line, None)["u"] == ["msg_1", "req_1", "m", 3, 2, 0, 12, 5]
     line["message"]["model"] = "<synthetic>"  # type: ignore[index]
     assert "u" not in facts(line, None)
     assert "u" not in facts({"type": "progress", "data": {"message": line}}, None)
