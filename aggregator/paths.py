@@ -10,6 +10,7 @@ path (under the data dir)            what
 ``state/seq-<ns>.json``              the highest ``seq`` this data dir's processes have seen
                                      (:mod:`aggregator.seqfloor`)
 ``redis/``, ``run/``                 the embedded redis-server (:mod:`aggregator.embedded`)
+``state/web-<ns>.token``             ``agg serve``'s access token (0600)
 ==================================== ==========================================================
 
 Directories are created 0700 when first asked for; the data dir itself is created but not
@@ -54,3 +55,8 @@ class DataPaths:
     def current_json(self) -> Path:
         """The default ``current.json``."""
         return Path(self.data_dir) / "current.json"
+
+    @property
+    def web_token(self) -> Path:
+        """``agg serve``'s access token (:mod:`aggregator.live.web.access`)."""
+        return state_dir(self.data_dir) / f"web-{self.namespace}.token"

@@ -29,7 +29,7 @@ from aggregator.live.status import describe, gather, host_files, live_status
 from aggregator.parse import loads
 from aggregator.projections import Projector
 from aggregator.text import render
-from cli import live
+from cli import live, web
 from cli.app import App, app_context, emit_json, get_app, handle_errors
 from cli.usage import usage_cmd
 from cli.worker import worker_cmd
@@ -281,6 +281,7 @@ def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
 cli.add_command(usage_cmd)
 cli.add_command(worker_cmd)
 live.register(cli)
+web.register(cli)
 
 
 def main() -> None:
