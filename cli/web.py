@@ -6,10 +6,14 @@ uvicorn are imported only when the command runs, so ``agg --help`` stays fast.
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from aggregator import defaults
-from aggregator.live.web.access import is_loopback, is_wildcard
+from aggregator.config import Settings
+from aggregator.errors import ConfigError
+from aggregator.live.web.access import is_loopback, is_wildcard, load_token, serve_url
 from cli.app import get_app, handle_errors
 
 host_option = click.option(
@@ -32,9 +36,10 @@ port_option = click.option(
 @click.command("serve")
 @host_option
 @port_option
+@click.option("--no-url", is_flag=True, help="Do not print the URL (agg run prints it for its web part).")
 @click.pass_context
 @handle_errors
-def serve_cmd(ctx: click.Context, host: str, port: int) -> None:
+def serve_cmd(ctx: click.Context, host: str, port: int, no_url: bool) -> None:
     """Serve web pages of every conversation, live, and a JSON API (/api/...).
 
     Prints the URL to open, with its access token, as the first line. Every request needs the
@@ -48,7 +53,16 @@ def serve_cmd(ctx: click.Context, host: str, port: int) -> None:
             "anyone with the token can read every conversation",
             err=True,
         )
-    serve(get_app(ctx).settings, host=host, port=port)
+    serve(get_app(ctx).settings, host=host, port=port, print_url=not no_url)
+
+
+def web_url(settings: Settings) -> str:
+    """The URL ``agg run``'s web part serves (``AGG_WEB_HOST`` / ``AGG_WEB_PORT`` or the defaults)."""
+    host = os.environ.get("AGG_WEB_HOST") or defaults.WEB_HOST
+    raw = os.environ.get("AGG_WEB_PORT") or str(defaults.WEB_PORT)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigError(f"bad AGG_WEB_PORT {raw!r}: agg run needs a port from 1 to 65535")
+    return serve_url(host, int(raw), load_token(settings))
 
 
 def register(group: click.Group) -> None:

@@ -48,15 +48,16 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(settings: Settings, *, host: str, port: int) -> None:
-    """Serve until stopped; the URL (with the token) is the first line on stdout."""
+def serve(settings: Settings, *, host: str, port: int, print_url: bool = True) -> None:
+    """Serve until stopped; the URL (with the token) is the first line on stdout (unless not ``print_url``)."""
     conn = open_redis(settings)
     token = load_token(settings)
     sock = bind(host, port)
     port = sock.getsockname()[1]
     app = build_app(settings, conn, token=token, allowed_hosts=allowed_hosts(host, port), port=port)
-    sys.stdout.write(serve_url(host, port, token) + "\n")
-    sys.stdout.flush()
+    if print_url:
+        sys.stdout.write(serve_url(host, port, token) + "\n")
+        sys.stdout.flush()
     config = uvicorn.Config(
         app,
         log_level="warning",
