@@ -7,10 +7,10 @@ path (under the data dir)            what
 ``state/<role>-<ns>.json``           a long-running part's state (``watch``, ``writer``), read
                                      by ``agg status`` even while Redis is down
 ``state/<role>-<ns>.lock``           held (``flock``) while that part runs
+``state/web-<ns>.token``             ``agg serve``'s access token (0600)
 ``state/seq-<ns>.json``              the highest ``seq`` this data dir's processes have seen
                                      (:mod:`aggregator.seqfloor`)
 ``redis/``, ``run/``                 the embedded redis-server (:mod:`aggregator.embedded`)
-``state/web-<ns>.token``             ``agg serve``'s access token (0600)
 ==================================== ==========================================================
 
 Directories are created 0700 when first asked for; the data dir itself is created but not

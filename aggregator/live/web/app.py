@@ -58,7 +58,8 @@ from aggregator.usage import BY_CHOICES
 log = logging.getLogger("agg.serve")
 
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
-ROLES = ("user", "assistant")
+ROLES = ("user", "assistant", "tool", "title", "summary")
+"""Search's ``role`` values (issue 10's ``aggregator.fts.ROLES``; the fallback finds only the first two)."""
 
 
 class JSON(Response):
@@ -111,13 +112,13 @@ def _text(request: Request, name: str) -> str | None:
     return value if value else None
 
 
-def _since_ms(text: str | None) -> int | None:
+def _ms(text: str | None, name: str) -> int | None:
     if text is None:
         return None
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ConfigError(f"since must be an ISO date or time, not {text[:40]!r}") from None
+        raise ConfigError(f"{name} must be an ISO date or time, not {text[:40]!r}") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return int(when.timestamp() * 1000)
@@ -166,7 +167,12 @@ class Web:
 
     def search(self, request: Request) -> Response:
         query = request.query_params.get("q", "").strip()
-        result = self._search(request) if query else None
+        result: dict[str, Any] | str | None = None
+        if query:
+            try:
+                result = self._search(request)
+            except ConfigError as e:  # a query with no word in it: say so on the page
+                result = str(e)
         return self.page("search", f"Search: {query}" if query else "Search", pages.search_page(result, query), request)
 
     def usage(self, request: Request) -> Response:
@@ -205,7 +211,7 @@ class Web:
             self.data.conversations(
                 project=_text(request, "project"),
                 active=_flag(request, "active"),
-                since_ms=_since_ms(_text(request, "since")),
+                since_ms=_ms(_text(request, "since"), "since"),
                 limit=_int(request, "limit", low=1),
                 offset=_int(request, "offset") or 0,
             )
@@ -238,8 +244,8 @@ class Web:
             project=_text(request, "project"),
             conversation=_text(request, "conversation"),
             role=role,
-            since=_text(request, "since"),
-            until=_text(request, "until"),
+            since_ms=_ms(_text(request, "since"), "since"),
+            until_ms=_ms(_text(request, "until"), "until"),
             limit=_int(request, "limit", low=1, high=1000) or 20,
         )
 

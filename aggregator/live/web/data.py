@@ -25,6 +25,7 @@ from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.config import active_minutes as active_minutes_setting
 from aggregator.connection import Connection
+from aggregator.errors import ConfigError
 from aggregator.live.status import gather, host_files, live_status
 from aggregator.live.web.render import HIDDEN_TYPES, Item
 from aggregator.parse import loads
@@ -36,6 +37,10 @@ from aggregator.views import conversation_views
 
 SEARCH_SCOPE = "recent"
 """What the fallback search covers (``scope`` in its answer): the recent-messages projection."""
+
+MARK = ("⟦", "⟧")
+"""Around each match in a snippet (as issue 10's ``aggregator.fts.MARK``); the page turns them into
+``<mark>``, and a snippet's own ``⟦⟧`` are shown as ``[]``."""
 
 _SNIPPET_CHARS = 160
 _SEARCH_TEXT_CHARS = 200_000
@@ -82,18 +87,22 @@ def query_terms(query: str) -> list[re.Pattern[str]]:
     return out
 
 
-def match_spans(text: str, query: str) -> list[tuple[int, int]]:
-    """Where the query's terms occur in ``text`` (to highlight a snippet, whoever made it)."""
-    return [(m.start(), m.end()) for p in query_terms(query) for m in p.finditer(text) if m.end() > m.start()]
-
-
 def snippet(text: str, terms: Sequence[re.Pattern[str]]) -> str:
-    """About :data:`_SNIPPET_CHARS` characters of ``text`` (whitespace collapsed) around the first match."""
-    flat = _SPACE.sub(" ", text).strip()
+    """About :data:`_SNIPPET_CHARS` characters of ``text`` (whitespace collapsed) around the first
+    match, each match between :data:`MARK`'s two characters."""
+    flat = _SPACE.sub(" ", text).strip().replace(MARK[0], "[").replace(MARK[1], "]")
     first = min((m.start() for p in terms if (m := p.search(flat))), default=0)
     start = max(0, first - _SNIPPET_CHARS // 3)
     end = min(len(flat), start + _SNIPPET_CHARS)
-    return ("…" if start else "") + flat[start:end] + ("…" if end < len(flat) else "")
+    part = flat[start:end]
+    spans = sorted((m.start(), m.end()) for p in terms for m in p.finditer(part) if m.end() > m.start())
+    out, at = [], 0
+    for a, b in spans:
+        if a >= at:
+            out += [part[at:a], MARK[0], part[a:b], MARK[1]]
+            at = b
+    out.append(part[at:])
+    return ("…" if start else "") + "".join(out) + ("…" if end < len(flat) else "")
 
 
 # --- the event window of a conversation ------------------------------------------------------
@@ -175,7 +184,7 @@ class WebData:
         views = conversation_views(self.store, [c for _, c in page], now_ms=now, active_minutes=minutes)
         for v in views:
             v["cost_usd"] = cost_usd(v["usage"])
-        return {"conversations": views, "total": len(chosen)}
+        return {"conversations": views, "total": len(chosen), "unpriced": []}
 
     def conversation(self, key: str) -> dict[str, Any]:
         """One conversation's view (``key`` may be a unique prefix); :class:`NotFound` otherwise."""
@@ -188,9 +197,10 @@ class WebData:
         view["cost_usd"] = cost_usd(view["usage"])
         return view
 
-    def projects(self) -> list[str]:
-        """Every project name, sorted."""
-        return sorted(p.decode() for p in self.r.smembers(self.keys.projects))
+    def projects(self) -> list[tuple[str, str]]:
+        """**Adapter**: every project as (name, how to show it), sorted. Issue 10's
+        ``aggregator.projects.project_paths`` shows each as its directory path."""
+        return sorted((name, name) for name in (p.decode() for p in self.r.smembers(self.keys.projects)))
 
     # --- events --------------------------------------------------------------------------------
     def _entries(self, conv: str, firsts: list[int]) -> list[tuple[int, dict[str, Any]]]:
@@ -294,12 +304,14 @@ class WebData:
         project: str | None = None,
         conversation: str | None = None,
         role: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
         limit: int = 20,
     ) -> dict[str, Any]:
-        """**Adapter** for issue 10's ``agg search --json``: ``{"query", "total", "took_ms", "hits":
-        [{"conv", "project", "title", "seq", "id", "role", "ts", "snippet"}]}``, newest first.
+        """**Adapter** for issue 10's ``aggregator.search.search``: ``{"query", "total", "took_ms",
+        "hits": [{"conv", "project", "project_path", "title", "seq", "id", "role", "agent", "ts",
+        "snippet"}]}``, newest first; snippets mark matches with :data:`MARK`. A query without a
+        word raises :class:`ConfigError` (as its ``QueryError`` does).
 
         Until the search index lands this scans the text of the messages the recent-messages
         projection holds (the newest :data:`~aggregator.projections.RECENT_KEEP`), and says so:
@@ -307,8 +319,10 @@ class WebData:
         """
         started = time.perf_counter()
         terms = query_terms(query)
+        if not terms:
+            raise ConfigError("the query has no word to search for")
         self.fresh()
-        rows = self.r.zrevrange(self.keys.recent, 0, -1, withscores=True) if terms else []
+        rows = self.r.zrevrange(self.keys.recent, 0, -1, withscores=True)
         members = [(parse_recent_member(m), int(score)) for m, score in rows]
         conv_filter = self.store.resolve_conversation(conversation) if conversation else None
         members = [
@@ -316,8 +330,8 @@ class WebData:
             for m, tms in members
             if (conv_filter is None or m[1] == conv_filter)
             and (role is None or m[3] == role)
-            and (since is None or (iso_ms(tms) or "") >= since)
-            and (until is None or (iso_ms(tms) or "") <= until)
+            and (since_ms is None or tms >= since_ms)
+            and (until_ms is None or tms <= until_ms)
         ]
         texts = self._texts([(conv, eid) for (_, conv, eid, _), _ in members])
         convs = list(dict.fromkeys(conv for (_, conv, _, _), _ in members))
@@ -335,10 +349,12 @@ class WebData:
                 {
                     "conv": conv,
                     "project": proj,
+                    "project_path": None,
                     "title": title_b.decode() if title_b else None,
                     "seq": seq,
                     "id": eid,
                     "role": rrole,
+                    "agent": None,
                     "ts": iso_ms(tms) if tms else None,
                     "snippet": snippet(text, terms),
                 }

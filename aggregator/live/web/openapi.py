@@ -66,6 +66,7 @@ _CONVERSATION = _obj(
         "compacted_from": {"type": "array", "items": _STR},
         "forked_from": {"type": "array", "items": _STR},
         "cost_usd": _COST,
+        "project_path": {"type": ["string", "null"], "description": "the project's directory, when known"},
     },
     required=["key", "project", "title", "last_ts", "messages", "usage", "active", "cost_usd"],
 )
@@ -83,12 +84,14 @@ _HIT = _obj(
     {
         "conv": _STR,
         "project": _NSTR,
+        "project_path": _NSTR,
         "title": _NSTR,
         "seq": _INT,
         "id": _STR,
         "role": _STR,
+        "agent": _NSTR,
         "ts": _NSTR,
-        "snippet": _STR,
+        "snippet": {"type": "string", "description": "text around the matches, each between ⟦ and ⟧"},
     }
 )
 _ROW_COUNTS = {f: _INT for f in (*USAGE_FIELDS, "responses", "total")}
@@ -114,7 +117,13 @@ _ENVELOPE = _obj(
 SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": _STR}),
     "Conversation": _CONVERSATION,
-    "ConversationList": _obj({"conversations": {"type": "array", "items": _ref("Conversation")}, "total": _INT}),
+    "ConversationList": _obj(
+        {
+            "conversations": {"type": "array", "items": _ref("Conversation")},
+            "total": _INT,
+            "unpriced": {"type": "array", "items": _STR, "description": "models without a price"},
+        }
+    ),
     "Event": _EVENT,
     "ConversationPage": _obj(
         {

@@ -12,8 +12,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from aggregator.live.web.charts import bars, compact, stacked_columns
-from aggregator.live.web.data import SEARCH_SCOPE, Window, match_spans
-from aggregator.live.web.render import HIDDEN_TYPES, e, highlight, render_events, time_tag
+from aggregator.live.web.data import MARK, SEARCH_SCOPE, Window
+from aggregator.live.web.render import HIDDEN_TYPES, e, render_events, time_tag
 from aggregator.projections import RECENT_KEEP, USAGE_FIELDS
 
 NAV = (("conversations", "/", "Conversations"), ("usage", "/usage", "Usage"), ("status", "/status", "Status"))
@@ -75,7 +75,7 @@ def conversation_row(view: dict[str, Any]) -> str:
         f'<tr data-key="{e(key)}" data-last="{e(view.get("last_ts") or "")}">'
         f'<td class="title">{dot}<a href="{e(conv_href(key))}">{e(_title(view))}</a>'
         + (f'<div class="sub">{e(summary[:200])}</div>' if summary else "")
-        + f'</td><td class="project">{e(view.get("project") or "")}</td>'
+        + f'</td><td class="project" title="{e(project_label(view))}">{e(project_label(view))}</td>'
         f"<td>{time_tag(view.get('last_ts'))}</td>"
         f'<td class="num">{view.get("messages", 0):,}</td>'
         f'<td class="num" title="{tokens:,} tokens">{compact(tokens)}</td>'
@@ -84,11 +84,17 @@ def conversation_row(view: dict[str, Any]) -> str:
 
 
 def conversations_page(
-    listing: dict[str, Any], projects: Sequence[str], *, project: str | None, active: bool, offset: int, limit: int
+    listing: dict[str, Any],
+    projects: Sequence[tuple[str, str]],
+    *,
+    project: str | None,
+    active: bool,
+    offset: int,
+    limit: int,
 ) -> str:
     """The body of ``/``: the filter form and the table, newest activity first."""
     options = '<option value="">all projects</option>' + "".join(
-        f'<option value="{e(p)}"{" selected" if p == project else ""}>{e(p)}</option>' for p in projects
+        f'<option value="{e(p)}"{" selected" if p == project else ""}>{e(label)}</option>' for p, label in projects
     )
     total = listing["total"]
     views = listing["conversations"]
@@ -161,7 +167,7 @@ def conversation_page(view: dict[str, Any], window: Window, *, all_types: bool, 
     key = view["key"]
     usage = view.get("usage") or {}
     meta = [
-        f'<span class="project">{e(view.get("project") or "")}</span>',
+        f'<span class="project">{e(project_label(view))}</span>',
         f"<code>{e(key)}</code>",
         f"{time_tag(view.get('first_ts'))} → {time_tag(view.get('last_ts'))}",
         f"{view.get('messages', 0):,} messages",
@@ -208,10 +214,29 @@ def conversation_page(view: dict[str, Any], window: Window, *, all_types: bool, 
 
 
 # --- search -----------------------------------------------------------------------------------
-def search_page(result: dict[str, Any] | None, query: str) -> str:
-    """The body of ``/search``: the hits, their snippets highlighted, each a link to its message."""
-    if result is None:
-        return '<h1>Search</h1><p class="empty">Type words, "a phrase" or a prefix* in the box above.</p>'
+def marked(snippet: str) -> str:
+    """A snippet escaped, its :data:`MARK` ed matches in ``<mark>``."""
+    out = []
+    for i, part in enumerate(snippet.split(MARK[0])):
+        inner, sep, rest = part.partition(MARK[1])
+        if i == 0 or not sep:
+            out.append(e(part.replace(MARK[1], "")))
+        else:
+            out.append(f"<mark>{e(inner)}</mark>{e(rest.replace(MARK[1], ''))}")
+    return "".join(out)
+
+
+def project_label(row: dict[str, Any]) -> str:
+    """A project as people know it: its path when known, else Claude Code's directory name."""
+    return str(row.get("project_path") or row.get("project") or "")
+
+
+def search_page(result: dict[str, Any] | str | None, query: str) -> str:
+    """The body of ``/search``: the hits, their snippets highlighted, each a link to its message
+    (``result`` a message instead when the query could not be run)."""
+    if not isinstance(result, dict):
+        hint = 'Type words, "a phrase" or a prefix* in the box above.'
+        return f'<h1>Search</h1><p class="empty">{e(result) + ". " if result else ""}{hint}</p>'
     hits = result["hits"]
     note = ""
     if result.get("scope") == SEARCH_SCOPE:
@@ -224,9 +249,9 @@ def search_page(result: dict[str, Any] | None, query: str) -> str:
         href = conv_href(h["conv"], at=h["seq"]) + f"#e-{h['seq']}"
         items.append(
             f'<li><a class="hit" href="{e(href)}">{e(h.get("title") or h["conv"][:8])}</a>'
-            f'<span class="meta">{e(h.get("project") or "")} · {e(h.get("role") or "")} · '
+            f'<span class="meta">{e(project_label(h))} · {e(h.get("role") or "")} · '
             f"{time_tag(h.get('ts'))}</span>"
-            f'<p class="snippet">{highlight(h["snippet"], match_spans(h["snippet"], query))}</p></li>'
+            f'<p class="snippet">{marked(h["snippet"])}</p></li>'
         )
     count = f"{result['total']:,} hit{'s' if result['total'] != 1 else ''}"
     shown = f", first {len(hits)} shown" if len(hits) < result["total"] else ""

@@ -15,7 +15,7 @@ its output fits a page (one element per event, ``id="e-<seq>"``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -311,18 +311,4 @@ def render_events(items: Sequence[Item], agents: dict[str, dict[str, Any]] | Non
             + "</details>"
         )
         i = j
-    return "".join(out)
-
-
-def highlight(text: str, spans: Iterable[tuple[int, int]]) -> str:
-    """``text`` escaped, with each (start, end) span in ``<mark>``."""
-    out: list[str] = []
-    at = 0
-    for start, end in sorted(spans):
-        if start < at:
-            continue
-        out.append(e(text[at:start]))
-        out.append(f"<mark>{e(text[start:end])}</mark>")
-        at = end
-    out.append(e(text[at:]))
     return "".join(out)
