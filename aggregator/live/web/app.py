@@ -152,17 +152,19 @@ class Web:
         active = _flag(request, "active")
         offset = _int(request, "offset") or 0
         limit = defaults.WEB_PAGE_CONVERSATIONS
+        seq = self.data.store.last_seq()  # the page's events follow on from here: none is missed
         listing = self.data.conversations(project=project, active=active, limit=limit, offset=offset)
         body = pages.conversations_page(
-            listing, self.data.projects(), project=project, active=active, offset=offset, limit=limit
+            listing, self.data.projects(), project=project, active=active, offset=offset, limit=limit, seq=seq
         )
         return self.page("conversations", "Conversations", body, request)
 
     def conversation(self, request: Request) -> Response:
+        seq = self.data.store.last_seq()
         view = self.data.conversation(request.path_params["key"])
         window, all_types = self._window(request, view["key"])
         tail = all(request.query_params.get(k) in (None, "") for k in ("before", "after", "at"))
-        body = pages.conversation_page(view, window, all_types=all_types, tail=tail)
+        body = pages.conversation_page(view, window, all_types=all_types, tail=tail, seq=seq)
         return self.page("conversation", view.get("title") or view["key"], body, request)
 
     def search(self, request: Request) -> Response:

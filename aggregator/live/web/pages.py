@@ -91,8 +91,10 @@ def conversations_page(
     active: bool,
     offset: int,
     limit: int,
+    seq: int,
 ) -> str:
-    """The body of ``/``: the filter form and the table, newest activity first."""
+    """The body of ``/``: the filter form and the table, newest activity first; ``seq``: the store's
+    last seq before the list was read (the page's live updates start after it)."""
     options = '<option value="">all projects</option>' + "".join(
         f'<option value="{e(p)}"{" selected" if p == project else ""}>{e(label)}</option>' for p, label in projects
     )
@@ -123,7 +125,7 @@ def conversations_page(
         '<span class="live" id="live" title="live updates">live</span></div>'
         '<table class="convs"><thead><tr><th>Title</th><th>Project</th><th>Last activity</th>'
         '<th class="num">Messages</th><th class="num">Tokens</th><th class="num">Cost</th></tr></thead>'
-        f'<tbody id="conv-rows" data-live="{1 if offset == 0 else 0}">{rows}</tbody></table>'
+        f'<tbody id="conv-rows" data-live="{1 if offset == 0 else 0}" data-since="{seq}">{rows}</tbody></table>'
         f'<nav class="pager">{" ".join(pager)}</nav>'
     )
 
@@ -162,8 +164,9 @@ def agents_of(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {a["id"]: a for a in view.get("subagents") or []}
 
 
-def conversation_page(view: dict[str, Any], window: Window, *, all_types: bool, tail: bool) -> str:
-    """The body of ``/conversations/<key>``: header, the window of events, paging, live state."""
+def conversation_page(view: dict[str, Any], window: Window, *, all_types: bool, tail: bool, seq: int) -> str:
+    """The body of ``/conversations/<key>``: header, the window of events, paging, live state
+    (``seq``: the store's last seq before the page was read)."""
     key = view["key"]
     usage = view.get("usage") or {}
     meta = [
@@ -207,7 +210,7 @@ def conversation_page(view: dict[str, Any], window: Window, *, all_types: bool, 
         f'<a href="/api/conversations/{e(quote(key, safe=""))}">JSON</a>'
         ' · <span class="live" id="live">live</span></p></div>'
         f'<section id="events" data-conv="{e(key)}" data-tail="{int(tail and not window.more_after)}" '
-        f'data-all="{int(all_types)}" data-hidden="{",".join(sorted(HIDDEN_TYPES))}">'
+        f'data-all="{int(all_types)}" data-since="{seq}" data-hidden="{",".join(sorted(HIDDEN_TYPES))}">'
         f"{earlier}{chunk(window, agents_of(view))}{later}</section>"
         '<button type="button" id="jump" class="jump" hidden>↓ jump to latest</button>'
     )

@@ -54,7 +54,8 @@
       if (v) filter.set(k, v);
     }
     const pending = new Map(); // conversation → fetch again when the current one is done
-    const events = new EventSource("/api/events");
+    // From the seq the list was read at: nothing committed since then is missed.
+    const events = new EventSource("/api/events?since=" + encodeURIComponent(tbody.dataset.since || "0"));
     events.onopen = () => setLive("live");
     events.onerror = () => setLive("reconnecting");
     events.onmessage = (ev) => refresh(JSON.parse(ev.data).conv);
@@ -245,10 +246,9 @@
         .catch(() => {});
     }
 
-    // The tail follows on from its last event; a page further back only counts what is new.
-    const events = new EventSource(
-      "/api/events?conversation=" + encodeURIComponent(conv) + (tail ? "&since=" + lastSeq() : "")
-    );
+    // The tail follows on from its last event; a page further back counts what is new since it was read.
+    const since = tail ? lastSeq() : Number(section.dataset.since || "0");
+    const events = new EventSource("/api/events?conversation=" + encodeURIComponent(conv) + "&since=" + since);
     events.onopen = () => setLive("live");
     events.onerror = () => setLive("reconnecting");
     events.onmessage = (ev) => {
