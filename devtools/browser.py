@@ -34,9 +34,9 @@ def chromium_path() -> str | None:
     return None
 
 
-def launch(playwright: Any) -> Any:
-    """A Playwright ``Browser`` on the system chromium."""
+def launch(playwright: Any, extra_args: list[str] | None = None) -> Any:
+    """A Playwright ``Browser`` on the system chromium (``extra_args`` added to :data:`CHROMIUM_ARGS`)."""
     path = chromium_path()
     if path is None:
         raise RuntimeError("no chromium found: apt-get install -y chromium (or set AGG_CHROMIUM)")
-    return playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+    return playwright.chromium.launch(executable_path=path, args=[*CHROMIUM_ARGS, *(extra_args or [])])

@@ -8,6 +8,7 @@ Pages are whole documents, rendered on the server, readable without script; the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -75,7 +76,7 @@ def conversation_row(view: dict[str, Any]) -> str:
         f'<tr data-key="{e(key)}" data-last="{e(view.get("last_ts") or "")}">'
         f'<td class="title">{dot}<a href="{e(conv_href(key))}">{e(_title(view))}</a>'
         + (f'<div class="sub">{e(summary[:200])}</div>' if summary else "")
-        + f'</td><td class="project" title="{e(project_label(view))}">{e(project_label(view))}</td>'
+        + f'</td><td class="project" title="{e(project_label(view))}">{e(tail_of(project_label(view)))}</td>'
         f"<td>{time_tag(view.get('last_ts'))}</td>"
         f'<td class="num">{view.get("messages", 0):,}</td>'
         f'<td class="num" title="{tokens:,} tokens">{compact(tokens)}</td>'
@@ -175,7 +176,7 @@ def conversation_page(view: dict[str, Any], window: Window, *, all_types: bool, 
         f"{time_tag(view.get('first_ts'))} → {time_tag(view.get('last_ts'))}",
         f"{view.get('messages', 0):,} messages",
         f'<span title="{tokens_of(usage):,} tokens">{compact(tokens_of(usage))} tokens</span>',
-        money(view.get("cost_usd")),
+        f"cost {money(view.get('cost_usd'))}",
     ]
     if view.get("active"):
         meta.insert(0, '<span class="dot" title="active"></span>active')
@@ -234,6 +235,11 @@ def project_label(row: dict[str, Any]) -> str:
     return str(row.get("project_path") or row.get("project") or "")
 
 
+def tail_of(text: str, limit: int = 34) -> str:
+    """The end of ``text`` (where a path says most), ``…`` in front when cut."""
+    return text if len(text) <= limit else "…" + text[-(limit - 1) :]
+
+
 def search_page(result: dict[str, Any] | str | None, query: str) -> str:
     """The body of ``/search``: the hits, their snippets highlighted, each a link to its message
     (``result`` a message instead when the query could not be run)."""
@@ -245,7 +251,8 @@ def search_page(result: dict[str, Any] | str | None, query: str) -> str:
     if result.get("scope") == SEARCH_SCOPE:
         note = (
             f'<p class="note">The search index is not available yet: this searched the text of the '
-            f"{result.get('scanned', 0):,} most recent messages (at most {RECENT_KEEP:,}).</p>"
+            f"{result.get('scanned', 0):,} most recent messages only "
+            f"(agg keeps the newest {RECENT_KEEP:,} at hand).</p>"
         )
     items = []
     for h in hits:
@@ -259,18 +266,18 @@ def search_page(result: dict[str, Any] | str | None, query: str) -> str:
     count = f"{result['total']:,} hit{'s' if result['total'] != 1 else ''}"
     shown = f", first {len(hits)} shown" if len(hits) < result["total"] else ""
     body = f'<ol class="hits">{"".join(items)}</ol>' if items else '<p class="empty">No messages match.</p>'
-    return (
-        f'<h1>Search</h1><p class="count">{count}{shown} for <q>{e(query)}</q> ({result["took_ms"]} ms)</p>{note}{body}'
-    )
+    took = f"({result['took_ms']} ms)"
+    return f'<h1>Search</h1><p class="count">{count}{shown} for <code>{e(query)}</code> {took}</p>{note}{body}'
 
 
 # --- usage ------------------------------------------------------------------------------------
 def _usage_table(rows: Sequence[dict[str, Any]], label: str) -> str:
     head = "".join(f'<th class="num">{e(USAGE_LABELS[f])}</th>' for f in USAGE_FIELDS)
     body = "".join(
-        f"<tr><td>{e(r['key'] if r['key'] is not None else '(none)')}</td>"
-        + "".join(f'<td class="num">{int(r[f]):,}</td>' for f in USAGE_FIELDS)
-        + f'<td class="num">{int(r["total"]):,}</td><td class="num">{int(r["responses"]):,}</td>'
+        f'<tr><td title="{e(r["key"] or "")}">{e(tail_of(r["key"]) if r["key"] is not None else "(none)")}</td>'
+        + "".join(f'<td class="num" title="{int(r[f]):,}">{compact(int(r[f]))}</td>' for f in USAGE_FIELDS)
+        + f'<td class="num" title="{int(r["total"]):,}">{compact(int(r["total"]))}</td>'
+        f'<td class="num">{int(r["responses"]):,}</td>'
         f'<td class="num">{money(r.get("cost_usd"))}</td></tr>'
         for r in rows
     )
@@ -278,6 +285,15 @@ def _usage_table(rows: Sequence[dict[str, Any]], label: str) -> str:
         f'<table class="usage"><thead><tr><th>{e(label)}</th>{head}<th class="num">total</th>'
         f'<th class="num">responses</th><th class="num">cost</th></tr></thead><tbody>{body}</tbody></table>'
     )
+
+
+def chart_days(rows: Sequence[dict[str, Any]], span: int = 60) -> list[str]:
+    """Every day of the ``span`` days up to the last day with usage (a time axis without holes)."""
+    keys = [r["key"] for r in rows if r.get("key")]
+    if not keys:
+        return []
+    last = date.fromisoformat(max(keys))
+    return [(last - timedelta(days=n)).isoformat() for n in range(span - 1, -1, -1)]
 
 
 def usage_page(reports: dict[str, dict[str, Any]]) -> str:
@@ -288,13 +304,17 @@ def usage_page(reports: dict[str, dict[str, Any]]) -> str:
         f"API responses · cost {money(total.get('cost_usd'))}</p>"
     )
     day_rows = reports["day"]["rows"]
+    days = chart_days(day_rows)
+    by_day = {r["key"]: r for r in day_rows}
     day_chart = stacked_columns(
-        [r["key"] or "?" for r in day_rows],
-        [(USAGE_LABELS[f], [int(r[f]) for r in day_rows]) for f in USAGE_FIELDS],
+        days,
+        [(USAGE_LABELS[f], [int(by_day[d][f]) if d in by_day else 0 for d in days]) for f in USAGE_FIELDS],
         title="tokens by day",
     )
+    span = f"The {len(days)} days up to {days[-1]}; the table lists every day with usage." if days else ""
     sections = [
-        f'<section class="usage-block"><h2>By day (UTC)</h2><div class="pair"><div>{day_chart}</div>'
+        f'<section class="usage-block"><h2>By day (UTC)</h2><div class="pair"><div>{day_chart}'
+        f'<p class="note">{e(span)}</p></div>'
         f'<div class="table-wrap">{_usage_table(day_rows[::-1], "day")}</div></div></section>'
     ]
     for by, label in (("model", "Model"), ("project", "Project")):

@@ -204,6 +204,11 @@ def _system(rec: dict[str, Any], ts: str | None) -> str:
         if isinstance(meta, dict):
             detail = f" ({e(meta.get('trigger', '?'))}, {e(meta.get('preTokens', '?'))} tokens before)"
         return f'<p class="divider">conversation compacted{detail} {time_tag(ts)}</p>'
+    if sub == "turn_duration" and isinstance(rec.get("durationMs"), int | float):
+        return f'<p class="divider">turn took {rec["durationMs"] / 1000:.1f} s {time_tag(ts)}</p>'
+    if sub == "stop_hook_summary":
+        n = rec.get("hookCount")
+        return f'<p class="divider">{e(n if n is not None else "?")} stop hooks ran {time_tag(ts)}</p>'
     content = rec.get("content")
     text = content if isinstance(content, str) else ("" if content is None else _dump(content))
     if not text and rec.get("error") is not None:

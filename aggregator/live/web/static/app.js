@@ -40,6 +40,34 @@
     return fetch(url, { credentials: "same-origin", cache: "no-store" });
   }
 
+  // Follow /api/events from `since` on. A browser keeps at most six connections to one server
+  // over HTTP/1.1, and each open stream holds one: a hidden tab lets its stream go and, when
+  // shown again, opens a new one from the last seq it had, so nothing is missed.
+  function follow(query, since, onEnvelope) {
+    let last = Number(since) || 0;
+    let source = null;
+    function open() {
+      if (source) return;
+      source = new EventSource("/api/events?" + query + (query ? "&" : "") + "since=" + last);
+      source.onopen = () => setLive("live");
+      source.onerror = () => setLive("reconnecting");
+      source.onmessage = (ev) => {
+        const env = JSON.parse(ev.data);
+        if (env.seq > last) last = env.seq;
+        onEnvelope(env);
+      };
+    }
+    function close() {
+      if (source) {
+        source.close();
+        source = null;
+        setLive("paused");
+      }
+    }
+    document.addEventListener("visibilitychange", () => (document.hidden ? close() : open()));
+    if (!document.hidden) open();
+  }
+
   // --- the conversation list ------------------------------------------------------------------
   function conversations() {
     const form = document.querySelector("form.filter");
@@ -55,10 +83,7 @@
     }
     const pending = new Map(); // conversation → fetch again when the current one is done
     // From the seq the list was read at: nothing committed since then is missed.
-    const events = new EventSource("/api/events?since=" + encodeURIComponent(tbody.dataset.since || "0"));
-    events.onopen = () => setLive("live");
-    events.onerror = () => setLive("reconnecting");
-    events.onmessage = (ev) => refresh(JSON.parse(ev.data).conv);
+    follow("", tbody.dataset.since, (env) => refresh(env.conv));
 
     function refresh(key) {
       if (pending.has(key)) {
@@ -247,12 +272,8 @@
     }
 
     // The tail follows on from its last event; a page further back counts what is new since it was read.
-    const since = tail ? lastSeq() : Number(section.dataset.since || "0");
-    const events = new EventSource("/api/events?conversation=" + encodeURIComponent(conv) + "&since=" + since);
-    events.onopen = () => setLive("live");
-    events.onerror = () => setLive("reconnecting");
-    events.onmessage = (ev) => {
-      const env = JSON.parse(ev.data);
+    const since = tail ? lastSeq() : section.dataset.since;
+    follow("conversation=" + encodeURIComponent(conv), since, (env) => {
       if (!all && hidden.has(env.type)) return;
       if (env.revision) {
         refreshEvent(env.id);
@@ -262,7 +283,7 @@
         unseen += 1;
         showJump();
       }
-    };
+    });
   }
 
   // --- status -------------------------------------------------------------------------------
