@@ -159,6 +159,13 @@ def test_events_resume_after_redis_is_killed(tmp_path: Path) -> None:
                 a.join()
             wait_until(lambda: reader.envs and reader.envs[-1]["seq"] >= 100, "the events before the kill")
             server.kill()  # kill -9: the stream's subscription loses its connection
+            bearer = {"authorization": f"Bearer {token_of(url)}"}
+            with httpx.Client(base_url=base_of(url), headers=bearer, timeout=60) as http:
+                down = http.get("/api/status")  # the service's own state, and one line on Redis
+                assert down.status_code == 503 and down.json()["redis"]["ok"] is False
+                assert down.json()["watcher"]["state"] != "not running"
+                page = http.get("/")
+                assert page.status_code == 503 and "Redis" in page.text and "Traceback" not in page.text
             during = _sessions(tmp_path, ["k1", "k3"], 30, first=50)  # lines written while Redis is down
             server.start()
             after = _sessions(tmp_path, ["k4"], 40)

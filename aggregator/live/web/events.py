@@ -5,7 +5,7 @@ Each stream is one :class:`~aggregator.live.subscribe.Subscription` run on a thr
 subscription guarantees carries over: it starts after ``Last-Event-ID`` (the ``seq`` of the last
 event the client got; browsers send it by themselves when they reconnect) or ``?since=``, fills
 any gap from the store, and waits out a Redis outage, then reads what it missed
-(``tests/browser/test_web.py::test_events_resume_after_redis_is_killed``). Each SSE ``id`` is the
+(``tests/process/test_serve.py::test_events_resume_after_redis_is_killed``). Each SSE ``id`` is the
 envelope's ``seq``.
 
 Flow control: at most :data:`~aggregator.defaults.WEB_SSE_QUEUE` envelopes wait for a client;
