@@ -108,6 +108,10 @@ def test_conversation_list_is_newest_first_with_cost(web: TestClient, store: Sto
     project = views[0]["project"]
     only = web.get("/api/conversations", params={"project": project}).json()["conversations"]
     assert {c["key"] for c in only} == {v["key"] for v in views if v["project"] == project}
+    other = next(v for v in views if v["project"] != project)  # the live list's row updates, filtered alike
+    assert web.get(f"/fragments/conversation-row/{other['key']}", params={"project": project}).status_code == 204
+    row = web.get(f"/fragments/conversation-row/{views[0]['key']}", params={"project": project})
+    assert row.status_code == 200 and f'data-key="{views[0]["key"]}"' in row.text
     page = web.get("/").text
     for v in views:
         if v["title"]:

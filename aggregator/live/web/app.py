@@ -186,12 +186,12 @@ class Web:
 
     # --- fragments -----------------------------------------------------------------------------
     def row_fragment(self, request: Request) -> Response:
-        key = request.path_params["key"]
-        listing = self.data.conversations(project=_text(request, "project"), active=_flag(request, "active"))
-        view = next((v for v in listing["conversations"] if v["key"] == key), None)
-        if view is None:
-            return Response(status_code=204)
-        return HTMLResponse(pages.conversation_row(view), headers={"x-total": str(listing["total"])})
+        view = self.data.conversation(request.path_params["key"])
+        project = _text(request, "project")
+        shown = view["messages"] > 0 and (project is None or view["project"] == project)
+        if not shown or (_flag(request, "active") and not view["active"]):
+            return Response(status_code=204)  # not in this list
+        return HTMLResponse(pages.conversation_row(view))
 
     def events_fragment(self, request: Request) -> Response:
         view = self.data.conversation(request.path_params["key"])

@@ -254,13 +254,19 @@ class WebData:
                 got.append((seq, env))
         return got, False
 
+    def _newest(self, refs: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        """The newest stored line of each (conversation, event id), in two pipelined round trips."""
+        pipe = self.r.pipeline(transaction=False)
+        for conv, eid in refs:
+            pipe.hget(self.keys.cur(conv), eid)
+        versions = pipe.execute()
+        pipe = self.r.pipeline(transaction=False)
+        for (conv, _), v in zip(refs, versions, strict=True):
+            pipe.hget(self.keys.body(conv), v[-32:] if v else b"")
+        return list(pipe.execute())
+
     def _with_records(self, conv: str, picked: list[tuple[int, Any]]) -> list[Item]:
-        if not picked:
-            return []
-        ids = [env["id"] for _, env in picked]
-        versions = self.r.hmget(self.keys.cur(conv), ids)
-        digests = [v[-32:] if v else b"" for v in versions]
-        bodies = self.r.hmget(self.keys.body(conv), digests)
+        bodies = self._newest([(conv, env["id"]) for _, env in picked])
         return [Item(seq, env, _parse(b)) for (seq, env), b in zip(picked, bodies, strict=True)]
 
     def events(
@@ -291,10 +297,6 @@ class WebData:
     def _has(self, conv: str, *, before: int | None = None, after: int | None = None, all_types: bool) -> bool:
         walk = self._walk(conv, before=before) if before is not None else self._walk(conv, after=after)
         return bool(self._take(walk, 1, all_types)[0])
-
-    def records(self, conv: str) -> Iterator[tuple[str, bytes]]:
-        """Every event's newest line, in conversation order (``Store.replay``)."""
-        return self.store.replay(conv)
 
     # --- search: adapter -----------------------------------------------------------------------
     def search(
@@ -369,15 +371,8 @@ class WebData:
         }
 
     def _texts(self, refs: list[tuple[str, str]]) -> list[str]:
-        pipe = self.r.pipeline(transaction=False)
-        for conv, eid in refs:
-            pipe.hget(self.keys.cur(conv), eid)
-        versions = pipe.execute()
-        pipe = self.r.pipeline(transaction=False)
-        for (conv, _), v in zip(refs, versions, strict=True):
-            pipe.hget(self.keys.body(conv), v[-32:] if v else b"")
         out = []
-        for raw in pipe.execute():
+        for raw in self._newest(refs):
             rec = _parse(raw)
             out.append(message_text(rec)[:_SEARCH_TEXT_CHARS] if isinstance(rec, dict) else "")
         return out
