@@ -194,7 +194,8 @@ class Web:
         return HTMLResponse(pages.conversation_row(view))
 
     def events_fragment(self, request: Request) -> Response:
-        view = self.data.conversation(request.path_params["key"])
+        # What a live page fetches for each new line: events come from the log, not the projections.
+        view = self.data.conversation(request.path_params["key"], fresh=False)
         window, _ = self._window(request, view["key"])
         return HTMLResponse(pages.chunk(window, pages.agents_of(view)))
 

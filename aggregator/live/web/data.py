@@ -186,10 +186,12 @@ class WebData:
             v["cost_usd"] = cost_usd(v["usage"])
         return {"conversations": views, "total": len(chosen), "unpriced": []}
 
-    def conversation(self, key: str) -> dict[str, Any]:
-        """One conversation's view (``key`` may be a unique prefix); :class:`NotFound` otherwise."""
+    def conversation(self, key: str, *, fresh: bool = True) -> dict[str, Any]:
+        """One conversation's view (``key`` may be a unique prefix); :class:`NotFound` otherwise.
+        ``fresh=False`` skips catching the projections up (when only the key and subagents matter)."""
         conv = self.store.resolve_conversation(key)
-        self.fresh()
+        if fresh:
+            self.fresh()
         views = conversation_views(self.store, [conv])
         if not views:  # stored, but no message yet: an empty view
             views = [dict(_empty_view(conv))]
