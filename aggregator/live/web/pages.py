@@ -76,7 +76,7 @@ def conversation_row(view: dict[str, Any]) -> str:
         f'<tr data-key="{e(key)}" data-last="{e(view.get("last_ts") or "")}">'
         f'<td class="title">{dot}<a href="{e(conv_href(key))}">{e(_title(view))}</a>'
         + (f'<div class="sub">{e(summary[:200])}</div>' if summary else "")
-        + f'</td><td class="project" title="{e(project_label(view))}">{e(tail_of(project_label(view)))}</td>'
+        + f'</td><td class="project" title="{e(project_label(view))}">{e(tail_of(project_label(view), 30))}</td>'
         f"<td>{time_tag(view.get('last_ts'))}</td>"
         f'<td class="num">{view.get("messages", 0):,}</td>'
         f'<td class="num" title="{tokens:,} tokens">{compact(tokens)}</td>'
