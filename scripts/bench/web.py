@@ -167,9 +167,9 @@ def browser_load(page: Any, url: str, n: int) -> tuple[list[float], list[float]]
 class EnvelopeClock(threading.Thread):
     """The floor: when each line's envelope reaches a plain client of ``/api/events``."""
 
-    def __init__(self, base: str, token: str, ids: dict[str, str]) -> None:
+    def __init__(self, base: str, token: str, ids: dict[str, str], since: int) -> None:
         super().__init__(daemon=True)
-        self.base, self.token, self.ids = base, token, ids
+        self.base, self.token, self.ids, self.since = base, token, ids, since
         self.seen: dict[str, float] = {}
         self.ready = threading.Event()
 
@@ -177,7 +177,7 @@ class EnvelopeClock(threading.Thread):
         headers = {"authorization": f"Bearer {self.token}"}
         with (
             httpx.Client(base_url=self.base, timeout=httpx.Timeout(10, read=None)) as http,
-            http.stream("GET", "/api/events", headers=headers) as res,
+            http.stream("GET", "/api/events", params={"since": self.since}, headers=headers) as res,
         ):
             self.ready.set()
             for line in res.iter_lines():
@@ -299,6 +299,7 @@ def live_phase(args: Any, projects: Path, base: str, token: str, browser: Any, p
             if time.monotonic() > deadline:
                 raise SystemExit("the live sessions never arrived")
             time.sleep(0.2)
+        head = int(http.get("/api/status").json()["seq"])  # the floor's stream starts here: none missed
     pages = []
     for s in sessions:
         # One browser context (a window of its own, with its own connections) per page: a browser
@@ -309,7 +310,7 @@ def live_phase(args: Any, projects: Path, base: str, token: str, browser: Any, p
         page.evaluate(OBSERVE)
         pages.append(page)
     ids: dict[str, str] = {}
-    clock = EnvelopeClock(base, token, ids)
+    clock = EnvelopeClock(base, token, ids, head)
     clock.start()
     clock.ready.wait(30)
     written: dict[str, float] = {}
