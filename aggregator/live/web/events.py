@@ -43,14 +43,17 @@ class _Pump(threading.Thread):
         self.sub = sub
         self.loop = loop
         self.queue = queue
-        self.stop = threading.Event()
         self.room = threading.BoundedSemaphore(defaults.WEB_SSE_QUEUE)
+
+    @property
+    def stopped(self) -> bool:
+        return self.sub.stop is not None and self.sub.stop.is_set()
 
     def run(self) -> None:
         try:
             for raw in self.sub.raw():
                 while not self.room.acquire(timeout=0.5):
-                    if self.stop.is_set():
+                    if self.stopped:
                         return
                 self._hand(raw)
         except Exception as e:  # the stream ends; the browser reconnects with Last-Event-ID
@@ -71,7 +74,6 @@ async def envelopes(
     stop = threading.Event()
     sub = Subscription(client, keys, since=since, conversation=conversation, stop=stop, poll_s=0.5)
     pump = _Pump(sub, asyncio.get_running_loop(), queue)
-    pump.stop = stop
     pump.start()
     try:
         yield {"retry": RETRY_MS, "comment": "agg events"}
