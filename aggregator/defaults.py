@@ -313,3 +313,31 @@ SUPERVISOR_TICK_S = 0.5
 
 INGEST_PROJECT_POLL_S = 0.05
 """How often (s) ``agg ingest``'s projecting child looks for new log entries once caught up."""
+
+WEB_HOST = "127.0.0.1"
+"""Address ``agg serve`` binds by default (this machine only)."""
+
+WEB_PORT = 8765
+"""Port ``agg serve`` listens on by default."""
+
+WEB_PAGE_EVENTS = 100
+"""Events shown per page of a conversation (earlier ones load on demand)."""
+
+WEB_PAGE_CONVERSATIONS = 200
+"""Conversations listed per page of ``agg serve``'s conversation list."""
+
+WEB_SSE_PING_S = 15.0
+"""Seconds between keep-alive comments on an idle ``/api/events`` stream."""
+
+WEB_SSE_QUEUE = 1000
+"""Envelopes buffered per ``/api/events`` client: a slower client holds its subscription back, and
+what Redis drops meanwhile is read from the store (:class:`~aggregator.live.subscribe.Subscription`)."""
+
+WEB_TEXT_CHARS = 20_000
+"""Characters of one tool input or result shown on a page before it is cut (the API has it whole)."""
+
+WEB_MARKDOWN_CHARS = 200_000
+"""Characters of one message rendered as markdown; longer text is shown as plain preformatted text."""
+
+WEB_STOP_GRACE_S = 2.0
+"""Seconds ``agg serve`` waits for open connections (live pages) to close when it stops."""

@@ -7,6 +7,7 @@ path (under the data dir)            what
 ``state/<role>-<ns>.json``           a long-running part's state (``watch``, ``writer``), read
                                      by ``agg status`` even while Redis is down
 ``state/<role>-<ns>.lock``           held (``flock``) while that part runs
+``state/web-<ns>.token``             ``agg serve``'s access token (0600)
 ``state/seq-<ns>.json``              the highest ``seq`` this data dir's processes have seen
                                      (:mod:`aggregator.seqfloor`)
 ``redis/``, ``run/``                 the embedded redis-server (:mod:`aggregator.embedded`)
@@ -60,3 +61,8 @@ class DataPaths:
     def current_json(self) -> Path:
         """The default ``current.json``."""
         return Path(self.data_dir) / "current.json"
+
+    @property
+    def web_token(self) -> Path:
+        """``agg serve``'s access token (:mod:`aggregator.live.web.access`)."""
+        return state_dir(self.data_dir) / f"web-{self.namespace}.token"

@@ -32,6 +32,7 @@ from aggregator.paths import DataPaths
 from aggregator.seqfloor import SeqFloor
 from cli.app import App, app_context, get_app
 from cli.read import tail_text, terminal_width
+from cli.web import web_url
 
 
 def setup_logging() -> None:
@@ -177,17 +178,21 @@ def tail_cmd(ctx: click.Context, conversation: str | None, since: int | None, fm
 @output_option
 @interval_option
 @poll_option
+@click.option("--no-web", "no_web", is_flag=True, help="Leave out the web pages (agg serve).")
 @click.pass_context
-def run_cmd(ctx: click.Context, output: Path | None, interval: float, poll: bool) -> None:
-    """Run the whole service: embedded Redis (unless --redis-url), watcher, writer, turn workers.
+def run_cmd(ctx: click.Context, output: Path | None, interval: float, poll: bool, no_web: bool) -> None:
+    """Run the whole service: embedded Redis (unless --redis-url), watcher, writer, turn workers,
+    and the web pages (agg serve: its URL is the first line printed; AGG_WEB_HOST, AGG_WEB_PORT).
 
     Each part runs as its own process, restarted if it fails. Ctrl-C / SIGTERM stops the parts
     (they commit what they read) and then the embedded Redis, if this command started it.
     """
     setup_logging()
     app = _app(ctx)
+    if not no_web:
+        click.echo(web_url(app.settings))  # the ready line: the URL of the web part (agg serve --no-url)
     writer_args = ["--output", str(_output(app, output)), "--interval", str(interval)]
-    parts = default_parts(watch_args=["--poll"] if poll else [], writer_args=writer_args)
+    parts = default_parts(watch_args=["--poll"] if poll else [], writer_args=writer_args, web=not no_web)
     code = Supervisor(app.settings, parts, StopFlag().install()).run()
     sys.exit(code)
 

@@ -31,7 +31,7 @@ from aggregator.live.status import NOT_RUNNING, describe, gather, host_files, li
 from aggregator.parse import loads
 from aggregator.projections import Projector
 from aggregator.text import render
-from cli import live, read
+from cli import live, read, web
 from cli.app import AggGroup, App, app_context, emit_json, get_app
 from cli.rejects import rejects_cmd
 from cli.usage import usage_cmd
@@ -392,6 +392,7 @@ cli.add_command(worker_cmd)
 cli.add_command(rejects_cmd)
 live.register(cli)
 read.register(cli)
+web.register(cli)
 
 
 def main() -> None:

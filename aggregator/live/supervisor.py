@@ -4,7 +4,8 @@ The supervisor
 
 1. starts the embedded redis-server (unless ``--redis-url`` names one) and remembers whether it
    did;
-2. starts each part — ``agg watch``, ``agg writer`` and ``agg worker`` (LLM turns) — as a child
+2. starts each part — ``agg watch``, ``agg writer``, ``agg worker`` (LLM turns) and ``agg serve``
+   (the web pages, unless ``--no-web``; ``agg run`` prints their URL first) — as a child
    process in its own session, with the Redis URL in its
    environment (readable only by this user) and ``AGG_PARENT_PID`` so a part stops by itself if
    the supervisor is killed;
@@ -52,12 +53,13 @@ class Part:
     args: tuple[str, ...]
 
 
-def default_parts(watch_args: Sequence[str] = (), writer_args: Sequence[str] = ()) -> list[Part]:
-    """The parts ``agg run`` supervises (the Procfile runs the same ones)."""
+def default_parts(watch_args: Sequence[str] = (), writer_args: Sequence[str] = (), *, web: bool = True) -> list[Part]:
+    """The parts ``agg run`` supervises (the Procfile runs the same ones); ``web``: ``agg serve`` too."""
     return [
         Part("watch", ("watch", *watch_args)),
         Part("writer", ("writer", *writer_args)),
         Part("worker", ("worker",)),
+        *([Part("serve", ("serve", "--no-url"))] if web else []),
     ]
 
 

@@ -1,0 +1,234 @@
+"""`agg serve` as a real process: its URL and token, refusals over real HTTP, its event stream
+resuming without gap or duplicate after a dropped connection and after Redis is killed, and
+`agg run` serving it (or not, with --no-web)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aggregator.embedded import EmbeddedRedis
+from aggregator.keys import Keys
+from aggregator.store import Store
+from devtools.agg import HOST, REPO, agg_env, embedded_env, run_agg, wait_until
+from devtools.redisproc import RedisProcess
+from tests.support.live import Agg, Appender, descendants, file_lines, state
+from tests.support.web import base_of, serving, sse_events, token_of
+
+
+def _sessions(tmp_path: Path, names: list[str], count: int, first: int = 0) -> list[Appender]:
+    out = []
+    for name in names:
+        a = Appender(tmp_path / "claude" / "projects" / "p" / f"{name}.jsonl", name, count, pause=0.005, first=first)
+        a.start()
+        out.append(a)
+    return out
+
+
+def test_serve_prints_its_url_first_and_keeps_one_private_token(redis_server: RedisProcess, tmp_path: Path) -> None:
+    env = agg_env(redis_server, tmp_path)
+    with serving(env, tmp_path) as (_, url):
+        assert url.startswith("http://127.0.0.1:") and "/?token=" in url
+        base, token = base_of(url), token_of(url)
+        token_file = tmp_path / "data" / "state" / "web-agg.token"
+        assert token_file.read_text().strip() == token
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        with httpx.Client(base_url=base) as http:
+            assert http.get("/api/status").status_code == 401
+            assert http.get("/api/status", params={"token": "x" * 43}).status_code == 401
+            assert http.get("/", params={"token": token}).status_code == 200
+            assert http.get("/api/conversations").status_code == 200  # the cookie it was given
+            port = base.rsplit(":", 1)[1]
+            refused = http.get("/", params={"token": token}, headers={"host": f"attacker.example:{port}"})
+            assert refused.status_code == 403
+    with serving(env, tmp_path) as (_, again):
+        assert token_of(again) == token  # a bookmarked URL keeps working
+
+
+def test_wildcard_host_warns_once_and_a_taken_port_is_one_line(redis_server: RedisProcess, tmp_path: Path) -> None:
+    env = agg_env(redis_server, tmp_path)
+    with serving(env, tmp_path, "--host", "0.0.0.0") as (proc, url):
+        assert url.startswith(f"http://{socket.gethostname().lower()}:")
+        log = proc.log()
+    assert len([ln for ln in log.splitlines() if "warning" in ln]) == 1 and "0.0.0.0" in log
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = run_agg(["serve", "--port", str(port)], env, check=False, timeout=60)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.count("\n") == 1 and "in use" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_agg_help_does_not_load_the_web_stack() -> None:
+    code = (
+        "import sys; from click.testing import CliRunner; from cli.main import cli; "
+        "assert CliRunner().invoke(cli, ['--help']).exit_code == 0; "
+        "print(sorted(m for m in ('starlette', 'uvicorn', 'sse_starlette', 'markdown_it') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+class Stream(threading.Thread):
+    """Reads ``/api/events`` into a list of envelopes; ``last_id`` resumes where it stopped."""
+
+    def __init__(self, base: str, token: str, *, since: int | None = None, last_id: str | None = None) -> None:
+        super().__init__(daemon=True)
+        self.base, self.token, self.since, self.last_id = base, token, since, last_id
+        self.envs: list[dict[str, Any]] = []
+        self.ids: list[str] = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        headers = {"authorization": f"Bearer {self.token}"}
+        if self.last_id is not None:
+            headers["last-event-id"] = self.last_id
+        params = {"since": str(self.since)} if self.since is not None else {}
+        try:
+            with (
+                httpx.Client(base_url=self.base, timeout=httpx.Timeout(5, read=None)) as http,
+                http.stream("GET", "/api/events", params=params, headers=headers) as res,
+            ):
+                assert res.status_code == 200 and res.headers["content-type"].startswith("text/event-stream")
+                for ev in sse_events(res.iter_lines()):
+                    self.envs.append(json.loads(ev["data"]))
+                    self.ids.append(ev["id"])
+                    if self.stop.is_set():
+                        return
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+
+def _seqs_exactly(envs: list[dict[str, Any]], upto: int) -> None:
+    seqs = [e["seq"] for e in envs]
+    assert all(a < b for a, b in itertools.pairwise(seqs)), "a seq twice or going back"
+    assert seqs == list(range(1, upto + 1)), "a gap"
+
+
+def test_events_resume_from_last_event_id_after_a_dropped_connection(
+    redis_server: RedisProcess, store: Store, tmp_path: Path
+) -> None:
+    env = agg_env(redis_server, tmp_path)
+    with Agg(["watch"], env, tmp_path, name="watch"), serving(env, tmp_path) as (_, url):
+        base, token = base_of(url), token_of(url)
+        first = _sessions(tmp_path, ["a", "b"], 60)
+        reader = Stream(base, token, since=0)
+        reader.start()
+        wait_until(lambda: len(reader.envs) >= 30, "some events")
+        reader.stop.set()
+        reader.join(timeout=30)
+        assert reader.error is None and reader.ids == [str(e["seq"]) for e in reader.envs]
+        more = _sessions(tmp_path, ["c"], 40) + first
+        for a in more:
+            a.join()
+        total = 160
+        wait_until(lambda: store.stats()["events"] >= total, "every line stored")
+        resumed = Stream(base, token, last_id=reader.ids[-1])
+        resumed.start()
+        wait_until(lambda: resumed.envs and resumed.envs[-1]["seq"] >= store.last_seq(), "the resumed stream")
+        resumed.stop.set()
+        _seqs_exactly(reader.envs + resumed.envs, store.last_seq())
+
+
+@pytest.mark.slow
+def test_events_resume_after_redis_is_killed(tmp_path: Path) -> None:
+    server = RedisProcess(tmp_path / "redis", password="web-pw", appendfsync="always").start()
+    env = agg_env(server, tmp_path)
+    store = Store(server.client(), Keys("agg"), HOST)
+    try:
+        with Agg(["watch"], env, tmp_path, name="watch"), serving(env, tmp_path) as (_, url):
+            wait_until(lambda: state(tmp_path / "data", "watch").get("state") == "watching", "the watcher")
+            reader = Stream(base_of(url), token_of(url), since=0)
+            reader.start()
+            before = _sessions(tmp_path, ["k1", "k2"], 50)
+            for a in before:
+                a.join()
+            wait_until(lambda: reader.envs and reader.envs[-1]["seq"] >= 100, "the events before the kill")
+            server.kill()  # kill -9: the stream's subscription loses its connection
+            bearer = {"authorization": f"Bearer {token_of(url)}"}
+            with httpx.Client(base_url=base_of(url), headers=bearer, timeout=60) as http:
+                down = http.get("/api/status")  # the service's own state, and one line on Redis
+                assert down.status_code == 503 and down.json()["redis"]["ok"] is False
+                assert down.json()["watcher"]["state"] != "not running"
+                page = http.get("/")
+                assert page.status_code == 503 and "Redis" in page.text and "Traceback" not in page.text
+            during = _sessions(tmp_path, ["k1", "k3"], 30, first=50)  # lines written while Redis is down
+            server.start()
+            after = _sessions(tmp_path, ["k4"], 40)
+            for a in during + after:
+                a.join()
+            lines = sum(len(file_lines(p)) for p in {a.path for a in before + during + after})
+            wait_until(lambda: store.stats()["events"] >= lines, "every line stored", timeout=90)
+            wait_until(lambda: reader.envs and reader.envs[-1]["seq"] >= store.last_seq(), "the stream", timeout=90)
+            assert reader.error is None and reader.is_alive()  # one connection, never broken for the browser
+            _seqs_exactly(reader.envs, store.last_seq())
+            assert {(e["conv"], e["id"]) for e in reader.envs} == {
+                (e.env()["conv"], e.env()["id"]) for e in store.entries_after(0)
+            }
+    finally:
+        server.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _run(env: dict[str, str], tmp_path: Path, *args: str) -> Iterator[Agg]:
+    run = Agg(["run", "--interval", "0.2", *args], {**env, "AGG_WEB_PORT": str(_free_port())}, tmp_path, name="run")
+    run.start(stdout=subprocess.PIPE)
+    try:
+        yield run
+    finally:
+        run.__exit__()
+
+
+@pytest.mark.slow
+def test_agg_run_serves_the_pages_unless_no_web(tmp_path: Path) -> None:
+    env = embedded_env(tmp_path)
+    data = tmp_path / "data"
+    (tmp_path / "claude" / "projects").mkdir(parents=True)
+    try:
+        with _run(env, tmp_path) as run:
+            assert run.proc is not None and run.proc.stdout is not None
+            url = run.proc.stdout.readline().decode().strip()
+            assert url == f"http://127.0.0.1:{run.env['AGG_WEB_PORT']}/?token={token_of(url)}"
+            assert token_of(url) == (data / "state" / "web-agg.token").read_text().strip()
+
+            status_url = url.replace("/?", "/api/status?")
+
+            def answers() -> Any:
+                try:
+                    return httpx.get(status_url, timeout=5).json()
+                except httpx.TransportError:
+                    return None
+
+            assert wait_until(answers, "the web part", timeout=60)["redis"]["ok"] is True
+            names = " ".join(" ".join(p.cmdline()) for p in descendants(run.pid))
+            assert " serve" in names
+            assert run.stop() == 0
+        with _run(env, tmp_path, "--no-web") as run:
+            wait_until(lambda: state(data, "watch").get("state") == "watching", "the watcher", timeout=60)
+            names = " ".join(" ".join(p.cmdline()) for p in descendants(run.pid))
+            assert "watch" in names and " serve" not in names
+            assert run.stop() == 0
+            assert run.proc is not None and run.proc.stdout is not None
+            assert b"token=" not in run.proc.stdout.read()
+    finally:
+        EmbeddedRedis(data).stop()
