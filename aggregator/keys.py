@@ -48,6 +48,9 @@ key                        type   written by   meaning
 ``agg:proj:pconvs:<P>``    set    projector    conversations with entries in project P
 ``agg:snapshot``           hash   writer       the last ``current.json`` write: at_ms, seq, path,
                                                host, conversations, messages
+``agg:store``              string live parts   the store's identity: a random token set on first
+                                               use; gone or changed = the keys were lost without a
+                                               reconnect (FLUSHALL, an empty backup restored)
 ``agg:{c:K}:cur``          hash   ingest/turns event id → digests of its versions, newest last
 ``agg:{c:K}:tl``           zset   ingest/turns the conversation's timeline: first seq of each log
                                                batch holding its entries (score = member)
@@ -217,6 +220,10 @@ class Keys:
     @property
     def snapshot(self) -> str:
         return f"{self.ns}:snapshot"
+
+    @property
+    def store_id(self) -> str:
+        return f"{self.ns}:store"
 
     # --- channels ----------------------------------------------------------------------------
     @property

@@ -12,7 +12,6 @@ conversation does not exist, 1 otherwise.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -23,8 +22,7 @@ from aggregator.config import Settings, default_claude_dirs, default_data_dir, v
 from aggregator.connection import mask_url
 from aggregator.embedded import EmbeddedRedis
 from aggregator.errors import AggError, ConfigError
-from aggregator.ingest import ingest, pending_bytes
-from aggregator.layout import SourceFile, iter_transcripts
+from aggregator.ingest import discover, ingest, pending_bytes
 from aggregator.live.status import describe, gather, host_files, live_status
 from aggregator.parse import loads
 from aggregator.projections import Projector
@@ -85,7 +83,6 @@ def cli(
         namespace=validate_namespace(namespace),
         data_dir=(data_dir or default_data_dir()).expanduser(),
         claude_dirs=_claude_dirs(claude_dirs),
-        host=os.environ.get("AGG_HOST") or socket.gethostname(),
     )
     ctx.obj = App(settings)
 
@@ -109,25 +106,19 @@ def ingest_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> No
             if not os.path.lexists(p):
                 raise ConfigError(f"no such file or directory: {p}")
         store = app.store()
-        sources: list[SourceFile] = list(iter_transcripts(roots))
+        sources, walk = discover(roots)
         if sys.stderr.isatty():
             total = pending_bytes(store, sources)
             with click.progressbar(
                 length=total, label="ingesting", file=sys.stderr, show_pos=False, show_percent=True, show_eta=True
             ) as bar:
-                report = ingest(store, sources, progress=bar.update)
+                report = ingest(store, sources, progress=bar.update, walk=walk)
         else:
-            report = ingest(store, sources)
+            report = ingest(store, sources, walk=walk)
         if as_json:
             emit_json(report.as_dict())
             return
-        mb = report.bytes / 1e6
-        rate = mb / report.seconds if report.seconds > 0 else 0.0
-        click.echo(
-            f"{report.files} files, {report.lines} lines: {report.events_added} new events, "
-            f"{report.revisions} revisions, {report.duplicates} duplicates, "
-            f"{report.rejected} rejected ({mb:.1f} MB in {report.seconds:.2f} s, {rate:.1f} MB/s)"
-        )
+        click.echo(report.summary())
         for s in report.skipped:
             click.echo(f"skipped {s['file']}: {s['reason']}", err=True)
 

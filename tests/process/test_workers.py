@@ -168,7 +168,7 @@ def test_paused_worker_cannot_commit_over_newer_turn(
 def test_warm_shutdown_finishes_the_running_turn(
     llm: FakeLLM, workers: Workers, transcripts: Transcripts, store: Store
 ) -> None:
-    (w,) = workers.start(1, **openai_env(llm))
+    (w,) = workers.start(1, "-v", **openai_env(llm))  # -v: RQ's "warm shut down" line
     llm.delay("conv-0", 1.5)
     transcripts.burst("conv-0", 0, 2)
     wait_until(lambda: llm.calls("conv-0", outcome=None), what="the call to start")
