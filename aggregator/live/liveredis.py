@@ -100,6 +100,9 @@ class LiveRedis:
     def lost(self, exc: BaseException | None) -> None:
         """Report that Redis is unavailable (logged once per outage; ``on_wait`` every time)."""
         reason = first_line(exc)
+        code = getattr(exc, "status_code", None)  # redis-py strips the reply's code (OOM, …) from the text
+        if code and not reason.startswith(code) and code not in reason:
+            reason = f"{code} {reason}"
         self.reason = reason
         if not self.down:
             self.down = True

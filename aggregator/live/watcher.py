@@ -32,6 +32,7 @@ files are reconciled by the tailer; an unterminated last line waits for its newl
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterable
@@ -366,9 +367,11 @@ class Watcher(Service):
         """Walk the claude dirs and sync every file whose stat differs from its stored cursor."""
         assert self.store is not None
         self._servers_seen = self.floor.servers
+        # Said once: not again on each attempt while Redis refuses writes (OOM, MISCONF).
+        level = logging.DEBUG if self.redis.down else logging.INFO
         if why != "start":
             self.resyncs += 1
-            self.log.info("re-checking every file against the cursors in Redis (%s)", why)
+            self.log.log(level, "re-checking every file against the cursors in Redis (%s)", why)
         started = time.monotonic()
         walk = self._walk_state()
         sources: list[tuple[SourceFile, str]] = []
@@ -402,7 +405,7 @@ class Watcher(Service):
         for path in [p for p in self.tracked if p not in seen]:
             self._untrack(path)
         self._review(walk)
-        self.log.info("%d files checked in %.2f s", len(sources), time.monotonic() - started)
+        self.log.log(level, "%d files checked in %.2f s", len(sources), time.monotonic() - started)
 
     def _scan(self, dirs: list[Path], walk: Walk | None = None) -> None:
         """Track (and sync) transcripts under ``dirs`` that are new or changed."""
