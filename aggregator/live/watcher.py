@@ -127,6 +127,7 @@ class Watcher(Service):
         self.errors = 0
         self.skipped: dict[str, str] = {}
         """Paths not read (unreadable, a symlink out of the claude dirs) → why; tried again until read."""
+        self._said: dict[str, str] = {}  # what the log has said was skipped (said once)
         self.bad_dirs: set[str] = set()
         """Directories whose names are not UTF-8 (file notifications cannot watch their trees)."""
         self.left_out: list[str] = []
@@ -304,6 +305,7 @@ class Watcher(Service):
     def _untrack(self, path: str) -> None:
         self.tracked.pop(path, None)
         self.skipped.pop(path, None)
+        self._said.pop(path, None)
 
     def _sync(self, t: Tracked, st: os.stat_result | None) -> None:
         assert self.tailer is not None and self.store is not None
@@ -339,7 +341,8 @@ class Watcher(Service):
         self._read(t, res)
 
     def _read(self, t: Tracked, res: FileResult) -> None:
-        if self.skipped.pop(t.sf.path, None) is not None:
+        self.skipped.pop(t.sf.path, None)
+        if self._said.pop(t.sf.path, None) is not None:
             self.log.info("%s is readable again: %d line(s) read", t.sf.display, res.lines)
         t.committed = res.offset
         if res.last_seq:
@@ -359,9 +362,27 @@ class Watcher(Service):
         self._skip_path(t.sf.path, reason)
 
     def _skip_path(self, path: str, reason: str) -> None:
-        if self.skipped.get(path) != reason:
+        if self._said.get(path) != reason:
             self.log.warning("skipped %s: %s (tried again on every rescan)", display_path(path), reason)
+            self._said[path] = reason
         self.skipped[path] = reason
+
+    def _unskip_under(self, d: str) -> set[str]:
+        """Forget the skipped directories and links under ``d`` before walking it again (the walk
+        reports those still so; files are tried again on their own); returns them."""
+        prefix = d.rstrip(os.sep) + os.sep
+        out = {p for p in self.skipped if (p == d or p.startswith(prefix)) and p not in self.tracked}
+        for path in out:
+            self.skipped.pop(path)
+        return out
+
+    def _note(self, walk: Walk, cleared: set[str]) -> None:
+        """Record what ``walk`` skipped; say which of ``cleared`` are readable now."""
+        for path, reason in walk.skipped:
+            self._skip_path(path, reason)
+        for path in cleared - {p for p, _ in walk.skipped}:
+            if self._said.pop(path, None) is not None and os.path.exists(path):
+                self.log.info("%s is readable again", display_path(path))
 
     def _full_sync(self, why: str) -> None:
         """Walk the claude dirs and sync every file whose stat differs from its stored cursor."""
@@ -373,7 +394,8 @@ class Watcher(Service):
             self.resyncs += 1
             self.log.log(level, "re-checking every file against the cursors in Redis (%s)", why)
         started = time.monotonic()
-        walk = self._walk_state()
+        walk = Walk(dirs=[])
+        cleared = set().union(*(self._unskip_under(str(w)) for w in self.watched))
         sources: list[tuple[SourceFile, str]] = []
         for watched in self.watched:
             sources += [(sf, str(watched)) for sf in iter_transcripts([watched], walk, allowed=self.roots)]
@@ -404,38 +426,35 @@ class Watcher(Service):
                 return
         for path in [p for p in self.tracked if p not in seen]:
             self._untrack(path)
+        self._note(walk, cleared)
         self._review(walk)
         self.log.log(level, "%d files checked in %.2f s", len(sources), time.monotonic() - started)
 
     def _scan(self, dirs: list[Path], walk: Walk | None = None) -> None:
         """Track (and sync) transcripts under ``dirs`` that are new or changed."""
         walk = walk if walk is not None else Walk()
+        cleared: set[str] = set()
         for d in dirs:
             if not d.exists():
                 continue
             root = self._root_of(str(d))
             if root is None:
                 continue
+            cleared |= self._unskip_under(str(d))
             for sf in iter_transcripts([d], walk, allowed=self.roots):
                 if sf.path in self.tracked:
                     self._sync_if_changed(self.tracked[sf.path])
                 else:
                     self._track(sf, root)
                 if self.stop:
-                    return
-        for path, reason in walk.skipped:
-            self._skip_path(path, reason)
+                    break
+        self._note(walk, cleared)
 
     def _rescan(self) -> None:
         """Walk every claude dir; then review what file notifications cover."""
-        walk = self._walk_state()
+        walk = Walk(dirs=[])
         self._scan(self.watched, walk)
         self._review(walk)
-
-    def _walk_state(self) -> Walk:
-        for path in [p for p in self.skipped if p not in self.tracked]:
-            self.skipped.pop(path)  # directories and links: the walk reports them again if still so
-        return Walk(dirs=[])
 
     def final(self) -> None:
         """On the way out: commit every complete line already on disk in recently changed files."""
@@ -495,9 +514,7 @@ class Watcher(Service):
 
     def _review(self, walk: Walk) -> None:
         """After a walk: restart notifications if a non-UTF-8 directory changed the plan; find the
-        directories they do not cover; remember what was skipped."""
-        for path, reason in walk.skipped:
-            self.skipped[path] = reason
+        directories they do not cover."""
         dirs = walk.dirs or []
         bad = {d for d, _, _ in dirs if not decodable(d)}
         if bad != self.bad_dirs:
