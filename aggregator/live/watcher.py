@@ -511,6 +511,7 @@ class Watcher(Service):
         self._notify_failed_at = None
         self._start_hints()
         self._rescan()  # events were lost while they were down
+        self.state.update(**self.figures())
 
     def _review(self, walk: Walk) -> None:
         """After a walk: restart notifications if a non-UTF-8 directory changed the plan; find the
@@ -599,6 +600,7 @@ class Watcher(Service):
             "notify_error": (self.hints.error if self.hints else None) or self.notify_error,
             "notify_restarts": self.notify_restarts,
             "notify_polled_dirs": len(self.polled),
+            "notify_unwatched": [display_path(d) for d in self.unwatched[: defaults.WATCH_SKIPPED_SHOWN]],
             "notify_note": self.notify_note,
         }
 
