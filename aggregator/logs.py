@@ -23,6 +23,11 @@ QUIET = ("openai", "anthropic", "httpx", "httpx2", "httpcore", "httpcore2")
 """Client libraries kept at WARNING: their debug logs may show request headers."""
 
 
+def _not_rq_reconnecting(record: logging.LogRecord) -> bool:
+    """RQ logs every attempt to reach Redis again (at ERROR); the worker says the outage once."""
+    return "could not connect to Redis" not in record.getMessage()
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Send log lines to stderr in the one format; ``verbose`` shows the routine lines too."""
     root = logging.getLogger()
@@ -37,6 +42,9 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
+    rq_worker = logging.getLogger("rq.worker")
+    if not verbose and _not_rq_reconnecting not in rq_worker.filters:
+        rq_worker.addFilter(_not_rq_reconnecting)
 
 
 def rq_level(verbose: bool) -> str:

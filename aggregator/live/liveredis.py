@@ -120,7 +120,8 @@ class LiveRedis:
         self.backoff.reset()
         if self.down:
             self.down = False
-            self.log.info("Redis at %s is back (after %.0f s)", self.masked, time.monotonic() - self.down_since)
+            waited = time.monotonic() - self.down_since
+            self.log.info("Redis at %s is back%s", self.masked, f" (after {waited:.0f} s)" if waited >= 1 else "")
 
     def close(self) -> None:
         if self.client is not None:

@@ -226,6 +226,7 @@ class WriterService(Service):
         self.writer: SnapshotWriter | None = None
         self.last_write = 0.0
         self.write_error: str | None = None
+        self.writes = 0
         self._pubsub: Any = None
 
     def on_start(self) -> None:
@@ -294,8 +295,9 @@ class WriterService(Service):
             self.last_write = time.monotonic()  # only real writes count against the interval
             self.state.update(last_snapshot_at=notice["generated_at"], seq=notice["seq"], writes=self.writer.writes)
             # The first write is news (where the file is); the next ones are routine.
+            self.writes += 1
             self.log.log(
-                logging.INFO if self.writer.writes == 1 else logging.DEBUG,
+                logging.INFO if self.writes == 1 else logging.DEBUG,
                 "wrote %s: seq %d, %d conversations, %d messages",
                 self.output,
                 notice["seq"],
