@@ -13,11 +13,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import redis
 
 from aggregator.config import Settings
 from aggregator.connection import Connection, mask_url
+from aggregator.embedded import EmbeddedRedis
 from aggregator.keys import Keys
 from aggregator.layout import watch_path
 from aggregator.lifecycle import ProcessLock, StateFile
@@ -107,8 +109,12 @@ NOT_RUNNING = "not running"
 
 
 def redis_label(settings: Settings) -> str:
-    """How a part names its Redis in its state file: the masked URL, or ``embedded``."""
-    return mask_url(settings.redis_url) if settings.redis_url else "embedded"
+    """How a part names its Redis in its state file: the masked URL (for the embedded server, the
+    URL of its socket — what ``agg run`` hands its parts — so both spellings compare equal)."""
+    if settings.redis_url:
+        return mask_url(settings.redis_url)
+    sock = EmbeddedRedis(settings.data_dir).socket_path
+    return mask_url(f"unix://{quote(str(sock))}?password=-")
 
 
 def service_state(state_path: Path, lock_path: Path) -> dict[str, Any]:

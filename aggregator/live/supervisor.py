@@ -122,6 +122,7 @@ class Supervisor:
                 self.children.add(part.name, *part.args)
             self.children.start()
             code = self._loop()
+            log.info("stopping (%s): the parts commit what they have read", self.stop.reason or "done")
         finally:
             if self.children is not None:
                 self.children.stop()

@@ -170,6 +170,9 @@ def test_status_never_shows_a_watcher_as_watching_that_cannot_reach_redis(live: 
     says it is waiting — `agg status` does not show it as watching."""
     live.session("a", 2)
     wait_until(lambda: live.store.stats()["events"] == 2, "the first lines")
+    other = run_agg(["--redis-url", "redis://127.0.0.1:1", "status"], live.env, check=False)
+    assert other.returncode == 3
+    assert "watcher      watching (" in other.stdout and "on another Redis: unix://" in other.stdout
     live.redis.kill()
     wait_until(lambda: state(live.data, "watch").get("state") == "waiting for Redis", "the watcher to notice")
     out = run_agg(["status", "--json"], live.env, check=False)

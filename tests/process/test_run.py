@@ -35,6 +35,8 @@ def test_run_on_embedded_redis_stops_cleanly(tmp_path: Path, sig: signal.Signals
         procs = descendants(run.pid)
         names = " ".join(" ".join(p.cmdline()) for p in procs)
         assert "watch" in names and "writer" in names and "worker" in names
+        status = run_agg(["status"], env).stdout
+        assert "watcher      watching" in status and "another Redis" not in status  # the same embedded one
         # a line appended right before the stop is committed on the way out
         append(session, line(record("s", 1)))
         assert run.stop(sig) == 0
