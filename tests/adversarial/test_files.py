@@ -263,6 +263,7 @@ def test_an_unterminated_long_line_is_not_read_again_on_every_append(server: Red
         append(path, b'"}}\n')
         wait_until(lambda: store.stats()["events"] == 2, "the long line once complete")
         read = _rchar(watch.pid) - before
+        print(f"the watcher read {read / 1e6:.1f} MB for {appends} KB appended to a {size >> 20} MB line")
         # Read again from its start on each sync, the line would cost 60 MB per append; read from
         # where the last scan stopped, it costs the appended bytes, plus one read of the whole
         # line when it is complete.
