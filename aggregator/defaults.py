@@ -181,10 +181,6 @@ redoes turns of dead workers."""
 RQ_JOB_MONITORING_INTERVAL_S = 10
 """RQ heartbeat interval of a running job."""
 
-RQ_PUBSUB_POLL_S = 1.0
-"""How often an RQ worker's pub/sub thread looks at its stop flag (RQ's own 60 s made a warm stop
-wait up to a minute with redis-py 8)."""
-
 RQ_RESULT_TTL_S = 60
 """Seconds RQ keeps a finished turn job (its outcome is in the event log, not the job)."""
 

@@ -63,22 +63,6 @@ class TurnWorker(SimpleWorker):
         if self.agg_stop.is_set():
             self._stop_requested = True
 
-    def subscribe(self) -> None:
-        """RQ's ``subscribe``, with a pub/sub thread that looks at its stop flag every
-        :data:`~aggregator.defaults.RQ_PUBSUB_POLL_S` instead of every 60 s.
-
-        Race: RQ's teardown unsubscribes, then waits for that thread; with redis-py 8 an
-        unsubscribed pub/sub thread waits for a new subscription for its whole sleep time before
-        it looks at the flag, so a warm stop took up to a minute and ``agg run`` (30 s) killed the
-        worker (tests/adversarial/test_run.py::test_a_worker_stops_at_once_whatever_its_pubsub_thread_is_doing).
-        """
-        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
-        self.pubsub = self.connection.pubsub()
-        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
-        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
-            sleep_time=defaults.RQ_PUBSUB_POLL_S, daemon=True, exception_handler=self._pubsub_exception_handler
-        )
-
 
 def run_worker(
     settings: Settings,

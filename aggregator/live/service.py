@@ -18,7 +18,8 @@ waits out outages (:class:`~aggregator.live.liveredis.LiveRedis`), and the store
   reconnect to a Redis that went back: the seq floor is raised, then ``serve`` starts again (the
   watcher re-reads every file; the writer rebuilds its snapshot)
   (``tests/adversarial/test_live.py::test_a_flushed_store_is_noticed_and_resynced``).
-* Any other error ends the process with one line (the CLI prints it): it is not an outage.
+* Another :class:`~aggregator.errors.StoreError` (a cursor that keeps moving under it) is logged
+  and ``serve`` starts again; any other error ends the process with one line (the CLI prints it).
 
 Subclasses implement :meth:`serve` (until the stop flag is set) and may override
 :meth:`final` (last work on the way out), :meth:`figures` (fields for the state file) and
@@ -34,7 +35,7 @@ from typing import Any, ClassVar
 from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.connection import check, is_away
-from aggregator.errors import StoreReset
+from aggregator.errors import StoreError, StoreReset
 from aggregator.lifecycle import ProcessLock, StateFile, StopFlag
 from aggregator.live.liveredis import LiveRedis
 from aggregator.live.status import redis_label
@@ -88,6 +89,9 @@ class Service:
                         self.serve()
                     except StoreReset as e:
                         self._store_went_back(str(e))
+                    except StoreError as e:  # e.g. a cursor that keeps moving: say it, serve again
+                        self.log.error("%s", e)
+                        self.stop.wait(defaults.RETRY_MAX_S)
                     except Exception as e:
                         if not is_away(e):
                             raise

@@ -124,7 +124,6 @@ class Watcher(Service):
         self.last_ingest_at: str | None = None
         self.syncs = 0
         self.resyncs = 0
-        self.errors = 0
         self.skipped: dict[str, str] = {}
         """Paths not read (unreadable, a symlink out of the claude dirs) → why; tried again until read."""
         self._said: dict[str, str] = {}  # what the log has said was skipped (said once)
@@ -327,7 +326,6 @@ class Watcher(Service):
         try:
             res = self.tailer.sync(t.sf)
         except OSError as e:  # an unreadable file (EIO, permissions changed): skip it, keep going
-            self.errors += 1
             self._skip(t, f"unreadable: {e.strerror or e}")
             return
         self.syncs += 1
