@@ -187,6 +187,10 @@ RQ_RESULT_TTL_S = 60
 RQ_FAILURE_TTL_S = 7 * 24 * 3600
 """Seconds RQ keeps a failed turn job (turns catch their errors; only crashes end up there)."""
 
+RQ_PUBSUB_POLL_S = 1.0
+"""How often an RQ worker's command-channel thread wakes (RQ's own: 60 s): a worker stops no later
+than this after RQ ends its subscription."""
+
 ACTIVE_MINUTES = 10.0
 """A conversation is ``active`` while its newest record is at most this many minutes old
 (``AGG_ACTIVE_MINUTES`` overrides it)."""

@@ -49,6 +49,21 @@ class TurnWorker(SimpleWorker):
 
     agg_stop: threading.Event
 
+    def subscribe(self) -> None:
+        """RQ's subscription to its command channel, polled every second instead of every 60 s.
+
+        Race: redis-py ≥ 8.2 waits for the pubsub thread when RQ stops it, and that thread may be
+        waiting its whole poll interval for a subscription RQ has just ended: every ``work()``
+        ended up to 60 s late — each pass of ``agg worker --burst``, each stop
+        (tests/store/test_worker_stop.py::
+        test_a_worker_stops_without_waiting_out_its_command_channel).
+        """
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ types it as None
+            sleep_time=defaults.RQ_PUBSUB_POLL_S, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
+
     def handle_warm_shutdown_request(self) -> None:
         super().handle_warm_shutdown_request()  # type: ignore[no-untyped-call]
         self.agg_stop.set()
