@@ -182,12 +182,16 @@ def run_cmd(ctx: click.Context, output: Path | None, interval: float, poll: bool
     (they commit what they read) and then the embedded Redis, if this command started it.
     """
     from workers.config import TurnConfig
+    from workers.providers import make_provider
+    from workers.turns import load_turn_function
 
     setup_logging(verbose)
     app = _app(ctx)
     # Every setting the parts read, checked before any of them starts (one line, exit 2).
     check_env()
     turns = TurnConfig.from_env()
+    make_provider(turns)  # its SDK installed
+    load_turn_function(turns.turn)  # AGG_TURN importable
     path = _output(app, output)
     v = ["-v"] if verbose else []
     parts = default_parts(

@@ -50,6 +50,7 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         ("AGG_ACTIVE_MINUTES", "-1", "agg: bad AGG_ACTIVE_MINUTES '-1': give a number of minutes >= 0"),
         ("AGG_WATCH_RESCAN_S", "soon", "agg: bad AGG_WATCH_RESCAN_S 'soon': give a number of seconds >= 0.1"),
         ("AGG_TURN_CONCURRENCY", "0", "AGG_TURN_CONCURRENCY"),
+        ("AGG_TURN", "no_such_module:turn", "agg: AGG_TURN='no_such_module:turn': cannot import no_such_module"),
     ],
 )
 def test_run_refuses_a_bad_setting_before_starting_anything(
