@@ -11,7 +11,8 @@ from pathlib import Path
 
 from devtools.agg import REPO
 
-CITATION = re.compile(r"tests/([\w/]+\.py)(?:::(\w+))?")
+# not inside another path (docs/transcript-format.md names another project's snapshot_tests/pty_runner.py)
+CITATION = re.compile(r"(?<![\w/-])tests/([\w/]+\.py)(?:::(\w+))?")
 SOURCES = ("aggregator", "workers", "cli", "devtools", "scripts", "docs", "README.md")
 
 
