@@ -18,11 +18,7 @@ AWAY_TYPES: tuple[type[BaseException], ...] = (
     redis.ConnectionError,  # includes BusyLoadingError (a restarted Redis loading its AOF)
     redis.TimeoutError,
     redis.ReadOnlyError,  # a replica that has not been promoted yet
-    # redis-py gives these replies their own classes, without the code in the text:
-    redis.exceptions.OutOfMemoryError,  # OOM: maxmemory reached (noeviction); memory may come back
-    redis.exceptions.MasterDownError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ClusterDownError,
+    redis.OutOfMemoryError,  # an OOM reply to a plain command (redis-py strips its "OOM" code)
     RedisUnavailable,
     ConnectionError,  # the builtin one, raised by sockets
 )

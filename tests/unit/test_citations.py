@@ -11,8 +11,7 @@ from pathlib import Path
 
 from devtools.agg import REPO
 
-# not inside another path (docs/transcript-format.md names another project's snapshot_tests/pty_runner.py)
-CITATION = re.compile(r"(?<![\w/-])tests/([\w/]+\.py)(?:::(\w+))?")
+CITATION = re.compile(r"(?<![\w-])tests/([\w/]+\.py)(?:::(\w+))?")  # not snapshot-tests/…
 SOURCES = ("aggregator", "workers", "cli", "devtools", "scripts", "docs", "README.md")
 
 
