@@ -17,7 +17,9 @@ live), :mod:`~aggregator.parse` (a line → an event), :mod:`~aggregator.titles`
 :mod:`~aggregator.tailer` and :mod:`~aggregator.sidecars` (files → store),
 :mod:`~aggregator.ingest` (``agg ingest``), :mod:`~aggregator.projections`,
 :mod:`~aggregator.views` and :mod:`~aggregator.usage` (what is derived), :mod:`~aggregator.files`
-and :mod:`~aggregator.lifecycle` (private files, stopping, state files, locks).
+and :mod:`~aggregator.lifecycle` (private files, stopping, state files, locks),
+:mod:`~aggregator.backoff` (the one backoff policy), :mod:`~aggregator.children` (the one child-process
+supervisor), :mod:`~aggregator.logs` (the one log format).
 """
 
 from __future__ import annotations

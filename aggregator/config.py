@@ -15,9 +15,13 @@ setting                   environment        default
 ``host``                  ``AGG_HOST``       this machine's host name (cursors are per host)
 ========================= ================== ==============================================
 
-Read where it is used rather than carried in :class:`Settings`: ``AGG_ACTIVE_MINUTES`` (default
-10), the minutes a conversation stays ``active`` after its newest record
-(:func:`active_minutes`).
+:meth:`Settings.to_env` is the one builder of the ``AGG_*`` environment a child process gets
+(``agg run``'s parts, ``agg worker --count``'s workers, the service units, the tests' processes).
+
+Read where they are used rather than carried in :class:`Settings`: ``AGG_ACTIVE_MINUTES`` (default
+10), the minutes a conversation stays ``active`` after its newest record (:func:`active_minutes`),
+and the watcher's ``AGG_WATCH_RESCAN_S`` / ``AGG_WATCH_STAT_ALL_S`` (:func:`watch_timings`).
+:func:`check_env` checks them all at once (``agg run`` does, before it starts anything).
 """
 
 from __future__ import annotations
@@ -76,6 +80,49 @@ def active_minutes(env: Mapping[str, str] | None = None) -> float:
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < low:
+        raise ConfigError(f"bad {name} {raw!r}: give a number of seconds >= {low:g}")
+    return value
+
+
+@dataclass(frozen=True)
+class WatchTimings:
+    """How often the watcher walks the claude dirs and stats every tracked file (seconds)."""
+
+    rescan_s: float = defaults.WATCH_RESCAN_S
+    stat_all_s: float = defaults.WATCH_STAT_ALL_S
+
+
+def watch_timings(env: Mapping[str, str] | None = None) -> WatchTimings:
+    """``AGG_WATCH_RESCAN_S`` and ``AGG_WATCH_STAT_ALL_S`` if set (at least 0.1 s), else the defaults."""
+    env = os.environ if env is None else env
+    return WatchTimings(
+        rescan_s=_seconds(env, "AGG_WATCH_RESCAN_S", defaults.WATCH_RESCAN_S, 0.1),
+        stat_all_s=_seconds(env, "AGG_WATCH_STAT_ALL_S", defaults.WATCH_STAT_ALL_S, 0.1),
+    )
+
+
+def check_env(env: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`ConfigError` for the first bad setting read from the environment by the live
+    parts (``agg run`` calls this before it starts any of them)."""
+    active_minutes(env)
+    watch_timings(env)
+
+
+def default_host(env: Mapping[str, str] | None = None) -> str:
+    """``AGG_HOST`` if set, else this machine's host name (cursors are per host)."""
+    env = os.environ if env is None else env
+    return env.get("AGG_HOST") or socket.gethostname()
+
+
 def validate_namespace(ns: str) -> str:
     """Return ``ns`` if it is a usable key prefix, else raise :class:`ConfigError`."""
     if not _NAMESPACE_RE.match(ns):
@@ -91,7 +138,7 @@ class Settings:
     namespace: str = defaults.NAMESPACE
     data_dir: Path = field(default_factory=default_data_dir)
     claude_dirs: Sequence[Path] = field(default_factory=default_claude_dirs)
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=default_host)
 
     def __post_init__(self) -> None:
         validate_namespace(self.namespace)
@@ -110,5 +157,23 @@ class Settings:
             namespace=env.get("AGG_NAMESPACE") or defaults.NAMESPACE,
             data_dir=Path(env["AGG_DATA_DIR"]).expanduser() if env.get("AGG_DATA_DIR") else default_data_dir(),
             claude_dirs=([Path(p).expanduser() for p in dirs.split(":") if p] if dirs else default_claude_dirs(env)),
-            host=env.get("AGG_HOST") or socket.gethostname(),
+            host=default_host(env),
         )
+
+    def to_env(self, redis_url: str | None = None) -> dict[str, str]:
+        """The ``AGG_*`` variables that make a child ``agg`` process resolve these same settings.
+
+        ``redis_url``: the URL the child should use (e.g. the embedded server's), if not
+        :attr:`redis_url`. It may hold a password: the environment is readable only by this user,
+        a command line by everyone.
+        """
+        env = {
+            "AGG_NAMESPACE": self.namespace,
+            "AGG_DATA_DIR": str(Path(self.data_dir).absolute()),
+            "AGG_CLAUDE_DIR": ":".join(str(Path(p).absolute()) for p in self.claude_dirs),
+            "AGG_HOST": self.host,
+        }
+        url = redis_url or self.redis_url
+        if url:
+            env["AGG_REDIS_URL"] = url
+        return env

@@ -271,6 +271,27 @@ WATCH_HOT_FILE_S = 600.0
 WATCH_RESCAN_S = 120.0
 """Seconds between full walks of the claude dirs for files no event announced."""
 
+WATCH_POLL_DIRS_S = 2.0
+"""Seconds between polls of the directories file notifications do not cover (the inotify watch
+limit reached, a name that is not UTF-8): a new file there is found within this."""
+
+WATCH_NOTIFY_RESTART_MIN_S = 1.0
+"""First wait (s) before file notifications that failed are started again; doubles per failure."""
+
+WATCH_NOTIFY_RESTART_MAX_S = 120.0
+"""Longest wait (s) before restarting failed file notifications (the rescans cover meanwhile)."""
+
+WATCH_NOTIFY_HEALTHY_S = 600.0
+"""File notifications that ran this long (s) without failing restart at once if they fail."""
+
+WATCH_SKIPPED_SHOWN = 5
+"""Skipped paths named in ``agg status`` and the state file (all are counted)."""
+
+SERVICE_CHECK_S = 10.0
+"""Seconds between a live part's checks that Redis is usable and the store is still the one it
+serves (its identity key): a FLUSHALL or a ``CONFIG SET maxmemory-policy`` is noticed within this
+even while no file changes."""
+
 WATCH_MISSING_ROOT_S = 5.0
 """Seconds between checks for a claude dir (or its ``projects/``) that does not exist yet."""
 
@@ -301,6 +322,9 @@ SEQ_FLOOR_SAVE_S = 1.0
 
 SUPERVISOR_STOP_TIMEOUT_S = 30.0
 """Seconds ``agg run`` lets a part finish (commit what it read) after SIGTERM before SIGKILL."""
+
+SUPERVISOR_RESTART_MIN_S = 0.5
+"""First wait (s) before a supervised part that exited is started again; doubles while it keeps failing."""
 
 SUPERVISOR_RESTART_MAX_S = 30.0
 """Longest wait (s) before ``agg run`` restarts a part that keeps crashing."""

@@ -10,7 +10,8 @@
     ├── NotFound                  a named conversation (or other object) does not exist
     ├── AlreadyRunning            another agg process already serves this data dir and namespace
     ├── StoreError                the store is in a state agg cannot work with
-    │   └── CursorConflict        a file cursor moved under us (internal: the tailer retries)
+    │   ├── CursorConflict        a file cursor moved under us (internal: the tailer retries)
+    │   └── StoreReset            the store lost its keys under a running process (it resyncs)
     ├── Interrupted               the user pressed Ctrl-C (exit 130); says what was kept
     └── TurnError                 an LLM turn could not be run
         ├── ProviderError         the provider failed or refused (``transient``: worth a retry)
@@ -82,6 +83,11 @@ class StoreError(AggError):
 
 class CursorConflict(StoreError):
     """A file cursor changed between reading it and committing a batch (another ingester won)."""
+
+
+class StoreReset(StoreError):
+    """The store's identity changed under a running process: its keys were lost without a
+    reconnect (FLUSHALL, an empty backup restored). Nothing of the refused batch was written."""
 
 
 class TurnError(AggError):

@@ -1,4 +1,9 @@
-"""One-shot backfill: sync every transcript under some paths, then bring projections up to date."""
+"""One-shot backfill: sync every transcript under some paths, then bring projections up to date.
+
+:func:`discover` finds the transcripts and what was skipped (an unreadable directory, a transcript
+symlink out of the dirs given); :func:`ingest` reads them and reports, in :class:`IngestReport`,
+every file it could not read too (``tests/adversarial/test_files.py``).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
 
 from aggregator import defaults
 from aggregator.errors import AggError
-from aggregator.layout import SourceFile
+from aggregator.layout import SourceFile, Walk, display_path, iter_transcripts
 from aggregator.projections import Projector
 from aggregator.store import Store
 from aggregator.tailer import FileResult, Tailer
@@ -49,9 +55,13 @@ class IngestReport:
             setattr(self, name, getattr(self, name) + getattr(r, name))
         self.files_reset += r.reset is not None
         if r.skipped:
-            self.files_skipped += 1
-            self.skipped.append({"file": r.file, "reason": r.skipped})
+            self.skip(r.file, r.skipped)
         self.last_seq = max(self.last_seq, r.last_seq)
+
+    def skip(self, path: str, reason: str) -> None:
+        """Count something discovery could not or would not read."""
+        self.files_skipped += 1
+        self.skipped.append({"file": display_path(path), "reason": reason})
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -59,10 +69,27 @@ class IngestReport:
         d["sync_seconds"] = round(self.sync_seconds, 3)
         return d
 
+    def summary(self) -> str:
+        """The one line ``agg ingest`` prints (skipped paths follow on stderr, one per line)."""
+        mb = self.bytes / 1e6
+        rate = mb / self.seconds if self.seconds > 0 else 0.0
+        skipped = f"; {self.files_skipped} skipped (below)" if self.files_skipped else ""
+        return (
+            f"{self.files} files, {self.lines} lines: {self.events_added} new events, "
+            f"{self.revisions} revisions, {self.duplicates} duplicates, "
+            f"{self.rejected} rejected ({mb:.1f} MB in {self.seconds:.2f} s, {rate:.1f} MB/s){skipped}"
+        )
+
+
+def discover(paths: list[Path]) -> tuple[list[SourceFile], Walk]:
+    """The transcripts under ``paths`` and what the walk skipped (pass it on to :func:`ingest`)."""
+    walk = Walk()
+    return list(iter_transcripts(paths, walk)), walk
+
 
 def pending_bytes(store: Store, sources: list[SourceFile]) -> int:
     """Bytes of ``sources`` beyond their committed offsets (for a progress bar)."""
-    cursors = store.cursors([store.file_id(s.path) for s in sources])
+    _, cursors = store.cursors_for([s.path for s in sources])
     total = 0
     for s, c in zip(sources, cursors, strict=True):
         try:
@@ -81,6 +108,7 @@ def ingest(
     progress: Callable[[int], None] | None = None,
     project: bool = True,
     report: IngestReport | None = None,
+    walk: Walk | None = None,
 ) -> IngestReport:
     """Sync every file of ``sources`` into ``store`` and (if ``project``) catch projections up.
 
@@ -90,11 +118,14 @@ def ingest(
     Projections are caught up by a forked child while the files are synced (on a platform with
     ``fork``): parsing holds one core and Redis part of the other, and projecting the log as it
     grows uses what is left. Projectors may race (their steps move the checkpoint by
-    compare-and-set), so the final catch-up here only applies what the child had not.
+    compare-and-set), so the final catch-up here only applies what the child had not. ``walk``:
+    what discovery skipped, reported with the files that could not be read.
     """
     started = time.perf_counter()
     tailer = tailer or Tailer(store)
     report = report if report is not None else IngestReport()
+    for path, reason in walk.skipped if walk else []:
+        report.skip(path, reason)
     helper = _ProjectorProcess(store) if project else None
     try:
         # One stream for all files: Redis stores the end of one file while the next is read.

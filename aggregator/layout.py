@@ -15,7 +15,9 @@ under ``projects/``, never a record's ``cwd``.
 
 Discovery streams (it never builds a list of a huge tree before starting), skips FIFOs, sockets
 and devices without opening them, follows symlinks to directories once (a loop is not followed),
-and accepts file names that are not valid UTF-8.
+accepts file names that are not valid UTF-8, yields a file reachable under two spellings once,
+reports unreadable directories and follows a transcript symlink only when its target lies inside
+the dirs walked (:class:`Walk`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aggregator.errors import ConfigError
@@ -89,13 +91,58 @@ def projects_root(path: Path) -> Path:
     return sub if sub.is_dir() else path
 
 
-def iter_transcripts(paths: list[Path]) -> Iterator[SourceFile]:
+@dataclass
+class Walk:
+    """What a walk of the claude dirs met besides transcripts (pass one to :func:`iter_transcripts`)."""
+
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """``(path, reason)`` of what could not or must not be read: an unreadable directory, a
+    transcript symlink whose target lies outside the dirs walked."""
+    dirs: list[tuple[str, int, int]] | None = None
+    """``(path, st_dev, st_ino)`` of every directory walked, if set to a list before the walk
+    (the watcher compares them with the directories its file notifications cover)."""
+
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped.append((path, reason))
+
+
+def resolved(path: str) -> str:
+    """``path`` with every symlink resolved: the identity of a file that may be reachable under
+    several spellings (a symlinked dir) — its cursor is keyed by it (:meth:`Store.file_id`)."""
+    return os.path.realpath(path)
+
+
+def inside(path: str, dirs: list[str]) -> bool:
+    """Whether ``path`` (resolved) lies inside one of ``dirs`` (resolved)."""
+    return any(path == d or path.startswith(d.rstrip(os.sep) + os.sep) for d in dirs)
+
+
+def outside_link(path: str, allowed: list[str]) -> str | None:
+    """Why the transcript ``path`` must not be followed, if it is a symlink whose target lies
+    outside the ``allowed`` dirs (resolved); else None. A link to ``/etc/passwd`` would otherwise
+    put the first bytes of every one of its lines into the store's rejections
+    (``tests/adversarial/test_files.py::test_a_symlink_out_of_the_claude_dirs_is_not_followed``)."""
+    if not os.path.islink(path):
+        return None
+    if inside(resolved(path), allowed):
+        return None
+    return "a symlink to a file outside the claude dirs: not followed"
+
+
+def iter_transcripts(
+    paths: list[Path], walk: Walk | None = None, *, allowed: list[Path] | None = None
+) -> Iterator[SourceFile]:
     """Every transcript under ``paths`` (files or dirs), each once.
 
-    Raises :class:`ConfigError` for a path that does not exist.
+    ``walk`` collects what was skipped (and, if asked, every directory walked). A transcript
+    symlink is followed only when its target lies inside ``allowed`` (default: ``paths``),
+    resolved; a file named in ``paths`` itself is always read. Raises :class:`ConfigError` for a
+    path that does not exist.
     """
+    walk = walk if walk is not None else Walk()
     seen_dirs: set[tuple[int, int]] = set()
     seen_files: set[str] = set()
+    within = [resolved(str(p)) for p in (allowed if allowed is not None else paths)]
     for top in paths:
         try:
             st = os.stat(top)
@@ -103,34 +150,40 @@ def iter_transcripts(paths: list[Path]) -> Iterator[SourceFile]:
             raise ConfigError(f"cannot read {display_path(str(top))}: {e.strerror or e}") from None
         if stat.S_ISDIR(st.st_mode):
             root = projects_root(top)
-            yield from _walk(str(root), seen_dirs, seen_files)
+            yield from _walk(str(root), seen_dirs, seen_files, walk, within)
         elif stat.S_ISREG(st.st_mode):
             sf = classify(str(top)) or SourceFile(
                 str(top), clean_name(top.parent.name), clean_name(top.stem), None, "main"
             )
-            if sf.path not in seen_files:
-                seen_files.add(sf.path)
+            real = resolved(sf.path)
+            if real not in seen_files:
+                seen_files.add(real)
                 yield sf
         else:
             raise ConfigError(f"not a file or directory: {display_path(str(top))}")
 
 
-def _walk(root: str, seen_dirs: set[tuple[int, int]], seen_files: set[str]) -> Iterator[SourceFile]:
+def _walk(
+    root: str, seen_dirs: set[tuple[int, int]], seen_files: set[str], walk: Walk, within: list[str]
+) -> Iterator[SourceFile]:
     stack = [root]
     while stack:
         d = stack.pop()
         try:
             st = os.stat(d)
         except OSError:
-            continue
+            continue  # gone since its parent was listed
         ident = (st.st_dev, st.st_ino)
         if ident in seen_dirs:
             continue  # a symlink loop, or a dir reached twice
         seen_dirs.add(ident)
         try:
             entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError:
+        except OSError as e:
+            walk.skip(d, f"unreadable directory: {e.strerror or e}")
             continue
+        if walk.dirs is not None:
+            walk.dirs.append((d, st.st_dev, st.st_ino))
         subdirs = []
         for entry in entries:
             try:
@@ -141,10 +194,17 @@ def _walk(root: str, seen_dirs: set[tuple[int, int]], seen_files: set[str]) -> I
             if is_dir:
                 if entry.name not in ("tool-results", "memory"):
                     subdirs.append(entry.path)
-            elif is_file and entry.name.endswith(SUFFIX) and entry.path not in seen_files:
+            elif is_file and entry.name.endswith(SUFFIX):
                 sf = classify(entry.path)
-                if sf is not None:
-                    seen_files.add(entry.path)
+                if sf is None:
+                    continue
+                why = outside_link(entry.path, within) if entry.is_symlink() else None
+                if why:
+                    walk.skip(entry.path, why)
+                    continue
+                real = resolved(entry.path)
+                if real not in seen_files:
+                    seen_files.add(real)
                     yield sf
         stack.extend(reversed(subdirs))
 

@@ -43,10 +43,18 @@ def agg_argv(*args: str) -> list[str]:
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT or by the parent's exit; long-running loops check it and wait on it."""
+    """Set by SIGTERM/SIGINT or by the parent's exit; long-running loops check it and wait on it.
+
+    Its lock is reentrant: a signal handler runs on the main thread, possibly while that thread
+    is inside :meth:`wait` holding the lock; with ``threading.Event`` (a plain lock) setting the
+    flag from the handler then deadlocked the process for good
+    (``tests/adversarial/test_run.py::test_a_stop_signal_inside_a_wait_does_not_deadlock``).
+    """
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._set = False
         self._callbacks: list[Callable[[], None]] = []
         self.reason = ""
 
@@ -63,31 +71,37 @@ class StopFlag:
         self.set(signal.Signals(signum).name)
 
     def _watch_parent(self, parent: int) -> None:
-        while not self._event.wait(_PARENT_CHECK_S):
+        while not self.wait(_PARENT_CHECK_S):
             if os.getppid() != parent:
                 self.set("parent exited")
                 return
 
     def set(self, reason: str = "stopped") -> None:
-        if not self._event.is_set():
+        with self._cond:
+            if self._set:
+                return
             self.reason = reason
-            self._event.set()
-            for cb in list(self._callbacks):
-                cb()
+            self._set = True
+            self._cond.notify_all()
+        for cb in list(self._callbacks):
+            cb()
 
     def on_set(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (from the setting thread or signal handler) when the flag is set."""
         self._callbacks.append(callback)
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._set
 
     def wait(self, timeout: float | None = None) -> bool:
         """Sleep up to ``timeout`` seconds, waking early if the flag is set; returns the flag."""
-        return self._event.wait(timeout)
+        with self._cond:
+            if not self._set:
+                self._cond.wait(timeout)
+            return self._set
 
     def __bool__(self) -> bool:
-        return self._event.is_set()
+        return self._set
 
 
 class StateFile:

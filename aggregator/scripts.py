@@ -34,6 +34,7 @@ INGEST = r"""
 -- KEYS[8] rejseen  set     rejection dedupe members
 -- KEYS[9] dirty    zset    conversation -> time (ms) of its oldest change no turn has seen yet
 -- KEYS[10+3i], KEYS[11+3i], KEYS[12+3i]  cur (hash), tl (zset), meta (hash) of conversation i
+-- KEYS[#KEYS] store string  the store's identity token (the last key)
 --
 -- ARGV[1] expected cursor token ("" for a new file)    ARGV[2] file id
 -- ARGV[3] events channel                ARGV[4] conversation channel prefix
@@ -47,6 +48,11 @@ INGEST = r"""
 -- ARGV[16] C, then C x (conv name, conv as a JSON string)
 -- then R, R x (rejection dedupe member, rejection record JSON)
 -- then P, P x (cursor field, value) -- including "tok", the new token, unique to this commit
+-- ARGV[#ARGV] the store identity the committer expects ("" = not checked; the last argument)
+--
+-- The identity check refuses a batch for a store that lost its keys without the committer
+-- reconnecting (FLUSHALL, an empty backup restored): committed, it would restart seq at 1 and
+-- reuse seqs subscribers have seen (tests/adversarial/test_live.py::test_a_flushed_store_is_noticed_and_resynced).
 --
 -- The cursor token is the compare-and-set: a committer that queued several batches expects, for
 -- each, the token its previous batch wrote, which nobody else can write; so once another
@@ -54,7 +60,10 @@ INGEST = r"""
 -- (tests/store/test_tailer.py::test_two_tailers_racing_on_one_file_store_each_line_once).
 --
 -- Returns {"ok", added, revisions, duplicates, rejected, first_seq, last_seq}
---      or {"conflict"} (nothing written).
+--      or {"conflict"} or {"storegone"} (nothing written).
+if ARGV[#ARGV] ~= '' and redis.call('GET', KEYS[#KEYS]) ~= ARGV[#ARGV] then
+  return {'storegone'}
+end
 if (redis.call('HGET', KEYS[4], 'tok') or '') ~= ARGV[1] then
   return {'conflict'}
 end
@@ -364,4 +373,20 @@ if cur < floor then
   return {1, cur}
 end
 return {0, cur}
+"""
+
+CURSOR_ADOPT = r"""
+-- Move a file's cursor from its old id (the path as spelled) to its new one (the resolved path),
+-- unless the new one exists already: cursors are keyed by the resolved path since 2026-12, and a
+-- file whose cursor moves is not read again (aggregator.store.Store.cursors_for).
+--
+-- KEYS[1] old cursor (hash)   KEYS[2] new cursor (hash)   KEYS[3] files (set of file ids)
+-- ARGV[1] old file id         ARGV[2] new file id
+--
+-- Returns 1 if the cursor moved, 0 if there was nothing to move or the new one exists.
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[2])
+return 1
 """

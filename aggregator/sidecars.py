@@ -67,8 +67,7 @@ class Sidecars:
         ident = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns)
         if self._seen.get(sc.path) == ident:
             return None
-        fid = self.store.file_id(sc.path)
-        cur = self.store.cursor(fid)
+        (fid,), (cur,) = self.store.cursors_for([sc.path])
         if cur is not None and (cur.ino, cur.dev, cur.size, cur.mtime) == ident:
             self._seen[sc.path] = ident
             return None

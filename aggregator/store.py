@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import socket
 import time
 from collections import deque
@@ -32,9 +33,9 @@ import orjson
 import redis
 
 from aggregator import defaults, scripts
-from aggregator.errors import CursorConflict, NotFound
+from aggregator.errors import CursorConflict, NotFound, StoreReset
 from aggregator.keys import Keys
-from aggregator.layout import SourceFile
+from aggregator.layout import SourceFile, resolved
 from aggregator.parse import Event, Rejection, dumps
 
 STAT_FIELDS = ("events", "revisions", "duplicates", "rejected", "lines", "conversations", "batches")
@@ -89,6 +90,8 @@ class Store:
     client: redis.Redis
     keys: Keys = field(default_factory=Keys)
     host: str = ""
+    expect_id: str = ""
+    """The store identity every commit expects (:meth:`identity`); "" = commits are not checked."""
 
     def __post_init__(self) -> None:
         # redis-py types replies for every client mode (str or bytes, RESP2 or RESP3); agg's
@@ -96,11 +99,56 @@ class Store:
         self.r: Any = self.client
         self._ingest = self.client.register_script(scripts.INGEST)
         self._hmget_many = self.client.register_script(scripts.HMGET_MANY)
+        self._adopt = self.client.register_script(scripts.CURSOR_ADOPT)
+
+    # --- identity ----------------------------------------------------------------------------
+    def identity(self) -> str:
+        """The store's identity token, created on first use (``<ns>:store``).
+
+        A long-running committer reads it once per connection and passes it with every commit
+        (:attr:`expect_id`): a store that lost its keys without a reconnect (FLUSHALL, an empty
+        backup restored) no longer has it, and the ingest script refuses the batch.
+        """
+        pipe = self.r.pipeline(transaction=False)
+        pipe.set(self.keys.store_id, secrets.token_hex(8), nx=True)
+        pipe.get(self.keys.store_id)
+        _, token = pipe.execute()
+        return str(token.decode())
+
+    def current_identity(self) -> str:
+        """The identity token as it is now ("" if the store has none): for periodic checks."""
+        raw = self.r.get(self.keys.store_id)
+        return raw.decode() if raw else ""
 
     # --- cursors -----------------------------------------------------------------------------
     def file_id(self, path: str) -> str:
-        """Id of the cursor of ``path`` on this host."""
+        """Id of the cursor of ``path`` on this host: of the file it names once every symlink is
+        resolved, so that a file reachable under two spellings (a symlinked dir) has one cursor
+        and is counted once (``tests/adversarial/test_files.py::test_a_file_reached_by_two_paths_counts_once``).
+        The resolved path, not the device and inode: a file replaced by rename keeps its cursor,
+        so the tailer still sees that it was replaced (another inode) and reconciles it."""
+        return self._fid(resolved(path))
+
+    def _fid(self, path: str) -> str:
         return hashlib.sha1(self.host.encode() + b"\0" + os.fsencode(path)).hexdigest()[:24]
+
+    def cursors_for(self, paths: Sequence[str]) -> tuple[list[str], list[Cursor | None]]:
+        """The cursor ids of ``paths`` and their cursors, in one round trip (two if some must move).
+
+        A cursor stored under a path as spelled (before cursors were keyed by the resolved path)
+        is moved to the resolved one the first time it is looked up, so the file is not read again.
+        """
+        fids = [self.file_id(p) for p in paths]
+        curs = self.cursors(fids)
+        moved = 0
+        for i, (path, cur) in enumerate(zip(paths, curs, strict=True)):
+            old = self._fid(path)
+            if cur is None and old != fids[i]:
+                keys = [self.keys.file(old), self.keys.file(fids[i]), self.keys.files]
+                moved += int(self._adopt(keys=keys, args=[old, fids[i]]))
+        if moved:
+            curs = self.cursors(fids)
+        return fids, curs
 
     def cursors(self, fids: Sequence[str]) -> list[Cursor | None]:
         """The committed cursors of ``fids`` (None where a file has none), in one round trip."""
@@ -214,6 +262,8 @@ class Store:
         args += (len(rejections) // 2, *rejections, len(cursor))
         for name, value in cursor.items():
             args += (name, value)
+        keys.append(k.store_id)
+        args.append(self.expect_id)
         size = sum(len(raw) for _, mapping in bodies for raw in mapping.values())
         return Batch(sf.display, bodies, keys, args, chain or Chain(), size)
 
@@ -393,6 +443,8 @@ class Batch:
     def result(self, res: list[Any]) -> CommitResult:
         if res[0] == b"conflict":
             raise CursorConflict(f"the cursor of {self.display} moved under us")
+        if res[0] == b"storegone":
+            raise StoreReset("the store lost its keys (FLUSHALL, or an empty backup restored)")
         return CommitResult(*(int(x) for x in res[1:7]))
 
 

@@ -5,6 +5,10 @@ Used by ``agg ingest`` (:meth:`Tailer.sync_all` over every file) and by the watc
 
 * The file is streamed in chunks from the offset committed in Redis; it is never read whole.
 * Only newline-terminated lines are consumed; an unterminated last line waits for its newline.
+  How far such a line has been scanned is remembered (per file, in this process), so each append
+  to it reads only the new bytes, not the line again from its start — a 60 MB line growing by
+  1 KB at a time costs 1 KB per sync until its newline comes
+  (``tests/adversarial/test_files.py::test_an_unterminated_long_line_is_not_read_again_on_every_append``).
 * Batches are cut by bytes and lines; each is committed by the ingest script, which moves the
   cursor in the same atomic step as the events it covers. A crash at any instant leaves both or
   neither (``tests/process/test_kill.py``). Batches go through a :class:`~aggregator.store.CommitStream`,
@@ -92,6 +96,9 @@ class Tailer:
         self.max_line_bytes = max_line_bytes
         self.read_chunk_bytes = read_chunk_bytes
         self.sidecars = Sidecars(store)
+        self.partial: dict[str, tuple[int, int, int, int]] = {}
+        """File id → (inode, device, committed offset, bytes scanned): the bytes between the
+        offset and the scanned end hold no newline (an unterminated last line)."""
 
     def sync(self, sf: SourceFile, progress: Progress | None = None) -> FileResult:
         """Commit every complete line of ``sf`` beyond its cursor; returns what was done."""
@@ -110,8 +117,8 @@ class Tailer:
             for chunk in _chunks(sources, defaults.CURSOR_PREFETCH):
                 # One round trip for the cursors of many files. A cursor that is stale by the time
                 # its file is read only costs a retry: every commit checks the cursor token.
-                fids = [self.store.file_id(sf.path) for sf in chunk]
-                for sf, fid, cur in zip(chunk, fids, self.store.cursors(fids), strict=True):
+                fids, curs = self.store.cursors_for([sf.path for sf in chunk])
+                for sf, fid, cur in zip(chunk, fids, curs, strict=True):
                     run.start(_Job(sf, fid, FileResult(sf.display)), cur)
                     yield from run.take_finished()
             run.finish()
@@ -304,6 +311,8 @@ class _Reader:
 
     def _run(self) -> None:
         t = self.t
+        if self._still_unterminated():
+            return
         sf, fd = self.sf, self.fd
         max_line = t.max_line_bytes
         pos = self.start
@@ -367,6 +376,33 @@ class _Reader:
                     long_tail = joined[-defaults.FINGERPRINT_BYTES :]
                     pieces = [joined[: defaults.REJECT_PREFIX_BYTES]]
         self._commit(line_off, pos, final=True)
+        if pos > line_off:  # an unterminated last line: remember that it holds no newline so far
+            t.partial[self.fid] = (self.st.st_ino, self.st.st_dev, line_off, pos)
+        else:
+            t.partial.pop(self.fid, None)
+
+    def _still_unterminated(self) -> bool:
+        """True if the file ends in the same unterminated line as when it was last scanned, and
+        no newline has come since: only the bytes after what was scanned are read, then the
+        cursor is left where it is."""
+        known = self.t.partial.get(self.fid)
+        st = self.st
+        if known is None or self.result.reset or known[:3] != (st.st_ino, st.st_dev, self.start):
+            return False
+        scanned = known[3]
+        if scanned > st.st_size:
+            return False  # truncated: read normally (the tailer tells what happened)
+        pos = scanned
+        while True:
+            chunk = os.pread(self.fd, self.t.read_chunk_bytes, pos)
+            if not chunk:
+                break
+            if b"\n" in chunk:
+                return False  # the line ended: read it (once) from its start
+            pos += len(chunk)
+        self.t.partial[self.fid] = (st.st_ino, st.st_dev, self.start, pos)
+        self._commit(self.start, pos, final=True)  # only if the cursor must be recorded
+        return True
 
     def _reject_long(self, off: int, size: int, prefix: bytes, tail: bytes) -> None:
         self.items.append(

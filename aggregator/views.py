@@ -117,15 +117,16 @@ def recent_messages(
     versions = pipe.execute()
     pipe = r.pipeline(transaction=False)
     for ((_, conv, _, _), _), v in zip(missing, versions, strict=True):
-        pipe.hget(store.keys.body(conv), v[-32:])
+        pipe.hget(store.keys.body(conv), (v or b"")[-32:])  # None: the store lost it meanwhile (FLUSHALL)
     bodies = dict(zip(((conv, eid) for (_, conv, eid, _), _ in missing), pipe.execute(), strict=True))
     out = []
     for (seq, conv, eid, role), tms in parsed:
         if (conv, eid) in known:
             out.append(known[(conv, eid)])
             continue
+        raw = bodies[(conv, eid)]
         try:
-            text = message_text(loads(bodies[(conv, eid)]))
+            text = message_text(loads(raw)) if raw is not None else ""
         except ValueError:
             text = ""
         out.append(

@@ -5,7 +5,6 @@ Registered on the main group by :func:`register` (one line in :mod:`cli.main`).
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +12,8 @@ from pathlib import Path
 import click
 
 from aggregator import defaults
-from aggregator.errors import ConfigError, NotFound, StoreError
+from aggregator.config import check_env
+from aggregator.errors import AggError, ConfigError, NotFound, StoreError
 from aggregator.lifecycle import StopFlag
 from aggregator.live.install import (
     ENV_FILE,
@@ -28,20 +28,12 @@ from aggregator.live.subscribe import Subscription
 from aggregator.live.supervisor import Supervisor, default_parts
 from aggregator.live.watcher import Watcher
 from aggregator.live.writer import SnapshotWriter, WriterService
+from aggregator.logs import setup_logging
 from aggregator.paths import DataPaths
 from aggregator.seqfloor import SeqFloor
 from cli.app import App, app_context, get_app
 from cli.read import tail_text, terminal_width
 from cli.web import web_url
-
-
-def setup_logging() -> None:
-    """Log lines (``time level name: message``) to stderr, for the long-running commands."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _app(ctx: click.Context) -> App:
@@ -68,6 +60,9 @@ output_option = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the snapshot (current.json). Default: current.json in the data dir.",
 )
+verbose_option = click.option(
+    "--verbose", "-v", is_flag=True, help="Also log routine lines: each snapshot written, each LLM turn, RQ's jobs."
+)
 interval_option = click.option(
     "--interval",
     type=click.FloatRange(min=0.0),
@@ -80,15 +75,17 @@ interval_option = click.option(
 # --- watch -------------------------------------------------------------------------------------
 @click.command("watch")
 @poll_option
+@verbose_option
 @click.pass_context
-def watch_cmd(ctx: click.Context, poll: bool) -> None:
+def watch_cmd(ctx: click.Context, poll: bool, verbose: bool) -> None:
     """Tail the claude dirs into Redis until stopped (Ctrl-C / SIGTERM commit what was read).
 
     Keeps running while Redis is away (state "waiting for Redis" in `agg status`) and resumes
     from the cursors stored in Redis.
     """
-    setup_logging()
+    setup_logging(verbose)
     app = _app(ctx)
+    check_env()
     Watcher(app.settings, StopFlag().install(), poll=poll).run()
 
 
@@ -97,8 +94,9 @@ def watch_cmd(ctx: click.Context, poll: bool) -> None:
 @output_option
 @interval_option
 @click.option("--once", is_flag=True, help="Write one snapshot and exit (for scripts and cron).")
+@verbose_option
 @click.pass_context
-def writer_cmd(ctx: click.Context, output: Path | None, interval: float, once: bool) -> None:
+def writer_cmd(ctx: click.Context, output: Path | None, interval: float, once: bool, verbose: bool) -> None:
     """Keep current.json (conversations and the latest 1000 messages) up to date.
 
     It is replaced atomically (mode 0600) only when something changed, at most every --interval
@@ -106,6 +104,7 @@ def writer_cmd(ctx: click.Context, output: Path | None, interval: float, once: b
     """
     app = _app(ctx)
     path = _output(app, output)
+    check_env()
     if once:
         with app_context(ctx):
             store = app.store()
@@ -117,14 +116,17 @@ def writer_cmd(ctx: click.Context, output: Path | None, interval: float, once: b
                     f"{path} covers seq {writer.seq}, beyond what the store holds: not replaced "
                     "(Redis lost writes, or another store wrote it)"
                 )
-            notice = writer.write()
+            try:
+                notice = writer.write()
+            except OSError as e:  # a full disk: the old file is kept whole (written aside, then renamed)
+                raise AggError(f"cannot write {path}: {e.strerror or e}; the old file is kept") from None
             floor.save()
             click.echo(
                 f"wrote {path}: seq {notice['seq']}, {notice['conversations']} conversations, "
                 f"{notice['messages']} messages"
             )
         return
-    setup_logging()
+    setup_logging(verbose)
     WriterService(app.settings, StopFlag().install(), path, interval).run()
 
 
@@ -179,21 +181,39 @@ def tail_cmd(ctx: click.Context, conversation: str | None, since: int | None, fm
 @interval_option
 @poll_option
 @click.option("--no-web", "no_web", is_flag=True, help="Leave out the web pages (agg serve).")
+@verbose_option
 @click.pass_context
-def run_cmd(ctx: click.Context, output: Path | None, interval: float, poll: bool, no_web: bool) -> None:
+def run_cmd(ctx: click.Context, output: Path | None, interval: float, poll: bool, no_web: bool, verbose: bool) -> None:
     """Run the whole service: embedded Redis (unless --redis-url), watcher, writer, turn workers,
     and the web pages (agg serve: its URL is the first line printed; AGG_WEB_HOST, AGG_WEB_PORT).
 
     Each part runs as its own process, restarted if it fails. Ctrl-C / SIGTERM stops the parts
     (they commit what they read) and then the embedded Redis, if this command started it.
     """
-    setup_logging()
+    from workers.config import TurnConfig
+    from workers.providers import make_provider
+    from workers.turns import load_turn_function
+
+    setup_logging(verbose)
     app = _app(ctx)
-    if not no_web:
-        click.echo(web_url(app.settings))  # the ready line: the URL of the web part (agg serve --no-url)
-    writer_args = ["--output", str(_output(app, output)), "--interval", str(interval)]
-    parts = default_parts(watch_args=["--poll"] if poll else [], writer_args=writer_args, web=not no_web)
-    code = Supervisor(app.settings, parts, StopFlag().install()).run()
+    # Every setting the parts read, checked before any of them starts (one line, exit 2).
+    check_env()
+    turns = TurnConfig.from_env()
+    make_provider(turns)  # its SDK installed
+    load_turn_function(turns.turn)  # AGG_TURN importable
+    path = _output(app, output)
+    url = None if no_web else web_url(app.settings)
+    if url:
+        click.echo(url)  # the first line on stdout: the web part's URL (agg serve --no-url)
+    v = ["-v"] if verbose else []
+    parts = default_parts(
+        watch_args=[*(["--poll"] if poll else []), *v],
+        writer_args=["--output", str(path), "--interval", str(interval), *v],
+        worker_args=v,
+        web=not no_web,
+    )
+    label = turns.provider if turns.provider == "offline" else f"{turns.provider} ({turns.model})"
+    code = Supervisor(app.settings, parts, StopFlag().install(), output=path, turns=label, web=url).run()
     sys.exit(code)
 
 

@@ -13,7 +13,6 @@ already running, 130 when interrupted, 1 otherwise.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,7 @@ from aggregator.config import Settings, default_claude_dirs, default_data_dir, v
 from aggregator.connection import mask_url
 from aggregator.embedded import EmbeddedRedis, running_servers
 from aggregator.errors import AggError, ConfigError, Interrupted
-from aggregator.ingest import IngestReport, ingest, pending_bytes
-from aggregator.layout import SourceFile, iter_transcripts
+from aggregator.ingest import IngestReport, discover, ingest, pending_bytes
 from aggregator.live.status import NOT_RUNNING, describe, gather, host_files, live_status
 from aggregator.parse import loads
 from aggregator.projections import Projector
@@ -88,7 +86,6 @@ def cli(
         namespace=validate_namespace(namespace),
         data_dir=(data_dir or default_data_dir()).expanduser(),
         claude_dirs=_claude_dirs(claude_dirs),
-        host=os.environ.get("AGG_HOST") or socket.gethostname(),
     )
     ctx.obj = App(settings)
 
@@ -111,7 +108,7 @@ def ingest_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> No
             if not os.path.lexists(p):
                 raise ConfigError(f"no such file or directory: {p}")
         store = app.store()
-        sources: list[SourceFile] = list(iter_transcripts(roots))
+        sources, walk = discover(roots)
         report = IngestReport()
         try:
             if sys.stderr.isatty():
@@ -119,9 +116,9 @@ def ingest_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> No
                 with click.progressbar(
                     length=total, label="ingesting", file=sys.stderr, show_pos=False, show_percent=True, show_eta=True
                 ) as bar:
-                    ingest(store, sources, progress=bar.update, report=report)
+                    ingest(store, sources, progress=bar.update, report=report, walk=walk)
             else:
-                ingest(store, sources, report=report)
+                ingest(store, sources, report=report, walk=walk)
         except KeyboardInterrupt:
             # Every batch is committed atomically with its file's cursor: what Redis took stays,
             # and the next run reads each file from its cursor on
@@ -133,13 +130,7 @@ def ingest_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> No
         if as_json:
             emit_json(report.as_dict())
             return
-        mb = report.bytes / 1e6
-        rate = mb / report.seconds if report.seconds > 0 else 0.0
-        click.echo(
-            f"{report.files} files, {report.lines} lines: {report.events_added} new events, "
-            f"{report.revisions} revisions, {report.duplicates} duplicates, "
-            f"{report.rejected} rejected ({mb:.1f} MB in {report.seconds:.2f} s, {rate:.1f} MB/s)"
-        )
+        click.echo(report.summary())
         for s in report.skipped:
             click.echo(f"skipped {s['file']}: {s['reason']}", err=True)
 
@@ -224,6 +215,7 @@ def _unverified(live: dict[str, Any], url: str | None) -> dict[str, Any]:
         part["verified"] = False
         other = "the embedded Redis" if theirs == "embedded" else f"another Redis: {theirs}"
         part["note"] = "not verified (Redis unreachable)" if same else f"not verified (it uses {other})"
+        part.pop("other_redis", None)  # the note names the other Redis: once is enough
     return live
 
 

@@ -9,6 +9,7 @@ from types import FrameType
 
 import click
 
+from aggregator.logs import setup_logging
 from cli.app import App, app_context
 from workers.config import TurnConfig
 
@@ -19,8 +20,9 @@ from workers.config import TurnConfig
 )
 @click.option("--burst", is_flag=True, help="Run every pending turn now (no debounce or cooldown), then exit.")
 @click.option("--name", help="RQ worker name (default: a random one).")
+@click.option("--verbose", "-v", is_flag=True, help="Also log each turn and RQ's job lines.")
 @click.pass_context
-def worker_cmd(ctx: click.Context, count: int, burst: bool, name: str | None) -> None:
+def worker_cmd(ctx: click.Context, count: int, burst: bool, name: str | None, verbose: bool) -> None:
     """Run LLM turns: an RQ worker with the turn scheduler inside it.
 
     `agg watch` plus `agg worker` are all that turns need. The provider and limits come from
@@ -44,7 +46,7 @@ def worker_cmd(ctx: click.Context, count: int, burst: bool, name: str | None) ->
         if count == 1:
             from workers.worker import run_worker
 
-            run_worker(app.settings, config=config, burst=burst, name=name, connection=conn, stop=stop)
+            run_worker(app.settings, config=config, burst=burst, name=name, verbose=verbose, connection=conn, stop=stop)
             return
         from workers.pool import run_workers
 
@@ -54,7 +56,8 @@ def worker_cmd(ctx: click.Context, count: int, burst: bool, name: str | None) ->
 
         make_provider(config)
         load_turn_function(config.turn)
-        codes = run_workers(app.settings, count, stop, redis_url=conn.url)
+        setup_logging(verbose)
+        codes = run_workers(app.settings, count, stop, redis_url=conn.url, args=["-v"] if verbose else [])
         click.echo(f"stopped {count} workers (exit codes {codes})", err=True)
         # -SIGTERM: a worker stopped before it was far enough to stop warm (nothing was running)
         if any(c not in (0, -signal.SIGTERM) for c in codes):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aggregator.config import Settings
 from devtools.redisproc import RedisProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,33 +22,16 @@ HOST = "testhost"
 
 def agg_env(redis_server: RedisProcess, tmp_path: Path, **extra: str) -> dict[str, str]:
     """Environment for running the real `agg` command against the test Redis."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "AGG_REDIS_URL": redis_server.url,
-            "AGG_DATA_DIR": str(tmp_path / "data"),
-            "AGG_HOST": HOST,
-            "AGG_CLAUDE_DIR": str(tmp_path / "claude"),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.update(extra)
-    return env
+    claude = [tmp_path / "claude"]
+    settings = Settings(redis_url=redis_server.url, data_dir=tmp_path / "data", claude_dirs=claude, host=HOST)
+    return {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1", **extra}
 
 
 def embedded_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """Environment of an ``agg`` command on its embedded Redis (no AGG_* inherited from the caller)."""
+    settings = Settings(data_dir=tmp_path / "data", claude_dirs=[tmp_path / "claude"], host=HOST)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGG_")}
-    env.update(
-        {
-            "AGG_DATA_DIR": str(tmp_path / "data"),
-            "AGG_CLAUDE_DIR": str(tmp_path / "claude"),
-            "AGG_HOST": HOST,
-            "PYTHONUNBUFFERED": "1",
-            **extra,
-        }
-    )
-    return env
+    return {**env, **settings.to_env(), "PYTHONUNBUFFERED": "1", **extra}
 
 
 def run_agg(

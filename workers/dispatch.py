@@ -40,6 +40,8 @@ from rq.exceptions import DuplicateJobError
 from rq.job import Job
 
 from aggregator import defaults
+from aggregator.backoff import Backoff
+from aggregator.errors import first_line
 from aggregator.keys import Keys
 from workers import scripts
 from workers.budget import DailyBudget
@@ -186,21 +188,23 @@ class Scheduler:
         """Dispatch and reconcile until ``stop`` is set (the scheduler thread of ``agg worker``)."""
         interval = self.config.dispatch_interval_ms / 1000
         next_reconcile = 0.0
-        failures = 0
+        backoff = Backoff(first=2 * interval, cap=defaults.RETRY_MAX_S)
         while not stop.is_set():
             try:
                 full = self.tick() >= self.batch
                 if time.monotonic() >= next_reconcile:
                     self.reconcile()
                     next_reconcile = time.monotonic() + self.config.reconcile_interval_ms / 1000
-                failures = 0
+                if backoff.failures:
+                    log.info("scheduler: Redis answers again")
+                backoff.reset()
             except redis.RedisError as e:
-                failures += 1
-                if failures in (1, 10) or failures % 100 == 0:
-                    log.warning("scheduler: Redis error (%d in a row), retrying: %s", failures, e)
-                full = False
+                if backoff.failures == 0:  # one line per outage
+                    log.warning("scheduler: Redis error, retrying with backoff: %s", first_line(e))
+                backoff.wait(stop)
+                continue
             if not full:
-                stop.wait(interval if not failures else min(5.0, interval * 2**failures))
+                stop.wait(interval)
 
     def pending(self) -> bool:
         """True while any turn is dirty, queued, running or scheduled and not parked for later."""

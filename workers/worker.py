@@ -19,7 +19,6 @@ RQ settings chosen for turns:
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from typing import Any
@@ -29,8 +28,11 @@ from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
 from aggregator import defaults
+from aggregator.backoff import Backoff
 from aggregator.config import Settings
 from aggregator.connection import Connection, client_from_url, open_redis
+from aggregator.errors import first_line
+from aggregator.logs import rq_level, setup_logging
 from aggregator.paths import DataPaths
 from aggregator.seqfloor import SeqFloor
 from workers import queue_name
@@ -40,9 +42,6 @@ from workers.pool import watch_parent
 from workers.turns import TurnRunner, install
 
 log = logging.getLogger("agg.turns")
-
-QUIET_LOGGERS = ("openai", "anthropic", "httpx", "httpx2", "httpcore", "httpcore2")
-"""Client libraries kept at WARNING: their debug logs may show request headers."""
 
 
 class TurnWorker(SimpleWorker):
@@ -80,26 +79,13 @@ class TurnWorker(SimpleWorker):
             self._stop_requested = True
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """Log agg's turn lines to stderr (RQ sets up its own handler for its worker lines)."""
-    logger = logging.getLogger("agg")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%H:%M:%S"))
-        logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def run_worker(
     settings: Settings,
     *,
     config: TurnConfig | None = None,
     burst: bool = False,
     name: str | None = None,
-    logging_level: str = "INFO",
+    verbose: bool = False,
     connection: Connection | None = None,
     stop: threading.Event | None = None,
 ) -> int:
@@ -111,7 +97,7 @@ def run_worker(
     (e.g. set by a signal handler installed before this was called).
     """
     config = config or TurnConfig.from_env()
-    setup_logging(logging_level)
+    setup_logging(verbose)
     conn = connection or open_redis(settings)
     keys = settings.keys
     # Turn commits hand out seqs: the connect hook keeps them above any seq already given out,
@@ -144,7 +130,7 @@ def run_worker(
     worker = make_worker(name)
     jobs = 0
     watch_parent(stop)
-    log.info(
+    log.info(  # agg.turns: shown with -v
         "worker %s: namespace %s, provider %s (%s), concurrency %d, debounce %.1f s, cooldown %.1f s",
         worker.name,
         keys.ns,
@@ -154,7 +140,8 @@ def run_worker(
         config.debounce_ms / 1000,
         config.cooldown_ms / 1000,
     )
-    work: dict[str, Any] = {"logging_level": logging_level}
+    # One log format (aggregator.logs): RQ uses the root handler; its per-job lines only with -v.
+    work: dict[str, Any] = {"logging_level": rq_level(verbose)}
     try:
         if burst:
             while not stop.is_set():
@@ -169,22 +156,26 @@ def run_worker(
             thread = threading.Thread(target=scheduler.run, args=(stop,), name="agg-scheduler", daemon=True)
             thread.start()
             try:
-                pause = 1.0
+                backoff = Backoff(first=1.0, cap=defaults.SUPERVISOR_RESTART_MAX_S)
                 while not stop.is_set():
+                    started = time.monotonic()
                     try:
                         worker.work(**work)
+                        error = "RQ stopped working"
                     except redis.RedisError as e:
-                        log.warning("worker %s: lost Redis: %s", worker.name, e)
+                        error = f"lost Redis ({first_line(e)})"
                     jobs += worker.successful_job_count + worker.failed_job_count
                     if stop.is_set():
                         break
                     # RQ left its loop on an error (e.g. Redis went away mid-job): start a new
                     # RQ worker, as the scheduler thread keeps retrying (tests/process/test_workers.py
-                    # ::test_workers_survive_a_redis_restart).
-                    log.warning("worker %s: RQ stopped working; starting again in %.0f s", worker.name, pause)
-                    if stop.wait(pause):
+                    # ::test_workers_survive_a_redis_restart). One line per outage, not per attempt.
+                    if time.monotonic() - started >= defaults.SUPERVISOR_HEALTHY_S:
+                        backoff.reset()
+                    if backoff.failures == 0:
+                        log.warning("worker %s: %s; starting again with backoff", worker.name, error)
+                    if backoff.wait(stop):
                         break
-                    pause = min(30.0, pause * 2)
                     worker = make_worker(None)
             finally:
                 stop.set()

@@ -67,18 +67,21 @@ def agg_command() -> list[str]:
 
 
 def service_env(settings: Settings, env: dict[str, str] | None = None) -> dict[str, str]:
-    """Non-secret settings the unit passes on (secrets go to :func:`secret_env`)."""
+    """Non-secret settings the unit passes on (secrets go to :func:`secret_env`): the data dir
+    and namespace, and the claude dirs and host only if the user chose them (the defaults are
+    worked out again where the service runs)."""
     env = dict(os.environ) if env is None else env
-    out = {"AGG_DATA_DIR": str(Path(settings.data_dir).absolute()), "AGG_NAMESPACE": settings.namespace}
+    wanted = {"AGG_DATA_DIR", "AGG_NAMESPACE"}
     if env.get("AGG_CLAUDE_DIR") or env.get("CLAUDE_CONFIG_DIR"):
-        out["AGG_CLAUDE_DIR"] = ":".join(str(Path(p).absolute()) for p in settings.claude_dirs)
+        wanted.add("AGG_CLAUDE_DIR")
     if env.get("AGG_HOST"):
-        out["AGG_HOST"] = settings.host
-    return out
+        wanted.add("AGG_HOST")
+    return {k: v for k, v in settings.to_env().items() if k in wanted}
 
 
 def secret_env(settings: Settings) -> dict[str, str]:
-    return {"AGG_REDIS_URL": settings.redis_url} if settings.redis_url else {}
+    """The settings that may hold a secret (the Redis URL): for a 0600 file only."""
+    return {k: v for k, v in settings.to_env().items() if k == "AGG_REDIS_URL"}
 
 
 def _sd_quote(value: str) -> str:

@@ -2,10 +2,12 @@
 
 One-shot commands fail fast with one line when Redis is unreachable (:func:`open_redis`). The
 services (``agg watch``, ``agg writer``) instead keep running: :meth:`LiveRedis.connect` retries
-with exponential backoff (tenacity; :data:`~aggregator.defaults.RETRY_MIN_S` doubling up to
-:data:`~aggregator.defaults.RETRY_MAX_S`), logs each outage once and reports every failed attempt
-through ``on_wait`` (the process's state file says "waiting for Redis"), and returns when Redis
-answers or the process is asked to stop.
+with exponential backoff (:class:`~aggregator.backoff.Backoff`, :data:`~aggregator.defaults.RETRY_MIN_S`
+doubling up to :data:`~aggregator.defaults.RETRY_MAX_S`), and so does the service loop when
+Redis answers PING but refuses writes (``OOM`` at ``maxmemory``, ``MISCONF`` with its AOF disk
+full: :func:`aggregator.connection.is_away` classifies them). Each outage is logged once when it
+starts and once when it ends, and every failed attempt is reported through ``on_wait`` (the
+process's state file says "waiting for Redis" and why).
 
 The client is built with redis-py's own retries off, so that a lost connection reaches the
 caller's loop instead of being retried silently, and with the :class:`SeqFloor` connect hook, so
@@ -16,27 +18,21 @@ out a seq that was already used.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
-from aggregator import defaults
+from aggregator.backoff import Backoff
 from aggregator.config import Settings
-from aggregator.connection import AWAY_TYPES, check, client_from_url, mask_url
+from aggregator.connection import check, client_from_url, is_away, mask_url
 from aggregator.embedded import EmbeddedRedis
 from aggregator.errors import EmbeddedRedisError, RedisUnavailable, first_line
 from aggregator.lifecycle import StopFlag
 from aggregator.seqfloor import SeqFloor
-
-log = logging.getLogger("agg.redis")
-
-REDIS_ERRORS: tuple[type[BaseException], ...] = AWAY_TYPES
-"""Errors that mean "Redis is away or cannot take writes right now": wait and retry
-(:func:`aggregator.connection.is_away` also counts error replies such as OOM and MISCONF)."""
 
 
 class LiveRedis:
@@ -48,15 +44,21 @@ class LiveRedis:
         stop: StopFlag,
         floor: SeqFloor,
         on_wait: Callable[[str], None] | None = None,
+        *,
+        log: logging.Logger | None = None,
     ) -> None:
         self.settings = settings
         self.stop = stop
         self.floor = floor
         self.on_wait = on_wait
+        self.log = log or logging.getLogger("agg.redis")
         self.embedded = None if settings.redis_url else EmbeddedRedis(Path(settings.data_dir))
         self.masked = mask_url(settings.redis_url) if settings.redis_url else "embedded"
         self.client: redis.Redis | None = None
         self.down = False
+        self.down_since = 0.0
+        self.reason = ""
+        self.backoff = Backoff(jitter=0.2)
 
     def _make_client(self) -> redis.Redis:
         if self.settings.redis_url:
@@ -75,17 +77,8 @@ class LiveRedis:
         :class:`EmbeddedRedisError` only if it cannot be started the very first time (no binary,
         bad data dir): that is a configuration problem, not an outage to wait out.
         """
-        retrying = Retrying(
-            retry=retry_if_exception_type(REDIS_ERRORS),
-            wait=wait_exponential(multiplier=defaults.RETRY_MIN_S, max=defaults.RETRY_MAX_S),
-            sleep=self._sleep,
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
-        for attempt in retrying:
-            with attempt:
-                if self.stop:
-                    return False
+        while not self.stop:
+            try:
                 if self.embedded is not None:
                     try:
                         self.embedded.ensure_running()
@@ -96,23 +89,39 @@ class LiveRedis:
                 if self.client is None:
                     self.client = self._make_client()
                 check(self.client, self.masked)
-        self.down = False
-        return not self.stop
-
-    def _sleep(self, seconds: float) -> None:
-        self.stop.wait(seconds)
-
-    def _before_sleep(self, rs: RetryCallState) -> None:
-        self.lost(rs.outcome.exception() if rs.outcome else None)
+                return not self.stop
+            except Exception as e:
+                if not is_away(e):
+                    raise
+                self.lost(e)
+                self.backoff.wait(self.stop)
+        return False
 
     def lost(self, exc: BaseException | None) -> None:
         """Report that Redis is unavailable (logged once per outage; ``on_wait`` every time)."""
         reason = first_line(exc)
+        code = getattr(exc, "status_code", None)  # redis-py strips the reply's code (OOM, …) from the text
+        if code and not reason.startswith(code) and code not in reason:
+            reason = f"{code} {reason}"
+        self.reason = reason
         if not self.down:
             self.down = True
-            log.warning("Redis at %s unavailable (%s); retrying with backoff", self.masked, reason)
+            self.down_since = time.monotonic()
+            self.log.warning("Redis at %s unavailable (%s); waiting for it", self.masked, reason)
         if self.on_wait:
             self.on_wait(reason)
+
+    def pause(self) -> bool:
+        """After :meth:`lost` from the service loop: wait the backoff; True if stopped meanwhile."""
+        return self.backoff.wait(self.stop)
+
+    def recovered(self) -> None:
+        """Redis did real work again (a commit, a write): end the outage, if there was one."""
+        self.backoff.reset()
+        if self.down:
+            self.down = False
+            waited = time.monotonic() - self.down_since
+            self.log.info("Redis at %s is back%s", self.masked, f" (after {waited:.0f} s)" if waited >= 1 else "")
 
     def close(self) -> None:
         if self.client is not None:

@@ -13,11 +13,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import redis
 
 from aggregator.config import Settings
-from aggregator.connection import Connection
+from aggregator.connection import Connection, mask_url
+from aggregator.embedded import EmbeddedRedis
 from aggregator.keys import Keys
 from aggregator.layout import watch_path
 from aggregator.lifecycle import ProcessLock, StateFile
@@ -106,6 +108,15 @@ def gather(conn: Connection, store: Store, files: HostFiles | None = None) -> di
 NOT_RUNNING = "not running"
 
 
+def redis_label(settings: Settings) -> str:
+    """How a part names its Redis in its state file: the masked URL (for the embedded server, the
+    URL of its socket — what ``agg run`` hands its parts — so both spellings compare equal)."""
+    if settings.redis_url:
+        return mask_url(settings.redis_url)
+    sock = EmbeddedRedis(settings.data_dir).socket_path
+    return mask_url(f"unix://{quote(str(sock))}?password=-")
+
+
 def service_state(state_path: Path, lock_path: Path) -> dict[str, Any]:
     """A service's last state, with ``state`` = ``not running`` if it does not hold its lock."""
     data = StateFile.read(state_path) or {}
@@ -138,6 +149,11 @@ def live_status(settings: Settings, store: Store | None, files: HostFiles | None
     paths = DataPaths(settings.data_dir, ns)
     watcher = service_state(paths.state("watch"), paths.lock("watch"))
     writer = service_state(paths.state("writer"), paths.lock("writer"))
+    here = redis_label(settings)
+    for part in (watcher, writer):
+        # A part's state is its own view of *its* Redis: say so when that is not the one asked about.
+        if part.get("redis") and part["redis"] != here and part.get("state") != NOT_RUNNING:
+            part["other_redis"] = True
     out: dict[str, Any] = {"watcher": watcher, "writer": writer}
     if store is None:
         out["roots"] = watcher.get("roots", [])
@@ -166,21 +182,32 @@ def describe(st: dict[str, Any]) -> list[str]:
     lines = []
     w = st.get("watcher", {})
     detail = []
-    if w.get("pid") and w.get("state") != NOT_RUNNING:
+    running = w.get("state") != NOT_RUNNING
+    if w.get("pid") and running:
         detail.append(f"pid {w['pid']}")
     if w.get("since"):
         detail.append(f"since {w['since']}")
-    if w.get("state") == NOT_RUNNING and w.get("last_state"):
+    if not running and w.get("last_state"):
         detail.append(f"last {w['last_state']}")
     if w.get("error") and w.get("state") != "watching":
         detail.append(w["error"])
+    if w.get("other_redis"):
+        detail.append(f"on another Redis: {w['redis']}")
     if w.get("polling"):
         detail.append("polling")
     lines.append(f"watcher      {w.get('state', NOT_RUNNING)}{' (' + ', '.join(detail) + ')' if detail else ''}")
+    if running:
+        lines += _watcher_notes(w)
     wr = st.get("writer", {})
+    wdetail = []
+    if wr.get("error") and wr.get("state") != NOT_RUNNING:
+        wdetail.append(wr["error"])
+    if wr.get("other_redis"):
+        wdetail.append(f"on another Redis: {wr['redis']}")
     lines.append(
         f"writer       {wr.get('state', NOT_RUNNING)}"
         + (f" → {wr['output']}" if wr.get("output") and wr.get("state") != NOT_RUNNING else "")
+        + (f" ({', '.join(wdetail)})" if wdetail else "")
     )
     snap = st.get("snapshot")
     at = st.get("last_snapshot_at")
@@ -188,4 +215,20 @@ def describe(st: dict[str, Any]) -> list[str]:
     for r in st.get("roots", []):
         missing = "" if r.get("exists", True) else " (missing)"
         lines.append(f"root         {r['path']}{missing}: {r['files']} files, lag {r['lag_bytes']} bytes")
+    return lines
+
+
+def _watcher_notes(w: dict[str, Any]) -> list[str]:
+    """What the watcher could not read, and what its file notifications do not cover."""
+    lines = []
+    sk = w.get("skipped") or {}
+    if sk.get("count"):
+        shown = ", ".join(f"{f['file']} ({f['reason']})" for f in sk.get("first", []))
+        more = f", and {sk['count'] - len(sk['first'])} more" if sk["count"] > len(sk.get("first", [])) else ""
+        lines.append(f"skipped      {sk['count']} not read, tried again on every rescan: {shown}{more}")
+    if w.get("notify_note"):
+        lines.append(f"notify       {w['notify_note']}")
+    elif w.get("notify_error"):
+        restarts = w.get("notify_restarts", 0)
+        lines.append(f"notify       {w['notify_error']}" + (f" (restarted {restarts} times)" if restarts else ""))
     return lines

@@ -40,9 +40,9 @@ from typing import Any, Protocol
 
 import orjson
 import redis
-from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from aggregator import defaults
+from aggregator.backoff import Backoff
 from aggregator.errors import first_line
 from aggregator.keys import Keys
 from aggregator.seqfloor import raise_floor
@@ -143,27 +143,18 @@ class Subscription:
         return self._closed or (self.stop is not None and self.stop.is_set())
 
     def _connect(self) -> bool:
-        """Subscribe, waiting out a Redis that is away; False if stopped meanwhile."""
-        retrying = Retrying(
-            retry=retry_if_exception_type(CONNECTION_ERRORS),
-            wait=wait_exponential(multiplier=defaults.RETRY_MIN_S, max=defaults.RETRY_MAX_S),
-            sleep=self._sleep,
-            reraise=True,
-        )
-        try:
-            for attempt in retrying:
-                with attempt:
-                    if self._stopped():
-                        raise _Stopped
-                    self._subscribe()
-        except _Stopped:
-            return False
-        return True
-
-    def _sleep(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while not self._stopped() and time.monotonic() < end:
-            time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+        """Subscribe, waiting out a Redis that is away (with backoff); False if stopped meanwhile."""
+        backoff = Backoff()
+        while not self._stopped():
+            try:
+                self._subscribe()
+                return True
+            except CONNECTION_ERRORS:
+                backoff.fail()
+                end = time.monotonic() + backoff.delay()
+                while not self._stopped() and time.monotonic() < end:
+                    time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+        return False
 
     def _subscribe(self) -> None:
         self._drop()
@@ -259,7 +250,3 @@ class Subscription:
             raise_floor(self.client, self.keys, self.seen)
         except redis.ResponseError as e:  # read-only access: committers raise it on their own connect
             log.warning("could not raise the seq floor: %s", first_line(e))
-
-
-class _Stopped(Exception):
-    """Raised inside the retry loop when the subscription is stopped while waiting for Redis."""

@@ -2,21 +2,26 @@
 
 The supervisor
 
-1. starts the embedded redis-server (unless ``--redis-url`` names one) and remembers whether it
-   did;
-2. starts each part — ``agg watch``, ``agg writer``, ``agg worker`` (LLM turns) and ``agg serve``
-   (the web pages, unless ``--no-web``; ``agg run`` prints their URL first) — as a child
-   process in its own session, with the Redis URL in its
-   environment (readable only by this user) and ``AGG_PARENT_PID`` so a part stops by itself if
-   the supervisor is killed;
-3. restarts a part that exits, with a backoff that grows up to
-   :data:`~aggregator.defaults.SUPERVISOR_RESTART_MAX_S` (reset once it has run
-   :data:`~aggregator.defaults.SUPERVISOR_HEALTHY_S`), and restarts the embedded Redis if it dies;
-4. on Ctrl-C / SIGTERM sends SIGTERM to every part (each commits what it has read and writes its
+1. refuses to start (exit 5) while an ``agg watch`` serves the same data dir and namespace;
+2. starts the embedded redis-server (unless ``--redis-url`` names one) and checks that the Redis
+   answers and can be used — a bad URL, a wrong password, something that is not Redis stop
+   ``agg run`` with one line, instead of parts restarting forever; a Redis that goes away *later*
+   is waited out by the parts (``tests/adversarial/test_run.py``);
+3. starts each part — ``agg watch``, ``agg writer``, ``agg worker`` (LLM turns) and ``agg serve``
+   (the web pages, unless ``--no-web``) — as a child process
+   (:class:`~aggregator.children.Children`: own session, settings from
+   :meth:`~aggregator.config.Settings.to_env` in its environment, readable only by this user,
+   ``AGG_PARENT_PID`` so a part stops by itself if the supervisor is killed);
+4. says one ready line once the watcher has checked every file: what runs, the data dir,
+   ``current.json``'s path and the Redis (masked) — then only what a user cares about (a part
+   restarted, an outage and its end, a rejected line: the parts log those);
+5. restarts a part that exits, with a backoff (:class:`~aggregator.children.RestartPolicy`), and
+   restarts the embedded Redis if it dies — but stops everything, with one line and exit 2, when
+   a part exits with a usage error (exit 2): restarting it would only fail again;
+6. on Ctrl-C / SIGTERM sends SIGTERM to every part (each commits what it has read and writes its
    last snapshot), waits up to :data:`~aggregator.defaults.SUPERVISOR_STOP_TIMEOUT_S`, kills what
-   is left (the whole process group, so no grandchild survives), and finally stops the embedded
-   Redis if it started it — after the parts, which need it to commit
-   (``tests/process/test_run.py``).
+   is left (the whole process group), and finally stops the embedded Redis if it started it —
+   after the parts, which need it to commit (``tests/process/test_run.py``).
 """
 
 from __future__ import annotations
@@ -24,25 +29,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
-import subprocess
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
 from aggregator import defaults
+from aggregator.children import Children
 from aggregator.config import Settings
-from aggregator.connection import mask_url
+from aggregator.connection import mask_url, open_redis
 from aggregator.embedded import EmbeddedRedis
-from aggregator.errors import AlreadyRunning
-from aggregator.lifecycle import PARENT_ENV, ProcessLock, StopFlag, agg_argv
+from aggregator.errors import AlreadyRunning, ConfigError
+from aggregator.layout import display_path
+from aggregator.lifecycle import ProcessLock, StateFile, StopFlag
 from aggregator.paths import DataPaths
 
 log = logging.getLogger("agg.run")
 
 EXIT_ALREADY_RUNNING = AlreadyRunning.exit_code
+EXIT_USAGE = ConfigError.exit_code
 
 
 @dataclass(frozen=True)
@@ -53,82 +59,81 @@ class Part:
     args: tuple[str, ...]
 
 
-def default_parts(watch_args: Sequence[str] = (), writer_args: Sequence[str] = (), *, web: bool = True) -> list[Part]:
+def default_parts(
+    watch_args: Sequence[str] = (),
+    writer_args: Sequence[str] = (),
+    worker_args: Sequence[str] = (),
+    *,
+    web: bool = True,
+) -> list[Part]:
     """The parts ``agg run`` supervises (the Procfile runs the same ones); ``web``: ``agg serve`` too."""
     return [
         Part("watch", ("watch", *watch_args)),
         Part("writer", ("writer", *writer_args)),
-        Part("worker", ("worker",)),
+        Part("worker", ("worker", *worker_args)),
         *([Part("serve", ("serve", "--no-url"))] if web else []),
     ]
 
 
-@dataclass
-class _Child:
-    part: Part
-    proc: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0
-    failures: int = 0
-    restart_at: float = 0.0
-    exits: list[int] = field(default_factory=list)
-
-
 class Supervisor:
-    """Runs the parts until stopped; see the module docstring."""
+    """Runs the parts until stopped; see the module docstring.
 
-    def __init__(self, settings: Settings, parts: Sequence[Part], stop: StopFlag) -> None:
+    ``output``: where the writer writes ``current.json``, ``turns``: what the worker runs and
+    ``web``: the pages' URL (for the ready line).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        parts: Sequence[Part],
+        stop: StopFlag,
+        *,
+        output: Path | None = None,
+        turns: str = "",
+        web: str | None = None,
+    ) -> None:
         self.settings = settings
         self.parts = list(parts)
         self.stop = stop
+        self.output = output
+        self.turns = turns
+        self.web = web
+        self.paths = DataPaths(settings.data_dir, settings.namespace)
         self.embedded = None if settings.redis_url else EmbeddedRedis(settings.data_dir)
         self.started_redis = False
-        self.children = [_Child(p) for p in self.parts]
+        self.children: Children | None = None
+        self.ready = False
 
-    # --- environment -----------------------------------------------------------------------------
     def _redis_url(self) -> str:
         if self.settings.redis_url:
             return self.settings.redis_url
         assert self.embedded is not None
         return self.embedded.url
 
-    def child_env(self) -> dict[str, str]:
-        s = self.settings
-        env = dict(os.environ)
-        env.update(
-            {
-                "AGG_REDIS_URL": self._redis_url(),
-                "AGG_NAMESPACE": s.namespace,
-                "AGG_DATA_DIR": str(s.data_dir),
-                "AGG_CLAUDE_DIR": ":".join(str(p) for p in s.claude_dirs),
-                "AGG_HOST": s.host,
-                PARENT_ENV: str(os.getpid()),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        return env
-
     # --- running ---------------------------------------------------------------------------------
     def run(self) -> int:
         """Serve until stopped; returns the exit code for ``agg run``."""
-        if ProcessLock.held(DataPaths(self.settings.data_dir, self.settings.namespace).lock("watch")):
+        if ProcessLock.held(self.paths.lock("watch")):
             raise AlreadyRunning(
                 f"an agg watcher already serves {self.settings.data_dir} (namespace {self.settings.namespace}); "
                 "stop it first (agg status shows its pid)"
             )
-        if self.embedded is not None:
-            self.started_redis = self.embedded.ensure_running()
-            log.info(
-                "%s embedded Redis at %s", "started" if self.started_redis else "using", mask_url(self.embedded.url)
-            )
-        else:
-            log.info("using Redis at %s", mask_url(self._redis_url()))
         code = 0
         try:
-            for child in self.children:
-                self._start(child)
+            if self.embedded is not None:
+                self.started_redis = self.embedded.ensure_running()
+            # A Redis it cannot use at all stops `agg run` here, with one line (the CLI prints it).
+            open_redis(self.settings, start=False).close()
+            env = {**os.environ, **self.settings.to_env(redis_url=self._redis_url()), "PYTHONUNBUFFERED": "1"}
+            self.children = Children(env, log=log)
+            for part in self.parts:
+                self.children.add(part.name, *part.args)
+            self.children.start()
             code = self._loop()
+            log.info("stopping (%s): the parts commit what they have read", self.stop.reason or "done")
         finally:
-            self._stop_children()
+            if self.children is not None:
+                self.children.stop()
             if self.embedded is not None and self.started_redis:
                 log.info("stopping the embedded Redis")
                 self.embedded.stop()
@@ -136,28 +141,53 @@ class Supervisor:
         return code
 
     def _loop(self) -> int:
+        assert self.children is not None
         while not self.stop.wait(defaults.SUPERVISOR_TICK_S):
-            now = time.monotonic()
             self._check_redis()
-            for child in self.children:
-                proc = child.proc
-                if proc is not None and proc.poll() is not None:
-                    rc = proc.returncode
-                    child.exits.append(rc)
-                    child.proc = None
-                    if rc == EXIT_ALREADY_RUNNING:
-                        log.error("%s: another instance is already running; stopping", child.part.name)
-                        self.stop.set("a part was already running")
-                        return 1
-                    ran = now - child.started_at
-                    child.failures = 0 if ran >= defaults.SUPERVISOR_HEALTHY_S else child.failures + 1
-                    delay = min(defaults.SUPERVISOR_RESTART_MAX_S, 0.5 * (2 ** max(0, child.failures - 1)))
-                    child.restart_at = now + (0.0 if child.failures == 0 else delay)
-                    wait = child.restart_at - now
-                    log.warning("%s exited with code %d; restarting in %.1f s", child.part.name, rc, wait)
-                if child.proc is None and now >= child.restart_at:
-                    self._start(child)
+            for ex in self.children.reap():
+                name = ex.child.name
+                if ex.code == EXIT_ALREADY_RUNNING:
+                    log.error("%s: another instance is already running; stopping", name)
+                    self.stop.set("a part was already running")
+                    return 1
+                if ex.code == EXIT_USAGE:
+                    log.error("%s exited with a usage error (see its message above); stopping", name)
+                    self.stop.set(f"{name} exited with a usage error")
+                    return EXIT_USAGE
+                log.warning("%s exited with code %d; restarting in %.1f s", name, ex.code, ex.restart_in)
+            for child in self.children.restart_due():
+                assert child.proc is not None
+                log.info("restarted %s (pid %d)", child.name, child.proc.pid)
+            if not self.ready:
+                self._announce()
         return 0
+
+    def _announce(self) -> None:
+        """Say the one ready line once the watcher has checked every file."""
+        assert self.children is not None
+        watch = next((c for c in self.children.children if c.name == "watch"), None)
+        st = StateFile.read(self.paths.state("watch")) or {}
+        if watch is not None and (
+            watch.proc is None or st.get("pid") != watch.proc.pid or st.get("state") != "watching"
+        ):
+            return
+        self.ready = True
+        running = ", ".join(c.name for c in self.children.children)
+        roots = ", ".join(display_path(str(r["path"])) for r in st.get("roots", [])) or "no claude dir yet"
+        where = "embedded" if self.embedded is not None else "given"
+        bits = [
+            f"ready: {running} running",
+            f"watching {roots} ({st.get('files', 0)} files)",
+        ]
+        if self.web:
+            bits.append(f"pages at {self.web}")
+        if self.output is not None:
+            bits.append(f"current.json at {self.output}")
+        if self.turns:
+            bits.append(f"LLM turns {self.turns}")
+        bits.append(f"data dir {self.settings.data_dir}")
+        bits.append(f"Redis {mask_url(self._redis_url())} ({where})")
+        log.info("%s; try `agg status`", "; ".join(bits))
 
     def _check_redis(self) -> None:
         if self.embedded is None:
@@ -168,31 +198,3 @@ class Supervisor:
             log.warning("the embedded Redis is not running; restarting it")
             with contextlib.suppress(Exception):
                 self.started_redis = self.embedded.ensure_running() or self.started_redis
-
-    def _start(self, child: _Child) -> None:
-        argv = agg_argv(*child.part.args)
-        child.proc = subprocess.Popen(argv, env=self.child_env(), start_new_session=True)
-        child.started_at = time.monotonic()
-        log.info("started %s (pid %d)", child.part.name, child.proc.pid)
-
-    def _stop_children(self) -> None:
-        running = [c for c in self.children if c.proc is not None and c.proc.poll() is None]
-        for c in running:
-            assert c.proc is not None
-            with contextlib.suppress(ProcessLookupError):
-                c.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + defaults.SUPERVISOR_STOP_TIMEOUT_S
-        for c in running:
-            assert c.proc is not None
-            try:
-                c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in time; killing it", c.part.name)
-        for c in self.children:
-            if c.proc is None:
-                continue
-            # The part led its own session: kill its whole process group (forked helpers too).
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(c.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                c.proc.wait(timeout=5)

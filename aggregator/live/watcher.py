@@ -3,32 +3,37 @@
 What makes a file be read (:meth:`Tailer.sync`, which always resumes from the cursor stored in
 Redis, never from anything this process remembers):
 
-* **file events** (watchfiles' Rust ``notify`` backend, :class:`Hints`) — only a hint, handed over
-  within milliseconds: the notification thread looks every
-  :data:`~aggregator.defaults.WATCH_HOT_STEP_MS` while files change and every
-  :data:`~aggregator.defaults.WATCH_IDLE_STEP_MS` when all is quiet (watchfiles' defaults would add
-  up to 1.6 s). ``--poll`` uses watchfiles' polling backend instead (network mounts, WSL, Docker);
+* **file events** (:mod:`aggregator.live.notify`) — only a hint, handed over within milliseconds:
+  the notification thread looks every :data:`~aggregator.defaults.WATCH_HOT_STEP_MS` while files
+  change and every :data:`~aggregator.defaults.WATCH_IDLE_STEP_MS` when all is quiet.
+  ``--poll`` uses watchfiles' polling backend instead (network mounts, WSL, Docker). Notifications
+  that fail (a name that is not UTF-8) are started again, with backoff, followed by a rescan;
+  directories they do not cover (the inotify watch limit reached, a tree holding a name that is
+  not UTF-8) are polled every :data:`~aggregator.defaults.WATCH_POLL_DIRS_S`, and said so in the
+  log and in ``agg status``;
 * **a stat timer**: recently modified tracked files every
-  :data:`~aggregator.defaults.WATCH_STAT_HOT_S`, all of them every
-  :data:`~aggregator.defaults.WATCH_STAT_ALL_S` — events get dropped and coalesced;
+  :data:`~aggregator.defaults.WATCH_STAT_HOT_S`, all of them every ``AGG_WATCH_STAT_ALL_S``
+  (default :data:`~aggregator.defaults.WATCH_STAT_ALL_S`) — events get dropped and coalesced;
 * **rescans** of the claude dirs at start, after every reconnection to Redis, when a directory
-  appears, and every :data:`~aggregator.defaults.WATCH_RESCAN_S`.
+  appears, after file notifications restart, and every ``AGG_WATCH_RESCAN_S`` (default
+  :data:`~aggregator.defaults.WATCH_RESCAN_S`).
 
-When Redis goes away (restart, network, failover) the watcher keeps running: it says "waiting
-for Redis" in its state file (``agg status``), retries with exponential backoff (tenacity), and
-once Redis answers again re-syncs every file from the cursors Redis holds — so lines committed
-before a crash are not read twice and lines Redis lost are read again. A Redis that came back
-with older data gets its ``seq`` raised first (:mod:`aggregator.seqfloor`).
+A file that cannot be read (permissions, EIO) is skipped, logged once, named in ``agg status``,
+and tried again on every stat and rescan until it is read; so is an unreadable directory. A
+transcript symlink whose target lies outside the claude dirs is not followed (reported the
+same way).
 
-Deleted files keep their events; replaced, truncated or rewritten files are reconciled by the
-tailer; an unterminated last line waits for its newline.
+Around this, :class:`~aggregator.live.service.Service` waits out Redis outages (including ``OOM``
+and ``MISCONF``) and notices a store that lost its keys; after either, every file is re-checked
+against the cursor Redis holds — so lines committed before a crash are not read twice and lines
+Redis lost are read again. Deleted files keep their events; replaced, truncated or rewritten
+files are reconciled by the tailer; an unterminated last line waits for its newline.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,25 +41,29 @@ from pathlib import Path
 from typing import Any
 
 from aggregator import defaults
-from aggregator.config import Settings
-from aggregator.connection import check
-from aggregator.errors import AggError, StoreError, first_line
-from aggregator.layout import SUFFIX, SourceFile, classify, display_path, iter_transcripts, watch_path
-from aggregator.lifecycle import ProcessLock, StateFile, StopFlag
-from aggregator.live.liveredis import REDIS_ERRORS, LiveRedis
-from aggregator.paths import DataPaths
-from aggregator.seqfloor import SeqFloor
+from aggregator.backoff import Backoff
+from aggregator.config import Settings, WatchTimings, watch_timings
+from aggregator.connection import check, is_away
+from aggregator.errors import AggError, first_line
+from aggregator.layout import (
+    SUFFIX,
+    SourceFile,
+    Walk,
+    classify,
+    display_path,
+    iter_transcripts,
+    outside_link,
+    resolved,
+    watch_path,
+)
+from aggregator.lifecycle import StopFlag
+from aggregator.live.notify import Hints, Notifier, NotifierFactory, decodable, inotify_limit, inotify_watched, plan
+from aggregator.live.service import Service
 from aggregator.sidecars import META_SUFFIX
-from aggregator.store import Store
-from aggregator.tailer import Tailer
+from aggregator.tailer import FileResult, Tailer
 from aggregator.text import now_iso
 
-log = logging.getLogger("agg.watch")
-
 STATE_WATCHING = "watching"
-STATE_WAITING = "waiting for Redis"
-STATE_STARTING = "starting"
-STATE_STOPPED = "stopped"
 
 
 @dataclass
@@ -75,164 +84,112 @@ class Tracked:
     def remember(self, st: os.stat_result) -> None:
         self.ino, self.size, self.mtime_ns = st.st_ino, st.st_size, st.st_mtime_ns
 
+    def forget(self) -> None:
+        """Not read: look at it again on the next stat, whatever its stat says."""
+        self.ino = self.size = self.mtime_ns = -1
+
     def hot(self, now_ns: int) -> bool:
         return now_ns - self.mtime_ns < defaults.WATCH_HOT_FILE_S * 1e9
 
 
-class Hints:
-    """File-change notifications from watchfiles' Rust ``notify`` backend, gathered by a thread.
+class Watcher(Service):
+    """The ``agg watch`` service for one host, data dir and namespace.
 
-    Uses ``watchfiles._rust_notify.RustNotify`` (the engine behind ``watchfiles.watch``) directly,
-    so that the step can change between waits: short while files change, long when idle.
+    ``hints_factory`` makes its file notifications (:class:`~aggregator.live.notify.Hints`; a test
+    passes a scripted one); ``timings``: its rescan and stat intervals (default: from the
+    environment, :func:`aggregator.config.watch_timings`).
     """
 
-    def __init__(self, paths: list[Path], *, poll: bool, poll_delay_ms: int = defaults.WATCH_POLL_DELAY_MS) -> None:
-        self.paths = paths
+    role = "watch"
+    serving_state = STATE_WATCHING
+
+    def __init__(
+        self,
+        settings: Settings,
+        stop: StopFlag,
+        *,
+        poll: bool = False,
+        timings: WatchTimings | None = None,
+        hints_factory: NotifierFactory = Hints,
+    ) -> None:
+        super().__init__(settings, stop)
         self.poll = poll
-        self.poll_delay_ms = poll_delay_ms
-        self.cond = threading.Condition()
-        self.pending: set[str] = set()
-        self.error: str | None = None
-        self._stop = False
-        self.hot_until = time.monotonic() + defaults.WATCH_HOT_WINDOW_S
-        self.thread: threading.Thread | None = None
-        self._ready = threading.Event()
-
-    def start(self) -> Hints:
-        """Start watching; returns once notifications are armed.
-
-        The caller rescans after this: a change made before arming is found by the rescan, one
-        made after raises an event (``tests/process/test_run.py::test_run_restarts_a_crashed_part``).
-        """
-        if self.paths:
-            self.thread = threading.Thread(target=self._run, name="agg-hints", daemon=True)
-            self.thread.start()
-            self._ready.wait(30)
-        return self
-
-    def stop(self) -> None:
-        with self.cond:
-            self._stop = True
-            self.cond.notify_all()
-
-    def wake(self) -> None:
-        with self.cond:
-            self.cond.notify_all()
-
-    def heat(self) -> None:
-        """Something changed: use the short step for a while."""
-        self.hot_until = time.monotonic() + defaults.WATCH_HOT_WINDOW_S
-
-    def take(self, timeout: float) -> set[str]:
-        """Paths reported since the last call, waiting up to ``timeout`` s for the first."""
-        with self.cond:
-            if not self.pending and not self._stop:
-                self.cond.wait(timeout)
-            out, self.pending = self.pending, set()
-            return out
-
-    def _run(self) -> None:
-        from watchfiles._rust_notify import RustNotify
-
-        try:
-            notify = RustNotify([str(p) for p in self.paths], False, self.poll, self.poll_delay_ms, True, True)
-        except Exception as e:  # inotify limits, ENOSYS…: fall back to the stat timer
-            self.error = f"file notifications unavailable ({e}); relying on the stat timer and rescans"
-            log.warning("%s", self.error)
-            return
-        finally:
-            self._ready.set()
-        try:
-            while not self._stop:
-                step = defaults.WATCH_HOT_STEP_MS if time.monotonic() < self.hot_until else defaults.WATCH_IDLE_STEP_MS
-                try:
-                    res = notify.watch(defaults.WATCH_DEBOUNCE_MS, step, defaults.WATCH_NOTIFY_TIMEOUT_MS, None)
-                except Exception as e:  # a watcher error must not stop ingest
-                    self.error = f"file notifications failed ({e}); relying on the stat timer and rescans"
-                    log.warning("%s", self.error)
-                    return
-                if isinstance(res, set) and res:
-                    self.heat()
-                    with self.cond:
-                        self.pending.update(path for _, path in res)
-                        self.cond.notify_all()
-        finally:
-            notify.close()
-
-
-class Watcher:
-    """The ``agg watch`` service for one host, data dir and namespace."""
-
-    def __init__(self, settings: Settings, stop: StopFlag, *, poll: bool = False) -> None:
-        self.settings = settings
-        self.stop = stop
-        self.poll = poll
+        self.timings = timings or watch_timings()
+        self.hints_factory = hints_factory
         self.roots = [Path(r) for r in settings.claude_dirs]
-        self.keys = settings.keys
-        paths = DataPaths(settings.data_dir, settings.namespace)
-        self.state = StateFile(paths.state("watch"))
-        self.lock = ProcessLock(paths.lock("watch"), "agg watch for this data dir")
-        self.floor = SeqFloor(self.keys, paths.floor)
         self.tracked: dict[str, Tracked] = {}
-        self.hints: Hints | None = None
+        self.hints: Notifier | None = None
         self.watched: list[Path] = []
-        self.redis = LiveRedis(settings, stop, self.floor, on_wait=self._waiting)
-        self.store: Store | None = None
         self.tailer: Tailer | None = None
         self.last_ingest_at: str | None = None
         self.syncs = 0
         self.resyncs = 0
-        self.errors = 0
+        self.skipped: dict[str, str] = {}
+        """Paths not read (unreadable, a symlink out of the claude dirs) → why; tried again until read."""
+        self._said: dict[str, str] = {}  # what the log has said was skipped (said once)
+        self.bad_dirs: set[str] = set()
+        """Directories whose names are not UTF-8 (file notifications cannot watch their trees)."""
+        self.left_out: list[str] = []
+        self.unwatched: list[str] = []
+        self.polled: dict[str, tuple[int, int]] = {}
+        """Directories notifications do not cover → (inode, mtime) last seen; polled."""
+        self.notify_restarts = 0
+        self.notify_error: str | None = None
+        """The last failure of file notifications (they were restarted since)."""
+        self.notify_note: str | None = None
+        """Why some directories are polled (the inotify limit), for ``agg status``."""
+        self._notify_backoff = Backoff(defaults.WATCH_NOTIFY_RESTART_MIN_S, defaults.WATCH_NOTIFY_RESTART_MAX_S)
+        self._notify_started = 0.0
+        self._notify_failed_at: float | None = None
+        self._notify_due = 0.0
+        self._replan = False
+        self.allowed: list[str] = []
+        """The claude dirs, resolved: a transcript symlink is followed only into them."""
         now = time.monotonic()
-        self._due = {"hot": now, "all": now + defaults.WATCH_STAT_ALL_S, "rescan": now + defaults.WATCH_RESCAN_S}
-        self._roots_checked = now
+        self._due = {
+            "hot": now,
+            "all": now + self.timings.stat_all_s,
+            "rescan": now + self.timings.rescan_s,
+            "roots": now + defaults.WATCH_MISSING_ROOT_S,
+            "poll": now + defaults.WATCH_POLL_DIRS_S,
+        }
         self._hot_until_ns = 0
         self._servers_seen = -1
+        self._resets_seen = 0
         stop.on_set(self._wake)
 
-    # --- lifecycle -------------------------------------------------------------------------------
-    def run(self) -> None:
-        """Serve until the stop flag is set; commit what was read, then return."""
-        with self.lock:
-            self.state.update(
-                state=STATE_STARTING, redis=self.redis.masked, polling=self.poll, roots=self._roots_info()
-            )
-            self._start_hints()
-            try:
-                while not self.stop:
-                    try:
-                        if not self.redis.connect():
-                            break
-                        self._serve()
-                    except REDIS_ERRORS as e:
-                        self.redis.lost(e)
-                    except StoreError as e:  # e.g. a cursor that keeps moving: log it, keep serving
-                        self.errors += 1
-                        log.error("%s", e)
-                        self.stop.wait(defaults.RETRY_MAX_S)
-                self._final_sync()
-            finally:
-                if self.hints:
-                    self.hints.stop()
-                self.floor.save()
-                self.state.update(state=STATE_STOPPED, stopped_reason=self.stop.reason, **self._figures())
-                self.redis.close()
+    # --- lifecycle (see Service) -----------------------------------------------------------------
+    def on_start(self) -> None:
+        self.state.update(polling=self.poll, roots=self._roots_info())
+        self._start_hints()
+
+    def on_stop(self) -> None:
+        if self.hints:
+            self.hints.stop()
 
     def _wake(self) -> None:
         if self.hints:
             self.hints.wake()
 
-    def _waiting(self, reason: str) -> None:
-        self.state.update(state=STATE_WAITING, error=reason, **self._figures())
-
     # --- serving -------------------------------------------------------------------------------
-    def _serve(self) -> None:
-        assert self.redis.client is not None
-        self.store = Store(self.redis.client, self.keys, self.settings.host)
+    def serve(self) -> None:
+        assert self.store is not None
         self.tailer = Tailer(self.store)
-        self._full_sync("start" if self._servers_seen < 0 else "reconnected")
-        self.state.update(state=STATE_WATCHING, error=None, **self._figures())
-        log.info("watching %s", ", ".join(display_path(str(p)) for p in self.watched) or "(no claude dir yet)")
+        if self.serves == 1:
+            why = "start"
+        elif self.store_resets != self._resets_seen:
+            why = "the store lost its keys"
+        else:
+            why = "reconnected"
+        self._resets_seen = self.store_resets
+        self._full_sync(why)
+        self.serving()
+        if why == "start":
+            self.log.info(
+                "watching %s: %d files",
+                ", ".join(display_path(str(p)) for p in self.watched) or "(no claude dir yet)",
+                len(self.tracked),
+            )
         while not self.stop:
             if self.floor.servers != self._servers_seen:
                 # A new connection reached another Redis process: one that restarted and lost its
@@ -241,18 +198,28 @@ class Watcher:
                 self._full_sync("reconnected")
             now = time.monotonic()
             timeout = max(0.0, min(self._next_due(), now + defaults.STATE_HEARTBEAT_S) - now)
-            paths = self.hints.take(timeout) if self.hints else set()
-            if not self.hints:
+            if self.hints:
+                paths = self.hints.take(timeout)
+            else:
+                paths = set()
                 self.stop.wait(timeout)
             if self.stop:
                 break
             self._on_hints(paths)
             self._on_timers()
+            self._mind_hints()
+            self.check_due()
             if self.state.due(defaults.STATE_HEARTBEAT_S):
-                self.state.update(**self._figures())
+                self.state.update(**self.figures())
 
     def _next_due(self) -> float:
-        due = min(self._due["all"], self._due["rescan"], self._roots_checked + defaults.WATCH_MISSING_ROOT_S)
+        due = min(self._due["all"], self._due["rescan"], self._due["roots"])
+        if self.polled:
+            due = min(due, self._due["poll"])
+        if self._replan:
+            due = 0.0
+        elif self.hints is not None and self.hints.failed:
+            due = min(due, self._notify_due if self._notify_failed_at is not None else 0.0)
         if time.time_ns() < self._hot_until_ns:  # some tracked file changed recently
             due = min(due, self._due["hot"])
         return due
@@ -278,27 +245,33 @@ class Watcher:
                 if sf is not None and root is not None:
                     self._track(sf, root, force=True)
             elif os.path.isdir(path) and self._root_of(path) is not None:
+                if self.left_out and os.path.dirname(path) in map(str, self.watched):
+                    self._replan = True  # a new project: the notifications watch only the projects they were given
                 self._scan([Path(path)])  # a new project or subagents dir: files may predate its watch
 
     def _on_timers(self) -> None:
         now = time.monotonic()
         now_ns = time.time_ns()
-        if now >= self._due["all"]:
-            self._due["all"] = now + defaults.WATCH_STAT_ALL_S
-            self._due["hot"] = now + defaults.WATCH_STAT_HOT_S
-            self._stat(list(self.tracked.values()))
-        elif now >= self._due["hot"]:
-            self._due["hot"] = now + defaults.WATCH_STAT_HOT_S
+        due = self._due
+        if now >= due["all"]:
+            due["all"] = now + self.timings.stat_all_s
+            due["hot"] = now + defaults.WATCH_STAT_HOT_S
+            self._stat(list(self.tracked.values()))  # skipped files too: they are tried again
+        elif now >= due["hot"]:
+            due["hot"] = now + defaults.WATCH_STAT_HOT_S
             self._stat([t for t in self.tracked.values() if t.hot(now_ns)])
-        if now >= self._due["rescan"]:
-            self._due["rescan"] = now + defaults.WATCH_RESCAN_S
-            self._scan(self.watched)
-        if now >= self._roots_checked + defaults.WATCH_MISSING_ROOT_S:
-            self._roots_checked = now
+        if self.polled and now >= due["poll"]:
+            due["poll"] = now + defaults.WATCH_POLL_DIRS_S
+            self._poll_dirs()
+        if now >= due["rescan"]:
+            due["rescan"] = now + self.timings.rescan_s
+            self._rescan()
+        if now >= due["roots"]:
+            due["roots"] = now + defaults.WATCH_MISSING_ROOT_S
             if self._watch_paths() != self.watched:
-                log.info("claude dirs changed: %s", ", ".join(map(str, self._watch_paths())))
+                self.log.info("claude dirs changed: %s", ", ".join(map(str, self._watch_paths())))
                 self._start_hints()
-                self._scan(self.watched)
+                self._rescan()
 
     def _stat(self, files: list[Tracked]) -> None:
         for t in files:
@@ -310,63 +283,121 @@ class Watcher:
         except FileNotFoundError:
             # Deleted (or renamed away): its events stay in the store; its cursor stays in Redis
             # in case it comes back. Stop stat'ing it.
-            self.tracked.pop(t.sf.path, None)
+            self._untrack(t.sf.path)
             return
-        except OSError:
+        except OSError as e:  # e.g. its directory is no longer searchable
+            self._skip(t, f"unreadable: {e.strerror or e}")
             return
         if t.changed(st):
             self._sync(t, st)
 
     def _track(self, sf: SourceFile, root: str, *, force: bool = False) -> None:
+        why = outside_link(sf.path, self.allowed)
+        if why:
+            self._skip_path(sf.path, why)
+            return
         t = self.tracked.get(sf.path)
         if t is None:
             t = self.tracked[sf.path] = Tracked(sf, root)
         self._sync_if_changed(t) if not force else self._sync(t, None)
+
+    def _untrack(self, path: str) -> None:
+        self.tracked.pop(path, None)
+        self.skipped.pop(path, None)
+        self._said.pop(path, None)
 
     def _sync(self, t: Tracked, st: os.stat_result | None) -> None:
         assert self.tailer is not None and self.store is not None
         if st is None:
             try:
                 st = os.stat(t.sf.path)
-            except OSError:
-                self.tracked.pop(t.sf.path, None)
+            except FileNotFoundError:
+                self._untrack(t.sf.path)
                 return
+            except OSError as e:
+                self._skip(t, f"unreadable: {e.strerror or e}")
+                return
+        why = outside_link(t.sf.path, self.allowed)  # it may have been swapped for a link since
+        if why:
+            self._skip(t, why)
+            return
         if self.hints:
             self.hints.heat()
         try:
             res = self.tailer.sync(t.sf)
         except OSError as e:  # an unreadable file (EIO, permissions changed): skip it, keep going
-            self.errors += 1
-            log.warning("cannot read %s: %s", t.sf.display, e)
-            self._remember(t, st)
+            self._skip(t, f"unreadable: {e.strerror or e}")
             return
         self.syncs += 1
-        self._remember(t, st)
         if res.skipped == "vanished":
-            self.tracked.pop(t.sf.path, None)
+            self._untrack(t.sf.path)
             return
+        if res.skipped:
+            self._skip(t, res.skipped)
+            return
+        self._remember(t, st)
+        self._read(t, res)
+
+    def _read(self, t: Tracked, res: FileResult) -> None:
+        self.skipped.pop(t.sf.path, None)
+        if self._said.pop(t.sf.path, None) is not None:
+            self.log.info("%s is readable again: %d line(s) read", t.sf.display, res.lines)
         t.committed = res.offset
         if res.last_seq:
             self.floor.observe(res.last_seq)
         if res.events_added or res.revisions:
             self.last_ingest_at = now_iso()
         if res.reset:
-            log.info("%s was %s: re-read from the start", t.sf.display, res.reset)
+            self.log.info("%s was %s: re-read from the start", t.sf.display, res.reset)
         if res.rejected:
-            log.info("%s: %d line(s) rejected (see agg status)", t.sf.display, res.rejected)
+            self.log.warning("%s: %d line(s) rejected (agg status counts them)", t.sf.display, res.rejected)
+
+    def _skip(self, t: Tracked, reason: str) -> None:
+        """``t`` could not (or must not) be read: say so once; it is tried again on every stat
+        of all files and every rescan, until it is read
+        (``tests/adversarial/test_files.py::test_a_file_unreadable_at_first_is_read_once_readable``)."""
+        t.forget()
+        self._skip_path(t.sf.path, reason)
+
+    def _skip_path(self, path: str, reason: str) -> None:
+        if self._said.get(path) != reason:
+            self.log.warning("skipped %s: %s (tried again on every rescan)", display_path(path), reason)
+            self._said[path] = reason
+        self.skipped[path] = reason
+
+    def _unskip_under(self, d: str) -> set[str]:
+        """Forget the skipped directories and links under ``d`` before walking it again (the walk
+        reports those still so; files are tried again on their own); returns them."""
+        prefix = d.rstrip(os.sep) + os.sep
+        out = {p for p in self.skipped if (p == d or p.startswith(prefix)) and p not in self.tracked}
+        for path in out:
+            self.skipped.pop(path)
+        return out
+
+    def _note(self, walk: Walk, cleared: set[str]) -> None:
+        """Record what ``walk`` skipped; say which of ``cleared`` are readable now."""
+        for path, reason in walk.skipped:
+            self._skip_path(path, reason)
+        for path in cleared - {p for p, _ in walk.skipped}:
+            if self._said.pop(path, None) is not None and os.path.exists(path):
+                self.log.info("%s is readable again", display_path(path))
 
     def _full_sync(self, why: str) -> None:
         """Walk the claude dirs and sync every file whose stat differs from its stored cursor."""
         assert self.store is not None
         self._servers_seen = self.floor.servers
+        # Said once: not again on each attempt while Redis refuses writes (OOM, MISCONF).
+        level = logging.DEBUG if self.redis.down else logging.INFO
         if why != "start":
             self.resyncs += 1
-            log.info("re-checking every file against the cursors in Redis (%s)", why)
+            self.log.log(level, "re-checking every file against the cursors in Redis (%s)", why)
         started = time.monotonic()
+        walk = Walk(dirs=[])
+        cleared = set().union(*(self._unskip_under(str(w)) for w in self.watched))
         sources: list[tuple[SourceFile, str]] = []
         for watched in self.watched:
-            sources += [(sf, str(watched)) for sf in iter_transcripts([watched])]
-        cursors = self.store.cursors([self.store.file_id(sf.path) for sf, _ in sources])
+            sources += [(sf, str(watched)) for sf in iter_transcripts([watched], walk, allowed=self.roots)]
+        _, cursors = self.store.cursors_for([sf.path for sf, _ in sources])
         seen: set[str] = set()
         for (sf, root), cur in zip(sources, cursors, strict=True):
             seen.add(sf.path)
@@ -377,12 +408,14 @@ class Watcher:
             except OSError:
                 self.tracked.pop(sf.path, None)
                 continue
-            if cur is not None and (cur.ino, cur.size, cur.mtime, cur.off) == (
+            fresh = cur is not None and (cur.ino, cur.size, cur.mtime, cur.off) == (
                 st.st_ino,
                 st.st_size,
                 st.st_mtime_ns,
                 st.st_size,
-            ):
+            )
+            if fresh and sf.path not in self.skipped:
+                assert cur is not None
                 self._remember(t, st)  # fully committed and untouched since: nothing to read
                 t.committed = cur.off
                 continue
@@ -390,26 +423,38 @@ class Watcher:
             if self.stop:
                 return
         for path in [p for p in self.tracked if p not in seen]:
-            self.tracked.pop(path, None)
-        log.info("%d files checked in %.2f s", len(sources), time.monotonic() - started)
+            self._untrack(path)
+        self._note(walk, cleared)
+        self._review(walk)
+        self.log.log(level, "%d files checked in %.2f s", len(sources), time.monotonic() - started)
 
-    def _scan(self, dirs: list[Path]) -> None:
+    def _scan(self, dirs: list[Path], walk: Walk | None = None) -> None:
         """Track (and sync) transcripts under ``dirs`` that are new or changed."""
+        walk = walk if walk is not None else Walk()
+        cleared: set[str] = set()
         for d in dirs:
             if not d.exists():
                 continue
             root = self._root_of(str(d))
             if root is None:
                 continue
-            for sf in iter_transcripts([d]):
+            cleared |= self._unskip_under(str(d))
+            for sf in iter_transcripts([d], walk, allowed=self.roots):
                 if sf.path in self.tracked:
                     self._sync_if_changed(self.tracked[sf.path])
                 else:
                     self._track(sf, root)
                 if self.stop:
-                    return
+                    break
+        self._note(walk, cleared)
 
-    def _final_sync(self) -> None:
+    def _rescan(self) -> None:
+        """Walk every claude dir; then review what file notifications cover."""
+        walk = Walk(dirs=[])
+        self._scan(self.watched, walk)
+        self._review(walk)
+
+    def final(self) -> None:
         """On the way out: commit every complete line already on disk in recently changed files."""
         if self.store is None or self.redis.client is None or self.redis.down:
             return
@@ -420,10 +465,12 @@ class Watcher:
                 self._on_hints(self.hints.take(0))
             for t in [t for t in self.tracked.values() if t.hot(now_ns)]:
                 self._sync_if_changed(t)
-        except (*REDIS_ERRORS, AggError) as e:  # type: ignore[misc]
-            log.warning("could not commit the last lines (%s); they will be read on the next start", first_line(e))
+        except Exception as e:
+            if not (is_away(e) or isinstance(e, AggError)):
+                raise
+            self.log.warning("could not commit the last lines (%s); they will be read on the next start", first_line(e))
 
-    # --- roots -----------------------------------------------------------------------------------
+    # --- what file notifications cover ---------------------------------------------------------
     def _watch_paths(self) -> list[Path]:
         return [w for w in (watch_path(r) for r in self.roots) if w is not None]
 
@@ -431,8 +478,85 @@ class Watcher:
         if self.hints:
             self.hints.stop()
         self.watched = self._watch_paths()
-        self.hints = Hints(self.watched, poll=self.poll).start()
+        self.allowed = [resolved(str(r)) for r in self.roots]
+        specs, self.left_out = plan(self.watched, self.bad_dirs)
+        self.hints = self.hints_factory(specs, self.poll).start()
+        self._notify_started = time.monotonic()
+        self._replan = False
+        if self.left_out:
+            self.log.warning(
+                "file notifications leave out %d directory tree(s) whose names are not UTF-8 (%s); polling them",
+                len(self.left_out),
+                ", ".join(display_path(d) for d in self.left_out[: defaults.WATCH_SKIPPED_SHOWN]),
+            )
 
+    def _mind_hints(self) -> None:
+        """Restart file notifications that failed (with backoff) or must watch another set of dirs."""
+        hints = self.hints
+        if hints is None or not (hints.failed or self._replan):
+            return
+        now = time.monotonic()
+        if not self._replan:
+            if self._notify_failed_at is None:  # a new failure: restart after a backoff
+                self._notify_failed_at = now
+                if now - self._notify_started >= defaults.WATCH_NOTIFY_HEALTHY_S:
+                    self._notify_backoff.reset()
+                self._notify_due = now + self._notify_backoff.fail()
+            if now < self._notify_due:
+                return
+            self.notify_restarts += 1
+            self.notify_error = hints.error
+        self._notify_failed_at = None
+        self._start_hints()
+        self._rescan()  # events were lost while they were down
+        self.state.update(**self.figures())
+
+    def _review(self, walk: Walk) -> None:
+        """After a walk: restart notifications if a non-UTF-8 directory changed the plan; find the
+        directories they do not cover."""
+        dirs = walk.dirs or []
+        bad = {d for d, _, _ in dirs if not decodable(d)}
+        if bad != self.bad_dirs:
+            self.bad_dirs = bad
+            self._replan = True
+        unwatched: list[str] = []
+        watched = None if self.poll or self.hints is None or self.hints.failed else inotify_watched()
+        if watched is not None and watched:
+            unwatched = [d for d, dev, ino in dirs if (dev, ino) not in watched and not self._left_out(d)]
+        if len(unwatched) != len(self.unwatched):
+            limit = inotify_limit()
+            if unwatched:
+                self.notify_note = (
+                    f"{len(unwatched)} of {len(dirs)} directories have no file notifications: the inotify "
+                    f"watch limit ({limit}) is reached; they are polled every {defaults.WATCH_POLL_DIRS_S:g} s. "
+                    f"Raise it: sudo sysctl fs.inotify.max_user_watches={max(524288, 2 * (limit or 0))}"
+                )
+                self.log.warning("%s", self.notify_note)
+            else:
+                self.notify_note = None
+                self.log.info("every directory has file notifications again")
+        self.unwatched = unwatched
+        polled = [d for d, _, _ in dirs if self._left_out(d)] + unwatched
+        self.polled = {d: self.polled.get(d) or _dir_sig(d) for d in polled}
+
+    def _left_out(self, d: str) -> bool:
+        return any(d == t or d.startswith(t.rstrip(os.sep) + os.sep) for t in self.left_out)
+
+    def _poll_dirs(self) -> None:
+        """Look at the directories notifications do not cover: new files there, and appends."""
+        for d, seen in list(self.polled.items()):
+            now = _dir_sig(d)
+            if now != seen:
+                self.polled[d] = now
+                walk = Walk(dirs=[])
+                self._scan([Path(d)], walk)
+                for sub, _, _ in walk.dirs or []:
+                    self.polled.setdefault(sub, _dir_sig(sub))
+        for t in list(self.tracked.values()):
+            if os.path.dirname(t.sf.path) in self.polled:
+                self._sync_if_changed(t)
+
+    # --- roots ---------------------------------------------------------------------------------
     def _root_of(self, path: str) -> str | None:
         for root in self.watched:
             r = str(root)
@@ -454,8 +578,9 @@ class Watcher:
             )
         return out
 
-    def _figures(self) -> dict[str, Any]:
+    def figures(self) -> dict[str, Any]:
         roots = self._roots_info()
+        shown = sorted(self.skipped.items())[: defaults.WATCH_SKIPPED_SHOWN]
         return {
             "roots": roots,
             "files": len(self.tracked),
@@ -464,6 +589,23 @@ class Watcher:
             "seq_high": self.floor.value,
             "syncs": self.syncs,
             "resyncs": self.resyncs,
+            "store_resets": self.store_resets,
             "seq_floor_raised": self.floor.raised,
-            "notify_error": self.hints.error if self.hints else None,
+            "skipped": {
+                "count": len(self.skipped),
+                "first": [{"file": display_path(p), "reason": r} for p, r in shown],
+            },
+            "notify_error": (self.hints.error if self.hints else None) or self.notify_error,
+            "notify_restarts": self.notify_restarts,
+            "notify_polled_dirs": len(self.polled),
+            "notify_unwatched": [display_path(d) for d in self.unwatched[: defaults.WATCH_SKIPPED_SHOWN]],
+            "notify_note": self.notify_note,
         }
+
+
+def _dir_sig(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (st.st_ino, st.st_mtime_ns)

@@ -32,11 +32,11 @@ import orjson
 
 from aggregator import defaults
 from aggregator.config import Settings
+from aggregator.connection import is_away
 from aggregator.errors import first_line
 from aggregator.files import write_private
-from aggregator.lifecycle import ProcessLock, StateFile, StopFlag
-from aggregator.live.liveredis import REDIS_ERRORS, LiveRedis
-from aggregator.paths import DataPaths
+from aggregator.lifecycle import StopFlag
+from aggregator.live.service import Service
 from aggregator.projections import Projector
 from aggregator.seqfloor import SeqFloor, seq_in_file
 from aggregator.store import Store
@@ -97,6 +97,7 @@ class SnapshotWriter:
         self._written_active: dict[str, bool] = {}
         self.writes = 0
         self._raised_seen = floor.raised if floor else 0
+        self._unwritten = False
 
     # --- building ------------------------------------------------------------------------------
     def refresh(self) -> bool:
@@ -194,80 +195,71 @@ class SnapshotWriter:
         return notice
 
     def write_if_changed(self) -> dict[str, Any] | None:
-        """Refresh, and write if anything changed; returns the notice of a write, else None."""
-        if self.refresh() or not self.output.exists():
-            return self.write()
+        """Refresh, and write if anything changed (or the last write failed); returns the notice
+        of a write, else None. A failed write (``OSError``) leaves the old file and is retried."""
+        if self.refresh() or self._unwritten or not self.output.exists():
+            self._unwritten = True
+            notice = self.write()
+            self._unwritten = False
+            return notice
         return None
 
 
-class WriterService:
+class WriterService(Service):
     """``agg writer``: rewrite ``current.json`` when something changed, at most every ``interval``.
 
     A subscription to ``<ns>:events`` wakes it as soon as something is committed (so the first
     change after a quiet spell is written at once); a timer every ``interval`` covers a missed
-    message and ``active`` flags that expire with time. Redis outages are waited out.
+    message and ``active`` flags that expire with time. Redis outages (``OOM`` and ``MISCONF``
+    included) are waited out (:class:`~aggregator.live.service.Service`). A write that fails (a
+    full disk) keeps the old file, is said once in the log and in ``agg status``, and is tried
+    again (``tests/adversarial/test_files.py::test_writer_on_a_full_disk_keeps_the_old_file_and_retries``).
     """
 
+    role = "writer"
+    serving_state = "writing"
+
     def __init__(self, settings: Settings, stop: StopFlag, output: Path, interval: float) -> None:
-        self.settings = settings
-        self.stop = stop
+        super().__init__(settings, stop)
         self.output = output
         self.interval = interval
-        paths = DataPaths(settings.data_dir, settings.namespace)
-        self.floor = SeqFloor(settings.keys, paths.floor)
-        self.state = StateFile(paths.state("writer"))
-        self.lock = ProcessLock(paths.lock("writer"), "agg writer for this data dir")
-        self.redis = LiveRedis(settings, stop, self.floor, on_wait=self._waiting)
         self.writer: SnapshotWriter | None = None
         self.last_write = 0.0
+        self.write_error: str | None = None
+        self.writes = 0
         self._pubsub: Any = None
 
-    def _waiting(self, reason: str) -> None:
-        self.state.update(state="waiting for Redis", error=reason)
+    def on_start(self) -> None:
+        self.state.update(output=str(self.output), interval_s=self.interval)
 
-    def run(self) -> None:
-        with self.lock:
-            self._run()
+    def on_lost(self) -> None:
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                self._pubsub.close()
+            self._pubsub = None
 
-    def _run(self) -> None:
-        self.state.update(state="starting", output=str(self.output), interval_s=self.interval, redis=self.redis.masked)
-        try:
-            while not self.stop:
-                try:
-                    if not self.redis.connect():
-                        break
-                    self._serve()
-                except REDIS_ERRORS as e:
-                    self._close_pubsub()
-                    self.redis.lost(e)
-            self._final()
-        finally:
-            self._close_pubsub()
-            self.floor.save()
-            self.state.update(state="stopped", stopped_reason=self.stop.reason)
-            self.redis.close()
-
-    def _serve(self) -> None:
-        client = self.redis.client
-        assert client is not None
-        store = Store(client, self.settings.keys, self.settings.host)
+    def serve(self) -> None:
+        store = self.store
+        assert store is not None
         # (Re)built from what Redis holds now: after an outage it may hold less than before.
         self.writer = SnapshotWriter(store, self.output, floor=self.floor)
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub = store.client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.subscribe(store.keys.events_channel)
-        self.state.update(state="writing", error=None)
         # A timer re-checks even without a message (one may be lost; `active` flags expire with
         # time); it never spins, whatever the interval.
         check_every = max(self.interval, 1.0)
         dirty = True
         next_check = time.monotonic() + check_every
+        first = True
         while not self.stop:
             now = time.monotonic()
             if now >= next_check:
                 dirty, next_check = True, now + check_every
             if dirty and now - self.last_write >= self.interval:
-                self._write()
-                dirty = False
+                dirty = not self._write()
+                if first:
+                    self.serving()
+                    first = False
                 continue
             timeout = self.last_write + self.interval - now if dirty else next_check - now
             msg = self._pubsub.get_message(timeout=min(max(timeout, 0.0), 1.0))
@@ -276,32 +268,54 @@ class WriterService:
                 # drain what else arrived meanwhile: one write covers them all
                 while self._pubsub.get_message(timeout=0) is not None:
                     pass
+            self.check_due()
+            if self.state.due(defaults.STATE_HEARTBEAT_S):
+                self.state.update(**self.figures())
 
-    def _write(self) -> None:
+    def _write(self) -> bool:
+        """Write if something changed; False if the write failed (it is tried again)."""
         assert self.writer is not None
-        notice = self.writer.write_if_changed()
+        try:
+            notice = self.writer.write_if_changed()
+        except OSError as e:
+            # A full (or read-only) disk: the old file stays whole (write_private replaces it only
+            # once the new one is written); say so once, try again at the next check.
+            self.last_write = time.monotonic()  # waits an interval before the next attempt
+            error = f"cannot write {self.output}: {e.strerror or e}; keeping the old file, trying again"
+            if error != self.write_error:
+                self.log.warning("%s", error)
+                self.write_error = error
+                self.state.update(error=error)
+            return False
+        if self.write_error is not None:
+            self.log.info("%s written again", self.output)
+            self.write_error = None
+            self.state.update(error=None)
         if notice is not None:
             self.last_write = time.monotonic()  # only real writes count against the interval
             self.state.update(last_snapshot_at=notice["generated_at"], seq=notice["seq"], writes=self.writer.writes)
-            log.info(
+            # The first write is news (where the file is); the next ones are routine.
+            self.writes += 1
+            self.log.log(
+                logging.INFO if self.writes == 1 else logging.DEBUG,
                 "wrote %s: seq %d, %d conversations, %d messages",
                 self.output,
                 notice["seq"],
                 notice["conversations"],
                 notice["messages"],
             )
+        return True
 
-    def _final(self) -> None:
+    def final(self) -> None:
         """On the way out: one last write if something changed (and Redis is there)."""
         if self.writer is None or self.redis.down:
             return
         try:
             self._write()
-        except REDIS_ERRORS as e:
-            log.warning("no final snapshot (%s)", first_line(e))
+        except Exception as e:
+            if not is_away(e):
+                raise
+            self.log.warning("no final snapshot (%s)", first_line(e))
 
-    def _close_pubsub(self) -> None:
-        if self._pubsub is not None:
-            with contextlib.suppress(Exception):
-                self._pubsub.close()
-            self._pubsub = None
+    def figures(self) -> dict[str, Any]:
+        return {"store_resets": self.store_resets}

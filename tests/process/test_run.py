@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import time
 from pathlib import Path
 
 import psutil
@@ -33,6 +35,8 @@ def test_run_on_embedded_redis_stops_cleanly(tmp_path: Path, sig: signal.Signals
         procs = descendants(run.pid)
         names = " ".join(" ".join(p.cmdline()) for p in procs)
         assert "watch" in names and "writer" in names and "worker" in names
+        status = run_agg(["status"], env).stdout
+        assert "watcher      watching" in status and "another Redis" not in status  # the same embedded one
         # a line appended right before the stop is committed on the way out
         append(session, line(record("s", 1)))
         assert run.stop(sig) == 0
@@ -80,3 +84,50 @@ def test_run_refuses_while_a_watcher_serves_the_data_dir(redis_server: RedisProc
         wait_until(lambda: state(tmp_path / "data", "watch").get("state") == "watching", "the watcher")
         proc = run_agg(["run"], env, check=False, timeout=30)
     assert proc.returncode == 5 and "already serves" in proc.stderr
+
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR) +agg\.[\w.]+: ")
+
+
+def test_run_speaks_like_a_service(tmp_path: Path) -> None:
+    """`agg run`'s terminal: one ready line (what runs, the data dir, current.json, the Redis —
+    masked), then one line per thing a user cares about — a rejected line and its file, a Redis
+    outage and its end, a part restarted — in one format; no job-queue chatter; nothing while idle."""
+    server = RedisProcess(tmp_path / "redis", password="speak-pw").start()
+    env = agg_env(server, tmp_path)
+    session = tmp_path / "claude" / "projects" / "p" / "s.jsonl"
+    append(session, line(record("s", 0)) + b"{not json\n")
+    data = tmp_path / "data"
+    run = Agg(["run", "--interval", "0.2"], env, tmp_path, name="run")
+    try:
+        with run:
+            wait_until(lambda: "ready:" in run.log(), "the ready line", timeout=60)
+            wait_until(lambda: server.client().hget("agg:turns:stats", "committed"), "an LLM turn", timeout=60)
+            quiet = run.log()
+            time.sleep(5)  # idle: not a line
+            assert run.log() == quiet
+            server.kill()
+            wait_until(lambda: state(data, "watch").get("state") == "waiting for Redis", "the outage noticed")
+            server.start()
+            wait_until(lambda: state(data, "watch").get("state") == "watching", "the watcher back", timeout=60)
+            append(session, line(record("s", 1)))  # a Redis that went away later is waited out
+            wait_until(lambda: state(data, "writer").get("state") == "writing", "the writer back", timeout=60)
+            writer_pid = state(data, "writer")["pid"]
+            os.kill(writer_pid, signal.SIGKILL)
+            wait_until(lambda: "restarted writer" in run.log(), "the writer restarted")
+            assert run.stop() == 0
+        log = run.log()
+    finally:
+        server.kill()
+    lines = log.strip().splitlines()
+    assert all(LOG_LINE.match(ln) for ln in lines), [ln for ln in lines if not LOG_LINE.match(ln)]
+    (ready,) = [ln for ln in lines if "ready:" in ln]
+    assert str(data) in ready and str(data / "current.json") in ready and "password=***" in ready
+    assert "speak-pw" not in log
+    assert any("s.jsonl: 1 line(s) rejected" in ln for ln in lines)
+    assert any("writer exited with code -9; restarting" in ln for ln in lines)
+    for part in ("watch", "writer"):
+        assert sum(f"agg.{part}: Redis at" in ln and "unavailable" in ln for ln in lines) == 1, part
+        assert sum(f"agg.{part}: Redis at" in ln and "is back" in ln for ln in lines) == 1, part
+    for chatter in ("Job OK", "cleaning registries", "Listening on", "Successfully completed", "result is kept"):
+        assert chatter not in log

@@ -172,7 +172,7 @@ def test_paused_worker_cannot_commit_over_newer_turn(
 def test_warm_shutdown_finishes_the_running_turn(
     llm: FakeLLM, workers: Workers, transcripts: Transcripts, store: Store
 ) -> None:
-    (w,) = workers.start(1, **openai_env(llm))
+    (w,) = workers.start(1, "-v", **openai_env(llm))  # -v: RQ's "warm shut down" line
     llm.delay("conv-0", 1.5)
     transcripts.burst("conv-0", 0, 2)
     wait_until(lambda: llm.calls("conv-0", outcome=None), what="the call to start")
@@ -367,7 +367,7 @@ def test_credentials_in_the_base_url_never_leak(
     output, log, Redis value or AOF file."""
     secret = "pw-" + os.urandom(12).hex()
     unreachable = f"http://gw:{secret}@127.0.0.1:9/v1"  # port 9 (discard): nothing listens
-    workers.start(1, AGG_LLM_PROVIDER="openai", AGG_LLM_BASE_URL=unreachable, AGG_LLM_ATTEMPTS="2")
+    workers.start(1, "-v", AGG_LLM_PROVIDER="openai", AGG_LLM_BASE_URL=unreachable, AGG_LLM_ATTEMPTS="2")
     transcripts.burst("conv-0", 0, 2)
     wait_until(lambda: r.zcard(store.keys.turns_parked) == 1, timeout=30, what="the turn to be parked")
     error = r.hget(store.keys.turn("conv-0"), "error").decode()

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,11 @@ class Reader(threading.Thread):
 class Agg:
     """A real long-running `agg` process (watch, writer, tail, run) started by a test."""
 
-    def __init__(self, args: list[str], env: dict[str, str], logdir: Path, *, name: str | None = None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], logdir: Path, *, name: str | None = None, prefix: Sequence[str] = ()
+    ) -> None:
         self.args = args
+        self.prefix = list(prefix)  # e.g. tests.support.faults.NO_DAC
         self.env = dict(env)
         # If the test process dies, the service stops by itself (no stray watchers between tests).
         self.env[PARENT_ENV] = str(os.getpid())
@@ -54,7 +57,7 @@ class Agg:
         self.starts += 1
         err = open(self.logdir / f"{self.name}.{self.starts}.log", "wb")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", *self.args],
+            [*self.prefix, sys.executable, "-m", "cli", *self.args],
             env=self.env,
             cwd=REPO,
             stdout=stdout if stdout is not None else subprocess.DEVNULL,
