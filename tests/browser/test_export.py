@@ -4,26 +4,14 @@ opens, nothing is fetched."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+from typing import Any
 
-import pytest
 import redis
 
 from devtools.agg import agg_env, run_agg
 from devtools.redisproc import RedisProcess
 from tests.support.records import assistant, session_file, uid, user, write
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 HOSTILE = [
     "<script>window.__pwned = 1; alert('script')</script>",
@@ -36,11 +24,8 @@ HOSTILE = [
 
 
 def test_hostile_html_export_runs_nothing_in_a_real_browser(
-    redis_server: RedisProcess, r: redis.Redis, tmp_path: Path
+    redis_server: RedisProcess, r: redis.Redis, tmp_path: Path, browser: Any
 ) -> None:
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium): cannot open the page in a browser")
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extras")
     s = uid("hostile")
     records = [user(s, "u0", HOSTILE[0])]
     for i, text in enumerate(HOSTILE[1:], 1):
@@ -60,24 +45,22 @@ def test_hostile_html_export_runs_nothing_in_a_real_browser(
 
     dialogs: list[str] = []
     requests: list[str] = []
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_page()
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.on("request", lambda req: requests.append(req.url))
-            page.goto(page_file.as_uri(), wait_until="load")
-            page.wait_for_timeout(500)  # give any handler that would fire time to fire
-            pwned = page.evaluate("() => window.__pwned === undefined ? null : window.__pwned")
-            counts = page.evaluate(
-                "() => ['script', 'img', 'iframe', 'svg', 'a', 'meta[http-equiv=refresh]']"
-                ".map(s => document.querySelectorAll(s).length)"
-            )
-            text = page.evaluate("() => document.body.innerText")
-            details = page.evaluate("() => document.querySelectorAll('details pre').length")
-            url = page.url
-        finally:
-            browser.close()
+    page = browser.new_page()
+    try:
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.on("request", lambda req: requests.append(req.url))
+        page.goto(page_file.as_uri(), wait_until="load")
+        page.wait_for_timeout(500)  # give any handler that would fire time to fire
+        pwned = page.evaluate("() => window.__pwned === undefined ? null : window.__pwned")
+        counts = page.evaluate(
+            "() => ['script', 'img', 'iframe', 'svg', 'a', 'meta[http-equiv=refresh]']"
+            ".map(s => document.querySelectorAll(s).length)"
+        )
+        text = page.evaluate("() => document.body.innerText")
+        details = page.evaluate("() => document.querySelectorAll('details pre').length")
+        url = page.url
+    finally:
+        page.close()
     assert dialogs == [] and pwned is None
     assert counts == [0, 0, 0, 0, 0, 0]
     assert requests == [page_file.as_uri()] and url == page_file.as_uri()  # nothing fetched, no redirect
