@@ -8,7 +8,7 @@ The HTML form is one self-contained file: inline CSS, no script, no fetch (its C
 Policy forbids both, so even a mistake could not load or run anything), tool results folded in
 ``<details>``. Every piece of transcript text goes through :func:`html.escape`: a message holding
 ``<script>`` or ``<img onerror=…>`` shows those characters and runs nothing
-(``tests/process/test_export_browser.py``).
+(``tests/browser/test_export.py``).
 """
 
 from __future__ import annotations

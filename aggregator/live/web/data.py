@@ -381,13 +381,9 @@ class WebData:
 
     # --- usage and status ----------------------------------------------------------------------
     def usage(self, by: str) -> dict[str, Any]:
-        """``agg usage --by BY --json``, each row and the total with ``cost_usd`` (**adapter**)."""
+        """``agg usage --by BY --json``: each row and the total with ``cost_usd``."""
         self.fresh()
-        rep = usage_report(self.store, by)
-        for row in rep["rows"]:
-            row["cost_usd"] = cost_usd(row, row["key"] if by == "model" else None)
-        rep["total"]["cost_usd"] = cost_usd(rep["total"])
-        return rep
+        return usage_report(self.store, by)
 
     def status(self) -> dict[str, Any]:
         """``agg status --json`` (with ``redis.binary``, the running server's executable)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aggregator.projections import USAGE_FIELDS
+from aggregator.projections import TOKEN_FIELDS, USAGE_FIELDS
 from aggregator.usage import BY_CHOICES
 
 _INT = {"type": "integer"}
@@ -94,9 +94,16 @@ _HIT = _obj(
         "snippet": {"type": "string", "description": "text around the matches, each between ⟦ and ⟧"},
     }
 )
-_ROW_COUNTS = {f: _INT for f in (*USAGE_FIELDS, "responses", "total")}
+_ROW_COUNTS = {f: _INT for f in (*TOKEN_FIELDS, "responses", "total")}
 _USAGE_ROW = _obj(
-    {"key": _NSTR, **_ROW_COUNTS, "project": _NSTR, "title": _NSTR, "cost_usd": _COST},
+    {
+        "key": _NSTR,
+        **_ROW_COUNTS,
+        "project": _NSTR,
+        "project_path": {"type": ["string", "null"], "description": "the project's directory, when known"},
+        "title": _NSTR,
+        "cost_usd": _COST,
+    },
     required=["key", *_ROW_COUNTS, "cost_usd"],
 )
 _ENVELOPE = _obj(
@@ -152,6 +159,13 @@ SCHEMAS: dict[str, Any] = {
             "seq": _INT,
             "rows": {"type": "array", "items": _ref("UsageRow")},
             "total": _obj({**_ROW_COUNTS, "cost_usd": _COST}),
+            "since": {"type": ["string", "null"], "description": "first UTC day covered (YYYY-MM-DD)"},
+            "until": {"type": ["string", "null"], "description": "last UTC day covered (YYYY-MM-DD)"},
+            "prices": _obj(
+                {"date": _STR, "unpriced": {"type": "array", "items": _STR}},
+                extra=True,
+            ),
+            "complete": {"type": "boolean", "description": "every response's usage is counted"},
         }
     ),
     "Status": _obj(
