@@ -25,7 +25,7 @@ from aggregator.connection import mask_url
 from aggregator.embedded import EmbeddedRedis, running_servers
 from aggregator.errors import AggError, ConfigError, Interrupted
 from aggregator.ingest import IngestReport, discover, ingest, pending_bytes
-from aggregator.live.status import NOT_RUNNING, describe, gather, host_files, live_status
+from aggregator.live.status import NOT_RUNNING, describe, gather, host_files, live_status, record_ingest
 from aggregator.parse import loads
 from aggregator.projections import Projector
 from aggregator.text import render
@@ -127,6 +127,7 @@ def ingest_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> No
                 f"interrupted after {report.files} of {len(sources)} files ({report.lines:,} lines); every "
                 "batch Redis committed is kept, and the next agg ingest continues from there"
             ) from None
+        record_ingest(app.settings, report.skipped)
         if as_json:
             emit_json(report.as_dict())
             return
