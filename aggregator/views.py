@@ -14,7 +14,7 @@ import orjson
 
 from aggregator.config import active_minutes as active_minutes_setting
 from aggregator.parse import loads
-from aggregator.projections import USAGE_FIELDS, Projector, parse_recent_member
+from aggregator.projections import USAGE_FIELDS
 from aggregator.store import Store
 from aggregator.text import iso_ms, message_text, preview
 
@@ -88,11 +88,10 @@ def conversation_views(
     """Conversations (all, or ``convs``) that have at least one user or assistant message."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     active_minutes = active_minutes_setting() if active_minutes is None else active_minutes
-    projector = Projector(store)
     chosen = store.conversations() if convs is None else list(convs)
     return [
         conversation_view(conv, fields, now_ms=now_ms, active_minutes=active_minutes)
-        for conv, fields in projector.conversation_projections(chosen)
+        for conv, fields in store.projections(chosen)
         if _int(fields, "messages") > 0
     ]
 
@@ -106,36 +105,27 @@ def recent_messages(
     ``known`` maps ``(conv, id)`` to messages built earlier: those are reused as they are, and
     only the other messages' bodies are fetched (the writer's incremental path).
     """
-    r: Any = store.client
     known = known or {}
-    rows = r.zrange(store.keys.recent, -limit, -1, withscores=True) if limit > 0 else []
-    parsed = [(parse_recent_member(m), int(score)) for m, score in rows]
-    missing = [p for p in parsed if (p[0][1], p[0][2]) not in known]
-    pipe = r.pipeline(transaction=False)
-    for (_, conv, eid, _), _ in missing:
-        pipe.hget(store.keys.cur(conv), eid)
-    versions = pipe.execute()
-    pipe = r.pipeline(transaction=False)
-    for ((_, conv, _, _), _), v in zip(missing, versions, strict=True):
-        pipe.hget(store.keys.body(conv), (v or b"")[-32:])  # None: the store lost it meanwhile (FLUSHALL)
-    bodies = dict(zip(((conv, eid) for (_, conv, eid, _), _ in missing), pipe.execute(), strict=True))
+    recent = store.recent_messages(limit)
+    missing = [(m.conv, m.id) for m in recent if (m.conv, m.id) not in known]
+    bodies = dict(zip(missing, store.newest_bodies(missing), strict=True))
     out = []
-    for (seq, conv, eid, role), tms in parsed:
-        if (conv, eid) in known:
-            out.append(known[(conv, eid)])
+    for m in recent:
+        if (m.conv, m.id) in known:
+            out.append(known[(m.conv, m.id)])
             continue
-        raw = bodies[(conv, eid)]
+        raw = bodies[(m.conv, m.id)]
         try:
             text = message_text(loads(raw)) if raw is not None else ""
         except ValueError:
             text = ""
         out.append(
             {
-                "seq": seq,
-                "conv": conv,
-                "id": eid,
-                "role": role,
-                "ts": iso_ms(tms) if tms else None,
+                "seq": m.seq,
+                "conv": m.conv,
+                "id": m.id,
+                "role": m.role,
+                "ts": iso_ms(m.tms) if m.tms else None,
                 "preview": preview(text),
             }
         )
