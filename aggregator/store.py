@@ -417,6 +417,20 @@ class Store:
             pipe.hget(self.keys.cur(conv), eid)
         return [v.decode().split(",") if v else [] for v in pipe.execute()]
 
+    def newest_digests(self, refs: Sequence[tuple[str, str]]) -> list[str | None]:
+        """The newest digest of each ``(conversation, event id)`` (None for an event the store
+        does not hold), in one round trip (one HMGET per conversation)."""
+        by_conv: dict[str, list[str]] = {}
+        for conv, eid in refs:
+            by_conv.setdefault(conv, []).append(eid)
+        pipe = self.r.pipeline(transaction=False)
+        for conv, eids in by_conv.items():
+            pipe.hmget(self.keys.cur(conv), eids)
+        found: dict[tuple[str, str], str | None] = {}
+        for (conv, eids), vs in zip(by_conv.items(), pipe.execute(), strict=True):
+            found.update(((conv, eid), newest_digest(v)) for eid, v in zip(eids, vs, strict=True))
+        return [found[ref] for ref in refs]
+
     def holds(self, refs: Sequence[tuple[str, str]]) -> list[bool]:
         """Whether the store holds each ``(conversation, event id)``, in one round trip."""
         pipe = self.r.pipeline(transaction=False)

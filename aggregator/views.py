@@ -7,7 +7,7 @@ recent messages from the recent-messages projection plus one body fetch per mess
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -96,23 +96,36 @@ def conversation_views(
     ]
 
 
-def recent_messages(
-    store: Store, limit: int = 1000, known: Mapping[tuple[str, str], dict[str, Any]] | None = None
-) -> list[dict[str, Any]]:
+Previews = dict[tuple[str, str, str], dict[str, Any]]
+"""Messages built earlier, by ``(conv, id, digest of the version previewed)``."""
+
+
+def recent_messages(store: Store, limit: int = 1000, known: Previews | None = None) -> list[dict[str, Any]]:
     """The ``limit`` most recent user/assistant messages, oldest first, with text previews.
 
     Each: ``seq``, ``conv``, ``id``, ``role``, ``ts``, ``preview`` (of the newest revision).
-    ``known`` maps ``(conv, id)`` to messages built earlier: those are reused as they are, and
-    only the other messages' bodies are fetched (the writer's incremental path).
+    With ``known`` (the writer's incremental path), a message whose newest version is the one
+    it was built from is reused as it is — a revision gives it a new digest, so it is rebuilt —
+    and only the other messages' bodies are fetched; ``known`` is then replaced by the messages
+    returned. The log is not read: which versions are newest is the store's ``cur`` index.
     """
-    known = known or {}
     recent = store.recent_messages(limit)
-    missing = [(m.conv, m.id) for m in recent if (m.conv, m.id) not in known]
-    bodies = dict(zip(missing, store.newest_bodies(missing), strict=True))
+    refs = [(m.conv, m.id) for m in recent]
+    if known is None:
+        digests: list[str | None] = [None] * len(refs)
+        bodies = dict(zip(refs, store.newest_bodies(refs), strict=True))
+    else:
+        digests = store.newest_digests(refs)
+        wanted = [(c, d) for (c, i), d in zip(refs, digests, strict=True) if d and (c, i, d) not in known]
+        by_digest = dict(zip(wanted, store.bodies(wanted), strict=True))
+        bodies = {(c, i): by_digest.get((c, d)) if d else None for (c, i), d in zip(refs, digests, strict=True)}
     out = []
-    for m in recent:
-        if (m.conv, m.id) in known:
-            out.append(known[(m.conv, m.id)])
+    built: Previews = {}
+    for m, digest in zip(recent, digests, strict=True):
+        kept = known.get((m.conv, m.id, digest)) if known is not None and digest else None
+        if kept is not None:
+            out.append(kept)
+            built[(m.conv, m.id, digest or "")] = kept
             continue
         raw = bodies[(m.conv, m.id)]
         try:
@@ -129,4 +142,9 @@ def recent_messages(
                 "preview": preview(text),
             }
         )
+        if digest:
+            built[(m.conv, m.id, digest)] = out[-1]
+    if known is not None:
+        known.clear()
+        known.update(built)
     return out
