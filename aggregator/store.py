@@ -666,7 +666,7 @@ class CommitStream:
     :data:`~aggregator.defaults.INGEST_IN_FLIGHT_BYTES` of them) are in flight, and scripts go out
     in submission order (so ``seq`` follows it, as if files were committed one after the other).
     Each batch of a pass expects the cursor token the previous one writes, so once one loses the
-    compare-and-set none after it can commit; the writer then drops the rest of its
+    compare-and-set none after it can commit; the stream then drops the rest of its
     :class:`Chain` without sending them (``tests/store/test_commit_stream.py``).
 
     Not thread-safe. :meth:`close` must be called (it returns or drops the connection).

@@ -11,8 +11,3 @@ for a supervisor: :func:`workers.pool.run_workers`), :mod:`workers.status` (``ag
 """
 
 from __future__ import annotations
-
-
-def queue_name(namespace: str) -> str:
-    """The one RQ queue turn jobs go on, per agg namespace."""
-    return f"{namespace}-turns"

@@ -26,7 +26,6 @@ enqueued again.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -51,12 +50,6 @@ log = logging.getLogger("agg.turns")
 
 JOB_FUNCTION = "workers.turns.run_turn"
 WAITING_JOB_STATES = (b"queued", b"created")
-
-
-def job_id(namespace: str, conv: str, gen: int) -> str:
-    """RQ job id of a conversation's turn generation (RQ allows only ``[A-Za-z0-9_-]``)."""
-    digest = hashlib.sha1(namespace.encode() + b"\0" + conv.encode("utf-8", "surrogatepass")).hexdigest()[:20]
-    return f"agg-turn-{digest}-{gen}"
 
 
 @dataclass
@@ -126,7 +119,7 @@ class Scheduler:
                 self.queue.enqueue_call(
                     JOB_FUNCTION,
                     args=(conv, gen),
-                    job_id=job_id(self.keys.ns, conv, gen),
+                    job_id=self.keys.turn_job_id(conv, gen),
                     unique=True,
                     timeout=defaults.TURN_JOB_TIMEOUT_S,
                     result_ttl=defaults.RQ_RESULT_TTL_S,
@@ -172,7 +165,7 @@ class Scheduler:
             seen = [int(g or 0) for g in pipe.execute()]
             pipe = self.r.pipeline(transaction=False)
             for conv, gen in zip(convs, seen, strict=True):
-                pipe.hget(Job.key_for(job_id(k.ns, conv, gen)), "status")
+                pipe.hget(Job.key_for(k.turn_job_id(conv, gen)), "status")
             for conv, gen, status in zip(convs, seen, pipe.execute(), strict=True):
                 if status in WAITING_JOB_STATES:
                     continue  # waiting in RQ for a free worker: fine

@@ -27,7 +27,6 @@ from aggregator.paths import DataPaths
 from aggregator.store import Store
 from aggregator.text import iso_ms
 from aggregator.usage import totals as usage_totals
-from workers import queue_name
 from workers.status import turn_figures
 
 
@@ -63,7 +62,8 @@ def file_figures(files: HostFiles) -> dict[str, Any]:
 
 def rq_figures(client: redis.Redis, namespace: str) -> dict[str, Any]:
     """Turns (queued, running, parked, failed, …) and workers (see :mod:`workers.status`)."""
-    return turn_figures(client, Keys(namespace), queue_name(namespace))
+    keys = Keys(namespace)
+    return turn_figures(client, keys, keys.turns_queue)
 
 
 def gather(conn: Connection, store: Store, files: HostFiles | None = None) -> dict[str, Any]:
