@@ -423,6 +423,7 @@ class Projector:
         self.keys = store.keys
         self._project = store.client.register_script(scripts.PROJECT)
         self._reset = store.client.register_script(scripts.PROJECT_RESET)
+        self._unlock = store.client.register_script(scripts.PROJECT_UNLOCK)
 
     def global_key(self, name: str) -> str:
         """Redis key of a global projection (``recent``, ``usage:<x>``, ``refs``, ``pconvs:<p>``…)."""
@@ -550,10 +551,10 @@ class Projector:
                 st.located.setdefault((p, uuid), []).append(c)
 
     def _apply(self, cp: int, upto: int, token: str, fold: Fold) -> bytes:
-        keys = [self.keys.proj_seq, self.keys.proj_lock]
-        args: list[Any] = [cp, upto, token]
         targets = [(self.keys.proj(conv), d) for conv, d in fold.convs.items()]
         targets += [(self.global_key(name), d) for name, d in fold.glob.items()]
+        keys: list[str] = []
+        args: list[Any] = []
         for key, d in targets:
             ops = d.ops()
             keys.append(key)
@@ -567,7 +568,16 @@ class Projector:
         args.append(len(fold.convs))
         for conv in fold.convs:
             args += ("touch", "", conv)
-        res = self._project(keys=keys, args=args)
+        call = scripts.ProjectCall(
+            proj_seq=self.keys.proj_seq,
+            proj_lock=self.keys.proj_lock,
+            targets=keys,
+            after_seq=cp,
+            upto_seq=upto,
+            token=token,
+            ops=args,
+        )
+        res = self._project(keys=call.keys(), args=call.args())
         return bytes(res[0])
 
     def changed_since(self, mark: float) -> tuple[list[str], float]:
@@ -606,18 +616,14 @@ class Projector:
             dropped += [k.usage_tally(old) for old in LEGACY_USAGE_KEYS]
             # One atomic drop: a rebuild killed at any point leaves all or nothing dropped
             # (tests/process/test_projections.py::test_live_projections_after_kills_equal_the_rebuilt_ones).
-            res = self._reset(keys=[k.proj_seq, k.proj_lock, *dropped], args=[token])
+            reset = scripts.ProjectResetCall(proj_seq=k.proj_seq, proj_lock=k.proj_lock, dropped=dropped, token=token)
+            res = self._reset(keys=reset.keys(), args=reset.args())
             if bytes(res) != b"ok":
                 raise StoreError("lost the rebuild lock before dropping the projections")
             applied = self.catch_up(token=token, rederive=True)
         finally:
-            # Release only our own lock (compare-and-delete).
-            r.eval(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-                1,
-                self.keys.proj_lock,
-                token,
-            )
+            unlock = scripts.ProjectUnlockCall(proj_lock=self.keys.proj_lock, token=token)
+            self._unlock(keys=unlock.keys(), args=unlock.args())
         return {
             "rebuilt": ["conversations", "titles", "subagents", "links", "usage", "recent_messages"],
             "entries": applied,

@@ -190,8 +190,14 @@ class Store:
         for i, (path, cur) in enumerate(zip(paths, curs, strict=True)):
             old = self._fid(path)
             if cur is None and old != fids[i]:
-                keys = [self.keys.file(old), self.keys.file(fids[i]), self.keys.files]
-                moved += int(self._adopt(keys=keys, args=[old, fids[i]]))
+                call = scripts.CursorAdoptCall(
+                    old_cursor=self.keys.file(old),
+                    new_cursor=self.keys.file(fids[i]),
+                    files=self.keys.files,
+                    old_fid=old,
+                    new_fid=fids[i],
+                )
+                moved += int(self._adopt(keys=call.keys(), args=call.args()))
         if moved:
             curs = self.cursors(fids)
         return fids, curs
@@ -212,7 +218,8 @@ class Store:
         m = len(fields)
         for i in range(0, len(keys), chunk):
             part = keys[i : i + chunk]
-            flat = self._hmget_many(keys=list(part), args=list(fields))
+            call = scripts.HmgetManyCall(hashes=part, fields=fields)
+            flat = self._hmget_many(keys=call.keys(), args=call.args())
             out += [flat[j * m : (j + 1) * m] for j in range(len(part))]
         return out
 
@@ -267,11 +274,11 @@ class Store:
         k = self.keys
         items = list(items)
         events: list[Event] = [it for it in items if type(it) is Event]
-        rejections: list[Any] = []
+        rejections: list[tuple[str, bytes]] = []
         if len(events) != len(items):
             for it in items:
                 if type(it) is Rejection:
-                    rejections += (f"{fid}:{it.digest}", self._rejection_record(sf, it))
+                    rejections.append((f"{fid}:{it.digest}", self._rejection_record(sf, it)))
         convs = list(dict.fromkeys([e.conv for e in events]))
         if len(convs) <= 1:
             cis = ""
@@ -283,35 +290,40 @@ class Store:
             for e in events:
                 per_conv[e.conv][e.digest] = e.raw
             bodies = [(k.body(c), m) for c, m in per_conv.items()]
-        keys: list[str] = [k.seq, k.log, k.stats, k.file(fid), k.convs, k.files, k.rejects, k.rejects_seen, k.dirty]
-        args: list[Any] = [
-            expected_tok,
-            fid,
-            k.events_channel,
-            k.conv_channel(""),
-            defaults.REJECTS_KEPT,
-            sf.display,
-            sf.project,
-            sf.agent or "",
-            len(events),
-            cis,
-            "\n".join([e.id for e in events]),
-            "".join([e.digest for e in events]),
-            b"".join([b"1" if e.is_msg else b"0" for e in events]),
-            b"\n".join([e.tail for e in events]),
-            b"\n".join([e.facts for e in events]),
-            len(convs),
-        ]
-        for conv in convs:
-            keys += (k.cur(conv), k.timeline(conv), k.meta(conv))
-            args += (conv, dumps(conv))
-        args += (len(rejections) // 2, *rejections, len(cursor))
-        for name, value in cursor.items():
-            args += (name, value)
-        keys.append(k.store_id)
-        args.append(self.expect_id)
+        call = scripts.IngestCall(
+            seq=k.seq,
+            log=k.log,
+            stats=k.stats,
+            cursor=k.file(fid),
+            convs=k.convs,
+            files=k.files,
+            rejects=k.rejects,
+            rejseen=k.rejects_seen,
+            dirty=k.dirty,
+            conv_keys=[key for c in convs for key in (k.cur(c), k.timeline(c), k.meta(c))],
+            store=k.store_id,
+            expected_tok=expected_tok,
+            fid=fid,
+            events_channel=k.events_channel,
+            conv_channel_prefix=k.conv_channel(""),
+            rejects_cap=defaults.REJECTS_KEPT,
+            file=sf.display,
+            project=sf.project,
+            agent=sf.agent or "",
+            lines=len(events),
+            conv_index=cis,
+            ids="\n".join([e.id for e in events]),
+            digests="".join([e.digest for e in events]),
+            msg_flags=b"".join([b"1" if e.is_msg else b"0" for e in events]),
+            tails=b"\n".join([e.tail for e in events]),
+            facts=b"\n".join([e.facts for e in events]),
+            conversations=[(c, dumps(c)) for c in convs],
+            rejections=rejections,
+            cursor_fields=list(cursor.items()),
+            expect_id=self.expect_id,
+        )
         size = sum(len(raw) for _, mapping in bodies for raw in mapping.values())
-        return Batch(sf.display, bodies, keys, args, chain or Chain(), size)
+        return Batch(sf.display, bodies, call.keys(), call.args(), chain or Chain(), size)
 
     def commit(
         self, sf: SourceFile, fid: str, expected_tok: str, cursor: dict[str, Any], items: Iterable[Event | Rejection]
