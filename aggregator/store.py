@@ -88,7 +88,8 @@ class FileState:
     """What :meth:`Store.file_states` reads of one file's cursor."""
 
     fid: str
-    host: str
+    host: str | None
+    """The host that committed it (None if the cursor has none)."""
     path: str | None
     """The file's path as committed (None if the cursor has none)."""
     off: int
@@ -603,7 +604,12 @@ class Store:
         fids = sorted(f.decode() for f in self.r.smembers(self.keys.files))
         rows = self.hmget_many([self.keys.file(f) for f in fids], ["host", "path", "off"])
         return [
-            FileState(fid, (h or b"").decode(), os.fsdecode(path) if path is not None else None, int(off or 0))
+            FileState(
+                fid,
+                h.decode() if h is not None else None,
+                os.fsdecode(path) if path is not None else None,
+                int(off or 0),
+            )
             for fid, (h, path, off) in zip(fids, rows, strict=True)
         ]
 
