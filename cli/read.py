@@ -193,7 +193,8 @@ def _print_hits(res: dict[str, Any], width: int, color: bool) -> None:
         click.echo()
     shown = len(res["hits"])
     more = "; all with --limit 0" if res["total"] > shown else ""
-    click.echo(term.style(f"{shown} of {res['total']:,} hits ({res['took_ms']:.0f} ms){more}", "dim"), err=not shown)
+    counted = f"{shown} of {res['total']:,} hits" if shown else f"no match for {res['query']}"
+    click.echo(term.style(f"{counted} ({res['took_ms']:.0f} ms){more}", "dim"), err=not shown)
 
 
 def _highlight(term: Terminal, line: str) -> str:
