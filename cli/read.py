@@ -283,7 +283,10 @@ def show_cmd(ctx: click.Context, conversation: str) -> None:
     help="markdown or html: a readable document (HTML: one self-contained file); jsonl: the original lines.",
 )
 @click.option(
-    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE (mode 0600) instead of stdout."
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to FILE (mode 0600) instead of stdout.",
 )
 @click.pass_context
 def export_cmd(ctx: click.Context, conversation: str, fmt: str, output: Path | None) -> None:
