@@ -191,14 +191,14 @@ class Store:
         for i, (path, cur) in enumerate(zip(paths, curs, strict=True)):
             old = self._fid(path)
             if cur is None and old != fids[i]:
-                call = scripts.CursorAdoptCall(
+                call = scripts.cursor_adopt_call(
                     old_cursor=self.keys.file(old),
                     new_cursor=self.keys.file(fids[i]),
                     files=self.keys.files,
                     old_fid=old,
                     new_fid=fids[i],
                 )
-                moved += int(self._adopt(keys=call.keys(), args=call.args()))
+                moved += int(self._adopt(keys=call.keys, args=call.args))
         if moved:
             curs = self.cursors(fids)
         return fids, curs
@@ -219,8 +219,8 @@ class Store:
         m = len(fields)
         for i in range(0, len(keys), chunk):
             part = keys[i : i + chunk]
-            call = scripts.HmgetManyCall(hashes=part, fields=fields)
-            flat = self._hmget_many(keys=call.keys(), args=call.args())
+            call = scripts.hmget_many_call(hashes=part, fields=fields)
+            flat = self._hmget_many(keys=call.keys, args=call.args)
             out += [flat[j * m : (j + 1) * m] for j in range(len(part))]
         return out
 
@@ -291,7 +291,7 @@ class Store:
             for e in events:
                 per_conv[e.conv][e.digest] = e.raw
             bodies = [(k.body(c), m) for c, m in per_conv.items()]
-        call = scripts.IngestCall(
+        call = scripts.ingest_call(
             seq=k.seq,
             log=k.log,
             stats=k.stats,
@@ -324,7 +324,7 @@ class Store:
             expect_id=self.expect_id,
         )
         size = sum(len(raw) for _, mapping in bodies for raw in mapping.values())
-        return Batch(sf.display, bodies, call.keys(), call.args(), chain or Chain(), size)
+        return Batch(sf.display, bodies, call.keys, call.args, chain or Chain(), size)
 
     def commit(
         self, sf: SourceFile, fid: str, expected_tok: str, cursor: dict[str, Any], items: Iterable[Event | Rejection]

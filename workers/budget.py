@@ -73,8 +73,8 @@ class DailyBudget:
         return self.config.provider != "offline"
 
     def _call(self, mode: str, cap: int, tokens: int = 0, day: int = 0) -> BudgetState:
-        call = scripts.BudgetCall(budget=self.keys.llm_budget, mode=mode, cap=cap, tokens=tokens, day=day)
-        res: Any = self._script(keys=call.keys(), args=call.args())
+        call = scripts.budget_call(budget=self.keys.llm_budget, mode=mode, cap=cap, tokens=tokens, day=day)
+        res: Any = self._script(keys=call.keys, args=call.args)
         ok, day, calls, used, cap = (int(x) for x in res)
         return BudgetState(bool(ok), day, calls, used, cap)
 
