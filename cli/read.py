@@ -241,6 +241,9 @@ def list_cmd(
             line = " · ".join(facts)
             path = cut_left(c["project_path"] or "", max(10, width - 5 - display_width(line)))
             click.echo("  " + term.style(f"{line} · {path}" if path else line, "dim"))
+        if not res["conversations"]:  # say so, rather than print nothing
+            why = " match" if project or active or since is not None else " yet: agg run or agg ingest reads them"
+            click.echo(term.style("no conversations" + why, "dim"), err=True)
         if res["total"] > len(res["conversations"]):
             shown = len(res["conversations"])
             click.echo(term.style(f"{shown} of {res['total']} conversations; all with --limit 0", "dim"))
