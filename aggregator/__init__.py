@@ -24,11 +24,34 @@ supervisor), :mod:`~aggregator.logs` (the one log format).
 
 from __future__ import annotations
 
-from aggregator.config import Settings
-from aggregator.connection import Connection, open_redis
-from aggregator.errors import AggError
-from aggregator.keys import Keys
-from aggregator.store import Store
-from aggregator.tailer import Tailer
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aggregator.config import Settings
+    from aggregator.connection import Connection, open_redis
+    from aggregator.errors import AggError
+    from aggregator.keys import Keys
+    from aggregator.store import Store
+    from aggregator.tailer import Tailer
 
 __all__ = ["AggError", "Connection", "Keys", "Settings", "Store", "Tailer", "open_redis"]
+
+_HOMES = {
+    "AggError": "aggregator.errors",
+    "Connection": "aggregator.endpoint",
+    "Keys": "aggregator.keys",
+    "Settings": "aggregator.config",
+    "Store": "aggregator.store",
+    "Tailer": "aggregator.tailer",
+    "open_redis": "aggregator.connection",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The names above, imported on first use: importing one light module of the library
+    (``aggregator.keys``) must not import redis-py — the CLI's start-up time
+    (``tests/unit/test_cli_imports.py``)."""
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'aggregator' has no attribute {name!r}")

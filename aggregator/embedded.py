@@ -39,30 +39,28 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
-import psutil
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from aggregator import defaults
 from aggregator.errors import EmbeddedRedisError
 from aggregator.files import locked, private_dir, write_private
 from aggregator.text import now_iso
 
+if TYPE_CHECKING:
+    import redis
+
+# redis-py and psutil are imported where they are used: the quick path of `agg status` and
+# `agg usage` (aggregator.quickredis) reads this module's paths and record without them.
+
 MIN_VERSION = (6, 2)
 """Oldest redis-server agg runs on (exclusive XRANGE bounds, ZADD GT/LT, LMOVE for RQ)."""
-
-_NO_RETRY = Retry(NoBackoff(), 0)
-"""Probes and SHUTDOWN expect a refused or closed connection: redis-py's default retries would
-spend seconds on it."""
 
 _SOCKET_PATH_MAX = 100  # sun_path is 104-108 bytes depending on the OS
 
@@ -267,6 +265,9 @@ class EmbeddedRedis:
             private_socket_dir(self.socket_path.parent)  # before anything is sent through it
         if not self.socket_path.exists() or not self.password_path.exists():
             return "down"
+        import psutil
+        import redis
+
         client = self._client(2)
         try:
             return "up" if client.ping() else "down"
@@ -302,9 +303,10 @@ class EmbeddedRedis:
             return False
 
     def _check_running(self) -> None:
-        """Refuse a server already running on data newer than it can read (one an older agg, or
-        a person, started with another binary: it serves an empty or partial view, and writes
-        beside the data it cannot see); record a newer one, whose data only it can read now."""
+        """Refuse a server already running on data newer than it can read, or record a newer one
+        (:meth:`to_record`)."""
+        import redis
+
         client = self._client(2)
         try:
             info = client.info("server")
@@ -312,10 +314,19 @@ class EmbeddedRedis:
             return  # no INFO for us: the caller's own commands say what is wrong
         finally:
             client.close()
+        newer = self.to_record(info)
+        if newer is not None:
+            self._write_record(newer)
+
+    def to_record(self, info: Mapping[str, Any]) -> Server | None:
+        """For the server running on this data dir (its ``INFO server``): refuse it if the data is
+        newer than it can read (one an older agg, or a person, started with another binary: it
+        serves an empty or partial view, and writes beside the data it cannot see); return it if
+        the record must name it (its data only it can read now), else None."""
         running = Server(str(info.get("executable") or "redis-server"), _parse_version(str(info.get("redis_version"))))
         written = self.written_by()
         if len(running.version) < 2:
-            return  # no version to go by
+            return None  # no version to go by
         if written is not None and not running.reads(written.version):
             raise EmbeddedRedisError(
                 f"{self.data_dir}: the redis-server running on it is redis {running.release} "
@@ -323,7 +334,8 @@ class EmbeddedRedis:
                 "stop it (agg redis stop) and run the command again"
             )
         if written is None or running.version[:2] > written.version[:2]:
-            self._write_record(running)
+            return running
+        return None
 
     def pid(self) -> int | None:
         try:
@@ -363,6 +375,9 @@ class EmbeddedRedis:
 
     def stop(self) -> bool:
         """Shut the server down (flushing its AOF); returns False if it was not running."""
+        import psutil
+        import redis
+
         with self._lock():
             if self.state() == "down":
                 return False
@@ -385,13 +400,18 @@ class EmbeddedRedis:
             yield
 
     def _client(self, timeout: float) -> redis.Redis:
-        """A client for probes and SHUTDOWN: no retries (they expect refusals and lost links)."""
+        """A client for probes and SHUTDOWN: no retries (they expect refusals and closed
+        connections: redis-py's default retries would spend seconds on them)."""
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         return redis.Redis(
             unix_socket_path=str(self.socket_path),
             password=self._password(),
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry=_NO_RETRY,
+            retry=Retry(NoBackoff(), 0),
         )
 
     def _password(self) -> str:
@@ -489,6 +509,8 @@ def running_servers() -> list[Running]:
     A redis-server counts as agg's when its working directory (Redis changes to its ``dir``) is
     a data dir's ``redis/`` holding agg's config file and a pid file naming it.
     """
+    import psutil
+
     out = []
     for p in psutil.process_iter(["name", "uids"]):
         try:

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from aggregator.keys import Keys
 from aggregator.text import iso_ms
 from workers import scripts
 from workers.config import TurnConfig
+
+if TYPE_CHECKING:  # `agg status` may run on the quick client (aggregator.quickredis)
+    import redis
 
 DAY_MS = 86_400_000
 
