@@ -25,9 +25,9 @@ supervisor), :mod:`~aggregator.logs` (the one log format).
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+import typing
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from aggregator.config import Settings
     from aggregator.connection import Connection, open_redis
     from aggregator.errors import AggError
@@ -48,10 +48,14 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     """The names above, imported on first use: importing one light module of the library
     (``aggregator.keys``) must not import redis-py — the CLI's start-up time
     (``tests/unit/test_cli_imports.py``)."""
     if name in _HOMES:
         return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module 'aggregator' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

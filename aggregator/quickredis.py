@@ -28,7 +28,7 @@ import hiredis
 
 from aggregator import defaults, scripts
 from aggregator.endpoint import Connection, Plain, plain
-from aggregator.errors import EmbeddedRedisError
+from aggregator.errors import EmbeddedRedisError, QuickFallback
 
 if TYPE_CHECKING:
     import redis
@@ -37,16 +37,10 @@ if TYPE_CHECKING:
     from aggregator.embedded import EmbeddedRedis
 
 
-class QuickFallback(Exception):
-    """This command needs the full client (redis-py): run it again on that. Never shown to a
-    user; deliberately not an :class:`~aggregator.errors.AggError` or a redis-py error, so that no
-    handler on the way mistakes it for one."""
-
-
 Convert = Callable[[Any], Any]
 
 
-class QuickReplyError(QuickFallback):
+class _ReplyError(QuickFallback):
     """Redis answered with an error (redis-py would raise it, or act on it)."""
 
 
@@ -180,7 +174,7 @@ class QuickRedis:
         except (OSError, hiredis.ProtocolError) as e:
             raise QuickFallback(f"lost the connection: {e}") from None
         if isinstance(reply, hiredis.ReplyError):
-            raise QuickReplyError(str(reply))
+            raise _ReplyError(str(reply))
         return reply
 
     def _call(self, *args: Any) -> Any:
@@ -318,7 +312,7 @@ class QuickScript:
             raise QuickFallback("a script that may write")
         try:
             return self._client._call("EVALSHA", self.sha, len(keys), *keys, *args)
-        except QuickReplyError as e:
+        except _ReplyError as e:
             if not str(e).startswith("NOSCRIPT"):
                 raise
         return self._client._call("EVAL", self.script, len(keys), *keys, *args)
