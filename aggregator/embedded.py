@@ -32,16 +32,11 @@ import contextlib
 import hashlib
 import os
 import re
-import secrets
-import shutil
 import stat
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -56,7 +51,8 @@ from aggregator.text import now_iso
 if TYPE_CHECKING:
     import redis
 
-# redis-py and psutil are imported where they are used: the quick path of `agg status` and
+# redis-py, psutil and what starting a server takes (subprocess, tempfile, shutil, secrets,
+# importlib.resources) are imported where they are used: the quick path of `agg status` and
 # `agg usage` (aggregator.quickredis) reads this module's paths and record without them.
 
 MIN_VERSION = (6, 2)
@@ -71,6 +67,8 @@ def _parse_version(text: str) -> tuple[int, ...]:
 
 def server_version(binary: str) -> tuple[int, ...]:
     """Version of a redis-server binary, e.g. ``(7, 0, 15)``."""
+    import subprocess
+
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError) as e:
@@ -120,6 +118,8 @@ def _explicit_server() -> Server | None:
     explicit = os.environ.get("AGG_REDIS_SERVER")
     if not explicit:
         return None
+    import shutil
+
     path = shutil.which(explicit)
     if not path:
         raise EmbeddedRedisError(f"AGG_REDIS_SERVER={explicit} is not an executable")
@@ -192,6 +192,8 @@ def socket_base_dir() -> Path:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
         return Path(xdg) / "agg"
+    import tempfile
+
     return Path(tempfile.gettempdir()) / f"agg-{os.getuid()}"
 
 
@@ -418,6 +420,8 @@ class EmbeddedRedis:
         try:
             return self.password_path.read_text().strip()
         except FileNotFoundError:
+            import secrets
+
             private_dir(self.dir)
             write_private(self.password_path, secrets.token_urlsafe(32))
             return self.password_path.read_text().strip()
@@ -443,6 +447,9 @@ class EmbeddedRedis:
         ]
 
     def _start(self) -> None:
+        import subprocess
+        from importlib import resources
+
         try:
             server = self.choose()
         except EmbeddedRedisError as e:

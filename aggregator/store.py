@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 import socket
 import time
 from collections import deque
@@ -112,7 +111,7 @@ class Store:
         backup restored) no longer has it, and the ingest script refuses the batch.
         """
         pipe = self.r.pipeline(transaction=False)
-        pipe.set(self.keys.store_id, secrets.token_hex(8), nx=True)
+        pipe.set(self.keys.store_id, os.urandom(8).hex(), nx=True)
         pipe.get(self.keys.store_id)
         _, token = pipe.execute()
         return str(token.decode())

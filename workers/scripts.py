@@ -432,3 +432,8 @@ end
 return {full() and 0 or 1, day, calls, tokens, cap}
 """
 )
+
+READ_ONLY: dict[str, str | None] = {BUDGET: "peek"}
+"""Calls of these scripts that write nothing (script → the first argument that makes a call
+read-only), which the quick client of ``agg status`` may run (:data:`aggregator.scripts.READ_ONLY`;
+``tests/contract/test_read_only_scripts.py``)."""
