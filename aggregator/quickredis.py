@@ -12,7 +12,7 @@ start, doing what it always did: a command this client does not send (every writ
 nothing is ever half done here), an error reply, a lost or refused connection, a URL with TLS or
 client options, an embedded server that is not up or whose record needs writing, a Redis that may
 evict keys. The errors a user sees are therefore redis-py's, word for word; the quick path only
-answers when all is well (``tests/store/test_quick_cli.py`` compares both paths' answers).
+answers when all is well (``tests/process/test_quick_cli.py`` compares both paths' answers).
 """
 
 from __future__ import annotations

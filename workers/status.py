@@ -94,7 +94,7 @@ def rq_counts(client: redis.Redis, queue: str) -> tuple[int, int, int, int]:
     ``Worker.count`` answer, read from RQ's keys (:class:`~aggregator.keys.RQKeys`) without
     importing RQ. Those counts clean up first (a started job past its deadline: its worker died;
     a failed job past its TTL): when there is anything to clean, RQ itself counts, as before —
-    on the quick client that means redis-py (``tests/store/test_quick_cli.py``)."""
+    on the quick client that means redis-py (``tests/process/test_quick_cli.py::test_rq_cleaning_up_is_left_to_rq``)."""
     rk = RQKeys(queue)
     now = int(time.time())  # RQ's current_timestamp(): whole seconds
     r: Any = client

@@ -9,7 +9,6 @@ the help a user sees is what the loaded commands would print. No timing here: th
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from click.testing import CliRunner
 
 from cli.main import COMMANDS, cli
 from devtools.agg import REPO
+from tests.support.cli import imported
 
 HEAVY = (
     "redis",
@@ -42,25 +42,9 @@ HEAVY = (
 )
 """Modules (and their submodules) ``agg --help`` must not import."""
 
-_IMPORTED = (
-    "import atexit, json, sys\n"
-    "atexit.register(lambda: sys.stderr.write('\\nMODULES ' + json.dumps(sorted(sys.modules)) + '\\n'))\n"
-    "sys.argv = ['agg', *sys.argv[1:]]\n"
-    "from cli.main import main\n"
-    "main()\n"
-)
-
-
-def imported(args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], set[str]]:
-    """Run ``agg ARGS`` in a fresh interpreter; its exit, and every module it had imported at exit."""
-    proc = subprocess.run(
-        [sys.executable, "-c", _IMPORTED, *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=120
-    )
-    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES ")][-1]
-    return proc, set(json.loads(line.removeprefix("MODULES ")))
-
 
 def heavy_in(modules: set[str]) -> list[str]:
+    """The modules of :data:`HEAVY` among ``modules``."""
     return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
 
 
