@@ -336,6 +336,11 @@ def open_quick(settings: Settings, read_only_scripts: Mapping[str, str | None] |
         raise QuickFallback("a URL the quick client does not handle")
     client = QuickRedis.connect(target, allowed)
     try:
+        # What aggregator.connection.check asks, in its order: PING first, which a Redis that
+        # cannot write its AOF answers with MISCONF although it still serves reads
+        # (tests/adversarial/test_redis.py::test_a_full_disk_under_the_embedded_redis_is_said_at_once).
+        if not client.ping():
+            raise QuickFallback("PING not answered with PONG")
         policy = client.info("memory").get("maxmemory_policy")
         if policy is not None and policy != "noeviction":
             raise QuickFallback("a Redis that may evict keys")  # redis-py's check says so, once

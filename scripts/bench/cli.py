@@ -7,6 +7,14 @@ same. The floor, ``python -c pass`` with the same interpreter, runs in the same 
 round runs every command once, in turn, so that the machine's load falls on all of them alike.
 Prints each command's median and [min–max] wall time in ms, and the median over the floor.
 
+Then the options for the Redis client, each imported alone in a fresh interpreter (ms of
+``import``, median of the same rounds): any part of redis-py (``redis.connection``: its package
+imports its asyncio client first, whatever is asked for), hiredis' parser, and agg's quick client
+with all it imports.
+
+agg's own modules are byte-compiled first (``compileall``, as pip does when it installs a wheel):
+where ``PYTHONDONTWRITEBYTECODE`` is set and nothing compiled them, every run compiles them again.
+
 The quick rows run with ``AGG_QUICK=only`` (the command fails rather than fall back to redis-py:
 the figure is the quick path's), the ``redis-py`` rows with ``AGG_QUICK=0`` (the path every
 command took before the quick client, for comparison).
@@ -54,6 +62,23 @@ def _run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, (usage.ru_utime + usage.ru_stime) * 1000
 
 
+IMPORTS = {
+    "redis (redis-py)": "redis",
+    "redis.connection alone": "redis.connection",
+    "rq": "rq",
+    "hiredis": "hiredis",
+    "aggregator.quickredis (hiredis, socket, agg's URL parsing)": "aggregator.quickredis",
+    "click": "click",
+}
+"""What each option costs to import: label → module."""
+
+
+def _import_ms(module: str, env: dict[str, str]) -> float:
+    code = f"import time\nt = time.perf_counter()\nimport {module}\nprint((time.perf_counter() - t) * 1000)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    return float(out.stdout)
+
+
 def _prepare(env: dict[str, str]) -> None:
     for args in (["ingest"], ["usage", "--json"]):  # usage catches the projections up
         proc = subprocess.run([*_agg_argv(), *args], env=env, cwd=REPO, capture_output=True, text=True)
@@ -70,6 +95,7 @@ def main() -> None:
     if not corpus.is_dir():
         raise SystemExit(f"no corpus at {corpus}")
     agg = _agg_argv()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "aggregator", "workers", "cli"], cwd=REPO, check=True)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         shutil.copytree(corpus, tmp / "claude" / "projects")
@@ -98,6 +124,7 @@ def main() -> None:
                 }
                 wall: dict[str, list[float]] = {name: [] for name in cases}
                 cpu: dict[str, list[float]] = {name: [] for name in cases}
+                imports: dict[str, list[float]] = {name: [] for name in IMPORTS}
                 for argv, e in cases.values():  # one warm-up each: the page cache, .pyc files
                     _run(argv, e)
                 load0 = os.getloadavg()[0]
@@ -106,10 +133,18 @@ def main() -> None:
                         w, c = _run(argv, e)
                         wall[name].append(w)
                         cpu[name].append(c)
+                    for name, module in IMPORTS.items():
+                        imports[name].append(_import_ms(module, env))
                 load1 = os.getloadavg()[0]
             finally:
                 subprocess.run([*agg, "redis", "stop"], env=emb_env, cwd=REPO, capture_output=True)
     _report(args, wall, cpu, (load0, load1))
+    width = max(len(n) for n in imports)
+    print(f"\n{'import, in a fresh interpreter':<{width}}  ms: median [min–max]")
+    for name, ts in imports.items():
+        print(f"{name:<{width}}  {statistics.median(ts):.1f} [{min(ts):.1f}–{max(ts):.1f}]")
+    if args.json:
+        print(json.dumps({name: round(statistics.median(ts), 1) for name, ts in imports.items()}))
 
 
 def _report(
