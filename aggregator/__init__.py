@@ -11,6 +11,8 @@ Modules: :mod:`~aggregator.config` (settings), :mod:`~aggregator.defaults` (ever
 number), :mod:`~aggregator.errors` (the exception tree), :mod:`~aggregator.keys` (every Redis
 key), :mod:`~aggregator.paths` (every file under the data dir), :mod:`~aggregator.scripts` (the
 Lua scripts), :mod:`~aggregator.connection` and :mod:`~aggregator.embedded` (reaching Redis),
+:mod:`~aggregator.endpoint` (URLs and the connection record, without redis-py),
+:mod:`~aggregator.quickredis` (the read-only client ``agg status`` and ``agg usage`` start on),
 :mod:`~aggregator.seqfloor` (seq never goes back), :mod:`~aggregator.layout` (where transcripts
 live), :mod:`~aggregator.parse` (a line → an event), :mod:`~aggregator.titles`,
 :mod:`~aggregator.text`, :mod:`~aggregator.store` (committing and reading events),
