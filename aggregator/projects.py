@@ -50,11 +50,11 @@ def project_paths(store: Store, convs: list[str] | None = None) -> dict[str, str
     """Project directory name → readable path, for the projects of ``convs`` (default: all)."""
     convs = store.conversations() if convs is None else convs
     cwds: dict[str, list[str]] = {}
-    for vals in store.hmget_many([store.keys.proj(c) for c in convs], ["project", "cwd"]):
-        if vals[0]:
-            seen = cwds.setdefault(vals[0].decode(), [])
-            if vals[1]:
-                seen.append(vals[1].decode())
+    for project, cwd in store.projection_fields(convs, ["project", "cwd"]):
+        if project:
+            seen = cwds.setdefault(project, [])
+            if cwd:
+                seen.append(cwd)
     return {p: readable(p, c) for p, c in cwds.items()}
 
 

@@ -20,7 +20,7 @@ import orjson
 from aggregator.dates import day_of, month_of, week_of
 from aggregator.errors import ConfigError
 from aggregator.prices import Costing, add_cost, rounded
-from aggregator.projections import CELL_FIELDS, TALLIES, USAGE_FIELDS, Projector
+from aggregator.projections import CELL_FIELDS, TALLIES, USAGE_FIELDS
 from aggregator.projects import project_paths
 from aggregator.store import Store
 
@@ -53,7 +53,7 @@ def cells(store: Store, tally: str = "cells") -> list[Cell]:
     model, day, long = parts.index("model"), parts.index("day"), parts.index("long")
     who = 0 if parts[0] in ("conv", "project") else None
     grouped: dict[bytes, dict[str, int]] = defaultdict(dict)
-    for f, v in store.r.hgetall(store.keys.usage_tally(tally)).items():
+    for f, v in store.usage_tally(tally).items():
         # JSON [...parts, "name"]: group on the bytes before the name, parse each group's once.
         head, _, name = f.rpartition(b",")
         grouped[head][name[1:-2].decode()] = int(v)
@@ -66,8 +66,8 @@ def cells(store: Store, tally: str = "cells") -> list[Cell]:
 
 def totals(store: Store) -> dict[str, int]:
     """Usage over the whole store: ``input``, ``output``, ``cache_read``, ``cache_creation``, ``responses``."""
-    raw = store.r.hgetall(store.keys.usage_total)
-    return {name: int(raw.get(name.encode(), 0)) for name in COUNTS}
+    raw = store.usage_total()
+    return {name: raw.get(name, 0) for name in COUNTS}
 
 
 def _in_range(day: str, since: str | None, until: str | None) -> bool:
@@ -153,15 +153,13 @@ def summarize(
     out = [row.as_dict(key or None) for key, row in rows.items()]
     if by == "conversation":
         convs = [r["key"] for r in out if r["key"]]
-        fields = dict(
-            zip(convs, store.hmget_many([store.keys.proj(c) for c in convs], ["project", "title"]), strict=True)
-        )
+        fields = dict(zip(convs, store.projection_fields(convs, ["project", "title"]), strict=True))
         paths = project_paths(store, convs)
         for r in out:
             project, title = fields.get(r["key"], (None, None))
-            r["project"] = project.decode() if project else None
+            r["project"] = project or None
             r["project_path"] = paths.get(r["project"] or "")
-            r["title"] = title.decode() if title else None
+            r["title"] = title or None
     elif by == "project":
         paths = project_paths(store)
         for r in out:
@@ -185,7 +183,7 @@ def report(store: Store, by: str, since_ms: int | None = None, until_ms: int | N
     u = summarize(store, by, since, until, costing)
     return {
         "by": by,
-        "seq": Projector(store).checkpoint(),
+        "seq": store.projections_seq(),
         "since": since,
         "until": until,
         "rows": u.rows,

@@ -45,8 +45,7 @@ def tail_text(store: Store, raw: bytes, width: int) -> str:
     """``agg tail --format text``: one event envelope as a line with its role and a preview."""
     env = orjson.loads(raw)
     msg = None
-    digest = store.r.hget(store.keys.cur(env["conv"]), env["id"])
-    body = store.r.hget(store.keys.body(env["conv"]), digest[-32:]) if digest else None
+    (body,) = store.newest_bodies([(env["conv"], env["id"])])
     if body is not None:
         try:
             msg = message_of(env["id"], loads(body))
@@ -154,7 +153,8 @@ def _print_hits(res: dict[str, Any], width: int, color: bool) -> None:
         click.echo()
     shown = len(res["hits"])
     more = "; all with --limit 0" if res["total"] > shown else ""
-    click.echo(term.style(f"{shown} of {res['total']:,} hits ({res['took_ms']:.0f} ms){more}", "dim"), err=not shown)
+    counted = f"{shown} of {res['total']:,} hits" if shown else f"no match for {res['query']}"
+    click.echo(term.style(f"{counted} ({res['took_ms']:.0f} ms){more}", "dim"), err=not shown)
 
 
 def _highlight(term: Terminal, line: str) -> str:
@@ -202,6 +202,9 @@ def list_cmd(
             line = " · ".join(facts)
             path = cut_left(c["project_path"] or "", max(10, width - 5 - display_width(line)))
             click.echo("  " + term.style(f"{line} · {path}" if path else line, "dim"))
+        if not res["conversations"]:  # say so, rather than print nothing
+            why = " match" if project or active or since is not None else " yet: agg run or agg ingest reads them"
+            click.echo(term.style("no conversations" + why, "dim"), err=True)
         if res["total"] > len(res["conversations"]):
             shown = len(res["conversations"])
             click.echo(term.style(f"{shown} of {res['total']} conversations; all with --limit 0", "dim"))
@@ -243,7 +246,10 @@ def show_cmd(ctx: click.Context, conversation: str) -> None:
     help="markdown or html: a readable document (HTML: one self-contained file); jsonl: the original lines.",
 )
 @click.option(
-    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE (mode 0600) instead of stdout."
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to FILE (mode 0600) instead of stdout.",
 )
 @click.pass_context
 def export_cmd(ctx: click.Context, conversation: str, fmt: str, output: Path | None) -> None:

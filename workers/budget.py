@@ -75,7 +75,8 @@ class DailyBudget:
         return self.config.provider != "offline"
 
     def _call(self, mode: str, cap: int, tokens: int = 0, day: int = 0) -> BudgetState:
-        res: Any = self._script(keys=[self.keys.llm_budget], args=[mode, cap, tokens, day])
+        call = scripts.BudgetCall(budget=self.keys.llm_budget, mode=mode, cap=cap, tokens=tokens, day=day)
+        res: Any = self._script(keys=call.keys(), args=call.args())
         ok, day, calls, used, cap = (int(x) for x in res)
         return BudgetState(bool(ok), day, calls, used, cap)
 

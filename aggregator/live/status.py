@@ -22,11 +22,9 @@ from aggregator.keys import Keys
 from aggregator.layout import watch_path
 from aggregator.lifecycle import ProcessLock, StateFile
 from aggregator.paths import DataPaths
-from aggregator.projections import Projector
 from aggregator.store import Store
 from aggregator.text import iso_ms
 from aggregator.usage import totals as usage_totals
-from workers import queue_name
 from workers.status import turn_figures
 
 if TYPE_CHECKING:  # not imported at run time: `agg status` may run on the quick client (aggregator.quickredis)
@@ -45,19 +43,17 @@ class HostFiles:
 
 def host_files(store: Store) -> HostFiles:
     """Every cursor's host, path and offset (one script call per 1,000 files), this host's stat-ed."""
-    fids = sorted(f.decode() for f in store.r.smembers(store.keys.files))
-    host = store.host.encode()
+    states = store.file_states()
     lags = []
-    for h, path, off in store.hmget_many([store.keys.file(f) for f in fids], ["host", "path", "off"]):
-        if h != host or path is None:
+    for fs in states:
+        if fs.host != store.host or fs.path is None:
             continue
-        name = os.fsdecode(path)
         try:
-            lag = max(0, os.stat(name).st_size - int(off or 0))
+            lag = max(0, os.stat(fs.path).st_size - fs.off)
         except OSError:
             lag = 0
-        lags.append((name, lag))
-    return HostFiles(len(fids), lags)
+        lags.append((fs.path, lag))
+    return HostFiles(len(states), lags)
 
 
 def file_figures(files: HostFiles) -> dict[str, Any]:
@@ -67,7 +63,8 @@ def file_figures(files: HostFiles) -> dict[str, Any]:
 
 def rq_figures(client: redis.Redis, namespace: str) -> dict[str, Any]:
     """Turns (queued, running, parked, failed, …) and workers (see :mod:`workers.status`)."""
-    return turn_figures(client, Keys(namespace), queue_name(namespace))
+    keys = Keys(namespace)
+    return turn_figures(client, keys, keys.turns_queue)
 
 
 def gather(conn: Connection, store: Store, files: HostFiles | None = None) -> dict[str, Any]:
@@ -77,8 +74,6 @@ def gather(conn: Connection, store: Store, files: HostFiles | None = None) -> di
     info = r.info("server")
     mem = r.info("memory")
     stats = store.stats()
-    raw = r.hget(store.keys.stats, "last_ingest_ms")
-    projector = Projector(store)
     out: dict[str, Any] = {
         "redis": {
             "url": conn.masked_url,
@@ -97,10 +92,10 @@ def gather(conn: Connection, store: Store, files: HostFiles | None = None) -> di
         "lines": stats["lines"],
         "conversations": stats["conversations"],
         **file_figures(files or host_files(store)),
-        "last_ingest_at": iso_ms(int(raw)) if raw else None,
+        "last_ingest_at": iso_ms(stats["last_ingest_ms"]) if "last_ingest_ms" in stats else None,
         **rq_figures(r, store.keys.ns),
         "last_snapshot_at": None,
-        "projections": {"seq": projector.checkpoint()},
+        "projections": {"seq": store.projections_seq()},
         "usage": usage_totals(store),
     }
     return out
@@ -160,9 +155,8 @@ def live_status(settings: Settings, store: Store | None, files: HostFiles | None
         out["roots"] = watcher.get("roots", [])
         out["last_snapshot_at"] = writer.get("last_snapshot_at")
         return out
-    snap: dict[bytes, bytes] = store.r.hgetall(store.keys.snapshot)
-    if snap:
-        s = {k.decode(): v.decode() for k, v in snap.items()}
+    s = store.snapshot_record()
+    if s:
         out["last_snapshot_at"] = iso_ms(int(s["at_ms"])) if "at_ms" in s else None
         out["snapshot"] = {
             "seq": int(s.get("seq", 0)),
@@ -174,7 +168,7 @@ def live_status(settings: Settings, store: Store | None, files: HostFiles | None
     else:
         out["last_snapshot_at"] = None
     out["roots"] = roots_from_cursors(settings, files or host_files(store))
-    out["seq_floor_raised"] = int(store.r.hget(store.keys.stats, "seq_floor_raised") or 0)
+    out["seq_floor_raised"] = store.stats().get("seq_floor_raised", 0)
     return out
 
 

@@ -49,6 +49,8 @@ def test_search_on_a_terminal_shows_title_project_time_role_and_snippet(env: dic
     assert re.search(r"^36d9e1bc · /Users/yoavfarhi/dev/pomodoro/claude · \d{4}-\d\d-\d\d \d\d:\d\d · \w+", lines[1])
     assert "pomodoro" in lines[2].lower() and "⟦" not in out and not ANSI.search(out)  # no colour into a pipe
     assert re.search(r"2 of \d+ hits", lines[-1])
+    nothing = run_agg(["search", "zyzzyvaqq"], env)
+    assert nothing.stdout == "" and re.fullmatch(r"no match for zyzzyvaqq \(\d+ ms\)\n", nothing.stderr)
 
 
 HOSTILE = ['"', "NEAR(", "a OR", "-", ":", "(", "*", "col:val", "NOT", '"unclosed', "x" * 3000, "\x01", "😀"]
@@ -95,6 +97,8 @@ def test_list_newest_first_with_cost(env: dict[str, str], tmp_path: Path) -> Non
     assert spotter["total"] and all("spotter" in c["project_path"] for c in spotter["conversations"])
     assert json.loads(run_agg(["list", "--json", "--since", "2026-02-12"], env).stdout)["total"] == 2
     assert json.loads(run_agg(["list", "--json", "--active"], env).stdout)["total"] == 0
+    none = run_agg(["list", "--active"], env)
+    assert none.stdout == "" and none.stderr == "no conversations match\n"  # said, not an empty screen
     # A conversation written now is active.
     s = uid("now")
     now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())

@@ -29,8 +29,8 @@ from aggregator.errors import ConfigError
 from aggregator.live.status import gather, host_files, live_status
 from aggregator.live.web.render import HIDDEN_TYPES, Item
 from aggregator.parse import loads
-from aggregator.projections import Projector, parse_recent_member
-from aggregator.store import Store, split_batch
+from aggregator.projections import Projector
+from aggregator.store import Store
 from aggregator.text import iso_ms, message_text
 from aggregator.usage import report as usage_report
 from aggregator.views import conversation_views
@@ -166,12 +166,12 @@ class WebData:
         now = int(time.time() * 1000)
         minutes = active_minutes_setting()
         convs = self.store.conversations()
-        fields = self.store.hmget_many([self.keys.proj(c) for c in convs], ["last_ms", "messages", "project"])
+        fields = self.store.projection_fields(convs, ["last_ms", "messages", "project"])
         chosen: list[tuple[int, str]] = []
         for conv, (last, msgs, proj) in zip(convs, fields, strict=True):
             if not msgs or int(msgs) <= 0:
                 continue
-            if project is not None and (proj or b"").decode() != project:
+            if project is not None and (proj or "") != project:
                 continue
             last_ms = int(last or 0)
             if active and now - last_ms > minutes * 60_000:
@@ -202,50 +202,46 @@ class WebData:
     def projects(self) -> list[tuple[str, str]]:
         """**Adapter**: every project as (name, how to show it), sorted. Issue 10's
         ``aggregator.projects.project_paths`` shows each as its directory path."""
-        return sorted((name, name) for name in (p.decode() for p in self.r.smembers(self.keys.projects)))
+        return [(name, name) for name in self.store.projects()]
 
     # --- events --------------------------------------------------------------------------------
     def _entries(self, conv: str, firsts: list[int]) -> list[tuple[int, dict[str, Any]]]:
         """(seq, envelope) of ``conv``'s first versions in the log batches starting at ``firsts``."""
-        pipe = self.r.pipeline(transaction=False)
-        for first in firsts:
-            pipe.xrange(self.keys.log, f"{first}-0", f"{first}-0")
         out = []
-        for first, res in zip(firsts, pipe.execute(), strict=True):
-            for _, fields in res:
-                for entry in split_batch(first, fields):
-                    env = orjson.loads(entry.envelope)
-                    if env["conv"] == conv and not env["revision"]:
-                        out.append((entry.seq, env))
+        for entries in self.store.batches_at(firsts):
+            for entry in entries:
+                env = orjson.loads(entry.envelope)
+                if env["conv"] == conv and not env["revision"]:
+                    out.append((entry.seq, env))
         return out
 
     def _walk(self, conv: str, *, after: int | None = None, before: int | None = None) -> Iterator[tuple[int, Any]]:
         """``conv``'s events (seq, envelope) after ``after`` (ascending) or before ``before``
         (descending; None = from the newest), a chunk of timeline batches at a time."""
-        tl = self.keys.timeline(conv)
         chunk = 64
         if after is not None:
             # The batch holding after + 1 may have started at or before `after`.
-            firsts = [int(b) for b in self.r.zrevrangebyscore(tl, after, "-inf", start=0, num=1)]
-            low = f"({after}"
+            holding = self.store.timeline_holding(conv, after)
+            firsts = [] if holding is None else [holding]
+            low = after
             while True:
-                firsts += [int(b) for b in self.r.zrangebyscore(tl, low, "+inf", start=0, num=chunk)]
+                firsts += self.store.timeline_after(conv, low, chunk)
                 if not firsts:
                     return
                 for seq, env in sorted(self._entries(conv, firsts)):
                     if seq > after:
                         yield seq, env
-                low = f"({max(firsts)}"
+                low = max(firsts)
                 firsts = []
-        high = "+inf" if before is None else f"({before}"
+        high = before
         while True:
-            firsts = [int(b) for b in self.r.zrevrangebyscore(tl, high, "-inf", start=0, num=chunk)]
+            firsts = self.store.timeline_before(conv, high, chunk)
             if not firsts:
                 return
             for seq, env in sorted(self._entries(conv, firsts), reverse=True):
                 if before is None or seq < before:
                     yield seq, env
-            high = f"({min(firsts)}"
+            high = min(firsts)
 
     def _take(self, walk: Iterator[tuple[int, Any]], limit: int, all_types: bool) -> tuple[list[tuple[int, Any]], bool]:
         got: list[tuple[int, Any]] = []
@@ -258,14 +254,7 @@ class WebData:
 
     def _newest(self, refs: Sequence[tuple[str, str]]) -> list[bytes | None]:
         """The newest stored line of each (conversation, event id), in two pipelined round trips."""
-        pipe = self.r.pipeline(transaction=False)
-        for conv, eid in refs:
-            pipe.hget(self.keys.cur(conv), eid)
-        versions = pipe.execute()
-        pipe = self.r.pipeline(transaction=False)
-        for (conv, _), v in zip(refs, versions, strict=True):
-            pipe.hget(self.keys.body(conv), v[-32:] if v else b"")
-        return list(pipe.execute())
+        return self.store.newest_bodies(refs)
 
     def _with_records(self, conv: str, picked: list[tuple[int, Any]]) -> list[Item]:
         bodies = self._newest([(conv, env["id"]) for _, env in picked])
@@ -326,8 +315,7 @@ class WebData:
         if not terms:
             raise ConfigError("the query has no word to search for")
         self.fresh()
-        rows = self.r.zrevrange(self.keys.recent, 0, -1, withscores=True)
-        members = [(parse_recent_member(m), int(score)) for m, score in rows]
+        members = [((m.seq, m.conv, m.id, m.role), m.tms) for m in reversed(self.store.recent_messages())]
         conv_filter = self.store.resolve_conversation(conversation) if conversation else None
         members = [
             (m, tms)
@@ -339,12 +327,12 @@ class WebData:
         ]
         texts = self._texts([(conv, eid) for (_, conv, eid, _), _ in members])
         convs = list(dict.fromkeys(conv for (_, conv, _, _), _ in members))
-        titles = self.store.hmget_many([self.keys.proj(c) for c in convs], ["project", "title"])
+        titles = self.store.projection_fields(convs, ["project", "title"])
         info = dict(zip(convs, titles, strict=True))
         hits = []
         for ((seq, conv, eid, rrole), tms), text in zip(members, texts, strict=True):
-            proj_b, title_b = info[conv]
-            proj = proj_b.decode() if proj_b else None
+            proj, title = info[conv]
+            proj = proj or None
             if project is not None and proj != project:
                 continue
             if not all(p.search(text) for p in terms):
@@ -354,7 +342,7 @@ class WebData:
                     "conv": conv,
                     "project": proj,
                     "project_path": None,
-                    "title": title_b.decode() if title_b else None,
+                    "title": title or None,
                     "seq": seq,
                     "id": eid,
                     "role": rrole,
@@ -399,8 +387,7 @@ class WebData:
 
     def rejects(self, limit: int = 50) -> dict[str, Any]:
         """``{"rejects": [{"file", "offset", "reason", "prefix", "at", …}]}``, newest first (``agg rejects --json``)."""
-        raw = self.r.lrange(self.keys.rejects, 0, limit - 1) if limit > 0 else []
-        return {"rejects": [orjson.loads(x) for x in raw]}
+        return {"rejects": self.store.rejections(max(0, limit))[0]}
 
 
 def _empty_view(conv: str) -> dict[str, Any]:
