@@ -25,7 +25,6 @@ from aggregator.store import Store
 from devtools.agg import HOST, agg_env, embedded_env, run_agg
 from devtools.redisproc import RedisProcess
 from tests.support.cli import imported
-from workers import queue_name
 from workers.budget import DailyBudget
 from workers.config import TurnConfig
 
@@ -70,7 +69,7 @@ def fill_turns(r: redis.Redis) -> None:
     r.zadd(K.turns_parked, {"conv-1": 1_700_000_000_000})
     r.hset(K.turn("conv-1"), mapping={"error": "HTTP 500", "fails": 2, "error_at": 1_699_999_000_000})
     r.hset(K.turns_stats, mapping={"failed": 2, "committed": 5, "calls": 7})
-    rk, later = RQKeys(queue_name("agg")), time.time() + 3600
+    rk, later = RQKeys(Keys("agg").turns_queue), time.time() + 3600
     r.rpush(rk.queue, "job-1")
     r.zadd(rk.started, {"job-2:exec": later})
     r.zadd(rk.failed, {"job-3": later})
@@ -131,7 +130,7 @@ def test_projections_behind_are_caught_up_on_redis_py(
 
 
 def test_rq_cleaning_up_is_left_to_rq(env: dict[str, str], r: redis.Redis) -> None:
-    rk = RQKeys(queue_name("agg"))
+    rk = RQKeys(Keys("agg").turns_queue)
     r.zadd(rk.failed, {"job-old": time.time() - 60})  # past its TTL: RQ's count removes it
     assert run(["status", "--json"], env, "only").returncode == 1
     proc = run(["status", "--json"], env, None)

@@ -21,7 +21,6 @@ from aggregator.keys import Keys, RQKeys
 from aggregator.quickredis import QuickRedis, open_quick, parse_info
 from aggregator.store import Store
 from devtools.redisproc import RedisProcess
-from workers import queue_name
 from workers.status import rq_counts
 
 K = Keys("agg")
@@ -144,7 +143,7 @@ def rq_view(client: redis.Redis, queue: str) -> tuple[int, int, int, int]:
 
 
 def test_rq_counts_are_rqs(r: redis.Redis, quick: QuickRedis) -> None:
-    name = queue_name("agg")
+    name = Keys("agg").turns_queue
     rk = RQKeys(name)
     later = time.time() + 3600
     r.rpush(rk.queue, "j1", "j2")

@@ -8,13 +8,12 @@ from rq import Queue, Worker
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from aggregator.keys import RQKeys
-from workers import queue_name
+from aggregator.keys import Keys, RQKeys
 
 
 @pytest.mark.parametrize("ns", ["agg", "other.ns"])
 def test_rq_keys_are_rqs_own(ns: str) -> None:
-    name = queue_name(ns)
+    name = Keys(ns).turns_queue
     q = Queue(name, connection=fakeredis.FakeRedis())
     rk = RQKeys(name)
     assert rk.queue == q.key
