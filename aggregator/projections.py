@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import secrets
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -605,7 +605,7 @@ class Projector:
         """Drop every projection and recompute it from the log; returns counts, the digest, and the
         digest of the projections it replaced (equal when they were caught up and right)."""
         r = self.store.client
-        token = secrets.token_hex(8)
+        token = os.urandom(8).hex()
         if not r.set(self.keys.proj_lock, token, nx=True, px=REBUILD_LOCK_TTL_MS):
             raise StoreError("another rebuild is running (lock held); try again later")
         try:

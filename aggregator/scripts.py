@@ -510,6 +510,12 @@ def hmget_many_call(
     return ScriptCall(HMGET_MANY, [*hashes], [*fields])
 
 
+READ_ONLY: dict[str, str | None] = {HMGET_MANY: None}
+"""Scripts that write nothing, which the quick client of ``agg status`` and ``agg usage`` may run
+(:mod:`aggregator.quickredis`): script → None (every call) or the first argument that makes a call
+read-only. ``tests/contract/test_read_only_scripts.py`` runs each such call with ``EVAL_RO``, which
+a real Redis 7 refuses for a script that writes."""
+
 SEQ_FLOOR = r"""
 -- Raise the global sequence to at least a value some agg process has already seen, so that a
 -- Redis restored from an older copy of its data (a failover that lost writes) never hands out a

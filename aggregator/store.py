@@ -20,23 +20,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hiredis
 import orjson
-import redis
 
 from aggregator import defaults, scripts
 from aggregator.errors import CursorConflict, NotFound, StoreReset
 from aggregator.keys import Keys
 from aggregator.layout import SourceFile, resolved
 from aggregator.parse import Event, Rejection, dumps
+
+if TYPE_CHECKING:  # imported where used: `agg status` and `agg usage` read a Store without redis-py
+    import redis
 
 STAT_FIELDS = ("events", "revisions", "duplicates", "rejected", "lines", "conversations", "batches")
 
@@ -157,7 +158,7 @@ class Store:
         backup restored) no longer has it, and the ingest script refuses the batch.
         """
         pipe = self.r.pipeline(transaction=False)
-        pipe.set(self.keys.store_id, secrets.token_hex(8), nx=True)
+        pipe.set(self.keys.store_id, os.urandom(8).hex(), nx=True)
         pipe.get(self.keys.store_id)
         _, token = pipe.execute()
         return str(token.decode())
@@ -785,6 +786,8 @@ class CommitStream:
 
     def _read_one(self) -> None:
         """Read the replies of the oldest command sent, and act on them."""
+        import redis  # loaded already: the commit stream's connection is redis-py's
+
         kind, batch, replies = self.sent.popleft()
         conn = self.conn
         error: redis.ResponseError | None = None

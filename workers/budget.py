@@ -14,14 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from aggregator.keys import Keys
 from aggregator.text import iso_ms
 from workers import scripts
-from workers.config import TurnConfig
+
+if TYPE_CHECKING:  # `agg status` may run on the quick client (aggregator.quickredis)
+    import redis
+
+    from workers.config import TurnConfig
 
 DAY_MS = 86_400_000
 
@@ -99,4 +101,6 @@ def budget_state(client: redis.Redis, keys: Keys) -> BudgetState | None:
     ever counted a request."""
     if not client.exists(keys.llm_budget):
         return None
+    from workers.config import TurnConfig  # a 27-field dataclass: `agg status` imports it only here
+
     return DailyBudget(client, keys, TurnConfig())._call("peek", -1)

@@ -638,3 +638,9 @@ def budget_call(
 ) -> ScriptCall:
     """KEYS and ARGV of one :data:`BUDGET` call."""
     return ScriptCall(BUDGET, [budget], [mode, cap, tokens, day])
+
+
+READ_ONLY: dict[str, str | None] = {BUDGET: "peek"}
+"""Calls of these scripts that write nothing (script → the first argument that makes a call
+read-only), which the quick client of ``agg status`` may run (:data:`aggregator.scripts.READ_ONLY`;
+``tests/contract/test_read_only_scripts.py``)."""
