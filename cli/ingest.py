@@ -10,6 +10,7 @@ import click
 
 from aggregator.errors import ConfigError, Interrupted
 from aggregator.ingest import IngestReport, discover, ingest, pending_bytes
+from aggregator.live.status import record_ingest
 from cli.app import app_context, emit_json
 
 
@@ -49,6 +50,7 @@ def ingest_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> No
                 f"interrupted after {report.files} of {len(sources)} files ({report.lines:,} lines); every "
                 "batch Redis committed is kept, and the next agg ingest continues from there"
             ) from None
+        record_ingest(app.settings, report.skipped)
         if as_json:
             emit_json(report.as_dict())
             return

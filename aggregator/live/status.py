@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.embedded import EmbeddedRedis
 from aggregator.endpoint import Connection, mask_url
@@ -150,7 +151,7 @@ def live_status(settings: Settings, store: Store | None, files: HostFiles | None
         # A part's state is its own view of *its* Redis: say so when that is not the one asked about.
         if part.get("redis") and part["redis"] != here and part.get("state") != NOT_RUNNING:
             part["other_redis"] = True
-    out: dict[str, Any] = {"watcher": watcher, "writer": writer}
+    out: dict[str, Any] = {"watcher": watcher, "writer": writer, "ingest": last_ingest(settings)}
     if store is None:
         out["roots"] = watcher.get("roots", [])
         out["last_snapshot_at"] = writer.get("last_snapshot_at")
@@ -170,6 +171,21 @@ def live_status(settings: Settings, store: Store | None, files: HostFiles | None
     out["roots"] = roots_from_cursors(settings, files or host_files(store))
     out["seq_floor_raised"] = store.stats().get("seq_floor_raised", 0)
     return out
+
+
+def record_ingest(settings: Settings, skipped: list[dict[str, str]]) -> None:
+    """Keep what the last `agg ingest` on this machine could not read (its state file), so that
+    `agg status` names it too — not only the ingest's own summary."""
+    state = StateFile(DataPaths(settings.data_dir, settings.namespace).state("ingest"))
+    state.update(skipped={"count": len(skipped), "first": skipped[: defaults.WATCH_SKIPPED_SHOWN]})
+
+
+def last_ingest(settings: Settings) -> dict[str, Any] | None:
+    """``at`` and ``skipped`` (``count``, ``first``) of the last `agg ingest`, or None if none ran here."""
+    data = StateFile.read(DataPaths(settings.data_dir, settings.namespace).state("ingest"))
+    if not data:
+        return None
+    return {"at": data.get("updated_at"), "skipped": data.get("skipped") or {"count": 0, "first": []}}
 
 
 def describe(st: dict[str, Any]) -> list[str]:
@@ -193,6 +209,12 @@ def describe(st: dict[str, Any]) -> list[str]:
     lines.append(f"watcher      {w.get('state', NOT_RUNNING)}{' (' + ', '.join(detail) + ')' if detail else ''}")
     if running:
         lines += _watcher_notes(w)
+    else:  # a watcher retries what it skipped and says so itself; without one, the last ingest's word
+        sk = (st.get("ingest") or {}).get("skipped") or {}
+        if sk.get("count"):
+            lines.append(
+                f"skipped      {sk['count']} not read by the last agg ingest ({st['ingest']['at']}): {_listed(sk)}"
+            )
     wr = st.get("writer", {})
     wdetail = []
     if wr.get("error") and wr.get("state") != NOT_RUNNING:
@@ -218,12 +240,16 @@ def _watcher_notes(w: dict[str, Any]) -> list[str]:
     lines = []
     sk = w.get("skipped") or {}
     if sk.get("count"):
-        shown = ", ".join(f"{f['file']} ({f['reason']})" for f in sk.get("first", []))
-        more = f", and {sk['count'] - len(sk['first'])} more" if sk["count"] > len(sk.get("first", [])) else ""
-        lines.append(f"skipped      {sk['count']} not read, tried again on every rescan: {shown}{more}")
+        lines.append(f"skipped      {sk['count']} not read, tried again on every rescan: {_listed(sk)}")
     if w.get("notify_note"):
         lines.append(f"notify       {w['notify_note']}")
     elif w.get("notify_error"):
         restarts = w.get("notify_restarts", 0)
         lines.append(f"notify       {w['notify_error']}" + (f" (restarted {restarts} times)" if restarts else ""))
     return lines
+
+
+def _listed(sk: dict[str, Any]) -> str:
+    """``file (reason), …, and M more`` of a ``skipped`` record (``count``, ``first``)."""
+    shown = ", ".join(f"{f['file']} ({f['reason']})" for f in sk.get("first", []))
+    return shown + (f", and {sk['count'] - len(sk['first'])} more" if sk["count"] > len(sk.get("first", [])) else "")
