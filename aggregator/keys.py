@@ -89,11 +89,15 @@ it as ``rq:queue:agg-turns``) and one job per conversation's turn generation,
 
 Channels: ``agg:events`` (every appended event), ``agg:conv:<K>`` (one conversation),
 ``agg:snapshots`` (after each ``current.json`` write).
+
+RQ keeps its own keys (``rq:…``, :class:`RQKeys`): ``agg status`` reads four of them directly, so
+that it need not import RQ (and with it redis-py) to count a queue.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 
 from aggregator import defaults
@@ -266,3 +270,36 @@ class Keys:
     @property
     def snapshots_channel(self) -> str:
         return f"{self.ns}:snapshots"
+
+
+@dataclass(frozen=True)
+class RQKeys:
+    """The keys of one RQ queue that ``agg status`` counts, spelled as RQ 3 spells them (its prefix
+    is ``$RQ_KEY_PREFIX``, default ``rq``); ``tests/unit/test_rq_keys.py`` checks them against RQ's
+    own."""
+
+    queue_name: str
+
+    @property
+    def prefix(self) -> str:
+        return os.environ.get("RQ_KEY_PREFIX", "rq")
+
+    @property
+    def queue(self) -> str:
+        """list: the queued job ids (``Queue.key``)."""
+        return f"{self.prefix}:queue:{self.queue_name}"
+
+    @property
+    def started(self) -> str:
+        """zset: the running jobs, scored by the time their execution expires (``StartedJobRegistry``)."""
+        return f"{self.prefix}:wip:{self.queue_name}"
+
+    @property
+    def failed(self) -> str:
+        """zset: the failed jobs, scored by the time they expire (``FailedJobRegistry``)."""
+        return f"{self.prefix}:failed:{self.queue_name}"
+
+    @property
+    def workers(self) -> str:
+        """set: the keys of the workers that listen on the queue (``worker_registration``)."""
+        return f"{self.prefix}:workers:{self.queue_name}"

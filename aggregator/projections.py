@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import secrets
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -568,7 +568,7 @@ class Projector:
         args.append(len(fold.convs))
         for conv in fold.convs:
             args += ("touch", "", conv)
-        call = scripts.ProjectCall(
+        call = scripts.project_call(
             proj_seq=self.keys.proj_seq,
             proj_lock=self.keys.proj_lock,
             targets=keys,
@@ -577,7 +577,7 @@ class Projector:
             token=token,
             ops=args,
         )
-        res = self._project(keys=call.keys(), args=call.args())
+        res = self._project(keys=call.keys, args=call.args)
         return bytes(res[0])
 
     def changed_since(self, mark: float) -> tuple[list[str], float]:
@@ -605,7 +605,7 @@ class Projector:
         """Drop every projection and recompute it from the log; returns counts, the digest, and the
         digest of the projections it replaced (equal when they were caught up and right)."""
         r = self.store.client
-        token = secrets.token_hex(8)
+        token = os.urandom(8).hex()
         if not r.set(self.keys.proj_lock, token, nx=True, px=REBUILD_LOCK_TTL_MS):
             raise StoreError("another rebuild is running (lock held); try again later")
         try:
@@ -616,14 +616,14 @@ class Projector:
             dropped += [k.usage_tally(old) for old in LEGACY_USAGE_KEYS]
             # One atomic drop: a rebuild killed at any point leaves all or nothing dropped
             # (tests/process/test_projections.py::test_live_projections_after_kills_equal_the_rebuilt_ones).
-            reset = scripts.ProjectResetCall(proj_seq=k.proj_seq, proj_lock=k.proj_lock, dropped=dropped, token=token)
-            res = self._reset(keys=reset.keys(), args=reset.args())
+            reset = scripts.project_reset_call(proj_seq=k.proj_seq, proj_lock=k.proj_lock, dropped=dropped, token=token)
+            res = self._reset(keys=reset.keys, args=reset.args)
             if bytes(res) != b"ok":
                 raise StoreError("lost the rebuild lock before dropping the projections")
             applied = self.catch_up(token=token, rederive=True)
         finally:
-            unlock = scripts.ProjectUnlockCall(proj_lock=self.keys.proj_lock, token=token)
-            self._unlock(keys=unlock.keys(), args=unlock.args())
+            unlock = scripts.project_unlock_call(proj_lock=self.keys.proj_lock, token=token)
+            self._unlock(keys=unlock.keys, args=unlock.args)
         return {
             "rebuilt": ["conversations", "titles", "subagents", "links", "usage", "recent_messages"],
             "entries": applied,

@@ -20,23 +20,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
 import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hiredis
 import orjson
-import redis
 
 from aggregator import defaults, scripts
 from aggregator.errors import CursorConflict, NotFound, StoreReset
 from aggregator.keys import Keys
 from aggregator.layout import SourceFile, resolved
 from aggregator.parse import Event, Rejection, dumps
+
+if TYPE_CHECKING:  # imported where used: `agg status` and `agg usage` read a Store without redis-py
+    import redis
 
 STAT_FIELDS = ("events", "revisions", "duplicates", "rejected", "lines", "conversations", "batches")
 
@@ -157,7 +158,7 @@ class Store:
         backup restored) no longer has it, and the ingest script refuses the batch.
         """
         pipe = self.r.pipeline(transaction=False)
-        pipe.set(self.keys.store_id, secrets.token_hex(8), nx=True)
+        pipe.set(self.keys.store_id, os.urandom(8).hex(), nx=True)
         pipe.get(self.keys.store_id)
         _, token = pipe.execute()
         return str(token.decode())
@@ -191,14 +192,14 @@ class Store:
         for i, (path, cur) in enumerate(zip(paths, curs, strict=True)):
             old = self._fid(path)
             if cur is None and old != fids[i]:
-                call = scripts.CursorAdoptCall(
+                call = scripts.cursor_adopt_call(
                     old_cursor=self.keys.file(old),
                     new_cursor=self.keys.file(fids[i]),
                     files=self.keys.files,
                     old_fid=old,
                     new_fid=fids[i],
                 )
-                moved += int(self._adopt(keys=call.keys(), args=call.args()))
+                moved += int(self._adopt(keys=call.keys, args=call.args))
         if moved:
             curs = self.cursors(fids)
         return fids, curs
@@ -219,8 +220,8 @@ class Store:
         m = len(fields)
         for i in range(0, len(keys), chunk):
             part = keys[i : i + chunk]
-            call = scripts.HmgetManyCall(hashes=part, fields=fields)
-            flat = self._hmget_many(keys=call.keys(), args=call.args())
+            call = scripts.hmget_many_call(hashes=part, fields=fields)
+            flat = self._hmget_many(keys=call.keys, args=call.args)
             out += [flat[j * m : (j + 1) * m] for j in range(len(part))]
         return out
 
@@ -291,7 +292,7 @@ class Store:
             for e in events:
                 per_conv[e.conv][e.digest] = e.raw
             bodies = [(k.body(c), m) for c, m in per_conv.items()]
-        call = scripts.IngestCall(
+        call = scripts.ingest_call(
             seq=k.seq,
             log=k.log,
             stats=k.stats,
@@ -324,7 +325,7 @@ class Store:
             expect_id=self.expect_id,
         )
         size = sum(len(raw) for _, mapping in bodies for raw in mapping.values())
-        return Batch(sf.display, bodies, call.keys(), call.args(), chain or Chain(), size)
+        return Batch(sf.display, bodies, call.keys, call.args, chain or Chain(), size)
 
     def commit(
         self, sf: SourceFile, fid: str, expected_tok: str, cursor: dict[str, Any], items: Iterable[Event | Rejection]
@@ -785,6 +786,8 @@ class CommitStream:
 
     def _read_one(self) -> None:
         """Read the replies of the oldest command sent, and act on them."""
+        import redis  # loaded already: the commit stream's connection is redis-py's
+
         kind, batch, replies = self.sent.popleft()
         conn = self.conn
         error: redis.ResponseError | None = None

@@ -86,7 +86,7 @@ class Scheduler:
         for c in due:
             flags.setdefault(c, "0")
         convs = list(flags)
-        call = scripts.DispatchCall(
+        call = scripts.dispatch_call(
             dirty=k.dirty,
             due=k.turns_due,
             queued=k.turns_queued,
@@ -99,7 +99,7 @@ class Scheduler:
             burst="1" if burst else "0",
             convs=list(flags.items()),
         )
-        res = self._dispatch(keys=call.keys(), args=call.args())
+        res = self._dispatch(keys=call.keys, args=call.args)
         for i in range(0, len(res), 2):
             self.enqueue(res[i].decode("utf-8", "surrogateescape"), int(res[i + 1]))
         return len(res) // 2
@@ -143,10 +143,10 @@ class Scheduler:
 
     def _requeue_turn(self, conv: str, gen: int, grace_ms: int) -> int:
         k = self.keys
-        call = scripts.RequeueCall(
+        call = scripts.requeue_call(
             turn=k.turn(conv), queued=k.turns_queued, stats=k.turns_stats, conv=conv, gen=gen, grace_ms=grace_ms
         )
-        return int(self._requeue(keys=call.keys(), args=call.args()))
+        return int(self._requeue(keys=call.keys, args=call.args))
 
     # --- reconcile -----------------------------------------------------------------------------
     def reconcile(self) -> int:
@@ -157,7 +157,7 @@ class Scheduler:
         redone = 0
         for c in self.r.zrangebyscore(k.turns_running, "-inf", now_ms, start=0, num=self.batch):
             conv = c.decode("utf-8", "surrogateescape")
-            redo = scripts.RedoCall(
+            redo = scripts.redo_call(
                 turn=k.turn(conv),
                 lease=k.lease(conv),
                 running=k.turns_running,
@@ -165,7 +165,7 @@ class Scheduler:
                 stats=k.turns_stats,
                 conv=c,
             )
-            gen = int(self._redo(keys=redo.keys(), args=redo.args()))
+            gen = int(self._redo(keys=redo.keys, args=redo.args))
             if gen:
                 log.warning("turn of %s lost its worker (lease expired): queued again", conv)
                 self.enqueue(conv, gen)

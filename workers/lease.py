@@ -43,7 +43,7 @@ class Fence:
         """The lease of ``conv`` for the job of generation ``gen``; None if that job is stale."""
         k = self.keys
         token = secrets.token_hex(8)
-        call = scripts.AcquireCall(
+        call = scripts.acquire_call(
             turn=k.turn(conv),
             lease=k.lease(conv),
             queued=k.turns_queued,
@@ -57,7 +57,7 @@ class Fence:
             conv=conv,
             holder=holder,
         )
-        res: Any = self._acquire(keys=call.keys(), args=call.args())
+        res: Any = self._acquire(keys=call.keys, args=call.args)
         if res[0] != b"ok":
             return None
         epoch = int(res[1])
@@ -150,14 +150,14 @@ class Lease:
         """Extend the lease (the heartbeat thread calls this every third of its lifetime)."""
         k = self.fence.keys
         try:
-            call = scripts.RenewCall(
+            call = scripts.renew_call(
                 lease=k.lease(self.conv),
                 running=k.turns_running,
                 value=self.value,
                 lease_ms=self.ttl_ms,
                 conv=self.conv,
             )
-            ok = self.fence._renew(keys=call.keys(), args=call.args())
+            ok = self.fence._renew(keys=call.keys, args=call.args)
         except redis.RedisError as e:
             # Keep trying: the commit is fenced, so renewing late (or not at all) is safe.
             log.warning("cannot renew the lease of %s: %s", self.conv, e)
@@ -179,7 +179,7 @@ class Lease:
         f = self.fence
         k = f.keys
         conv = self.conv
-        call = scripts.CommitCall(
+        call = scripts.commit_call(
             seq=k.seq,
             log=k.log,
             stats=k.stats,
@@ -212,7 +212,7 @@ class Lease:
             result=dumps(result),
             cooldown_ms=cooldown_ms,
         )
-        res: Any = f._commit(keys=call.keys(), args=call.args())
+        res: Any = f._commit(keys=call.keys, args=call.args)
         status = res[0].decode()
         return status, int(res[1]) if status == "ok" else 0
 
@@ -229,7 +229,7 @@ class Lease:
         self.ended = True
         f = self.fence
         k = f.keys
-        call = scripts.ReleaseCall(
+        call = scripts.release_call(
             turn=k.turn(self.conv),
             lease=k.lease(self.conv),
             running=k.turns_running,
@@ -245,5 +245,5 @@ class Lease:
             park_base_ms=park_base_ms,
             park_max_ms=park_max_ms,
         )
-        res: Any = f._release(keys=call.keys(), args=call.args())
+        res: Any = f._release(keys=call.keys, args=call.args)
         return [x.decode() if isinstance(x, bytes) else x for x in res]

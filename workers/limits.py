@@ -46,7 +46,7 @@ class Limiter:
 
     def _call(self, mode: str, amount: float) -> tuple[bool, int]:
         req, tok, pause = self._keys
-        call = scripts.LimitCall(
+        call = scripts.limit_call(
             req=req,
             tok=tok,
             pause=pause,
@@ -57,7 +57,7 @@ class Limiter:
             tok_burst=self.config.token_burst,
             amount=amount,
         )
-        res: Any = self._script(keys=call.keys(), args=call.args())
+        res: Any = self._script(keys=call.keys, args=call.args)
         return bool(int(res[0])), int(res[1])
 
     def try_take(self, tokens: int) -> int:

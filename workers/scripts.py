@@ -25,10 +25,8 @@ node (a Cluster would need per-shard schedules and logs).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import ClassVar
 
-from aggregator.scripts import ARG, ARG_PAIRS, KEY, KEYS_MANY, ScriptCall
+from aggregator.scripts import ScriptCall, counted
 
 _NOW = """
 local _t = redis.call('TIME')
@@ -110,21 +108,23 @@ return out
 )
 
 
-@dataclass(frozen=True, slots=True)
-class DispatchCall(ScriptCall):
-    """The KEYS and ARGV of one :data:`DISPATCH` call."""
-
-    script: ClassVar[str] = DISPATCH
-    dirty: str = field(metadata=KEY)
-    due: str = field(metadata=KEY)
-    queued: str = field(metadata=KEY)
-    running: str = field(metadata=KEY)
-    stats: str = field(metadata=KEY)
-    turns: Sequence[str] = field(metadata=KEYS_MANY)
-    debounce_ms: int = field(metadata=ARG)
-    cap: int = field(metadata=ARG)
-    burst: str = field(metadata=ARG)
-    convs: Sequence[tuple[bytes, str]] = field(metadata=ARG_PAIRS)
+def dispatch_call(
+    *,
+    dirty: str,
+    due: str,
+    queued: str,
+    running: str,
+    stats: str,
+    turns: Sequence[str],
+    debounce_ms: int,
+    cap: int,
+    burst: str,
+    convs: Sequence[tuple[bytes, str]],
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`DISPATCH` call."""
+    return ScriptCall(
+        DISPATCH, [dirty, due, queued, running, stats, *turns], [debounce_ms, cap, burst, *counted(convs)]
+    )
 
 
 ACQUIRE = (
@@ -163,23 +163,23 @@ return {'ok', epoch, d[1] or '0', d[2] or ''}
 )
 
 
-@dataclass(frozen=True, slots=True)
-class AcquireCall(ScriptCall):
-    """The KEYS and ARGV of one :data:`ACQUIRE` call."""
-
-    script: ClassVar[str] = ACQUIRE
-    turn: str = field(metadata=KEY)
-    lease: str = field(metadata=KEY)
-    queued: str = field(metadata=KEY)
-    running: str = field(metadata=KEY)
-    stats: str = field(metadata=KEY)
-    dirty: str = field(metadata=KEY)
-    due: str = field(metadata=KEY)
-    gen: int = field(metadata=ARG)
-    token: str = field(metadata=ARG)
-    lease_ms: int = field(metadata=ARG)
-    conv: str = field(metadata=ARG)
-    holder: str = field(metadata=ARG)
+def acquire_call(
+    *,
+    turn: str,
+    lease: str,
+    queued: str,
+    running: str,
+    stats: str,
+    dirty: str,
+    due: str,
+    gen: int,
+    token: str,
+    lease_ms: int,
+    conv: str,
+    holder: str,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`ACQUIRE` call."""
+    return ScriptCall(ACQUIRE, [turn, lease, queued, running, stats, dirty, due], [gen, token, lease_ms, conv, holder])
 
 
 RENEW = (
@@ -201,16 +201,16 @@ return 1
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RenewCall(ScriptCall):
-    """The KEYS and ARGV of one :data:`RENEW` call."""
-
-    script: ClassVar[str] = RENEW
-    lease: str = field(metadata=KEY)
-    running: str = field(metadata=KEY)
-    value: str = field(metadata=ARG)
-    lease_ms: int = field(metadata=ARG)
-    conv: str = field(metadata=ARG)
+def renew_call(
+    *,
+    lease: str,
+    running: str,
+    value: str,
+    lease_ms: int,
+    conv: str,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`RENEW` call."""
+    return ScriptCall(RENEW, [lease, running], [value, lease_ms, conv])
 
 
 # Shared tail of COMMIT and RELEASE: the lease is gone, the conversation is no longer running;
@@ -297,42 +297,64 @@ return {'ok', seq, cs}
 )
 
 
-@dataclass(frozen=True, slots=True)
-class CommitCall(ScriptCall):
-    """The KEYS and ARGV of one :data:`COMMIT` call."""
-
-    script: ClassVar[str] = COMMIT
-    seq: str = field(metadata=KEY)
-    log: str = field(metadata=KEY)
-    stats: str = field(metadata=KEY)
-    convs: str = field(metadata=KEY)
-    cur: str = field(metadata=KEY)
-    tl: str = field(metadata=KEY)
-    body: str = field(metadata=KEY)
-    meta: str = field(metadata=KEY)
-    turn: str = field(metadata=KEY)
-    lease: str = field(metadata=KEY)
-    running: str = field(metadata=KEY)
-    due: str = field(metadata=KEY)
-    parked: str = field(metadata=KEY)
-    turn_stats: str = field(metadata=KEY)
-    value: str = field(metadata=ARG)
-    epoch: int = field(metadata=ARG)
-    conv: str = field(metadata=ARG)
-    conv_json: bytes = field(metadata=ARG)
-    event_id: str = field(metadata=ARG)
-    digest: str = field(metadata=ARG)
-    raw: bytes = field(metadata=ARG)
-    tail: bytes = field(metadata=ARG)
-    facts: bytes = field(metadata=ARG)
-    file: str = field(metadata=ARG)
-    project: str = field(metadata=ARG)
-    agent: str = field(metadata=ARG)
-    events_channel: str = field(metadata=ARG)
-    conv_channel_prefix: str = field(metadata=ARG)
-    upto_seq: int = field(metadata=ARG)
-    result: bytes = field(metadata=ARG)
-    cooldown_ms: int = field(metadata=ARG)
+def commit_call(
+    *,
+    seq: str,
+    log: str,
+    stats: str,
+    convs: str,
+    cur: str,
+    tl: str,
+    body: str,
+    meta: str,
+    turn: str,
+    lease: str,
+    running: str,
+    due: str,
+    parked: str,
+    turn_stats: str,
+    value: str,
+    epoch: int,
+    conv: str,
+    conv_json: bytes,
+    event_id: str,
+    digest: str,
+    raw: bytes,
+    tail: bytes,
+    facts: bytes,
+    file: str,
+    project: str,
+    agent: str,
+    events_channel: str,
+    conv_channel_prefix: str,
+    upto_seq: int,
+    result: bytes,
+    cooldown_ms: int,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`COMMIT` call."""
+    return ScriptCall(
+        COMMIT,
+        [seq, log, stats, convs, cur, tl, body, meta, turn, lease, running, due, parked, turn_stats],
+        [
+            value,
+            epoch,
+            conv,
+            conv_json,
+            event_id,
+            digest,
+            raw,
+            tail,
+            facts,
+            file,
+            project,
+            agent,
+            events_channel,
+            conv_channel_prefix,
+            upto_seq,
+            result,
+            cooldown_ms,
+        ],
+    )
 
 
 RELEASE = (
@@ -381,25 +403,29 @@ return {'ok'}
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ReleaseCall(ScriptCall):
-    """The KEYS and ARGV of one :data:`RELEASE` call."""
-
-    script: ClassVar[str] = RELEASE
-    turn: str = field(metadata=KEY)
-    lease: str = field(metadata=KEY)
-    running: str = field(metadata=KEY)
-    due: str = field(metadata=KEY)
-    parked: str = field(metadata=KEY)
-    stats: str = field(metadata=KEY)
-    value: str = field(metadata=ARG)
-    epoch: int = field(metadata=ARG)
-    conv: str = field(metadata=ARG)
-    mode: str = field(metadata=ARG)
-    done: int | str = field(metadata=ARG)
-    error: str = field(metadata=ARG)
-    park_base_ms: int = field(metadata=ARG)
-    park_max_ms: int = field(metadata=ARG)
+def release_call(
+    *,
+    turn: str,
+    lease: str,
+    running: str,
+    due: str,
+    parked: str,
+    stats: str,
+    value: str,
+    epoch: int,
+    conv: str,
+    mode: str,
+    done: int | str,
+    error: str,
+    park_base_ms: int,
+    park_max_ms: int,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`RELEASE` call."""
+    return ScriptCall(
+        RELEASE,
+        [turn, lease, running, due, parked, stats],
+        [value, epoch, conv, mode, done, error, park_base_ms, park_max_ms],
+    )
 
 
 REDO = (
@@ -433,17 +459,17 @@ return gen
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RedoCall(ScriptCall):
-    """The KEYS and ARGV of one :data:`REDO` call."""
-
-    script: ClassVar[str] = REDO
-    turn: str = field(metadata=KEY)
-    lease: str = field(metadata=KEY)
-    running: str = field(metadata=KEY)
-    queued: str = field(metadata=KEY)
-    stats: str = field(metadata=KEY)
-    conv: str | bytes = field(metadata=ARG)
+def redo_call(
+    *,
+    turn: str,
+    lease: str,
+    running: str,
+    queued: str,
+    stats: str,
+    conv: str | bytes,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`REDO` call."""
+    return ScriptCall(REDO, [turn, lease, running, queued, stats], [conv])
 
 
 REQUEUE = (
@@ -471,17 +497,17 @@ return gen
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RequeueCall(ScriptCall):
-    """The KEYS and ARGV of one :data:`REQUEUE` call."""
-
-    script: ClassVar[str] = REQUEUE
-    turn: str = field(metadata=KEY)
-    queued: str = field(metadata=KEY)
-    stats: str = field(metadata=KEY)
-    conv: str = field(metadata=ARG)
-    gen: int = field(metadata=ARG)
-    grace_ms: int = field(metadata=ARG)
+def requeue_call(
+    *,
+    turn: str,
+    queued: str,
+    stats: str,
+    conv: str,
+    gen: int,
+    grace_ms: int,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`REQUEUE` call."""
+    return ScriptCall(REQUEUE, [turn, queued, stats], [conv, gen, grace_ms])
 
 
 LIMIT = r"""
@@ -535,20 +561,20 @@ return {1, 0}
 """
 
 
-@dataclass(frozen=True, slots=True)
-class LimitCall(ScriptCall):
-    """The KEYS and ARGV of one :data:`LIMIT` call."""
-
-    script: ClassVar[str] = LIMIT
-    req: str = field(metadata=KEY)
-    tok: str = field(metadata=KEY)
-    pause: str = field(metadata=KEY)
-    mode: str = field(metadata=ARG)
-    req_ms: float = field(metadata=ARG)
-    req_burst: int = field(metadata=ARG)
-    tok_ms: float = field(metadata=ARG)
-    tok_burst: int = field(metadata=ARG)
-    amount: float = field(metadata=ARG)
+def limit_call(
+    *,
+    req: str,
+    tok: str,
+    pause: str,
+    mode: str,
+    req_ms: float,
+    req_burst: int,
+    tok_ms: float,
+    tok_burst: int,
+    amount: float,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`LIMIT` call."""
+    return ScriptCall(LIMIT, [req, tok, pause], [mode, req_ms, req_burst, tok_ms, tok_burst, amount])
 
 
 BUDGET = (
@@ -602,13 +628,19 @@ return {full() and 0 or 1, day, calls, tokens, cap}
 )
 
 
-@dataclass(frozen=True, slots=True)
-class BudgetCall(ScriptCall):
-    """The KEYS and ARGV of one :data:`BUDGET` call."""
+def budget_call(
+    *,
+    budget: str,
+    mode: str,
+    cap: int,
+    tokens: int,
+    day: int,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`BUDGET` call."""
+    return ScriptCall(BUDGET, [budget], [mode, cap, tokens, day])
 
-    script: ClassVar[str] = BUDGET
-    budget: str = field(metadata=KEY)
-    mode: str = field(metadata=ARG)
-    cap: int = field(metadata=ARG)
-    tokens: int = field(metadata=ARG)
-    day: int = field(metadata=ARG)
+
+READ_ONLY: dict[str, str | None] = {BUDGET: "peek"}
+"""Calls of these scripts that write nothing (script → the first argument that makes a call
+read-only), which the quick client of ``agg status`` may run (:data:`aggregator.scripts.READ_ONLY`;
+``tests/contract/test_read_only_scripts.py``)."""

@@ -12,15 +12,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import redis
 
 from aggregator import defaults
 from aggregator.config import Settings
-from aggregator.connection import Connection, mask_url
 from aggregator.embedded import EmbeddedRedis
+from aggregator.endpoint import Connection, mask_url
 from aggregator.keys import Keys
 from aggregator.layout import watch_path
 from aggregator.lifecycle import ProcessLock, StateFile
@@ -29,6 +27,9 @@ from aggregator.store import Store
 from aggregator.text import iso_ms
 from aggregator.usage import totals as usage_totals
 from workers.status import turn_figures
+
+if TYPE_CHECKING:  # not imported at run time: `agg status` may run on the quick client (aggregator.quickredis)
+    import redis
 
 
 @dataclass
