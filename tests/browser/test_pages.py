@@ -27,7 +27,7 @@ from devtools.redisproc import RedisProcess
 from tests.support import oracle
 from tests.support.live import Agg, append, state
 from tests.support.records import line, user
-from tests.support.web import base_of, serving
+from tests.support.web import base_of, serving, token_of
 
 LIVE_MS = 20_000
 """How long a page may take to show an appended line (a loaded machine; the benchmark measures it)."""
@@ -159,6 +159,23 @@ def test_search_finds_a_phrase_and_lands_on_the_message(site: Site) -> None:
     expect(landed).to_have_class(re.compile(r"\bev user target\b"))
     expect(landed).to_be_in_viewport()
     assert " ".join(phrase.split()) in " ".join((landed.text_content() or "").split())
+
+
+def test_a_browser_without_the_token_gets_nothing(site: Site, browser: Any) -> None:
+    """A browser that never opened the URL with its token (no cookie) gets 401 for every page, the
+    API and the event stream; a wrong token is no better."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        for path in ["/", "/usage", "/status", "/search?q=the", "/api/conversations", "/api/events", "/static/app.js"]:
+            res = page.goto(site.base + path)
+            assert res is not None and res.status == 401, path
+            assert "Work on bead" not in page.content(), path  # nothing of the record
+        res = page.goto(site.base + "/?token=" + "x" * len(token_of(site.url)))
+        assert res is not None and res.status == 401
+        assert context.cookies() == []  # no cookie handed out for a wrong token
+    finally:
+        context.close()
 
 
 def test_hostile_transcript_text_runs_nothing(site: Site) -> None:
