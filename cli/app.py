@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import orjson
@@ -24,8 +24,6 @@ from aggregator.config import Settings
 from aggregator.connection import Connection, as_agg_error, open_redis
 from aggregator.errors import AggError
 from aggregator.store import Store
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_INTERRUPTED = 130
 
@@ -58,12 +56,6 @@ class AggGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         with one_line_errors():
             return super().invoke(ctx)
-
-
-def handle_errors(fn: F) -> F:
-    """No longer needed: the ``agg`` group handles every command's errors (:class:`AggGroup`).
-    Kept, doing nothing, for command modules written before that."""
-    return fn
 
 
 class App:
