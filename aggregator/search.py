@@ -98,16 +98,8 @@ def search(
 
 def snippets(store: Store, rows: list[Row], query_terms: list[tuple[str, bool, bool]]) -> list[str]:
     """The snippet of each hit, cut from its event's newest stored version (two round trips)."""
-    r: Any = store.client
-    pipe = r.pipeline(transaction=False)
-    for row in rows:
-        pipe.hget(store.keys.cur(row.conv), row.id)
-    versions = pipe.execute()
-    pipe = r.pipeline(transaction=False)
-    for row, v in zip(rows, versions, strict=True):
-        pipe.hget(store.keys.body(row.conv), v[-32:] if v else b"")
     out = []
-    for row, raw in zip(rows, pipe.execute(), strict=True):
+    for row, raw in zip(rows, store.newest_bodies([(row.conv, row.id) for row in rows]), strict=True):
         text = ""
         if raw:
             try:

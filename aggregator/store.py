@@ -365,6 +365,18 @@ class Store:
         bodies = self.r.hmget(self.keys.body(conv), [v[-32:] for v in versions])
         yield from zip(ids, bodies, strict=True)
 
+    def newest_bodies(self, refs: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        """The newest stored line of each (conversation, event id), in two pipelined round trips
+        (None where the store does not hold it: never stored, or lost meanwhile)."""
+        pipe = self.r.pipeline(transaction=False)
+        for conv, eid in refs:
+            pipe.hget(self.keys.cur(conv), eid)
+        versions = pipe.execute()
+        pipe = self.r.pipeline(transaction=False)
+        for (conv, _), v in zip(refs, versions, strict=True):
+            pipe.hget(self.keys.body(conv), (v or b"")[-32:])
+        return list(pipe.execute())
+
     def log_batches(self, after_seq: int, count: int = 100) -> list[tuple[int, dict[bytes, bytes]]]:
         """Raw log batches whose first seq is greater than ``after_seq``."""
         res = self.r.xrange(self.keys.log, f"{after_seq + 1}-0", "+", count=count)

@@ -117,14 +117,8 @@ def recent_messages(
     rows = r.zrange(store.keys.recent, -limit, -1, withscores=True) if limit > 0 else []
     parsed = [(parse_recent_member(m), int(score)) for m, score in rows]
     missing = [p for p in parsed if (p[0][1], p[0][2]) not in known]
-    pipe = r.pipeline(transaction=False)
-    for (_, conv, eid, _), _ in missing:
-        pipe.hget(store.keys.cur(conv), eid)
-    versions = pipe.execute()
-    pipe = r.pipeline(transaction=False)
-    for ((_, conv, _, _), _), v in zip(missing, versions, strict=True):
-        pipe.hget(store.keys.body(conv), (v or b"")[-32:])  # None: the store lost it meanwhile (FLUSHALL)
-    bodies = dict(zip(((conv, eid) for (_, conv, eid, _), _ in missing), pipe.execute(), strict=True))
+    refs = [(conv, eid) for (_, conv, eid, _), _ in missing]
+    bodies = dict(zip(refs, store.newest_bodies(refs), strict=True))  # None: lost meanwhile (FLUSHALL)
     out = []
     for (seq, conv, eid, role), tms in parsed:
         if (conv, eid) in known:

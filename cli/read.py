@@ -84,8 +84,7 @@ def tail_text(store: Store, raw: bytes, width: int) -> str:
     """``agg tail --format text``: one event envelope as a line with its role and a preview."""
     env = orjson.loads(raw)
     msg = None
-    digest = store.r.hget(store.keys.cur(env["conv"]), env["id"])
-    body = store.r.hget(store.keys.body(env["conv"]), digest[-32:]) if digest else None
+    body = store.newest_bodies([(env["conv"], env["id"])])[0]
     if body is not None:
         try:
             msg = message_of(env["id"], loads(body))

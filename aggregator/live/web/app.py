@@ -59,6 +59,7 @@ from aggregator.live.web.events import envelopes
 from aggregator.live.web.openapi import openapi
 from aggregator.live.web.security import Guard
 from aggregator.projects import matches
+from aggregator.search import search
 from aggregator.usage import BY_CHOICES
 
 log = logging.getLogger("agg.serve")
@@ -246,15 +247,20 @@ class Web:
         role = _text(request, "role")
         if role is not None and role not in ROLES:
             raise ConfigError(f"role must be one of {', '.join(ROLES)}")
-        return self.data.search(
-            request.query_params.get("q", ""),
-            project=_text(request, "project"),
-            conversation=_text(request, "conversation"),
-            role=role,
-            since_ms=_when(request, "since"),
-            until_ms=_when(request, "until", end=True),
-            limit=_int(request, "limit", low=1, high=1000) or defaults.SEARCH_LIMIT,
-        )
+        since, until = _when(request, "since"), _when(request, "until", end=True)
+        limit = _int(request, "limit", low=1, high=1000) or defaults.SEARCH_LIMIT
+        with self.data.search_index() as index:
+            return search(
+                self.data.store,
+                index,
+                request.query_params.get("q", ""),
+                project=_text(request, "project"),
+                conversation=_text(request, "conversation"),
+                role=role,
+                since_ms=since,
+                until_ms=until,
+                limit=limit,
+            )
 
     def api_search(self, request: Request) -> Response:
         return JSON(self._search(request))

@@ -4,15 +4,17 @@ Each answer is the library's, the one the matching command prints with ``--json`
 (:func:`aggregator.listing.conversations`, ``agg list``), one conversation
 (:func:`aggregator.listing.conversation`: :func:`aggregator.transcript.header` with ``active`` and
 ``cost_usd``), search (:func:`aggregator.search.search` on this machine's
-:class:`~aggregator.searchindex.SearchIndex`, ``agg search``), usage (:func:`aggregator.usage.report`),
-status (:mod:`aggregator.live.status`) and rejected lines. The page's own part is a conversation's
-events a window at a time, from its timeline and the log, each with its newest stored bytes.
+:class:`~aggregator.searchindex.SearchIndex`, :meth:`WebData.search_index`: ``agg search``), usage
+(:func:`aggregator.usage.report`), status (:mod:`aggregator.live.status`) and rejected lines. The
+page's own part is a conversation's events a window at a time, from its timeline and the log, each
+with its newest stored bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +29,6 @@ from aggregator.live.web.render import Item
 from aggregator.parse import loads
 from aggregator.projections import Projector
 from aggregator.projects import project_paths
-from aggregator.search import search
 from aggregator.searchindex import SearchIndex
 from aggregator.store import Store, split_batch
 from aggregator.transcript import HIDDEN_TYPES, conversation_key
@@ -165,19 +166,8 @@ class WebData:
                 got.append((seq, env))
         return got, False
 
-    def _newest(self, refs: Sequence[tuple[str, str]]) -> list[bytes | None]:
-        """The newest stored line of each (conversation, event id), in two pipelined round trips."""
-        pipe = self.r.pipeline(transaction=False)
-        for conv, eid in refs:
-            pipe.hget(self.keys.cur(conv), eid)
-        versions = pipe.execute()
-        pipe = self.r.pipeline(transaction=False)
-        for (conv, _), v in zip(refs, versions, strict=True):
-            pipe.hget(self.keys.body(conv), v[-32:] if v else b"")
-        return list(pipe.execute())
-
     def _with_records(self, conv: str, picked: list[tuple[int, Any]]) -> list[Item]:
-        bodies = self._newest([(conv, env["id"]) for _, env in picked])
+        bodies = self.store.newest_bodies([(conv, env["id"]) for _, env in picked])
         return [Item(seq, env, _parse(b)) for (seq, env), b in zip(picked, bodies, strict=True)]
 
     def events(
@@ -210,33 +200,14 @@ class WebData:
         return bool(self._take(walk, 1, all_types)[0])
 
     # --- search --------------------------------------------------------------------------------
-    def search(
-        self,
-        query: str,
-        *,
-        project: str | None = None,
-        conversation: str | None = None,
-        role: str | None = None,
-        since_ms: int | None = None,
-        until_ms: int | None = None,
-        limit: int = defaults.SEARCH_LIMIT,
-    ) -> dict[str, Any]:
-        """``agg search --json``: this machine's search index caught up with the log, then queried
-        (a query without a word raises :class:`~aggregator.errors.QueryError`)."""
+    @contextlib.contextmanager
+    def search_index(self) -> Iterator[SearchIndex]:
+        """This machine's search index of the store, for one search at a time (opened on first use;
+        :func:`aggregator.search.search` catches it up before it answers)."""
         with self._search_lock:
             if self._index is None:
                 self._index = SearchIndex.open(self.store, self.settings.data_dir)
-            return search(
-                self.store,
-                self._index,
-                query,
-                project=project,
-                conversation=conversation,
-                role=role,
-                since_ms=since_ms,
-                until_ms=until_ms,
-                limit=limit,
-            )
+            yield self._index
 
     # --- usage and status ----------------------------------------------------------------------
     def usage(self, by: str, since_ms: int | None = None, until_ms: int | None = None) -> dict[str, Any]:
