@@ -8,6 +8,7 @@ fields of each conversation's projection; only the conversations of the page are
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from aggregator.config import active_minutes as active_minutes_setting
@@ -34,6 +35,7 @@ def conversations(
     limit: int | None = None,
     offset: int = 0,
     now_ms: int | None = None,
+    paths: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """``{"conversations": [...], "total", "unpriced"}``: each conversation's projection
     (:func:`aggregator.views.conversation_view`) plus ``project_path`` and ``cost_usd`` (null if one
@@ -41,16 +43,19 @@ def conversations(
     ``offset`` and ``limit``; ``unpriced`` names the models without a price.
 
     ``project`` selects as ``--project`` does (:func:`aggregator.projects.matches`), ``active``
-    keeps active ones, ``since_ms`` those with activity since then.
+    keeps active ones, ``since_ms`` those with activity since then. ``paths``: the projects'
+    readable paths (:func:`aggregator.projects.project_paths`) when the caller has read them already.
     """
     Projector(store).catch_up()
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     minutes = active_minutes_setting()
     convs = store.conversations()
-    rows = store.hmget_many([store.keys.proj(c) for c in convs], list(_CHOOSE_FIELDS))
-    paths = paths_of((p, cwd) for _, _, p, cwd in rows)
+    fields = _CHOOSE_FIELDS if paths is None else _CHOOSE_FIELDS[:3]
+    rows = store.hmget_many([store.keys.proj(c) for c in convs], list(fields))
+    if paths is None:
+        paths = paths_of((p, cwd) for _, _, p, cwd in rows)
     chosen: list[tuple[int, str]] = []
-    for conv, (last, messages, proj, _) in zip(convs, rows, strict=True):
+    for conv, (last, messages, proj, *_) in zip(convs, rows, strict=True):
         if not messages or int(messages) <= 0:
             continue
         name = proj.decode() if proj else ""

@@ -7,7 +7,8 @@ route                              what
                                    ``?offset=``)
 ``/conversations/<key>``           one conversation (``?before=SEQ``, ``?after=SEQ``, ``?at=SEQ``,
                                    ``?all=1`` for bookkeeping records too)
-``/search?q=…``                    search (``&project=``, ``&role=``)
+``/search?q=…``                    ``agg search`` (``&project=``, ``&role=``, ``&conversation=``,
+                                   ``&since=``, ``&until=``)
 ``/usage``, ``/status``            usage charts and tables; the service's health
 ``/api/conversations``             ``agg list --json`` (``?project``, ``?active``, ``?since``,
                                    ``?limit``, ``?offset``)
@@ -157,9 +158,11 @@ class Web:
         offset = _int(request, "offset") or 0
         limit = defaults.WEB_PAGE_CONVERSATIONS
         seq = self.data.store.last_seq()  # the page's events follow on from here: none is missed
-        listing = self.data.conversations(project=project, active=active, limit=limit, offset=offset)
+        paths = self.data.projects()  # read once: the filter's choices, and what --project matches
+        listing = self.data.conversations(project=project, active=active, limit=limit, offset=offset, paths=paths)
+        choices = sorted(paths.items(), key=lambda p: (p[1], p[0]))
         body = pages.conversations_page(
-            listing, self.data.projects(), project=project, active=active, offset=offset, limit=limit, seq=seq
+            listing, choices, project=project, active=active, offset=offset, limit=limit, seq=seq
         )
         return self.page("conversations", "Conversations", body, request)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,9 +91,13 @@ class WebData:
         since_ms: int | None = None,
         limit: int | None = None,
         offset: int = 0,
+        paths: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """``agg list --json`` (all of it without ``limit``), from ``offset`` on."""
-        return conversations(self.store, project=project, active=active, since_ms=since_ms, limit=limit, offset=offset)
+        """``agg list --json`` (all of it without ``limit``), from ``offset`` on (``paths``: the
+        projects' readable paths, if read already)."""
+        return conversations(
+            self.store, project=project, active=active, since_ms=since_ms, limit=limit, offset=offset, paths=paths
+        )
 
     def key(self, name: str) -> str:
         """The conversation ``name`` means (a key, a unique prefix, a transcript file name);
@@ -110,9 +114,9 @@ class WebData:
         view = conversation_view(conv, self.r.hgetall(self.keys.proj(conv)), now_ms=0, active_minutes=0)
         return {a["id"]: a for a in view["subagents"]}
 
-    def projects(self) -> list[tuple[str, str]]:
-        """Every project as (directory name, readable path), by path."""
-        return sorted(project_paths(self.store).items(), key=lambda p: (p[1], p[0]))
+    def projects(self) -> dict[str, str]:
+        """Every project's readable path by its directory name."""
+        return project_paths(self.store)
 
     # --- events --------------------------------------------------------------------------------
     def _entries(self, conv: str, firsts: list[int]) -> list[tuple[int, dict[str, Any]]]:
