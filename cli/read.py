@@ -192,7 +192,8 @@ def _print_hits(res: dict[str, Any], width: int, color: bool) -> None:
         click.echo()
     shown = len(res["hits"])
     more = "; all with --limit 0" if res["total"] > shown else ""
-    click.echo(term.style(f"{shown} of {res['total']:,} hits ({res['took_ms']:.0f} ms){more}", "dim"), err=not shown)
+    counted = f"{shown} of {res['total']:,} hits" if shown else f"no match for {res['query']}"
+    click.echo(term.style(f"{counted} ({res['took_ms']:.0f} ms){more}", "dim"), err=not shown)
 
 
 def _highlight(term: Terminal, line: str) -> str:
@@ -281,7 +282,10 @@ def show_cmd(ctx: click.Context, conversation: str) -> None:
     help="markdown or html: a readable document (HTML: one self-contained file); jsonl: the original lines.",
 )
 @click.option(
-    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to FILE (mode 0600) instead of stdout."
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to FILE (mode 0600) instead of stdout.",
 )
 @click.pass_context
 def export_cmd(ctx: click.Context, conversation: str, fmt: str, output: Path | None) -> None:

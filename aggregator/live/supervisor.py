@@ -175,19 +175,18 @@ class Supervisor:
         running = ", ".join(c.name for c in self.children.children)
         roots = ", ".join(display_path(str(r["path"])) for r in st.get("roots", [])) or "no claude dir yet"
         where = "embedded" if self.embedded is not None else "given"
-        bits = [
-            f"ready: {running} running",
-            f"watching {roots} ({st.get('files', 0)} files)",
-        ]
+        rows = [("watching", f"{roots} ({st.get('files', 0)} files)")]
         if self.web:
-            bits.append(f"pages at {self.web}")
+            rows.append(("pages", self.web))
         if self.output is not None:
-            bits.append(f"current.json at {self.output}")
+            rows.append(("current.json", str(self.output)))
         if self.turns:
-            bits.append(f"LLM turns {self.turns}")
-        bits.append(f"data dir {self.settings.data_dir}")
-        bits.append(f"Redis {mask_url(self._redis_url())} ({where})")
-        log.info("%s; try `agg status`", "; ".join(bits))
+            rows.append(("LLM turns", self.turns))
+        rows.append(("data dir", str(self.settings.data_dir)))
+        rows.append(("Redis", f"{mask_url(self._redis_url())} ({where})"))
+        rows.append(("try", "agg status · agg list · agg search WORDS · agg usage"))
+        # One log record (one ready line, then its details indented), so a log reader sees it whole.
+        log.info("ready: %s running%s", running, "".join(f"\n    {k:<13} {v}" for k, v in rows))
 
     def _check_redis(self) -> None:
         if self.embedded is None:

@@ -350,7 +350,7 @@ class Watcher(Service):
         if res.reset:
             self.log.info("%s was %s: re-read from the start", t.sf.display, res.reset)
         if res.rejected:
-            self.log.warning("%s: %d line(s) rejected (agg status counts them)", t.sf.display, res.rejected)
+            self.log.warning("%s: %d line(s) rejected (`agg rejects` lists them)", t.sf.display, res.rejected)
 
     def _skip(self, t: Tracked, reason: str) -> None:
         """``t`` could not (or must not) be read: say so once; it is tried again on every stat

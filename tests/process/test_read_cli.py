@@ -49,6 +49,8 @@ def test_search_on_a_terminal_shows_title_project_time_role_and_snippet(env: dic
     assert re.search(r"^36d9e1bc · /Users/yoavfarhi/dev/pomodoro/claude · \d{4}-\d\d-\d\d \d\d:\d\d · \w+", lines[1])
     assert "pomodoro" in lines[2].lower() and "⟦" not in out and not ANSI.search(out)  # no colour into a pipe
     assert re.search(r"2 of \d+ hits", lines[-1])
+    nothing = run_agg(["search", "zyzzyvaqq"], env)
+    assert nothing.stdout == "" and re.fullmatch(r"no match for zyzzyvaqq \(\d+ ms\)\n", nothing.stderr)
 
 
 HOSTILE = ['"', "NEAR(", "a OR", "-", ":", "(", "*", "col:val", "NOT", '"unclosed', "x" * 3000, "\x01", "😀"]

@@ -119,10 +119,12 @@ def test_run_speaks_like_a_service(tmp_path: Path) -> None:
         log = run.log()
     finally:
         server.kill()
-    lines = log.strip().splitlines()
+    lines = re.split(r"\n(?!    )", log.strip())  # one per record: the ready line's details are indented
     assert all(LOG_LINE.match(ln) for ln in lines), [ln for ln in lines if not LOG_LINE.match(ln)]
     (ready,) = [ln for ln in lines if "ready:" in ln]
-    assert str(data) in ready and str(data / "current.json") in ready and "password=***" in ready
+    details = dict(re.findall(r"\n    (.{13}) (.*)", ready))
+    assert details["data dir     "] == str(data) and details["current.json "] == str(data / "current.json")
+    assert details["Redis        "].endswith("password=*** (given)") and "LLM turns    " in details
     assert "speak-pw" not in log
     assert any("s.jsonl: 1 line(s) rejected" in ln for ln in lines)
     assert any("writer exited with code -9; restarting" in ln for ln in lines)
