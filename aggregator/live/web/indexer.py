@@ -51,6 +51,7 @@ class Indexer:
         self._thread = threading.Thread(target=self._run, name="agg-search-indexer", daemon=True)
 
     def start(self) -> Indexer:
+        """Start following (returns itself)."""
         self._thread.start()
         return self
 
@@ -63,6 +64,7 @@ class Indexer:
 
     @property
     def running(self) -> bool:
+        """Whether the thread is still running."""
         return self._thread.is_alive()
 
     def _step_done(self, entries: int) -> None:
