@@ -1,29 +1,57 @@
 """``agg list`` as a library call: conversations newest activity first, with their cost (docs/design.md §9).
 
 The same answers serve ``agg list --json``, ``agg mcp``'s ``list_conversations`` and ``agg serve``'s
-``/api/conversations`` (which pages through them with ``offset``). Choosing and ordering reads four
-fields of each conversation's projection; only the conversations of the page are read whole.
+``/api/conversations`` (which pages through them with ``offset``). Choosing and ordering reads three
+fields of each conversation's projection; only the conversations of the page are read whole, and
+the projects' paths and the costs (:class:`Totals`) once.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aggregator.config import active_minutes as active_minutes_setting
 from aggregator.parse import ts_ms
 from aggregator.prices import Costing
+from aggregator.prices import load as load_prices
 from aggregator.projections import Projector
-from aggregator.projects import matches, paths_of
+from aggregator.projects import matches, project_paths
 from aggregator.store import Store
 from aggregator.transcript import header
 from aggregator.usage import conversation_cost, conversation_costs
 from aggregator.views import conversation_views, is_active
 
-_CHOOSE_FIELDS = ("last_ms", "messages", "project", "cwd")
-"""Projection fields a listing chooses and orders conversations by (``project`` and ``cwd`` also
-make the projects' readable paths)."""
+
+@dataclass(frozen=True)
+class Totals:
+    """What a listing reads about every conversation besides choosing them: the projects' readable
+    paths and each conversation's cost. A caller that lists often (``agg serve``) keeps one while the
+    projections stay as they were (:func:`totals_state`) instead of reading them for every page."""
+
+    paths: dict[str, str]
+    costs: dict[str, float | None]
+    unpriced: list[str]
+    """Models with tokens but no price."""
+
+
+def totals(store: Store) -> Totals:
+    """The :class:`Totals` of the store's projections as they are now."""
+    costing = Costing()
+    costs = conversation_costs(store, costing)
+    return Totals(project_paths(store), costs, sorted(costing.unpriced))
+
+
+def totals_state(store: Store) -> tuple[Any, ...]:
+    """Something that changes whenever :func:`totals` could: the projections' checkpoint, the usage
+    totals, the number of conversations, the price table in use."""
+    pipe = store.client.pipeline(transaction=False)
+    pipe.get(store.keys.proj_seq)
+    pipe.hgetall(store.keys.usage_total)
+    pipe.zcard(store.keys.convs)
+    seq, usage, n = pipe.execute()
+    return seq, tuple(sorted(usage.items())), n, id(load_prices())
 
 
 def conversations(
@@ -35,7 +63,7 @@ def conversations(
     limit: int | None = None,
     offset: int = 0,
     now_ms: int | None = None,
-    paths: Mapping[str, str] | None = None,
+    known: Totals | None = None,
 ) -> dict[str, Any]:
     """``{"conversations": [...], "total", "unpriced"}``: each conversation's projection
     (:func:`aggregator.views.conversation_view`) plus ``project_path`` and ``cost_usd`` (null if one
@@ -43,23 +71,21 @@ def conversations(
     ``offset`` and ``limit``; ``unpriced`` names the models without a price.
 
     ``project`` selects as ``--project`` does (:func:`aggregator.projects.matches`), ``active``
-    keeps active ones, ``since_ms`` those with activity since then. ``paths``: the projects'
-    readable paths (:func:`aggregator.projects.project_paths`) when the caller has read them already.
+    keeps active ones, ``since_ms`` those with activity since then. ``known``: the :class:`Totals`
+    of the projections as they are (else read here).
     """
     Projector(store).catch_up()
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     minutes = active_minutes_setting()
     convs = store.conversations()
-    fields = _CHOOSE_FIELDS if paths is None else _CHOOSE_FIELDS[:3]
-    rows = store.hmget_many([store.keys.proj(c) for c in convs], list(fields))
-    if paths is None:
-        paths = paths_of((p, cwd) for _, _, p, cwd in rows)
+    rows = store.hmget_many([store.keys.proj(c) for c in convs], ["last_ms", "messages", "project"])
+    known = totals(store) if known is None else known
     chosen: list[tuple[int, str]] = []
-    for conv, (last, messages, proj, *_) in zip(convs, rows, strict=True):
+    for conv, (last, messages, proj) in zip(convs, rows, strict=True):
         if not messages or int(messages) <= 0:
             continue
         name = proj.decode() if proj else ""
-        if project is not None and not matches(project, name, paths.get(name, name)):
+        if project is not None and not matches(project, name, known.paths.get(name, name)):
             continue
         last_ms = int(last) if last is not None else None
         if active and not is_active(last_ms, now_ms, minutes):
@@ -69,13 +95,11 @@ def conversations(
         chosen.append((-1 if last_ms is None else last_ms, conv))
     chosen.sort(reverse=True)
     page = chosen[offset : offset + limit if limit else None]
-    costing = Costing()
-    costs = conversation_costs(store, costing)
     out = conversation_views(store, [c for _, c in page], now_ms=now_ms, active_minutes=minutes)
     for v in out:
-        v["project_path"] = paths.get(v["project"] or "")
-        v["cost_usd"] = costs.get(v["key"]) if v["responses"] else 0.0
-    return {"conversations": out, "total": len(chosen), "unpriced": sorted(costing.unpriced)}
+        v["project_path"] = known.paths.get(v["project"] or "")
+        v["cost_usd"] = known.costs.get(v["key"]) if v["responses"] else 0.0
+    return {"conversations": out, "total": len(chosen), "unpriced": list(known.unpriced)}
 
 
 def conversation(store: Store, conv: str, *, now_ms: int | None = None) -> dict[str, Any]:

@@ -22,14 +22,14 @@ from aggregator.parse import loads
 from aggregator.search import search
 from aggregator.searchindex import SearchIndex
 from aggregator.store import Store
-from aggregator.text import message_text
+from aggregator.text import message_text, now_iso
 from aggregator.transcript import HIDDEN_TYPES, header
 from aggregator.usage import conversation_costs
 from aggregator.usage import report as usage_report
 from aggregator.views import conversation_views, recent_messages
 from devtools.agg import wait_until
 from devtools.redisproc import RedisProcess
-from tests.support.records import user, write
+from tests.support.records import assistant, user, write
 from tests.support.web import BASE, TOKEN, Tags, client_for
 
 HOSTILE = (
@@ -131,6 +131,24 @@ def test_conversations_answer_like_agg_list_with_real_costs(web: TestClient, sto
             assert Tags(f"<p>{v['title'][:40]}</p>").all_text() in listed
     top = body["conversations"][0]
     assert f"${top['cost_usd']:,.2f}" in Tags(web.get("/").text).all_text()  # the page shows the real cost
+
+
+def test_the_list_notices_new_costs_and_projects(web: TestClient, store: Store, corpus: Path) -> None:
+    """The server keeps the paths and costs between requests: a new line with usage is seen at once."""
+    before = web.get("/api/conversations").json()
+    session = "0b6f4c1e-5a8d-4a55-9f11-000000000669"
+    usage = {"input_tokens": 1_000_000, "output_tokens": 0}
+    write(
+        corpus / "-home-user-brand-new" / f"{session}.jsonl",
+        [user(session, "q", "hello"), assistant(session, "a", "msg_new", "req_new", usage, at=now_iso())],
+    )
+    ingest(store, iter_transcripts([corpus]))
+    after = web.get("/api/conversations").json()
+    assert after == conversations(store) and after["total"] == before["total"] + 1
+    new = next(c for c in after["conversations"] if c["key"] == session)
+    assert new["cost_usd"] == 5.0 and new["project"] == "-home-user-brand-new"  # Opus 4.6: $5 per M input
+    options = [a.get("value") for t, a in Tags(web.get("/").text).tags if t == "option"]
+    assert "-home-user-brand-new" in options
 
 
 def test_one_conversation_answers_like_the_cli(web: TestClient, store: Store) -> None:

@@ -158,11 +158,9 @@ class Web:
         offset = _int(request, "offset") or 0
         limit = defaults.WEB_PAGE_CONVERSATIONS
         seq = self.data.store.last_seq()  # the page's events follow on from here: none is missed
-        paths = self.data.projects()  # read once: the filter's choices, and what --project matches
-        listing = self.data.conversations(project=project, active=active, limit=limit, offset=offset, paths=paths)
-        choices = sorted(paths.items(), key=lambda p: (p[1], p[0]))
+        listing = self.data.conversations(project=project, active=active, limit=limit, offset=offset)
         body = pages.conversations_page(
-            listing, choices, project=project, active=active, offset=offset, limit=limit, seq=seq
+            listing, self.data.projects(), project=project, active=active, offset=offset, limit=limit, seq=seq
         )
         return self.page("conversations", "Conversations", body, request)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,12 +23,11 @@ import orjson
 from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.connection import Connection
-from aggregator.listing import conversation, conversations
+from aggregator.listing import Totals, conversation, conversations, totals, totals_state
 from aggregator.live.status import gather, host_files, live_status
 from aggregator.live.web.render import Item
 from aggregator.parse import loads
 from aggregator.projections import Projector
-from aggregator.projects import project_paths
 from aggregator.searchindex import SearchIndex
 from aggregator.store import Store, split_batch
 from aggregator.transcript import HIDDEN_TYPES, conversation_key
@@ -74,6 +73,8 @@ class WebData:
         self.keys = settings.keys
         self._index: SearchIndex | None = None
         self._search_lock = threading.Lock()  # a SearchIndex is used by one thread at a time
+        self._totals: tuple[tuple[Any, ...], Totals] | None = None
+        self._totals_lock = threading.Lock()
 
     def close(self) -> None:
         """Close the search index file (if a search opened it)."""
@@ -91,13 +92,31 @@ class WebData:
         since_ms: int | None = None,
         limit: int | None = None,
         offset: int = 0,
-        paths: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """``agg list --json`` (all of it without ``limit``), from ``offset`` on (``paths``: the
-        projects' readable paths, if read already)."""
+        """``agg list --json`` (all of it without ``limit``), from ``offset`` on."""
         return conversations(
-            self.store, project=project, active=active, since_ms=since_ms, limit=limit, offset=offset, paths=paths
+            self.store,
+            project=project,
+            active=active,
+            since_ms=since_ms,
+            limit=limit,
+            offset=offset,
+            known=self.totals(),
         )
+
+    def totals(self) -> Totals:
+        """The projects' paths and every conversation's cost, read again only when the projections
+        changed since the last time (:func:`aggregator.listing.totals_state`): a list page reads them
+        once per change, not once per request."""
+        Projector(self.store).catch_up()
+        state = totals_state(self.store)
+        with self._totals_lock:
+            if self._totals is not None and self._totals[0] == state:
+                return self._totals[1]
+        known = totals(self.store)
+        with self._totals_lock:
+            self._totals = (state, known)
+        return known
 
     def key(self, name: str) -> str:
         """The conversation ``name`` means (a key, a unique prefix, a transcript file name);
@@ -114,9 +133,9 @@ class WebData:
         view = conversation_view(conv, self.r.hgetall(self.keys.proj(conv)), now_ms=0, active_minutes=0)
         return {a["id"]: a for a in view["subagents"]}
 
-    def projects(self) -> dict[str, str]:
-        """Every project's readable path by its directory name."""
-        return project_paths(self.store)
+    def projects(self) -> list[tuple[str, str]]:
+        """Every project as (directory name, readable path), by path."""
+        return sorted(self.totals().paths.items(), key=lambda p: (p[1], p[0]))
 
     # --- events --------------------------------------------------------------------------------
     def _entries(self, conv: str, firsts: list[int]) -> list[tuple[int, dict[str, Any]]]:
