@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 
 from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.embedded import EmbeddedRedis
+from aggregator.endpoint import SCHEMES as _SCHEMES
+from aggregator.endpoint import Connection as Connection  # lives there: no redis-py import
+from aggregator.endpoint import mask_url as mask_url
 from aggregator.errors import AggError, ConfigError, EvictingRedis, NotRedis, RedisUnavailable, first_line
-
-_SCHEMES = ("redis", "rediss", "unix")
 
 AWAY_TYPES: tuple[type[BaseException], ...] = (
     redis.ConnectionError,  # includes BusyLoadingError (a restarted Redis loading its AOF)
@@ -133,21 +133,6 @@ def connect_hook(conn: Any) -> None:
     check_policy(conn)
 
 
-def mask_url(url: str) -> str:
-    """``url`` with any password (userinfo or ``?password=``) replaced by ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
-        netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
-    query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)], safe="*")
-    masked = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    if parts.scheme == "unix" and not netloc:
-        masked = masked.replace("unix:", "unix://", 1)  # urlunsplit drops the empty authority
-    return masked
-
-
 def client_from_url(url: str, **options: object) -> redis.Redis:
     """A client for ``url``; raises :class:`ConfigError` if the URL is not a Redis URL.
 
@@ -166,25 +151,6 @@ def client_from_url(url: str, **options: object) -> redis.Redis:
         return redis.Redis.from_url(url, **kwargs)
     except ValueError as e:
         raise ConfigError(f"bad Redis URL {mask_url(url)!r}: {e}") from None
-
-
-@dataclass
-class Connection:
-    """An open, answering Redis connection and where it came from."""
-
-    client: redis.Redis
-    url: str
-    """The URL with its password: never print it, print :attr:`masked_url`."""
-    embedded: EmbeddedRedis | None = None
-    started: bool = False
-    """True if opening it started the embedded server."""
-
-    @property
-    def masked_url(self) -> str:
-        return mask_url(self.url)
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def check(client: redis.Redis, masked: str) -> None:

@@ -69,6 +69,10 @@ REDIS_SOCKET_TIMEOUT_S = 30.0
 REDIS_CONNECT_TIMEOUT_S = 5.0
 """Seconds to wait for a TCP/unix connection to Redis before reporting it unreachable."""
 
+QUICK_REDIS_TIMEOUT_S = 5.0
+"""Connect and read timeout of the quick client of ``agg status`` and ``agg usage``
+(:mod:`aggregator.quickredis`): past it, the command runs again on redis-py, with its own timeouts."""
+
 PROJECT_BATCH_ENTRIES = 5000
 """Log entries applied per projection step (one Lua call)."""
 

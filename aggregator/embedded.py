@@ -32,37 +32,31 @@ import contextlib
 import hashlib
 import os
 import re
-import secrets
-import shutil
 import stat
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import orjson
-import psutil
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from aggregator import defaults
 from aggregator.errors import EmbeddedRedisError
 from aggregator.files import locked, private_dir, write_private
 from aggregator.text import now_iso
 
+if TYPE_CHECKING:
+    import redis
+
+# redis-py, psutil and what starting a server takes (subprocess, tempfile, shutil, secrets,
+# importlib.resources) are imported where they are used: the quick path of `agg status` and
+# `agg usage` (aggregator.quickredis) reads this module's paths and record without them.
+
 MIN_VERSION = (6, 2)
 """Oldest redis-server agg runs on (exclusive XRANGE bounds, ZADD GT/LT, LMOVE for RQ)."""
-
-_NO_RETRY = Retry(NoBackoff(), 0)
-"""Probes and SHUTDOWN expect a refused or closed connection: redis-py's default retries would
-spend seconds on it."""
 
 _SOCKET_PATH_MAX = 100  # sun_path is 104-108 bytes depending on the OS
 
@@ -73,6 +67,8 @@ def _parse_version(text: str) -> tuple[int, ...]:
 
 def server_version(binary: str) -> tuple[int, ...]:
     """Version of a redis-server binary, e.g. ``(7, 0, 15)``."""
+    import subprocess
+
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError) as e:
@@ -122,6 +118,8 @@ def _explicit_server() -> Server | None:
     explicit = os.environ.get("AGG_REDIS_SERVER")
     if not explicit:
         return None
+    import shutil
+
     path = shutil.which(explicit)
     if not path:
         raise EmbeddedRedisError(f"AGG_REDIS_SERVER={explicit} is not an executable")
@@ -194,6 +192,8 @@ def socket_base_dir() -> Path:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isabs(xdg) and os.path.isdir(xdg):
         return Path(xdg) / "agg"
+    import tempfile
+
     return Path(tempfile.gettempdir()) / f"agg-{os.getuid()}"
 
 
@@ -267,6 +267,9 @@ class EmbeddedRedis:
             private_socket_dir(self.socket_path.parent)  # before anything is sent through it
         if not self.socket_path.exists() or not self.password_path.exists():
             return "down"
+        import psutil
+        import redis
+
         client = self._client(2)
         try:
             return "up" if client.ping() else "down"
@@ -302,9 +305,10 @@ class EmbeddedRedis:
             return False
 
     def _check_running(self) -> None:
-        """Refuse a server already running on data newer than it can read (one an older agg, or
-        a person, started with another binary: it serves an empty or partial view, and writes
-        beside the data it cannot see); record a newer one, whose data only it can read now."""
+        """Refuse a server already running on data newer than it can read, or record a newer one
+        (:meth:`to_record`)."""
+        import redis
+
         client = self._client(2)
         try:
             info = client.info("server")
@@ -312,10 +316,19 @@ class EmbeddedRedis:
             return  # no INFO for us: the caller's own commands say what is wrong
         finally:
             client.close()
+        newer = self.to_record(info)
+        if newer is not None:
+            self._write_record(newer)
+
+    def to_record(self, info: Mapping[str, Any]) -> Server | None:
+        """For the server running on this data dir (its ``INFO server``): refuse it if the data is
+        newer than it can read (one an older agg, or a person, started with another binary: it
+        serves an empty or partial view, and writes beside the data it cannot see); return it if
+        the record must name it (its data only it can read now), else None."""
         running = Server(str(info.get("executable") or "redis-server"), _parse_version(str(info.get("redis_version"))))
         written = self.written_by()
         if len(running.version) < 2:
-            return  # no version to go by
+            return None  # no version to go by
         if written is not None and not running.reads(written.version):
             raise EmbeddedRedisError(
                 f"{self.data_dir}: the redis-server running on it is redis {running.release} "
@@ -323,7 +336,8 @@ class EmbeddedRedis:
                 "stop it (agg redis stop) and run the command again"
             )
         if written is None or running.version[:2] > written.version[:2]:
-            self._write_record(running)
+            return running
+        return None
 
     def pid(self) -> int | None:
         try:
@@ -363,6 +377,9 @@ class EmbeddedRedis:
 
     def stop(self) -> bool:
         """Shut the server down (flushing its AOF); returns False if it was not running."""
+        import psutil
+        import redis
+
         with self._lock():
             if self.state() == "down":
                 return False
@@ -385,19 +402,26 @@ class EmbeddedRedis:
             yield
 
     def _client(self, timeout: float) -> redis.Redis:
-        """A client for probes and SHUTDOWN: no retries (they expect refusals and lost links)."""
+        """A client for probes and SHUTDOWN: no retries (they expect refusals and closed
+        connections: redis-py's default retries would spend seconds on them)."""
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         return redis.Redis(
             unix_socket_path=str(self.socket_path),
             password=self._password(),
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry=_NO_RETRY,
+            retry=Retry(NoBackoff(), 0),
         )
 
     def _password(self) -> str:
         try:
             return self.password_path.read_text().strip()
         except FileNotFoundError:
+            import secrets
+
             private_dir(self.dir)
             write_private(self.password_path, secrets.token_urlsafe(32))
             return self.password_path.read_text().strip()
@@ -423,6 +447,9 @@ class EmbeddedRedis:
         ]
 
     def _start(self) -> None:
+        import subprocess
+        from importlib import resources
+
         try:
             server = self.choose()
         except EmbeddedRedisError as e:
@@ -489,6 +516,8 @@ def running_servers() -> list[Running]:
     A redis-server counts as agg's when its working directory (Redis changes to its ``dir``) is
     a data dir's ``redis/`` holding agg's config file and a pid file naming it.
     """
+    import psutil
+
     out = []
     for p in psutil.process_iter(["name", "uids"]):
         try:

@@ -19,6 +19,8 @@
 
 Low-level errors (``redis.ConnectionError``, ``OSError``) are mapped to these at module
 boundaries, so the CLI catches :class:`AggError` and prints one line instead of a traceback.
+
+Outside the tree, on purpose: :class:`QuickFallback`, control flow that is never shown.
 """
 
 from __future__ import annotations
@@ -121,6 +123,14 @@ class Interrupted(AggError):
     """The user interrupted a command (Ctrl-C); the message says what was kept."""
 
     exit_code = 130
+
+
+class QuickFallback(Exception):
+    """The quick client of ``agg status`` and ``agg usage`` (:mod:`aggregator.quickredis`) cannot
+    answer — a command it does not send, an error reply, a lost connection, a Redis that is not
+    ready — so the command runs again on redis-py (:func:`cli.quick.run_quick`). Never shown to a
+    user, and deliberately not an :class:`AggError` nor a redis-py error, so that no handler of
+    those on the way takes it for one."""
 
 
 def first_line(e: BaseException | None) -> str:

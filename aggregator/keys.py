@@ -83,12 +83,21 @@ key                        type   written by   meaning
                                                conversation, with a TTL (renewed while it runs)
 ========================== ====== ============ ==================================================
 
+RQ's names (RQ builds its own keys from them): the queue ``agg-turns`` (``<ns>-turns``; RQ keeps
+it as ``rq:queue:agg-turns``) and one job per conversation's turn generation,
+``agg-turn-<sha1 of namespace and conversation, 20 hex>-<gen>`` (``rq:job:<id>``).
+
 Channels: ``agg:events`` (every appended event), ``agg:conv:<K>`` (one conversation),
 ``agg:snapshots`` (after each ``current.json`` write).
+
+RQ keeps its own keys (``rq:…``, :class:`RQKeys`): ``agg status`` reads four of them directly, so
+that it need not import RQ (and with it redis-py) to count a queue.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 
 from aggregator import defaults
@@ -96,7 +105,7 @@ from aggregator import defaults
 
 @dataclass(frozen=True)
 class Keys:
-    """Key and channel names under one namespace."""
+    """Key and channel names under one namespace, in the order of the table above."""
 
     ns: str = defaults.NAMESPACE
 
@@ -132,7 +141,60 @@ class Keys:
     def rejects_seen(self) -> str:
         return f"{self.ns}:rejects:seen"
 
-    # --- event store (per conversation) ----------------------------------------------------
+    @property
+    def dirty(self) -> str:
+        return f"{self.ns}:dirty"
+
+    # --- projections (global) ----------------------------------------------------------------
+    @property
+    def proj_seq(self) -> str:
+        return f"{self.ns}:proj:seq"
+
+    @property
+    def proj_lock(self) -> str:
+        return f"{self.ns}:proj:lock"
+
+    @property
+    def recent(self) -> str:
+        return f"{self.ns}:proj:recent"
+
+    @property
+    def proj_changed(self) -> str:
+        return f"{self.ns}:proj:changed"
+
+    @property
+    def usage_keys(self) -> str:
+        return f"{self.ns}:proj:usage:keys"
+
+    @property
+    def usage_total(self) -> str:
+        return f"{self.ns}:proj:usage:total"
+
+    def usage_tally(self, tally: str) -> str:
+        """A usage tally (``cells``, ``days``, ``projects``: see :data:`aggregator.projections.TALLIES`)."""
+        return f"{self.ns}:proj:usage:{tally}"
+
+    @property
+    def refs(self) -> str:
+        return f"{self.ns}:proj:refs"
+
+    @property
+    def projects(self) -> str:
+        return f"{self.ns}:proj:projects"
+
+    def project_convs(self, project: str) -> str:
+        return f"{self.ns}:proj:pconvs:{project}"
+
+    # --- live parts -----------------------------------------------------------------------------
+    @property
+    def snapshot(self) -> str:
+        return f"{self.ns}:snapshot"
+
+    @property
+    def store_id(self) -> str:
+        return f"{self.ns}:store"
+
+    # --- per conversation (event store, projection) ----------------------------------------------
     def conv_prefix(self, conv: str) -> str:
         return f"{self.ns}:{{c:{conv}}}"
 
@@ -148,25 +210,8 @@ class Keys:
     def meta(self, conv: str) -> str:
         return f"{self.conv_prefix(conv)}:meta"
 
-    @property
-    def dirty(self) -> str:
-        return f"{self.ns}:dirty"
-
-    # --- projections -----------------------------------------------------------------------
-    @property
-    def proj_seq(self) -> str:
-        return f"{self.ns}:proj:seq"
-
-    @property
-    def proj_lock(self) -> str:
-        return f"{self.ns}:proj:lock"
-
     def proj(self, conv: str) -> str:
         return f"{self.conv_prefix(conv)}:proj"
-
-    @property
-    def recent(self) -> str:
-        return f"{self.ns}:proj:recent"
 
     # --- LLM turns (workers/) ----------------------------------------------------------------
     @property
@@ -202,41 +247,17 @@ class Keys:
     def lease(self, conv: str) -> str:
         return f"{self.conv_prefix(conv)}:lease"
 
+    # --- RQ names (RQ builds its keys from them) -------------------------------------------------
     @property
-    def proj_changed(self) -> str:
-        return f"{self.ns}:proj:changed"
+    def turns_queue(self) -> str:
+        """The one RQ queue turn jobs go on (RQ keeps it as ``rq:queue:<name>``)."""
+        return f"{self.ns}-turns"
 
-    @property
-    def usage_keys(self) -> str:
-        return f"{self.ns}:proj:usage:keys"
-
-    @property
-    def usage_total(self) -> str:
-        return f"{self.ns}:proj:usage:total"
-
-    def usage_tally(self, tally: str) -> str:
-        """A usage tally (``cells``, ``days``, ``projects``: see :data:`aggregator.projections.TALLIES`)."""
-        return f"{self.ns}:proj:usage:{tally}"
-
-    @property
-    def refs(self) -> str:
-        return f"{self.ns}:proj:refs"
-
-    @property
-    def projects(self) -> str:
-        return f"{self.ns}:proj:projects"
-
-    def project_convs(self, project: str) -> str:
-        return f"{self.ns}:proj:pconvs:{project}"
-
-    # --- live service ---------------------------------------------------------------------------
-    @property
-    def snapshot(self) -> str:
-        return f"{self.ns}:snapshot"
-
-    @property
-    def store_id(self) -> str:
-        return f"{self.ns}:store"
+    def turn_job_id(self, conv: str, gen: int) -> str:
+        """RQ job id of a conversation's turn generation (RQ allows only ``[A-Za-z0-9_-]``; RQ
+        keeps the job as ``rq:job:<id>``)."""
+        digest = hashlib.sha1(self.ns.encode() + b"\0" + conv.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+        return f"agg-turn-{digest}-{gen}"
 
     # --- channels ----------------------------------------------------------------------------
     @property
@@ -249,3 +270,36 @@ class Keys:
     @property
     def snapshots_channel(self) -> str:
         return f"{self.ns}:snapshots"
+
+
+@dataclass(frozen=True)
+class RQKeys:
+    """The keys of one RQ queue that ``agg status`` counts, spelled as RQ 3 spells them (its prefix
+    is ``$RQ_KEY_PREFIX``, default ``rq``); ``tests/unit/test_rq_keys.py`` checks them against RQ's
+    own."""
+
+    queue_name: str
+
+    @property
+    def prefix(self) -> str:
+        return os.environ.get("RQ_KEY_PREFIX", "rq")
+
+    @property
+    def queue(self) -> str:
+        """list: the queued job ids (``Queue.key``)."""
+        return f"{self.prefix}:queue:{self.queue_name}"
+
+    @property
+    def started(self) -> str:
+        """zset: the running jobs, scored by the time their execution expires (``StartedJobRegistry``)."""
+        return f"{self.prefix}:wip:{self.queue_name}"
+
+    @property
+    def failed(self) -> str:
+        """zset: the failed jobs, scored by the time they expire (``FailedJobRegistry``)."""
+        return f"{self.prefix}:failed:{self.queue_name}"
+
+    @property
+    def workers(self) -> str:
+        """set: the keys of the workers that listen on the queue (``worker_registration``)."""
+        return f"{self.prefix}:workers:{self.queue_name}"

@@ -46,12 +46,13 @@ def totals(store: Store) -> Totals:
 def totals_state(store: Store) -> tuple[Any, ...]:
     """Something that changes whenever :func:`totals` could: the projections' checkpoint, the usage
     totals, the number of conversations, the price table in use."""
-    pipe = store.client.pipeline(transaction=False)
-    pipe.get(store.keys.proj_seq)
-    pipe.hgetall(store.keys.usage_total)
-    pipe.zcard(store.keys.convs)
-    seq, usage, n = pipe.execute()
-    return seq, tuple(sorted(usage.items())), n, id(load_prices())
+    usage = store.usage_total()
+    return (
+        Projector(store).checkpoint(),
+        tuple(sorted(usage.items())),
+        store.stats()["conversations"],
+        id(load_prices()),
+    )
 
 
 def conversations(
@@ -78,13 +79,13 @@ def conversations(
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     minutes = active_minutes_setting()
     convs = store.conversations()
-    rows = store.hmget_many([store.keys.proj(c) for c in convs], ["last_ms", "messages", "project"])
+    rows = store.projection_fields(convs, ["last_ms", "messages", "project"])
     known = totals(store) if known is None else known
     chosen: list[tuple[int, str]] = []
     for conv, (last, messages, proj) in zip(convs, rows, strict=True):
         if not messages or int(messages) <= 0:
             continue
-        name = proj.decode() if proj else ""
+        name = proj or ""
         if project is not None and not matches(project, name, known.paths.get(name, name)):
             continue
         last_ms = int(last) if last is not None else None

@@ -18,7 +18,6 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +101,9 @@ def _parse(data: Any, where: str) -> tuple[str, dict[str, Rates], str]:
 
 @functools.lru_cache(maxsize=4)
 def _load(override: str) -> PriceTable:
-    shipped = json.loads(resources.files("aggregator").joinpath("prices.json").read_text("utf-8"))
+    # The file beside this module, as redis.conf is handed to redis-server by its path: agg is
+    # installed as files. importlib.resources would import tempfile and zipfile on `agg usage`'s start.
+    shipped = json.loads(Path(__file__).with_name("prices.json").read_text("utf-8"))
     date, models, source = _parse(shipped, "prices.json")
     if override:
         path = Path(override).expanduser()

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import secrets
+import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -70,7 +70,7 @@ import orjson
 from aggregator import defaults, scripts
 from aggregator.errors import StoreError
 from aggregator.parse import MESSAGE_TYPES, facts, loads
-from aggregator.store import LogEntry, Store
+from aggregator.store import LogEntry, Store, recent_member
 from aggregator.titles import TITLE_FIELDS
 
 REBUILD_LOCK_TTL_MS = 10 * 60 * 1000
@@ -165,18 +165,6 @@ class Delta:
         if self.keep:
             out.append(("zkeep", "", self.keep))
         return out
-
-
-def recent_member(seq: int, conv: str, eid: str, role: str) -> bytes:
-    """Member of the recent-messages zset: sorts by seq among equal times."""
-    return b"%015d " % seq + orjson.dumps([conv, eid, role])
-
-
-def parse_recent_member(member: bytes) -> tuple[int, str, str, str]:
-    """``(seq, conv, id, role)`` of a recent-messages member."""
-    seq, rest = member.split(b" ", 1)
-    conv, eid, role = orjson.loads(rest)
-    return int(seq), conv, eid, role
 
 
 def utc_day(ms: int | None) -> str:
@@ -435,6 +423,7 @@ class Projector:
         self.keys = store.keys
         self._project = store.client.register_script(scripts.PROJECT)
         self._reset = store.client.register_script(scripts.PROJECT_RESET)
+        self._unlock = store.client.register_script(scripts.PROJECT_UNLOCK)
 
     def global_key(self, name: str) -> str:
         """Redis key of a global projection (``recent``, ``usage:<x>``, ``refs``, ``pconvs:<p>``…)."""
@@ -459,11 +448,12 @@ class Projector:
         """Every global projection key (dropped by a rebuild, covered by the digest)."""
         k = self.keys
         fixed = [k.recent, k.usage_keys, k.usage_total, *(k.usage_tally(t) for t in TALLIES), k.refs, k.projects]
-        projects = sorted(p.decode() for p in self.store.r.smembers(k.projects))
+        projects = self.store.projects()
         return fixed + [k.project_convs(p) for p in projects]
 
     def checkpoint(self) -> int:
-        return int(self.store.client.get(self.keys.proj_seq) or 0)
+        """The last seq applied (:meth:`Store.projections_seq`)."""
+        return self.store.projections_seq()
 
     def catch_up(self, token: str = "", rederive: bool = False, max_steps: int | None = None) -> int:
         """Apply every log entry past the checkpoint (or ``max_steps`` steps of them); returns how
@@ -522,15 +512,13 @@ class Projector:
             pipe.hmget(k.usage_keys, ukeys)
         if uids:
             pipe.hmget(k.refs, uids)
-        for conv, uuid in cands:
-            pipe.hexists(k.cur(conv), uuid)
         res = iter(pipe.execute())
         if ukeys:
             st.usage = {key: _state(v) for key, v in zip(ukeys, next(res), strict=True) if v}
         if uids:
             st.refs = {u: orjson.loads(v) for u, v in zip(uids, next(res), strict=True) if v}
         outside: dict[str, set[str]] = defaultdict(set)  # project → uuids referenced from outside
-        for (conv, uuid), here in zip(cands, res, strict=False):
+        for (conv, uuid), here in zip(cands, self.store.holds(cands), strict=True):
             if here:
                 st.internal.add((conv, uuid))
             else:
@@ -558,18 +546,15 @@ class Projector:
             if entry.project in convs:
                 convs[entry.project].add(env["conv"])
         checks = [(p, uuid, c) for p in projects for uuid in sorted(outside[p]) for c in sorted(convs[p])]
-        pipe = r.pipeline(transaction=False)
-        for _, uuid, c in checks:
-            pipe.hexists(self.keys.cur(c), uuid)
-        for (p, uuid, c), here in zip(checks, pipe.execute(), strict=True):
+        for (p, uuid, c), here in zip(checks, self.store.holds([(c, uuid) for _, uuid, c in checks]), strict=True):
             if here:
                 st.located.setdefault((p, uuid), []).append(c)
 
     def _apply(self, cp: int, upto: int, token: str, fold: Fold) -> bytes:
-        keys = [self.keys.proj_seq, self.keys.proj_lock]
-        args: list[Any] = [cp, upto, token]
         targets = [(self.keys.proj(conv), d) for conv, d in fold.convs.items()]
         targets += [(self.global_key(name), d) for name, d in fold.glob.items()]
+        keys: list[str] = []
+        args: list[Any] = []
         for key, d in targets:
             ops = d.ops()
             keys.append(key)
@@ -583,7 +568,16 @@ class Projector:
         args.append(len(fold.convs))
         for conv in fold.convs:
             args += ("touch", "", conv)
-        res = self._project(keys=keys, args=args)
+        call = scripts.project_call(
+            proj_seq=self.keys.proj_seq,
+            proj_lock=self.keys.proj_lock,
+            targets=keys,
+            after_seq=cp,
+            upto_seq=upto,
+            token=token,
+            ops=args,
+        )
+        res = self._project(keys=call.keys, args=call.args)
         return bytes(res[0])
 
     def changed_since(self, mark: float) -> tuple[list[str], float]:
@@ -600,24 +594,18 @@ class Projector:
     def _rederive(self, entries: list[LogEntry]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
         """Envelopes with facts recomputed from the stored bytes (what a rebuild trusts)."""
         envs = [e.env() for e in entries]
-        by_conv: dict[str, list[str]] = defaultdict(list)
-        for env, e in zip(envs, entries, strict=True):
-            by_conv[env["conv"]].append(e.digest)
-        pipe = self.store.client.pipeline(transaction=False)
-        for conv, digests in by_conv.items():
-            pipe.hmget(self.keys.body(conv), digests)
-        bodies: dict[tuple[str, str], bytes] = {}
-        for (conv, digests), raws in zip(by_conv.items(), pipe.execute(), strict=True):
-            bodies.update(((conv, dg), raw) for dg, raw in zip(digests, raws, strict=True))
-        for env, e in zip(envs, entries, strict=True):
-            yield env, facts(loads(bodies[(env["conv"], e.digest)]), e.file_agent or None)
+        bodies = self.store.bodies([(env["conv"], e.digest) for env, e in zip(envs, entries, strict=True)])
+        for env, e, raw in zip(envs, entries, bodies, strict=True):
+            if raw is None:
+                raise StoreError(f"the bytes of event {env['id']} of {env['conv']} are not stored")
+            yield env, facts(loads(raw), e.file_agent or None)
 
     # --- rebuild and digest ------------------------------------------------------------------
     def rebuild(self) -> dict[str, Any]:
         """Drop every projection and recompute it from the log; returns counts, the digest, and the
         digest of the projections it replaced (equal when they were caught up and right)."""
         r = self.store.client
-        token = secrets.token_hex(8)
+        token = os.urandom(8).hex()
         if not r.set(self.keys.proj_lock, token, nx=True, px=REBUILD_LOCK_TTL_MS):
             raise StoreError("another rebuild is running (lock held); try again later")
         try:
@@ -628,18 +616,14 @@ class Projector:
             dropped += [k.usage_tally(old) for old in LEGACY_USAGE_KEYS]
             # One atomic drop: a rebuild killed at any point leaves all or nothing dropped
             # (tests/process/test_projections.py::test_live_projections_after_kills_equal_the_rebuilt_ones).
-            res = self._reset(keys=[k.proj_seq, k.proj_lock, *dropped], args=[token])
+            reset = scripts.project_reset_call(proj_seq=k.proj_seq, proj_lock=k.proj_lock, dropped=dropped, token=token)
+            res = self._reset(keys=reset.keys, args=reset.args)
             if bytes(res) != b"ok":
                 raise StoreError("lost the rebuild lock before dropping the projections")
             applied = self.catch_up(token=token, rederive=True)
         finally:
-            # Release only our own lock (compare-and-delete).
-            r.eval(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-                1,
-                self.keys.proj_lock,
-                token,
-            )
+            unlock = scripts.project_unlock_call(proj_lock=self.keys.proj_lock, token=token)
+            self._unlock(keys=unlock.keys, args=unlock.args)
         return {
             "rebuilt": ["conversations", "titles", "subagents", "links", "usage", "recent_messages"],
             "entries": applied,
@@ -684,11 +668,5 @@ class Projector:
         return "".join(format(w, "08x") for w in acc)
 
     def conversation_projections(self, convs: Iterable[str]) -> Iterator[tuple[str, dict[bytes, bytes]]]:
-        """``(conv, projection hash)`` for each of ``convs``, fetched in pipelined chunks."""
-        convs = list(convs)
-        for i in range(0, len(convs), 500):
-            chunk = convs[i : i + 500]
-            pipe = self.store.client.pipeline(transaction=False)
-            for c in chunk:
-                pipe.hgetall(self.keys.proj(c))
-            yield from zip(chunk, pipe.execute(), strict=True)
+        """``(conv, projection hash)`` for each of ``convs`` (:meth:`Store.projections`)."""
+        return self.store.projections(convs)

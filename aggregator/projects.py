@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 from aggregator.store import Store
@@ -49,18 +49,12 @@ def readable(project: str, cwds: Iterable[str] = (), home: str | None = None) ->
 def project_paths(store: Store, convs: list[str] | None = None) -> dict[str, str]:
     """Project directory name → readable path, for the projects of ``convs`` (default: all)."""
     convs = store.conversations() if convs is None else convs
-    return paths_of(store.hmget_many([store.keys.proj(c) for c in convs], ["project", "cwd"]))
-
-
-def paths_of(rows: Iterable[Sequence[bytes | None]]) -> dict[str, str]:
-    """Project directory name → readable path, from conversation projections' ``project`` and
-    ``cwd`` fields (one ``(project, cwd)`` pair per conversation)."""
     cwds: dict[str, list[str]] = {}
-    for project, cwd in rows:
+    for project, cwd in store.projection_fields(convs, ["project", "cwd"]):
         if project:
-            seen = cwds.setdefault(project.decode(), [])
+            seen = cwds.setdefault(project, [])
             if cwd:
-                seen.append(cwd.decode())
+                seen.append(cwd)
     return {p: readable(p, c) for p, c in cwds.items()}
 
 

@@ -8,9 +8,40 @@ and on NOSCRIPT loads the script and retries; the ingest stream (``CommitStream`
 
 Scripts never raise after their first write: every precondition (cursor token, lock token)
 is checked first, because Redis does not roll back a script that fails half-way.
+
+Each script's header names its positions (``KEYS[n] name`` / ``ARGV[n] name``), and next to it
+a ``<script>_call`` function with one keyword parameter per position packs them into a
+:class:`ScriptCall`: callers name each value instead of counting list positions, and
+``tests/unit/test_script_calls.py`` checks that every header and its function agree (names,
+order, positions). Plain functions, not dataclasses: creating sixteen dataclasses would cost
+every ``agg`` command ~20 ms of start-up.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class ScriptCall:
+    """The KEYS and ARGV of one call of a script, built by the ``*_call`` function next to it."""
+
+    __slots__ = ("args", "keys", "script")
+
+    def __init__(self, script: str, keys: list[str], args: list[Any]) -> None:
+        self.script = script
+        """The Lua text."""
+        self.keys = keys
+        self.args = args
+
+
+def counted(pairs: Sequence[tuple[Any, Any]]) -> list[Any]:
+    """``pairs`` as a script takes them: their number N, then N x (a, b)."""
+    out: list[Any] = [len(pairs)]
+    for a, b in pairs:
+        out += (a, b)
+    return out
+
 
 INGEST = r"""
 -- Commit one batch of lines read from one file, atomically: dedupe, append entries, assign
@@ -24,31 +55,39 @@ INGEST = r"""
 -- how this script writes an entry must be made there too (tests/store/test_turns.py::
 -- test_turn_event_has_the_shape_of_an_ingested_one compares the two).
 --
--- KEYS[1] seq      string  global sequence counter
--- KEYS[2] log      stream  global log, one entry per batch, id <first seq>-0
--- KEYS[3] stats    hash    counters
--- KEYS[4] cursor   hash    this file's cursor
--- KEYS[5] convs    zset    conversation -> last seq
--- KEYS[6] files    set     file ids
--- KEYS[7] rejects  list    rejection records, newest first, capped
--- KEYS[8] rejseen  set     rejection dedupe members
--- KEYS[9] dirty    zset    conversation -> time (ms) of its oldest change no turn has seen yet
--- KEYS[10+3i], KEYS[11+3i], KEYS[12+3i]  cur (hash), tl (zset), meta (hash) of conversation i
--- KEYS[#KEYS] store string  the store's identity token (the last key)
+-- KEYS[1] seq        string  global sequence counter
+-- KEYS[2] log        stream  global log, one entry per batch, id <first seq>-0
+-- KEYS[3] stats      hash    counters
+-- KEYS[4] cursor     hash    this file's cursor
+-- KEYS[5] convs      zset    conversation -> last seq
+-- KEYS[6] files      set     file ids
+-- KEYS[7] rejects    list    rejection records, newest first, capped
+-- KEYS[8] rejseen    set     rejection dedupe members
+-- KEYS[9] dirty      zset    conversation -> time (ms) of its oldest change no turn has seen yet
+-- KEYS[10..] conv_keys       3 per conversation i (from 0): cur (hash) at 10+3i, tl (zset) at
+--                            11+3i, meta (hash) at 12+3i
+-- KEYS[#KEYS] store  string  the store's identity token (the last key)
 --
--- ARGV[1] expected cursor token ("" for a new file)    ARGV[2] file id
--- ARGV[3] events channel                ARGV[4] conversation channel prefix
--- ARGV[5] rejects cap                   ARGV[6] log: file   ARGV[7] log: project   ARGV[8] log: agent
--- ARGV[9] number of lines L
--- ARGV[10] conv index (1-based) of each line, ','-joined; "" when every line is conversation 1
--- ARGV[11] ids, '\n'-joined             ARGV[12] digests, 32 hex chars each, concatenated
--- ARGV[13] one char per line: '1' user/assistant record, '0' other
--- ARGV[14] envelope tails (JSON fragments: id, type, ts, agent), '\n'-joined
--- ARGV[15] facts (JSON), '\n'-joined
--- ARGV[16] C, then C x (conv name, conv as a JSON string)
--- then R, R x (rejection dedupe member, rejection record JSON)
--- then P, P x (cursor field, value) -- including "tok", the new token, unique to this commit
--- ARGV[#ARGV] the store identity the committer expects ("" = not checked; the last argument)
+-- ARGV[1] expected_tok         expected cursor token ("" for a new file)
+-- ARGV[2] fid                  file id
+-- ARGV[3] events_channel       the channel of every event
+-- ARGV[4] conv_channel_prefix  a conversation's channel, but for its name
+-- ARGV[5] rejects_cap          how many rejection records are kept
+-- ARGV[6] file                 log: file    ARGV[7] project  log: project    ARGV[8] agent  log: agent
+-- ARGV[9] lines                number of lines L
+-- ARGV[10] conv_index          conv index (1-based) of each line, ','-joined; "" when every line
+--                              is conversation 1
+-- ARGV[11] ids                 event ids, '\n'-joined
+-- ARGV[12] digests             32 hex chars each, concatenated
+-- ARGV[13] msg_flags           one char per line: '1' user/assistant record, '0' other
+-- ARGV[14] tails               envelope tails (JSON fragments: id, type, ts, agent), '\n'-joined
+-- ARGV[15] facts               facts (JSON), '\n'-joined
+-- ARGV[16] conversations       C, then C x (conv name, conv as a JSON string)
+-- ARGV[..] rejections          R, then R x (rejection dedupe member, rejection record JSON)
+-- ARGV[..] cursor_fields       P, then P x (cursor field, value) -- including "tok", the new
+--                              token, unique to this commit
+-- ARGV[#ARGV] expect_id        the store identity the committer expects ("" = not checked; the
+--                              last argument)
 --
 -- The identity check refuses a batch for a store that lost its keys without the committer
 -- reconnecting (FLUSHALL, an empty backup restored): committed, it would restart seq at 1 and
@@ -239,6 +278,68 @@ redis.call('SADD', KEYS[6], ARGV[2])
 return {'ok', added, revs, dups, rejs, first_seq, last_seq}
 """
 
+
+def ingest_call(
+    *,
+    seq: str,
+    log: str,
+    stats: str,
+    cursor: str,
+    convs: str,
+    files: str,
+    rejects: str,
+    rejseen: str,
+    dirty: str,
+    conv_keys: Sequence[str],
+    store: str,
+    expected_tok: str,
+    fid: str,
+    events_channel: str,
+    conv_channel_prefix: str,
+    rejects_cap: int,
+    file: str,
+    project: str,
+    agent: str,
+    lines: int,
+    conv_index: str,
+    ids: str,
+    digests: str,
+    msg_flags: bytes,
+    tails: bytes,
+    facts: bytes,
+    conversations: Sequence[tuple[str, bytes]],
+    rejections: Sequence[tuple[str, bytes]],
+    cursor_fields: Sequence[tuple[str, Any]],
+    expect_id: str,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`INGEST` call (built by :meth:`aggregator.store.Store.prepare`)."""
+    return ScriptCall(
+        INGEST,
+        [seq, log, stats, cursor, convs, files, rejects, rejseen, dirty, *conv_keys, store],
+        [
+            expected_tok,
+            fid,
+            events_channel,
+            conv_channel_prefix,
+            rejects_cap,
+            file,
+            project,
+            agent,
+            lines,
+            conv_index,
+            ids,
+            digests,
+            msg_flags,
+            tails,
+            facts,
+            *counted(conversations),
+            *counted(rejections),
+            *counted(cursor_fields),
+            expect_id,
+        ],
+    )
+
+
 PROJECT = r"""
 -- Apply one step of projection updates computed by the caller from log entries
 -- (after_seq, upto_seq], and advance the projection checkpoint by compare-and-set — in one
@@ -246,10 +347,10 @@ PROJECT = r"""
 --
 -- KEYS[1] proj_seq     string  last seq applied
 -- KEYS[2] proj_lock    string  rebuild lock (holder token)
--- KEYS[3..]            projection keys touched (hashes, sets, or the recent-messages zset)
+-- KEYS[3..] targets    projection keys touched (hashes, sets, or the recent-messages zset)
 --
--- ARGV: after_seq, upto_seq, lock token ("" = not the rebuilder),
---       then for each KEYS[3..]: number of ops M, then M x (op, a, b):
+-- ARGV[1] after_seq    ARGV[2] upto_seq    ARGV[3] token  lock token ("" = not the rebuilder)
+-- ARGV[4..] ops        for each target key: number of ops M, then M x (op, a, b):
 --         hashes: "incr" a=field b=n (HINCRBY) · "set" (HSET) · "setnx" (HSETNX)
 --                 "min" / "max" a=field b=number (numeric compare-and-set)
 --                 "newest" / "oldest" a=field b="<seq> <value>": set field to value (and
@@ -322,19 +423,68 @@ redis.call('SET', KEYS[1], ARGV[2])
 return {'ok', tonumber(ARGV[2])}
 """
 
+
+def project_call(
+    *,
+    proj_seq: str,
+    proj_lock: str,
+    targets: Sequence[str],
+    after_seq: int,
+    upto_seq: int,
+    token: str,
+    ops: Sequence[Any],
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`PROJECT` call."""
+    return ScriptCall(PROJECT, [proj_seq, proj_lock, *targets], [after_seq, upto_seq, token, *ops])
+
+
 PROJECT_RESET = r"""
 -- Drop every projection for `agg replay --rebuild`, in one atomic step, if the caller holds the
 -- rebuild lock: the keys and the checkpoint (set to 0). Atomic so that a rebuild
 -- killed half-way never leaves half-dropped projections under a checkpoint that still claims them.
 --
--- KEYS[1] proj_seq   KEYS[2] proj_lock   KEYS[3..] projection keys
--- ARGV[1] lock token
+-- KEYS[1] proj_seq   KEYS[2] proj_lock   KEYS[3..] dropped  projection keys
+-- ARGV[1] token  the rebuild lock's token
 -- Returns "ok", or "locked" (nothing dropped).
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'locked' end
 for k = 3, #KEYS do redis.call('UNLINK', KEYS[k]) end
 redis.call('SET', KEYS[1], 0)
 return 'ok'
 """
+
+
+def project_reset_call(
+    *,
+    proj_seq: str,
+    proj_lock: str,
+    dropped: Sequence[str],
+    token: str,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`PROJECT_RESET` call."""
+    return ScriptCall(PROJECT_RESET, [proj_seq, proj_lock, *dropped], [token])
+
+
+PROJECT_UNLOCK = r"""
+-- Release the rebuild lock if the caller still holds it (compare-and-delete): a rebuild that
+-- outlived its lock's TTL must not delete the lock a later rebuild took.
+--
+-- KEYS[1] proj_lock  string  rebuild lock (holder token)
+-- ARGV[1] token      the caller's lock token
+--
+-- Returns 1 if the lock was released, 0 if another holder has it (or nobody).
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def project_unlock_call(
+    *,
+    proj_lock: str,
+    token: str,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`PROJECT_UNLOCK` call."""
+    return ScriptCall(PROJECT_UNLOCK, [proj_lock], [token])
+
 
 HMGET_MANY = r"""
 -- Read the same fields of many hashes in one call (read-only): one reply instead of one per hash,
@@ -350,6 +500,22 @@ end
 return out
 """
 
+
+def hmget_many_call(
+    *,
+    hashes: Sequence[str],
+    fields: Sequence[str],
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`HMGET_MANY` call."""
+    return ScriptCall(HMGET_MANY, [*hashes], [*fields])
+
+
+READ_ONLY: dict[str, str | None] = {HMGET_MANY: None}
+"""Scripts that write nothing, which the quick client of ``agg status`` and ``agg usage`` may run
+(:mod:`aggregator.quickredis`): script → None (every call) or the first argument that makes a call
+read-only. ``tests/contract/test_read_only_scripts.py`` runs each such call with ``EVAL_RO``, which
+a real Redis 7 refuses for a script that writes."""
+
 SEQ_FLOOR = r"""
 -- Raise the global sequence to at least a value some agg process has already seen, so that a
 -- Redis restored from an older copy of its data (a failover that lost writes) never hands out a
@@ -360,7 +526,7 @@ SEQ_FLOOR = r"""
 -- KEYS[1] seq    string  global sequence counter
 -- KEYS[2] stats  hash    counters (log_last: last seq in the log; seq_floor_raised: times raised)
 --
--- ARGV[1] floor: the highest seq the caller has seen
+-- ARGV[1] floor  the highest seq the caller has seen
 --
 -- Returns {1, previous} if the sequence was raised, {0, current} if it was already there.
 local cur = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'),
@@ -375,13 +541,24 @@ end
 return {0, cur}
 """
 
+
+def seq_floor_call(
+    *,
+    seq: str,
+    stats: str,
+    floor: int,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`SEQ_FLOOR` call."""
+    return ScriptCall(SEQ_FLOOR, [seq, stats], [floor])
+
+
 CURSOR_ADOPT = r"""
 -- Move a file's cursor from its old id (the path as spelled) to its new one (the resolved path),
 -- unless the new one exists already: cursors are keyed by the resolved path since 2026-12, and a
 -- file whose cursor moves is not read again (aggregator.store.Store.cursors_for).
 --
--- KEYS[1] old cursor (hash)   KEYS[2] new cursor (hash)   KEYS[3] files (set of file ids)
--- ARGV[1] old file id         ARGV[2] new file id
+-- KEYS[1] old_cursor (hash)   KEYS[2] new_cursor (hash)   KEYS[3] files (set of file ids)
+-- ARGV[1] old_fid  old file id     ARGV[2] new_fid  new file id
 --
 -- Returns 1 if the cursor moved, 0 if there was nothing to move or the new one exists.
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -390,3 +567,15 @@ redis.call('SREM', KEYS[3], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[2])
 return 1
 """
+
+
+def cursor_adopt_call(
+    *,
+    old_cursor: str,
+    new_cursor: str,
+    files: str,
+    old_fid: str,
+    new_fid: str,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`CURSOR_ADOPT` call."""
+    return ScriptCall(CURSOR_ADOPT, [old_cursor, new_cursor, files], [old_fid, new_fid])

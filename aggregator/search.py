@@ -75,8 +75,8 @@ def search(
     except sqlite3.Error as e:  # e.g. a full disk: the index keeps its last whole step
         raise StoreError(f"search index {index.path}: {e}") from None
     convs = sorted({r.conv for r in rows})
-    titles = store.hmget_many([store.keys.proj(c) for c in convs], ["title"])
-    title_of = {c: (t[0].decode() if t[0] else None) for c, t in zip(convs, titles, strict=True)}
+    titles = store.projection_fields(convs, ["title"])
+    title_of = {c: (t[0] or None) for c, t in zip(convs, titles, strict=True)}
     paths = project_paths(store, convs)
     hits = [
         {

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -71,8 +70,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
 
 def store_identity(store: Store) -> str:
     """The store's id (``<ns>:store``), given to it now if it has none."""
-    store.r.set(store.keys.store_id, secrets.token_hex(8), nx=True)
-    return str(store.r.get(store.keys.store_id).decode())
+    return store.identity()
 
 
 @dataclass(frozen=True)
@@ -225,11 +223,7 @@ class SearchIndex:
         conv, eid, digest = self._meta("last_conv"), self._meta("last_id"), self._meta("last_digest")
         if not (conv and eid and digest):
             return False
-        pipe = store.client.pipeline(transaction=False)
-        pipe.get(store.keys.seq)
-        pipe.hget(store.keys.cur(conv), eid)
-        last, versions = pipe.execute()
-        return int(last or 0) >= cp and digest in bytes(versions or b"").decode().split(",")
+        return store.last_seq() >= cp and digest in store.versions([(conv, eid)])[0]
 
     def catch_up(self, store: Store, progress: Callable[[int], None] | None = None) -> int:
         """Index every log entry past the checkpoint; returns how many entries were taken in."""
@@ -268,15 +262,8 @@ class SearchIndex:
         """Each entry with its envelope and the texts of its stored bytes."""
         envs = [e.env() for e in entries]
         wanted = [(e, env) for e, env in zip(entries, envs, strict=True) if env["type"] in INDEXED_TYPES]
-        by_conv: dict[str, list[str]] = defaultdict(list)
-        for e, env in wanted:
-            by_conv[env["conv"]].append(e.digest)
-        pipe = store.client.pipeline(transaction=False)
-        for conv, digests in by_conv.items():
-            pipe.hmget(store.keys.body(conv), digests)
-        bodies: dict[tuple[str, str], bytes | None] = {}
-        for (conv, digests), raws in zip(by_conv.items(), pipe.execute(), strict=True):
-            bodies.update(((conv, d), raw) for d, raw in zip(digests, raws, strict=True))
+        refs = [(env["conv"], e.digest) for e, env in wanted]
+        bodies = dict(zip(refs, store.bodies(refs), strict=True))
         for e, env in zip(entries, envs, strict=True):
             docs: list[Doc] = []
             raw = bodies.get((env["conv"], e.digest))

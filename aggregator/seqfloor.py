@@ -51,7 +51,8 @@ def seq_in_file(path: Path) -> int:
 
 def raise_floor(client: Any, keys: Keys, floor: int) -> tuple[bool, int]:
     """Run SEQ_FLOOR through ``client``: ``(raised, previous seq)``."""
-    res = client.eval(scripts.SEQ_FLOOR, 2, keys.seq, keys.stats, floor)
+    call = scripts.seq_floor_call(seq=keys.seq, stats=keys.stats, floor=floor)
+    res = client.eval(call.script, 2, *call.keys, *call.args)
     return bool(int(res[0])), int(res[1])
 
 
@@ -122,7 +123,8 @@ class SeqFloor:
         if floor <= 0:
             return
         try:
-            conn.send_command("EVAL", scripts.SEQ_FLOOR, 2, self.keys.seq, self.keys.stats, floor)
+            call = scripts.seq_floor_call(seq=self.keys.seq, stats=self.keys.stats, floor=floor)
+            conn.send_command("EVAL", call.script, 2, *call.keys, *call.args)
             res = conn.read_response()
         except redis.ResponseError as e:
             # A read-only replica or a user without write rights: this connection cannot commit

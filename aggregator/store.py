@@ -20,17 +20,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import secrets
+import re
 import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hiredis
 import orjson
-import redis
 
 from aggregator import defaults, scripts
 from aggregator.errors import CursorConflict, NotFound, StoreReset
@@ -38,7 +37,14 @@ from aggregator.keys import Keys
 from aggregator.layout import SourceFile, resolved
 from aggregator.parse import Event, Rejection, dumps
 
+if TYPE_CHECKING:  # imported where used: `agg status` and `agg usage` read a Store without redis-py
+    import redis
+
 STAT_FIELDS = ("events", "revisions", "duplicates", "rejected", "lines", "conversations", "batches")
+
+
+_GLOB = re.compile(r"[\\*?\[\]]")
+"""Characters a ``MATCH`` pattern reads as wildcards (escaped to match themselves)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +89,56 @@ class LogEntry:
         return dict(orjson.loads(self.envelope))
 
 
+@dataclass(frozen=True, slots=True)
+class FileState:
+    """What :meth:`Store.file_states` reads of one file's cursor."""
+
+    fid: str
+    host: str | None
+    """The host that committed it (None if the cursor has none)."""
+    path: str | None
+    """The file's path as committed (None if the cursor has none)."""
+    off: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecentMessage:
+    """One member of the recent-messages projection (``agg:proj:recent``)."""
+
+    seq: int
+    conv: str
+    id: str
+    role: str
+    tms: int
+    """Record time (ms; 0 if the record had none)."""
+
+
+def recent_member(seq: int, conv: str, eid: str, role: str) -> bytes:
+    """Member of the recent-messages zset: sorts by seq among equal times."""
+    return b"%015d " % seq + orjson.dumps([conv, eid, role])
+
+
+def parse_recent_member(member: bytes) -> tuple[int, str, str, str]:
+    """``(seq, conv, id, role)`` of a recent-messages member."""
+    seq, rest = member.split(b" ", 1)
+    conv, eid, role = orjson.loads(rest)
+    return int(seq), conv, eid, role
+
+
+def newest_digest(versions: bytes | None) -> str | None:
+    """The newest digest of an event's versions (its ``cur`` field: digests, newest last)."""
+    return versions[-32:].decode() if versions else None
+
+
 @dataclass
 class Store:
-    """agg's event store in one Redis database."""
+    """agg's event store in one Redis database.
+
+    Every module that reads what the store holds — events and their bytes, the log, timelines,
+    cursors, counters, the projections' hashes — reads it through the methods here, which decode
+    the formats :mod:`aggregator.keys` documents into typed values; only the projector and the
+    turn workers read the keys they write themselves.
+    """
 
     client: redis.Redis
     keys: Keys = field(default_factory=Keys)
@@ -110,7 +163,7 @@ class Store:
         backup restored) no longer has it, and the ingest script refuses the batch.
         """
         pipe = self.r.pipeline(transaction=False)
-        pipe.set(self.keys.store_id, secrets.token_hex(8), nx=True)
+        pipe.set(self.keys.store_id, os.urandom(8).hex(), nx=True)
         pipe.get(self.keys.store_id)
         _, token = pipe.execute()
         return str(token.decode())
@@ -144,8 +197,14 @@ class Store:
         for i, (path, cur) in enumerate(zip(paths, curs, strict=True)):
             old = self._fid(path)
             if cur is None and old != fids[i]:
-                keys = [self.keys.file(old), self.keys.file(fids[i]), self.keys.files]
-                moved += int(self._adopt(keys=keys, args=[old, fids[i]]))
+                call = scripts.cursor_adopt_call(
+                    old_cursor=self.keys.file(old),
+                    new_cursor=self.keys.file(fids[i]),
+                    files=self.keys.files,
+                    old_fid=old,
+                    new_fid=fids[i],
+                )
+                moved += int(self._adopt(keys=call.keys, args=call.args))
         if moved:
             curs = self.cursors(fids)
         return fids, curs
@@ -166,7 +225,8 @@ class Store:
         m = len(fields)
         for i in range(0, len(keys), chunk):
             part = keys[i : i + chunk]
-            flat = self._hmget_many(keys=list(part), args=list(fields))
+            call = scripts.hmget_many_call(hashes=part, fields=fields)
+            flat = self._hmget_many(keys=call.keys, args=call.args)
             out += [flat[j * m : (j + 1) * m] for j in range(len(part))]
         return out
 
@@ -221,11 +281,11 @@ class Store:
         k = self.keys
         items = list(items)
         events: list[Event] = [it for it in items if type(it) is Event]
-        rejections: list[Any] = []
+        rejections: list[tuple[str, bytes]] = []
         if len(events) != len(items):
             for it in items:
                 if type(it) is Rejection:
-                    rejections += (f"{fid}:{it.digest}", self._rejection_record(sf, it))
+                    rejections.append((f"{fid}:{it.digest}", self._rejection_record(sf, it)))
         convs = list(dict.fromkeys([e.conv for e in events]))
         if len(convs) <= 1:
             cis = ""
@@ -237,35 +297,40 @@ class Store:
             for e in events:
                 per_conv[e.conv][e.digest] = e.raw
             bodies = [(k.body(c), m) for c, m in per_conv.items()]
-        keys: list[str] = [k.seq, k.log, k.stats, k.file(fid), k.convs, k.files, k.rejects, k.rejects_seen, k.dirty]
-        args: list[Any] = [
-            expected_tok,
-            fid,
-            k.events_channel,
-            k.conv_channel(""),
-            defaults.REJECTS_KEPT,
-            sf.display,
-            sf.project,
-            sf.agent or "",
-            len(events),
-            cis,
-            "\n".join([e.id for e in events]),
-            "".join([e.digest for e in events]),
-            b"".join([b"1" if e.is_msg else b"0" for e in events]),
-            b"\n".join([e.tail for e in events]),
-            b"\n".join([e.facts for e in events]),
-            len(convs),
-        ]
-        for conv in convs:
-            keys += (k.cur(conv), k.timeline(conv), k.meta(conv))
-            args += (conv, dumps(conv))
-        args += (len(rejections) // 2, *rejections, len(cursor))
-        for name, value in cursor.items():
-            args += (name, value)
-        keys.append(k.store_id)
-        args.append(self.expect_id)
+        call = scripts.ingest_call(
+            seq=k.seq,
+            log=k.log,
+            stats=k.stats,
+            cursor=k.file(fid),
+            convs=k.convs,
+            files=k.files,
+            rejects=k.rejects,
+            rejseen=k.rejects_seen,
+            dirty=k.dirty,
+            conv_keys=[key for c in convs for key in (k.cur(c), k.timeline(c), k.meta(c))],
+            store=k.store_id,
+            expected_tok=expected_tok,
+            fid=fid,
+            events_channel=k.events_channel,
+            conv_channel_prefix=k.conv_channel(""),
+            rejects_cap=defaults.REJECTS_KEPT,
+            file=sf.display,
+            project=sf.project,
+            agent=sf.agent or "",
+            lines=len(events),
+            conv_index=cis,
+            ids="\n".join([e.id for e in events]),
+            digests="".join([e.digest for e in events]),
+            msg_flags=b"".join([b"1" if e.is_msg else b"0" for e in events]),
+            tails=b"\n".join([e.tail for e in events]),
+            facts=b"\n".join([e.facts for e in events]),
+            conversations=[(c, dumps(c)) for c in convs],
+            rejections=rejections,
+            cursor_fields=list(cursor.items()),
+            expect_id=self.expect_id,
+        )
         size = sum(len(raw) for _, mapping in bodies for raw in mapping.values())
-        return Batch(sf.display, bodies, keys, args, chain or Chain(), size)
+        return Batch(sf.display, bodies, call.keys, call.args, chain or Chain(), size)
 
     def commit(
         self, sf: SourceFile, fid: str, expected_tok: str, cursor: dict[str, Any], items: Iterable[Event | Rejection]
@@ -343,39 +408,109 @@ class Store:
         The conversation's timeline indexes the log batches holding its entries; their first
         versions, in log order, are its events in order (revisions only change the bytes).
         """
-        k = self.keys
         ids: list[str] = []
-        for batch in self.r.zrange(k.timeline(conv), 0, -1):
-            first = int(batch)
-            batch_entries = self.r.xrange(k.log, f"{first}-0", f"{first}-0")
-            for _, fields in batch_entries:
-                for entry in split_batch(first, fields):
+        for batch in self.r.zrange(self.keys.timeline(conv), 0, -1):
+            for entries in self.batches_at([int(batch)]):
+                for entry in entries:
                     env = entry.env()
                     if env["conv"] == conv and not env["revision"]:
                         ids.append(env["id"])
             if len(ids) >= defaults.REPLAY_CHUNK:
-                yield from self._bodies(conv, ids)
+                yield from self._replay_bodies(conv, ids)
                 ids = []
-        yield from self._bodies(conv, ids)
+        yield from self._replay_bodies(conv, ids)
 
-    def _bodies(self, conv: str, ids: list[str]) -> Iterator[tuple[str, bytes]]:
+    def _replay_bodies(self, conv: str, ids: list[str]) -> Iterator[tuple[str, bytes]]:
         if not ids:
             return
         versions = self.r.hmget(self.keys.cur(conv), ids)
         bodies = self.r.hmget(self.keys.body(conv), [v[-32:] for v in versions])
         yield from zip(ids, bodies, strict=True)
 
+    # --- reading: events' bytes --------------------------------------------------------------
+    def versions(self, refs: Sequence[tuple[str, str]]) -> list[list[str]]:
+        """The digests of each ``(conversation, event id)``'s stored versions, oldest first
+        ([] for an event the store does not hold), in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for conv, eid in refs:
+            pipe.hget(self.keys.cur(conv), eid)
+        return [v.decode().split(",") if v else [] for v in pipe.execute()]
+
+    def newest_digests(self, refs: Sequence[tuple[str, str]]) -> list[str | None]:
+        """The newest digest of each ``(conversation, event id)`` (None for an event the store
+        does not hold), in one round trip (one HMGET per conversation)."""
+        by_conv: dict[str, list[str]] = {}
+        for conv, eid in refs:
+            by_conv.setdefault(conv, []).append(eid)
+        pipe = self.r.pipeline(transaction=False)
+        for conv, eids in by_conv.items():
+            pipe.hmget(self.keys.cur(conv), eids)
+        found: dict[tuple[str, str], str | None] = {}
+        for (conv, eids), vs in zip(by_conv.items(), pipe.execute(), strict=True):
+            found.update(((conv, eid), newest_digest(v)) for eid, v in zip(eids, vs, strict=True))
+        return [found[ref] for ref in refs]
+
+    def holds(self, refs: Sequence[tuple[str, str]]) -> list[bool]:
+        """Whether the store holds each ``(conversation, event id)``, in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for conv, eid in refs:
+            pipe.hexists(self.keys.cur(conv), eid)
+        return [bool(x) for x in pipe.execute()]
+
+    def bodies(self, refs: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        """The stored line bytes of each ``(conversation, digest)`` (None where the store has
+        none), in one round trip (one HMGET per conversation)."""
+        by_conv: dict[str, list[str]] = {}
+        for conv, digest in refs:
+            by_conv.setdefault(conv, []).append(digest)
+        pipe = self.r.pipeline(transaction=False)
+        for conv, digests in by_conv.items():
+            pipe.hmget(self.keys.body(conv), digests)
+        found: dict[tuple[str, str], bytes | None] = {}
+        for (conv, digests), raws in zip(by_conv.items(), pipe.execute(), strict=True):
+            found.update(((conv, d), raw) for d, raw in zip(digests, raws, strict=True))
+        return [found[ref] for ref in refs]
+
     def newest_bodies(self, refs: Sequence[tuple[str, str]]) -> list[bytes | None]:
-        """The newest stored line of each (conversation, event id), in two pipelined round trips
-        (None where the store does not hold it: never stored, or lost meanwhile)."""
+        """The newest stored line bytes of each ``(conversation, event id)`` (None where the
+        store has none, e.g. it lost them meanwhile to a FLUSHALL), in two round trips."""
+        if not refs:
+            return []
         pipe = self.r.pipeline(transaction=False)
         for conv, eid in refs:
             pipe.hget(self.keys.cur(conv), eid)
         versions = pipe.execute()
         pipe = self.r.pipeline(transaction=False)
         for (conv, _), v in zip(refs, versions, strict=True):
-            pipe.hget(self.keys.body(conv), (v or b"")[-32:])
+            pipe.hget(self.keys.body(conv), v[-32:] if v else b"")
         return list(pipe.execute())
+
+    # --- reading: timelines and log batches --------------------------------------------------
+    def batches_at(self, firsts: Sequence[int]) -> list[list[LogEntry]]:
+        """The entries of the log batches whose first seqs are ``firsts`` ([] for a batch the log
+        does not hold), in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        for first in firsts:
+            pipe.xrange(self.keys.log, f"{first}-0", f"{first}-0")
+        return [
+            [entry for _, fields in found for entry in split_batch(first, fields)]
+            for first, found in zip(firsts, pipe.execute(), strict=True)
+        ]
+
+    def timeline_before(self, conv: str, before: int | None, count: int) -> list[int]:
+        """Up to ``count`` of ``conv``'s log batches (first seqs) below ``before`` (None: from the
+        newest), newest first."""
+        high = "+inf" if before is None else f"({before}"
+        return [int(b) for b in self.r.zrevrangebyscore(self.keys.timeline(conv), high, "-inf", start=0, num=count)]
+
+    def timeline_after(self, conv: str, after: int, count: int) -> list[int]:
+        """Up to ``count`` of ``conv``'s log batches (first seqs) above ``after``, oldest first."""
+        return [int(b) for b in self.r.zrangebyscore(self.keys.timeline(conv), f"({after}", "+inf", start=0, num=count)]
+
+    def timeline_holding(self, conv: str, seq: int) -> int | None:
+        """``conv``'s log batch that starts at or before ``seq`` (the one that may hold it), if any."""
+        found = self.timeline_before(conv, seq + 1, 1)
+        return found[0] if found else None
 
     def log_batches(self, after_seq: int, count: int = 100) -> list[tuple[int, dict[bytes, bytes]]]:
         """Raw log batches whose first seq is greater than ``after_seq``."""
@@ -424,6 +559,92 @@ class Store:
             batches = [int(b) for b in self.r.zrangebyscore(k.timeline(conv), low, "+inf", start=0, num=100)]
             if not batches:
                 return
+
+    # --- reading: projections (written by aggregator.projections) ----------------------------
+    def projections_seq(self) -> int:
+        """The last seq applied to the projections (their checkpoint)."""
+        return int(self.r.get(self.keys.proj_seq) or 0)
+
+    def projection(self, conv: str) -> dict[bytes, bytes]:
+        """``conv``'s projection hash, as :func:`aggregator.views.conversation_view` reads it."""
+        return dict(self.r.hgetall(self.keys.proj(conv)))
+
+    def projections(self, convs: Iterable[str]) -> Iterator[tuple[str, dict[bytes, bytes]]]:
+        """``(conv, projection hash)`` for each of ``convs``, fetched in pipelined chunks."""
+        convs = list(convs)
+        for i in range(0, len(convs), 500):
+            chunk = convs[i : i + 500]
+            pipe = self.r.pipeline(transaction=False)
+            for c in chunk:
+                pipe.hgetall(self.keys.proj(c))
+            yield from zip(chunk, pipe.execute(), strict=True)
+
+    def projection_fields(self, convs: Sequence[str], fields: Sequence[str]) -> list[list[str | None]]:
+        """The named fields of each of ``convs``' projections (None where unset), a thousand
+        conversations per round trip."""
+        rows = self.hmget_many([self.keys.proj(c) for c in convs], fields)
+        return [[v.decode() if v is not None else None for v in row] for row in rows]
+
+    def projects(self) -> list[str]:
+        """Every project name the projections have seen, sorted."""
+        return sorted(p.decode() for p in self.r.smembers(self.keys.projects))
+
+    def recent_messages(self, limit: int | None = None) -> list[RecentMessage]:
+        """The newest ``limit`` members of the recent-messages projection (None: all), oldest first."""
+        if limit is not None and limit <= 0:
+            return []
+        rows = self.r.zrange(self.keys.recent, 0 if limit is None else -limit, -1, withscores=True)
+        return [RecentMessage(*parse_recent_member(m), int(score)) for m, score in rows]
+
+    def usage_total(self) -> dict[str, int]:
+        """The usage totals (``agg:proj:usage:total``): every field as a number."""
+        return {k.decode(): int(v) for k, v in self.r.hgetall(self.keys.usage_total).items()}
+
+    def usage_tally(self, tally: str) -> dict[bytes, int]:
+        """One usage tally's entries (JSON field → count; see :mod:`aggregator.keys`)."""
+        return {f: int(v) for f, v in self.r.hgetall(self.keys.usage_tally(tally)).items()}
+
+    def usage_tally_of(self, tally: str, who: str) -> dict[bytes, int]:
+        """The entries of one conversation (or project) in a usage tally: a scan that sends back
+        only the fields starting ``["<who>",`` (the wildcards ``*?[]\\`` of ``who`` escaped)."""
+        prefix = orjson.dumps([who])[:-1].decode() + ","
+        match = _GLOB.sub(r"\\\g<0>", prefix) + "*"
+        key = self.keys.usage_tally(tally)
+        return {f: int(v) for f, v in self.r.hscan_iter(key, match=match, count=defaults.USAGE_SCAN_COUNT)}
+
+    # --- reading: files and the live parts ----------------------------------------------------
+    def file_states(self) -> list[FileState]:
+        """Every cursor's host, path and offset, by file id (one script call per 1,000 files)."""
+        fids = sorted(f.decode() for f in self.r.smembers(self.keys.files))
+        rows = self.hmget_many([self.keys.file(f) for f in fids], ["host", "path", "off"])
+        return [
+            FileState(
+                fid,
+                h.decode() if h is not None else None,
+                os.fsdecode(path) if path is not None else None,
+                int(off or 0),
+            )
+            for fid, (h, path, off) in zip(fids, rows, strict=True)
+        ]
+
+    def snapshot_record(self) -> dict[str, str]:
+        """What the writer recorded of its last ``current.json`` ({} if none): ``at_ms``,
+        ``seq``, ``path``, ``host``, ``conversations``, ``messages``."""
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(self.keys.snapshot).items()}
+
+    def head(self, conv: str | None) -> tuple[int, int, int | None]:
+        """``(global seq, newest seq of conv, its conv_seq)`` read atomically (MULTI); without a
+        conversation, ``(seq, seq, None)``."""
+        k = self.keys
+        pipe = self.r.pipeline(transaction=True)
+        pipe.get(k.seq)
+        if conv is None:
+            (seq,) = pipe.execute()
+            return int(seq or 0), int(seq or 0), None
+        pipe.zscore(k.convs, conv)
+        pipe.hget(k.meta(conv), "n")
+        seq, conv_seq, n = pipe.execute()
+        return int(seq or 0), int(conv_seq or 0), int(n or 0)
 
 
 @dataclass(slots=True)
@@ -477,7 +698,7 @@ class CommitStream:
     :data:`~aggregator.defaults.INGEST_IN_FLIGHT_BYTES` of them) are in flight, and scripts go out
     in submission order (so ``seq`` follows it, as if files were committed one after the other).
     Each batch of a pass expects the cursor token the previous one writes, so once one loses the
-    compare-and-set none after it can commit; the writer then drops the rest of its
+    compare-and-set none after it can commit; the stream then drops the rest of its
     :class:`Chain` without sending them (``tests/store/test_commit_stream.py``).
 
     Not thread-safe. :meth:`close` must be called (it returns or drops the connection).
@@ -578,6 +799,8 @@ class CommitStream:
 
     def _read_one(self) -> None:
         """Read the replies of the oldest command sent, and act on them."""
+        import redis  # loaded already: the commit stream's connection is redis-py's
+
         kind, batch, replies = self.sent.popleft()
         conn = self.conn
         error: redis.ResponseError | None = None

@@ -238,7 +238,7 @@ def messages(store: Store, conv: str) -> Iterator[Message]:
 
 
 def _agent_labels(store: Store, conv: str) -> dict[str, str]:
-    fields = store.r.hgetall(store.keys.proj(conv))
+    fields = store.projection(conv)
     out = {}
     for sub in conversation_view(conv, fields, now_ms=0, active_minutes=0)["subagents"]:
         label = agent_label(sub)
@@ -250,7 +250,7 @@ def _agent_labels(store: Store, conv: str) -> dict[str, str]:
 def header(store: Store, conv: str) -> dict[str, Any]:
     """The conversation's projection (as ``agg list`` shows it) with its readable ``project_path``."""
     Projector(store).catch_up()
-    fields = store.r.hgetall(store.keys.proj(conv))
+    fields = store.projection(conv)
     view = conversation_view(conv, fields, now_ms=0, active_minutes=0)
     view.pop("active")
     view["project_path"] = project_paths(store, [conv]).get(view["project"] or "")

@@ -11,19 +11,16 @@ How usage is counted (docs/design.md §6) is in :mod:`aggregator.projections`; p
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from aggregator import defaults
 from aggregator.dates import day_of, month_of, week_of
 from aggregator.errors import ConfigError
 from aggregator.prices import Costing, add_cost, rounded
-from aggregator.projections import CELL_FIELDS, TALLIES, USAGE_FIELDS, Projector
+from aggregator.projections import CELL_FIELDS, TALLIES, USAGE_FIELDS
 from aggregator.projects import project_paths
 from aggregator.store import Store
 
@@ -56,19 +53,12 @@ def cells(store: Store, tally: str = "cells", who: str | None = None) -> list[Ce
     parts = TALLIES[tally]
     model, day, long = parts.index("model"), parts.index("day"), parts.index("long")
     who_at = 0 if parts[0] in ("conv", "project") else None
-    key = store.keys.usage_tally(tally)
-    items: Iterable[tuple[bytes, bytes]]
-    if who is None:
-        items = store.r.hgetall(key).items()
-    else:
-        prefix = orjson.dumps([who])[:-1].decode() + ","
-        items = store.r.hscan_iter(key, match=_GLOB.sub(r"\\\g<0>", prefix) + "*", count=defaults.USAGE_SCAN_COUNT)
+    entries = store.usage_tally(tally) if who is None else store.usage_tally_of(tally, who)
     grouped: dict[bytes, dict[str, int]] = defaultdict(dict)
-    for f, v in items:
-        # JSON [...parts, "name"]: group on the bytes before the name, parse each group's once (a
-        # field a scan returns twice is set twice, not added).
+    for f, v in entries.items():
+        # JSON [...parts, "name"]: group on the bytes before the name, parse each group's once.
         head, _, name = f.rpartition(b",")
-        grouped[head][name[1:-2].decode()] = int(v)
+        grouped[head][name[1:-2].decode()] = v
     out = []
     for head, counts in grouped.items():
         k = orjson.loads(head + b"]")
@@ -76,14 +66,10 @@ def cells(store: Store, tally: str = "cells", who: str | None = None) -> list[Ce
     return out
 
 
-_GLOB = re.compile(r"[\\*?\[\]]")
-"""Characters a ``MATCH`` pattern reads as wildcards (escaped to match themselves)."""
-
-
 def totals(store: Store) -> dict[str, int]:
     """Usage over the whole store: ``input``, ``output``, ``cache_read``, ``cache_creation``, ``responses``."""
-    raw = store.r.hgetall(store.keys.usage_total)
-    return {name: int(raw.get(name.encode(), 0)) for name in COUNTS}
+    raw = store.usage_total()
+    return {name: raw.get(name, 0) for name in COUNTS}
 
 
 def _in_range(day: str, since: str | None, until: str | None) -> bool:
@@ -169,15 +155,13 @@ def summarize(
     out = [row.as_dict(key or None) for key, row in rows.items()]
     if by == "conversation":
         convs = [r["key"] for r in out if r["key"]]
-        fields = dict(
-            zip(convs, store.hmget_many([store.keys.proj(c) for c in convs], ["project", "title"]), strict=True)
-        )
+        fields = dict(zip(convs, store.projection_fields(convs, ["project", "title"]), strict=True))
         paths = project_paths(store, convs)
         for r in out:
             project, title = fields.get(r["key"], (None, None))
-            r["project"] = project.decode() if project else None
+            r["project"] = project or None
             r["project_path"] = paths.get(r["project"] or "")
-            r["title"] = title.decode() if title else None
+            r["title"] = title or None
     elif by == "project":
         paths = project_paths(store)
         for r in out:
@@ -201,7 +185,7 @@ def report(store: Store, by: str, since_ms: int | None = None, until_ms: int | N
     u = summarize(store, by, since, until, costing)
     return {
         "by": by,
-        "seq": Projector(store).checkpoint(),
+        "seq": store.projections_seq(),
         "since": since,
         "until": until,
         "rows": u.rows,

@@ -7,14 +7,14 @@ recent messages from the recent-messages projection plus one body fetch per mess
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
 from aggregator.config import active_minutes as active_minutes_setting
 from aggregator.parse import loads
-from aggregator.projections import USAGE_FIELDS, Projector, parse_recent_member
+from aggregator.projections import USAGE_FIELDS
 from aggregator.store import Store
 from aggregator.text import iso_ms, message_text, preview
 
@@ -94,49 +94,63 @@ def conversation_views(
     """Conversations (all, or ``convs``) that have at least one user or assistant message."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     active_minutes = active_minutes_setting() if active_minutes is None else active_minutes
-    projector = Projector(store)
     chosen = store.conversations() if convs is None else list(convs)
     return [
         conversation_view(conv, fields, now_ms=now_ms, active_minutes=active_minutes)
-        for conv, fields in projector.conversation_projections(chosen)
+        for conv, fields in store.projections(chosen)
         if _int(fields, "messages") > 0
     ]
 
 
-def recent_messages(
-    store: Store, limit: int = 1000, known: Mapping[tuple[str, str], dict[str, Any]] | None = None
-) -> list[dict[str, Any]]:
+Previews = dict[tuple[str, str, str], dict[str, Any]]
+"""Messages built earlier, by ``(conv, id, digest of the version previewed)``."""
+
+
+def recent_messages(store: Store, limit: int = 1000, known: Previews | None = None) -> list[dict[str, Any]]:
     """The ``limit`` most recent user/assistant messages, oldest first, with text previews.
 
     Each: ``seq``, ``conv``, ``id``, ``role``, ``ts``, ``preview`` (of the newest revision).
-    ``known`` maps ``(conv, id)`` to messages built earlier: those are reused as they are, and
-    only the other messages' bodies are fetched (the writer's incremental path).
+    With ``known`` (the writer's incremental path), a message whose newest version is the one
+    it was built from is reused as it is — a revision gives it a new digest, so it is rebuilt —
+    and only the other messages' bodies are fetched; ``known`` is then replaced by the messages
+    returned. The log is not read: which versions are newest is the store's ``cur`` index.
     """
-    r: Any = store.client
-    known = known or {}
-    rows = r.zrange(store.keys.recent, -limit, -1, withscores=True) if limit > 0 else []
-    parsed = [(parse_recent_member(m), int(score)) for m, score in rows]
-    missing = [p for p in parsed if (p[0][1], p[0][2]) not in known]
-    refs = [(conv, eid) for (_, conv, eid, _), _ in missing]
-    bodies = dict(zip(refs, store.newest_bodies(refs), strict=True))  # None: lost meanwhile (FLUSHALL)
+    recent = store.recent_messages(limit)
+    refs = [(m.conv, m.id) for m in recent]
+    if known is None:
+        digests: list[str | None] = [None] * len(refs)
+        bodies = dict(zip(refs, store.newest_bodies(refs), strict=True))
+    else:
+        digests = store.newest_digests(refs)
+        wanted = [(c, d) for (c, i), d in zip(refs, digests, strict=True) if d and (c, i, d) not in known]
+        by_digest = dict(zip(wanted, store.bodies(wanted), strict=True))
+        bodies = {(c, i): by_digest.get((c, d)) if d else None for (c, i), d in zip(refs, digests, strict=True)}
     out = []
-    for (seq, conv, eid, role), tms in parsed:
-        if (conv, eid) in known:
-            out.append(known[(conv, eid)])
+    built: Previews = {}
+    for m, digest in zip(recent, digests, strict=True):
+        kept = known.get((m.conv, m.id, digest)) if known is not None and digest else None
+        if kept is not None:
+            out.append(kept)
+            built[(m.conv, m.id, digest or "")] = kept
             continue
-        raw = bodies[(conv, eid)]
+        raw = bodies[(m.conv, m.id)]
         try:
             text = message_text(loads(raw)) if raw is not None else ""
         except ValueError:
             text = ""
         out.append(
             {
-                "seq": seq,
-                "conv": conv,
-                "id": eid,
-                "role": role,
-                "ts": iso_ms(tms) if tms else None,
+                "seq": m.seq,
+                "conv": m.conv,
+                "id": m.id,
+                "role": m.role,
+                "ts": iso_ms(m.tms) if m.tms else None,
                 "preview": preview(text),
             }
         )
+        if digest:
+            built[(m.conv, m.id, digest)] = out[-1]
+    if known is not None:
+        known.clear()
+        known.update(built)
     return out

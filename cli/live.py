@@ -32,7 +32,8 @@ from aggregator.logs import setup_logging
 from aggregator.paths import DataPaths
 from aggregator.seqfloor import SeqFloor
 from cli.app import App, app_context, get_app
-from cli.read import tail_text, terminal_width
+from cli.formats import terminal_width
+from cli.read import tail_text
 from cli.web import web_url
 
 

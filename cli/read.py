@@ -11,15 +11,13 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import orjson
 
 from aggregator import defaults
-from aggregator.dates import DATE_HELP, parse_when
 from aggregator.errors import ConfigError
 from aggregator.files import write_private
 from aggregator.fts import MARK, ROLES
@@ -31,48 +29,11 @@ from aggregator.store import Store
 from aggregator.text import cut_left, cut_width, display_width, wrap_width
 from aggregator.transcript import conversation_key, header, message_of, messages
 from cli.app import App, app_context, emit_json
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def terminal_width(default: int = 80) -> int:
-    """Columns of the terminal stdout writes to (``default`` when it is not a terminal)."""
-    if not sys.stdout.isatty():
-        return default
-    return max(60, shutil.get_terminal_size((default, 24)).columns)
-
-
-def compact(n: int) -> str:
-    """A count in at most 6 columns: ``9,999``, ``12.3k``, ``456k``, ``1.2M``, ``78M``, ``1.2G``."""
-    if n < 10_000:
-        return f"{n:,}"
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if n >= div:
-            v = n / div
-            return f"{v:.1f}{unit}" if v < 100 else f"{v:.0f}{unit}"
-    return str(n)
-
-
-def money(cost: float | None) -> str:
-    """A cost in dollars with cents (``n/a`` when unknown)."""
-    return "n/a" if cost is None else f"${cost:,.2f}"
+from cli.formats import compact, date_option, money, terminal_width
 
 
 def _when(ts: str | None) -> str:
     return f"{ts[:10]} {ts[11:16]}" if ts else "-"
-
-
-def date_option(name: str, end: bool) -> Callable[[F], F]:
-    """``--since`` / ``--until DATE``: the value becomes epoch milliseconds (a day's end for ``--until``)."""
-
-    def parse(_ctx: click.Context, _param: click.Parameter, value: str | None) -> int | None:
-        try:
-            return None if value is None else parse_when(value, end=end)
-        except ConfigError as e:
-            raise click.BadParameter(str(e).removeprefix(f"bad date {value!r}: ")) from None
-
-    what = "until" if end else "since"
-    return click.option(name, metavar="DATE", callback=parse, help=f"Only {what} DATE ({DATE_HELP}).")
 
 
 def open_index(app: App, store: Store) -> SearchIndex:
@@ -84,7 +45,7 @@ def tail_text(store: Store, raw: bytes, width: int) -> str:
     """``agg tail --format text``: one event envelope as a line with its role and a preview."""
     env = orjson.loads(raw)
     msg = None
-    body = store.newest_bodies([(env["conv"], env["id"])])[0]
+    (body,) = store.newest_bodies([(env["conv"], env["id"])])
     if body is not None:
         try:
             msg = message_of(env["id"], loads(body))
@@ -241,6 +202,9 @@ def list_cmd(
             line = " · ".join(facts)
             path = cut_left(c["project_path"] or "", max(10, width - 5 - display_width(line)))
             click.echo("  " + term.style(f"{line} · {path}" if path else line, "dim"))
+        if not res["conversations"]:  # say so, rather than print nothing
+            why = " match" if project or active or since is not None else " yet: agg run or agg ingest reads them"
+            click.echo(term.style("no conversations" + why, "dim"), err=True)
         if res["total"] > len(res["conversations"]):
             shown = len(res["conversations"])
             click.echo(term.style(f"{shown} of {res['total']} conversations; all with --limit 0", "dim"))

@@ -8,11 +8,11 @@ from typing import Any
 import click
 
 from aggregator.projections import Projector
-from aggregator.render import Terminal
 from aggregator.text import cut_left, cut_width, pad_width
 from aggregator.usage import BY_CHOICES, report
-from cli.app import app_context, emit_json
-from cli.read import compact, date_option, money, terminal_width
+from cli.app import App, app_context, emit_json
+from cli.formats import compact, date_option, money, terminal_width
+from cli.quick import run_quick
 
 NUMBERS = (("input", "IN"), ("output", "OUT"), ("cache_read", "CACHE R"), ("cache_creation", "CACHE W"))
 """Token columns of the table: field, heading."""
@@ -39,24 +39,31 @@ def usage_cmd(ctx: click.Context, by: str, since: int | None, until: int | None,
     overrides models); a model without a price shows n/a, never $0. Dates are UTC days.
     """
     with app_context(ctx) as app:
-        store = app.store()
-        Projector(store).catch_up()  # a no-op (one GET, one XRANGE) when the projections are current
-        rep = report(store, by, since, until)
-        if as_json:
-            emit_json(rep)
-        else:
-            for line in table_lines(rep, terminal_width(), sys.stdout.isatty()):
-                click.echo(line)
-        for model in rep["prices"]["unpriced"]:
-            click.echo(f"agg: no price for model {model!r}: its cost shows as n/a (add it with AGG_PRICES)", err=True)
-        if not rep["complete"]:
-            click.echo(
-                "agg: usage was projected by an older agg; run `agg replay --rebuild` for full figures", err=True
-            )
+        run_quick(app, lambda: usage(app, by, since, until, as_json))
+
+
+def usage(app: App, by: str, since: int | None, until: int | None, as_json: bool) -> None:
+    """``agg usage`` on ``app``'s connection (the quick client's, or redis-py's)."""
+    store = app.store()
+    # Two GETs when the projections are current; else it applies the log, which only redis-py does
+    # (the quick client hands over at its first write: cli.quick).
+    Projector(store).catch_up()
+    rep = report(store, by, since, until)
+    if as_json:
+        emit_json(rep)
+    else:
+        for line in table_lines(rep, terminal_width(), sys.stdout.isatty()):
+            click.echo(line)
+    for model in rep["prices"]["unpriced"]:
+        click.echo(f"agg: no price for model {model!r}: its cost shows as n/a (add it with AGG_PRICES)", err=True)
+    if not rep["complete"]:
+        click.echo("agg: usage was projected by an older agg; run `agg replay --rebuild` for full figures", err=True)
 
 
 def table_lines(rep: dict[str, Any], width: int, color: bool) -> list[str]:
     """``agg usage`` as a table that fits ``width`` columns (80 by default), TOTAL last."""
+    from aggregator.render import Terminal  # not for --json, which must start fast (cli.quick)
+
     term = Terminal(width, color)
     by = rep["by"]
     label_w = max(12, width - len(NUMBERS) * (NUM_W + 2) - COST_W - 2)

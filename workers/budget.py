@@ -14,14 +14,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from aggregator.keys import Keys
 from aggregator.text import iso_ms
 from workers import scripts
-from workers.config import TurnConfig
+
+if TYPE_CHECKING:  # `agg status` may run on the quick client (aggregator.quickredis)
+    import redis
+
+    from workers.config import TurnConfig
 
 DAY_MS = 86_400_000
 
@@ -73,7 +75,8 @@ class DailyBudget:
         return self.config.provider != "offline"
 
     def _call(self, mode: str, cap: int, tokens: int = 0, day: int = 0) -> BudgetState:
-        res: Any = self._script(keys=[self.keys.llm_budget], args=[mode, cap, tokens, day])
+        call = scripts.budget_call(budget=self.keys.llm_budget, mode=mode, cap=cap, tokens=tokens, day=day)
+        res: Any = self._script(keys=call.keys, args=call.args)
         ok, day, calls, used, cap = (int(x) for x in res)
         return BudgetState(bool(ok), day, calls, used, cap)
 
@@ -98,4 +101,6 @@ def budget_state(client: redis.Redis, keys: Keys) -> BudgetState | None:
     ever counted a request."""
     if not client.exists(keys.llm_budget):
         return None
+    from workers.config import TurnConfig  # a 27-field dataclass: `agg status` imports it only here
+
     return DailyBudget(client, keys, TurnConfig())._call("peek", -1)

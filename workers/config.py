@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit
 
 from aggregator import defaults
-from aggregator.connection import mask_url
+from aggregator.endpoint import mask_url
 from aggregator.errors import ConfigError
 from aggregator.text import preview
 

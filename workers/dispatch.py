@@ -26,7 +26,6 @@ enqueued again.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -51,12 +50,6 @@ log = logging.getLogger("agg.turns")
 
 JOB_FUNCTION = "workers.turns.run_turn"
 WAITING_JOB_STATES = (b"queued", b"created")
-
-
-def job_id(namespace: str, conv: str, gen: int) -> str:
-    """RQ job id of a conversation's turn generation (RQ allows only ``[A-Za-z0-9_-]``)."""
-    digest = hashlib.sha1(namespace.encode() + b"\0" + conv.encode("utf-8", "surrogatepass")).hexdigest()[:20]
-    return f"agg-turn-{digest}-{gen}"
 
 
 @dataclass
@@ -93,14 +86,20 @@ class Scheduler:
         for c in due:
             flags.setdefault(c, "0")
         convs = list(flags)
-        keys = [k.dirty, k.turns_due, k.turns_queued, k.turns_running, k.turns_stats]
-        keys += [k.turn(c.decode("utf-8", "surrogateescape")) for c in convs]
-        # the day's token budget used up: schedule as usual, claim nothing until the next UTC day
-        cap = self.config.concurrency if self._budget_open() else 0
-        args: list[Any] = [self.config.debounce_ms, cap, "1" if burst else "0", len(convs)]
-        for c in convs:
-            args += (c, flags[c])
-        res = self._dispatch(keys=keys, args=args)
+        call = scripts.dispatch_call(
+            dirty=k.dirty,
+            due=k.turns_due,
+            queued=k.turns_queued,
+            running=k.turns_running,
+            stats=k.turns_stats,
+            turns=[k.turn(c.decode("utf-8", "surrogateescape")) for c in convs],
+            debounce_ms=self.config.debounce_ms,
+            # the day's token budget used up: schedule as usual, claim nothing until the next UTC day
+            cap=self.config.concurrency if self._budget_open() else 0,
+            burst="1" if burst else "0",
+            convs=list(flags.items()),
+        )
+        res = self._dispatch(keys=call.keys, args=call.args)
         for i in range(0, len(res), 2):
             self.enqueue(res[i].decode("utf-8", "surrogateescape"), int(res[i + 1]))
         return len(res) // 2
@@ -126,7 +125,7 @@ class Scheduler:
                 self.queue.enqueue_call(
                     JOB_FUNCTION,
                     args=(conv, gen),
-                    job_id=job_id(self.keys.ns, conv, gen),
+                    job_id=self.keys.turn_job_id(conv, gen),
                     unique=True,
                     timeout=defaults.TURN_JOB_TIMEOUT_S,
                     result_ttl=defaults.RQ_RESULT_TTL_S,
@@ -137,13 +136,17 @@ class Scheduler:
             except DuplicateJobError:
                 # The id is taken (a generation counter that went back, e.g. after Redis lost its
                 # last second of writes): take a new generation and try again.
-                gen = int(self._requeue(keys=self._requeue_keys(conv), args=[conv, gen, 0]))
+                gen = self._requeue_turn(conv, gen, 0)
                 if not gen:
                     return
         log.error("could not enqueue the turn of %s: job ids keep colliding", conv)
 
-    def _requeue_keys(self, conv: str) -> list[str]:
-        return [self.keys.turn(conv), self.keys.turns_queued, self.keys.turns_stats]
+    def _requeue_turn(self, conv: str, gen: int, grace_ms: int) -> int:
+        k = self.keys
+        call = scripts.requeue_call(
+            turn=k.turn(conv), queued=k.turns_queued, stats=k.turns_stats, conv=conv, gen=gen, grace_ms=grace_ms
+        )
+        return int(self._requeue(keys=call.keys, args=call.args))
 
     # --- reconcile -----------------------------------------------------------------------------
     def reconcile(self) -> int:
@@ -154,9 +157,15 @@ class Scheduler:
         redone = 0
         for c in self.r.zrangebyscore(k.turns_running, "-inf", now_ms, start=0, num=self.batch):
             conv = c.decode("utf-8", "surrogateescape")
-            gen = int(
-                self._redo(keys=[k.turn(conv), k.lease(conv), k.turns_running, k.turns_queued, k.turns_stats], args=[c])
+            redo = scripts.redo_call(
+                turn=k.turn(conv),
+                lease=k.lease(conv),
+                running=k.turns_running,
+                queued=k.turns_queued,
+                stats=k.turns_stats,
+                conv=c,
             )
+            gen = int(self._redo(keys=redo.keys, args=redo.args))
             if gen:
                 log.warning("turn of %s lost its worker (lease expired): queued again", conv)
                 self.enqueue(conv, gen)
@@ -172,11 +181,11 @@ class Scheduler:
             seen = [int(g or 0) for g in pipe.execute()]
             pipe = self.r.pipeline(transaction=False)
             for conv, gen in zip(convs, seen, strict=True):
-                pipe.hget(Job.key_for(job_id(k.ns, conv, gen)), "status")
+                pipe.hget(Job.key_for(k.turn_job_id(conv, gen)), "status")
             for conv, gen, status in zip(convs, seen, pipe.execute(), strict=True):
                 if status in WAITING_JOB_STATES:
                     continue  # waiting in RQ for a free worker: fine
-                new = int(self._requeue(keys=self._requeue_keys(conv), args=[conv, gen, self.config.queued_grace_ms]))
+                new = self._requeue_turn(conv, gen, self.config.queued_grace_ms)
                 if new:
                     log.warning("turn of %s was queued but its job is %s: queued again", conv, status or "gone")
                     self.enqueue(conv, new)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from aggregator.parse import MESSAGE_TYPES, loads
-from aggregator.store import LogEntry, Store, split_batch
+from aggregator.store import LogEntry, Store
 from aggregator.text import message_text
 
 TURN_TYPE = "agg-turn"
@@ -60,30 +60,23 @@ class History:
 
 def _newest_first(store: Store, conv: str, after_seq: int) -> Iterator[tuple[LogEntry, dict[str, Any]]]:
     """``(entry, envelope)`` of the conversation's entries with seq > ``after_seq``, newest first."""
-    r: Any = store.client
-    k = store.keys
-    high = "+inf"
+    before: int | None = None
     while True:
-        firsts = r.zrevrangebyscore(k.timeline(conv), high, "-inf", start=0, num=BATCHES_PER_READ)
+        firsts = store.timeline_before(conv, before, BATCHES_PER_READ)
         if not firsts:
             return
-        pipe = r.pipeline(transaction=False)
-        for b in firsts:
-            pipe.xrange(k.log, f"{int(b)}-0", f"{int(b)}-0")
-        for b, found in zip(firsts, pipe.execute(), strict=True):
-            first = int(b)
-            for _, fields in found:
-                for entry in reversed(list(split_batch(first, fields))):
-                    if entry.seq <= after_seq:
-                        return
-                    env = entry.env()
-                    if env["conv"] == conv:
-                        yield entry, env
+        for first, entries in zip(firsts, store.batches_at(firsts), strict=True):
+            for entry in reversed(entries):
+                if entry.seq <= after_seq:
+                    return
+                env = entry.env()
+                if env["conv"] == conv:
+                    yield entry, env
             if first <= after_seq:
                 return
         if len(firsts) < BATCHES_PER_READ:
             return
-        high = f"({int(firsts[-1])}"
+        before = firsts[-1]
 
 
 @dataclass
@@ -107,9 +100,7 @@ class _Picker:
     def flush(self) -> None:
         if not self.pending:
             return
-        bodies: list[Any] = self.store.client.hmget(
-            self.store.keys.body(self.conv), [e.digest for e, _ in self.pending]
-        )
+        bodies = self.store.bodies([(self.conv, e.digest) for e, _ in self.pending])
         for (entry, env), body in zip(self.pending, bodies, strict=True):
             text = _text(body, self.message_max_chars)
             if not text:

@@ -43,10 +43,21 @@ class Fence:
         """The lease of ``conv`` for the job of generation ``gen``; None if that job is stale."""
         k = self.keys
         token = secrets.token_hex(8)
-        res: Any = self._acquire(
-            keys=[k.turn(conv), k.lease(conv), k.turns_queued, k.turns_running, k.turns_stats, k.dirty, k.turns_due],
-            args=[gen, token, ttl_ms, conv, holder],
+        call = scripts.acquire_call(
+            turn=k.turn(conv),
+            lease=k.lease(conv),
+            queued=k.turns_queued,
+            running=k.turns_running,
+            stats=k.turns_stats,
+            dirty=k.dirty,
+            due=k.turns_due,
+            gen=gen,
+            token=token,
+            lease_ms=ttl_ms,
+            conv=conv,
+            holder=holder,
         )
+        res: Any = self._acquire(keys=call.keys, args=call.args)
         if res[0] != b"ok":
             return None
         epoch = int(res[1])
@@ -139,9 +150,14 @@ class Lease:
         """Extend the lease (the heartbeat thread calls this every third of its lifetime)."""
         k = self.fence.keys
         try:
-            ok = self.fence._renew(
-                keys=[k.lease(self.conv), k.turns_running], args=[self.value, self.ttl_ms, self.conv]
+            call = scripts.renew_call(
+                lease=k.lease(self.conv),
+                running=k.turns_running,
+                value=self.value,
+                lease_ms=self.ttl_ms,
+                conv=self.conv,
             )
+            ok = self.fence._renew(keys=call.keys, args=call.args)
         except redis.RedisError as e:
             # Keep trying: the commit is fenced, so renewing late (or not at all) is safe.
             log.warning("cannot renew the lease of %s: %s", self.conv, e)
@@ -163,43 +179,40 @@ class Lease:
         f = self.fence
         k = f.keys
         conv = self.conv
-        res: Any = f._commit(
-            keys=[
-                k.seq,
-                k.log,
-                k.stats,
-                k.convs,
-                k.cur(conv),
-                k.timeline(conv),
-                k.body(conv),
-                k.meta(conv),
-                k.turn(conv),
-                k.lease(conv),
-                k.turns_running,
-                k.turns_due,
-                k.turns_parked,
-                k.turns_stats,
-            ],
-            args=[
-                self.value,
-                self.epoch,
-                conv,
-                dumps(conv),
-                event.id,
-                event.digest,
-                event.raw,
-                event.tail,
-                event.facts,
-                "",
-                project,
-                "",
-                k.events_channel,
-                k.conv_channel(""),
-                upto_seq,
-                dumps(result),
-                cooldown_ms,
-            ],
+        call = scripts.commit_call(
+            seq=k.seq,
+            log=k.log,
+            stats=k.stats,
+            convs=k.convs,
+            cur=k.cur(conv),
+            tl=k.timeline(conv),
+            body=k.body(conv),
+            meta=k.meta(conv),
+            turn=k.turn(conv),
+            lease=k.lease(conv),
+            running=k.turns_running,
+            due=k.turns_due,
+            parked=k.turns_parked,
+            turn_stats=k.turns_stats,
+            value=self.value,
+            epoch=self.epoch,
+            conv=conv,
+            conv_json=dumps(conv),
+            event_id=event.id,
+            digest=event.digest,
+            raw=event.raw,
+            tail=event.tail,
+            facts=event.facts,
+            file="",
+            project=project,
+            agent="",
+            events_channel=k.events_channel,
+            conv_channel_prefix=k.conv_channel(""),
+            upto_seq=upto_seq,
+            result=dumps(result),
+            cooldown_ms=cooldown_ms,
         )
+        res: Any = f._commit(keys=call.keys, args=call.args)
         status = res[0].decode()
         return status, int(res[1]) if status == "ok" else 0
 
@@ -216,9 +229,21 @@ class Lease:
         self.ended = True
         f = self.fence
         k = f.keys
-        args: list[Any] = [self.value, self.epoch, self.conv, mode, "" if done is None else done, error]
-        res: Any = f._release(
-            keys=[k.turn(self.conv), k.lease(self.conv), k.turns_running, k.turns_due, k.turns_parked, k.turns_stats],
-            args=[*args, park_base_ms, park_max_ms],
+        call = scripts.release_call(
+            turn=k.turn(self.conv),
+            lease=k.lease(self.conv),
+            running=k.turns_running,
+            due=k.turns_due,
+            parked=k.turns_parked,
+            stats=k.turns_stats,
+            value=self.value,
+            epoch=self.epoch,
+            conv=self.conv,
+            mode=mode,
+            done="" if done is None else done,
+            error=error,
+            park_base_ms=park_base_ms,
+            park_max_ms=park_max_ms,
         )
+        res: Any = f._release(keys=call.keys, args=call.args)
         return [x.decode() if isinstance(x, bytes) else x for x in res]

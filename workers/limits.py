@@ -45,10 +45,19 @@ class Limiter:
         return bool(self._req_ms or self._tok_ms)
 
     def _call(self, mode: str, amount: float) -> tuple[bool, int]:
-        res: Any = self._script(
-            keys=self._keys,
-            args=[mode, self._req_ms, self.config.rpm_burst, self._tok_ms, self.config.token_burst, amount],
+        req, tok, pause = self._keys
+        call = scripts.limit_call(
+            req=req,
+            tok=tok,
+            pause=pause,
+            mode=mode,
+            req_ms=self._req_ms,
+            req_burst=self.config.rpm_burst,
+            tok_ms=self._tok_ms,
+            tok_burst=self.config.token_burst,
+            amount=amount,
         )
+        res: Any = self._script(keys=call.keys, args=call.args)
         return bool(int(res[0])), int(res[1])
 
     def try_take(self, tokens: int) -> int:

@@ -24,6 +24,10 @@ node (a Cluster would need per-shard schedules and logs).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from aggregator.scripts import ScriptCall, counted
+
 _NOW = """
 local _t = redis.call('TIME')
 local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
@@ -41,12 +45,12 @@ DISPATCH = (
 -- KEYS[3] queued   zset  conversation -> queued at (ms)
 -- KEYS[4] running  zset  conversation -> lease expiry (ms)
 -- KEYS[5] stats    hash  turn counters
--- KEYS[5+i]        turn hash of conversation i
+-- KEYS[6..] turns        turn hash of each conversation i (position 5 + i)
 --
--- ARGV[1] debounce ms   ARGV[2] cap of concurrent turns
--- ARGV[3] '1' = burst: claim every scheduled conversation now (no debounce, no cooldown) that
+-- ARGV[1] debounce_ms    ARGV[2] cap  of concurrent turns
+-- ARGV[3] burst  '1' = claim every scheduled conversation now (no debounce, no cooldown) that
 --         is not parked
--- ARGV[4] n, then n x (conversation, '1' if it was read from dirty else '0')
+-- ARGV[4] convs  n, then n x (conversation, '1' if it was read from dirty else '0')
 --
 -- Returns {conv, gen, conv, gen, ...}: the claimed conversations (state 'queued', new gen).
 """
@@ -103,6 +107,26 @@ return out
 """
 )
 
+
+def dispatch_call(
+    *,
+    dirty: str,
+    due: str,
+    queued: str,
+    running: str,
+    stats: str,
+    turns: Sequence[str],
+    debounce_ms: int,
+    cap: int,
+    burst: str,
+    convs: Sequence[tuple[bytes, str]],
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`DISPATCH` call."""
+    return ScriptCall(
+        DISPATCH, [dirty, due, queued, running, stats, *turns], [debounce_ms, cap, burst, *counted(convs)]
+    )
+
+
 ACQUIRE = (
     r"""
 -- Take the lease of a queued turn: only the job of the conversation's current generation may,
@@ -112,7 +136,7 @@ ACQUIRE = (
 --
 -- KEYS[1] turn hash   KEYS[2] lease   KEYS[3] queued   KEYS[4] running   KEYS[5] stats
 -- KEYS[6] dirty   KEYS[7] due
--- ARGV[1] gen of the job   ARGV[2] random token   ARGV[3] lease ms   ARGV[4] conversation
+-- ARGV[1] gen  of the job   ARGV[2] token  random   ARGV[3] lease_ms   ARGV[4] conv
 -- ARGV[5] holder (host:pid, for people and tests)
 --
 -- Returns {'ok', epoch, done, last} or {'stale'} (nothing written but a counter).
@@ -138,12 +162,32 @@ return {'ok', epoch, d[1] or '0', d[2] or ''}
 """
 )
 
+
+def acquire_call(
+    *,
+    turn: str,
+    lease: str,
+    queued: str,
+    running: str,
+    stats: str,
+    dirty: str,
+    due: str,
+    gen: int,
+    token: str,
+    lease_ms: int,
+    conv: str,
+    holder: str,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`ACQUIRE` call."""
+    return ScriptCall(ACQUIRE, [turn, lease, queued, running, stats, dirty, due], [gen, token, lease_ms, conv, holder])
+
+
 RENEW = (
     r"""
 -- Extend a lease that the caller still holds.
 --
 -- KEYS[1] lease   KEYS[2] running
--- ARGV[1] lease value (<epoch>:<token>)   ARGV[2] lease ms   ARGV[3] conversation
+-- ARGV[1] value  the lease's (<epoch>:<token>)   ARGV[2] lease_ms   ARGV[3] conv
 --
 -- Returns 1 if renewed, 0 if the lease is no longer the caller's.
 """
@@ -155,6 +199,19 @@ redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[2]), ARGV[3])
 return 1
 """
 )
+
+
+def renew_call(
+    *,
+    lease: str,
+    running: str,
+    value: str,
+    lease_ms: int,
+    conv: str,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`RENEW` call."""
+    return ScriptCall(RENEW, [lease, running], [value, lease_ms, conv])
+
 
 # Shared tail of COMMIT and RELEASE: the lease is gone, the conversation is no longer running;
 # schedule the follow-up turn a burst asked for (ingest marks during the turn), else nothing.
@@ -186,13 +243,15 @@ COMMIT = (
 -- KEYS[1] seq  KEYS[2] log  KEYS[3] stats  KEYS[4] convs
 -- KEYS[5] cur  KEYS[6] tl  KEYS[7] body  KEYS[8] meta          (of the conversation)
 -- KEYS[9] turn hash  KEYS[10] lease  KEYS[11] running  KEYS[12] due  KEYS[13] parked
--- KEYS[14] turn stats
+-- KEYS[14] turn_stats
 --
--- ARGV[1] lease value  ARGV[2] epoch  ARGV[3] conversation  ARGV[4] conversation as JSON
--- ARGV[5] event id  ARGV[6] digest  ARGV[7] record bytes  ARGV[8] envelope tail (id, type, ts,
--- agent as a JSON fragment)  ARGV[9] facts JSON  ARGV[10] log: file  ARGV[11] log: project
--- ARGV[12] log: agent  ARGV[13] events channel  ARGV[14] conversation channel prefix
--- ARGV[15] last seq the turn saw  ARGV[16] the turn's result (JSON)  ARGV[17] cooldown ms
+-- ARGV[1] value  the lease's   ARGV[2] epoch   ARGV[3] conv   ARGV[4] conv_json  (the
+-- conversation as JSON)   ARGV[5] event_id   ARGV[6] digest   ARGV[7] raw  record bytes
+-- ARGV[8] tail  envelope tail (id, type, ts, agent as a JSON fragment)   ARGV[9] facts  JSON
+-- ARGV[10] file  log: file   ARGV[11] project  log: project   ARGV[12] agent  log: agent
+-- ARGV[13] events_channel   ARGV[14] conv_channel_prefix
+-- ARGV[15] upto_seq  last seq the turn saw   ARGV[16] result  the turn's (JSON)
+-- ARGV[17] cooldown_ms
 --
 -- Returns {'ok', seq, conv_seq} · {'already'} (this epoch committed before: a retried call)
 --       · {'stale'} (lease lost: nothing written but a counter)
@@ -237,18 +296,80 @@ return {'ok', seq, cs}
 """
 )
 
+
+def commit_call(
+    *,
+    seq: str,
+    log: str,
+    stats: str,
+    convs: str,
+    cur: str,
+    tl: str,
+    body: str,
+    meta: str,
+    turn: str,
+    lease: str,
+    running: str,
+    due: str,
+    parked: str,
+    turn_stats: str,
+    value: str,
+    epoch: int,
+    conv: str,
+    conv_json: bytes,
+    event_id: str,
+    digest: str,
+    raw: bytes,
+    tail: bytes,
+    facts: bytes,
+    file: str,
+    project: str,
+    agent: str,
+    events_channel: str,
+    conv_channel_prefix: str,
+    upto_seq: int,
+    result: bytes,
+    cooldown_ms: int,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`COMMIT` call."""
+    return ScriptCall(
+        COMMIT,
+        [seq, log, stats, convs, cur, tl, body, meta, turn, lease, running, due, parked, turn_stats],
+        [
+            value,
+            epoch,
+            conv,
+            conv_json,
+            event_id,
+            digest,
+            raw,
+            tail,
+            facts,
+            file,
+            project,
+            agent,
+            events_channel,
+            conv_channel_prefix,
+            upto_seq,
+            result,
+            cooldown_ms,
+        ],
+    )
+
+
 RELEASE = (
     r"""
 -- End a turn without an event, fenced by the lease.
 --
 -- KEYS[1] turn hash  KEYS[2] lease  KEYS[3] running  KEYS[4] due  KEYS[5] parked  KEYS[6] stats
--- ARGV[1] lease value  ARGV[2] epoch  ARGV[3] conversation  ARGV[4] mode:
+-- ARGV[1] value  the lease's   ARGV[2] epoch   ARGV[3] conv   ARGV[4] mode:
 --   'skip'     nothing to do (no new messages, or the turn function returned nothing);
---              ARGV[5], if not '', is the last seq it saw (no later turn needs to read it again)
+--              done, if not '', is the last seq it saw (no later turn needs to read it again)
 --   'skip_old' the conversation is older than the age limit: nothing is recorded as seen
---   'fail'     the turn failed: park it with ARGV[6] (error text), retry after ARGV[7] ms
---              doubling per consecutive failure up to ARGV[8] ms
+--   'fail'     the turn failed: park it with the error text, retry after park_base_ms
+--              doubling per consecutive failure up to park_max_ms
 --   'abort'    the worker is shutting down or gave up waiting: schedule it again now
+-- ARGV[5] done   ARGV[6] error   ARGV[7] park_base_ms   ARGV[8] park_max_ms
 --
 -- Returns {'ok'} · {'parked', fails, retry_at} · {'stale'}
 """
@@ -281,13 +402,39 @@ return {'ok'}
 """
 )
 
+
+def release_call(
+    *,
+    turn: str,
+    lease: str,
+    running: str,
+    due: str,
+    parked: str,
+    stats: str,
+    value: str,
+    epoch: int,
+    conv: str,
+    mode: str,
+    done: int | str,
+    error: str,
+    park_base_ms: int,
+    park_max_ms: int,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`RELEASE` call."""
+    return ScriptCall(
+        RELEASE,
+        [turn, lease, running, due, parked, stats],
+        [value, epoch, conv, mode, done, error, park_base_ms, park_max_ms],
+    )
+
+
 REDO = (
     r"""
 -- Reconciler: a running turn whose lease expired (its worker died or stalled) is queued again
 -- under a new generation; the old job, if it ever runs or commits, is stale.
 --
 -- KEYS[1] turn hash  KEYS[2] lease  KEYS[3] running  KEYS[4] queued  KEYS[5] stats
--- ARGV[1] conversation
+-- ARGV[1] conv
 --
 -- Returns the new gen, or 0 if the turn is alive (or no longer running).
 """
@@ -311,13 +458,27 @@ return gen
 """
 )
 
+
+def redo_call(
+    *,
+    turn: str,
+    lease: str,
+    running: str,
+    queued: str,
+    stats: str,
+    conv: str | bytes,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`REDO` call."""
+    return ScriptCall(REDO, [turn, lease, running, queued, stats], [conv])
+
+
 REQUEUE = (
     r"""
 -- Reconciler: a queued turn whose RQ job is gone (lost between claim and enqueue, finished
 -- without taking the lease, or its id was taken) gets a new generation, to be enqueued again.
 --
 -- KEYS[1] turn hash  KEYS[2] queued  KEYS[3] stats
--- ARGV[1] conversation  ARGV[2] gen the caller saw  ARGV[3] grace ms (queued at least this long)
+-- ARGV[1] conv   ARGV[2] gen  the caller saw   ARGV[3] grace_ms  (queued at least this long)
 --
 -- Returns the new gen, or 0 if the turn moved on meanwhile.
 """
@@ -335,17 +496,32 @@ return gen
 """
 )
 
+
+def requeue_call(
+    *,
+    turn: str,
+    queued: str,
+    stats: str,
+    conv: str,
+    gen: int,
+    grace_ms: int,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`REQUEUE` call."""
+    return ScriptCall(REQUEUE, [turn, queued, stats], [conv, gen, grace_ms])
+
+
 LIMIT = r"""
 -- Shared rate limits of one provider: requests and tokens per minute, each a GCRA (generic cell
 -- rate algorithm: a token bucket kept as one "theoretical arrival time"), plus a pause set after
 -- the provider answered 429 with Retry-After. A request is let through only if both limits
 -- allow it; otherwise nothing changes and the caller is told how long to wait.
 --
--- KEYS[1] req TAT (ms)   KEYS[2] token TAT (ms)   KEYS[3] pause (TTL = time left)
--- ARGV[1] mode: 'take' · 'adjust' (tokens only, always applied: ARGV[6] may be negative, the
---         correction from the estimate to the real count) · 'pause' (ARGV[6] = ms)
--- ARGV[2] ms per request (0 = no limit)   ARGV[3] request burst
--- ARGV[4] ms per token (0 = no limit)     ARGV[5] token burst   ARGV[6] tokens (or ms)
+-- KEYS[1] req  TAT (ms)   KEYS[2] tok  token TAT (ms)   KEYS[3] pause  (TTL = time left)
+-- ARGV[1] mode: 'take' · 'adjust' (tokens only, always applied: the amount may be negative,
+--         the correction from the estimate to the real count) · 'pause' (amount = ms)
+-- ARGV[2] req_ms  ms per request (0 = no limit)   ARGV[3] req_burst  request burst
+-- ARGV[4] tok_ms  ms per token (0 = no limit)     ARGV[5] tok_burst  token burst
+-- ARGV[6] amount  tokens (or ms)
 --
 -- In any interval of t ms the let-through requests number at most burst + t / (ms per request).
 -- Returns {1, 0} (go) or {0, wait ms}.
@@ -384,22 +560,40 @@ if ti > 0 then store(KEYS[2], new_t) end
 return {1, 0}
 """
 
+
+def limit_call(
+    *,
+    req: str,
+    tok: str,
+    pause: str,
+    mode: str,
+    req_ms: float,
+    req_burst: int,
+    tok_ms: float,
+    tok_burst: int,
+    amount: float,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`LIMIT` call."""
+    return ScriptCall(LIMIT, [req, tok, pause], [mode, req_ms, req_burst, tok_ms, tok_burst, amount])
+
+
 BUDGET = (
     r"""
 -- The daily token budget of paid turns, shared by every worker: what today's requests used,
 -- against a cap. The day is Redis TIME's UTC day, so workers with skewed clocks agree; the hash
 -- starts over when the day it holds is not today.
 --
--- KEYS[1] budget hash: day (UTC days since the epoch), calls, tokens, cap (the last cap a worker
---         passed), held (estimate of the last request refused today; 0 once one fits), held_at
+-- KEYS[1] budget  hash: day (UTC days since the epoch), calls, tokens, cap (the last cap a
+--         worker passed), held (estimate of the last request refused today; 0 once one fits),
+--         held_at
 -- ARGV[1] mode:
---   'take'    one request estimated at ARGV[3] tokens: counted if today's tokens + ARGV[3] fit
+--   'take'    one request estimated at `tokens`: counted if today's tokens + `tokens` fit
 --             the cap, else refused (and remembered as held: turns wait for the next day)
---   'adjust'  add ARGV[3] tokens (may be negative: the correction from the estimate to the
---             provider's count) — only if the hash still holds day ARGV[4], the request's day
+--   'adjust'  add `tokens` (may be negative: the correction from the estimate to the
+--             provider's count) — only if the hash still holds `day`, the request's day
 --   'peek'    nothing written
--- ARGV[2] cap: tokens per UTC day (0 = no cap; -1 with 'peek': the cap the workers last passed)
--- ARGV[3] tokens   ARGV[4] day (adjust)
+-- ARGV[2] cap  tokens per UTC day (0 = no cap; -1 with 'peek': the cap the workers last passed)
+-- ARGV[3] tokens   ARGV[4] day  (adjust)
 --
 -- Returns {ok (1 taken / 0 refused or exhausted), day, calls, tokens, cap}
 -- (for 'peek' and 'adjust', ok = 0 when the cap is used up: no request would fit today).
@@ -432,3 +626,21 @@ end
 return {full() and 0 or 1, day, calls, tokens, cap}
 """
 )
+
+
+def budget_call(
+    *,
+    budget: str,
+    mode: str,
+    cap: int,
+    tokens: int,
+    day: int,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`BUDGET` call."""
+    return ScriptCall(BUDGET, [budget], [mode, cap, tokens, day])
+
+
+READ_ONLY: dict[str, str | None] = {BUDGET: "peek"}
+"""Calls of these scripts that write nothing (script → the first argument that makes a call
+read-only), which the quick client of ``agg status`` may run (:data:`aggregator.scripts.READ_ONLY`;
+``tests/contract/test_read_only_scripts.py``)."""

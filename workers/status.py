@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
-import redis
-
-from aggregator.keys import Keys
+from aggregator.keys import Keys, RQKeys
+from aggregator.quickredis import require_full
 from workers.budget import budget_state
+
+if TYPE_CHECKING:  # `agg status` may run on the quick client (aggregator.quickredis)
+    import redis
 
 PARKED_SHOWN = 10
 """Parked conversations listed (with their errors) in ``agg status``."""
@@ -42,9 +45,6 @@ def turn_figures(client: redis.Redis, keys: Keys, queue: str) -> dict[str, Any]:
     their error), ``budget`` (today's calls and tokens against the daily cap, ``exhausted`` and
     ``resumes_at``; None before the first paid request) and ``rq`` (the queue as RQ sees it).
     """
-    from rq import Queue, Worker
-    from rq.registry import FailedJobRegistry, StartedJobRegistry
-
     r: Any = client
     pipe = r.pipeline(transaction=False)
     for key in (keys.turns_queued, keys.turns_running, keys.turns_parked, keys.turns_due, keys.dirty):
@@ -69,8 +69,8 @@ def turn_figures(client: redis.Redis, keys: Keys, queue: str) -> dict[str, Any]:
                 "retry_at_ms": int(retry_ms),
             }
         )
-    q = Queue(queue, connection=client)
     budget = budget_state(client, keys)
+    queued_jobs, started_jobs, failed_jobs, workers = rq_counts(client, queue)
     return {
         "turns": {
             "queued": queued,
@@ -82,14 +82,38 @@ def turn_figures(client: redis.Redis, keys: Keys, queue: str) -> dict[str, Any]:
             **{k: v for k, v in counters.items() if k != "failed"},
             "parked_conversations": details,
             "budget": budget.figures() if budget else None,
-            "rq": {
-                "queued": q.count,
-                "started": StartedJobRegistry(queue=q).count,
-                "failed": FailedJobRegistry(queue=q).count,
-            },
+            "rq": {"queued": queued_jobs, "started": started_jobs, "failed": failed_jobs},
         },
-        "workers": Worker.count(queue=q),
+        "workers": workers,
     }
+
+
+def rq_counts(client: redis.Redis, queue: str) -> tuple[int, int, int, int]:
+    """RQ's counts of ``queue``: jobs queued, started and failed, and its workers — what
+    ``Queue.count``, ``StartedJobRegistry.count``, ``FailedJobRegistry.count`` and
+    ``Worker.count`` answer, read from RQ's keys (:class:`~aggregator.keys.RQKeys`) without
+    importing RQ. Those counts clean up first (a started job past its deadline: its worker died;
+    a failed job past its TTL): when there is anything to clean, RQ itself counts, as before —
+    on the quick client that means redis-py (``tests/process/test_quick_cli.py::test_rq_cleaning_up_is_left_to_rq``)."""
+    rk = RQKeys(queue)
+    now = int(time.time())  # RQ's current_timestamp(): whole seconds
+    r: Any = client
+    pipe = r.pipeline(transaction=False)
+    pipe.llen(rk.queue)
+    pipe.zcount(rk.started, 0, now)
+    pipe.zcard(rk.started)
+    pipe.zcount(rk.failed, 0, now)
+    pipe.zcard(rk.failed)
+    pipe.scard(rk.workers)
+    queued, started_due, started, failed_due, failed, workers = pipe.execute()
+    if not started_due and not failed_due:
+        return queued, started, failed, workers
+    require_full(client, "RQ cleans its registries up")
+    from rq import Queue, Worker
+    from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+    q = Queue(queue, connection=client)
+    return q.count, StartedJobRegistry(queue=q).count, FailedJobRegistry(queue=q).count, Worker.count(queue=q)
 
 
 def budget_line(budget: dict[str, Any]) -> str:

@@ -35,7 +35,6 @@ from aggregator.errors import first_line
 from aggregator.logs import rq_level, setup_logging
 from aggregator.paths import DataPaths
 from aggregator.seqfloor import SeqFloor
-from workers import queue_name
 from workers.config import TurnConfig
 from workers.dispatch import Scheduler
 from workers.pool import watch_parent
@@ -107,7 +106,7 @@ def run_worker(
     scheduler_client = client_from_url(conn.url)
     runner = TurnRunner(runner_client, keys, config, floor=floor)
     install(runner)
-    queue = Queue(queue_name(keys.ns), connection=conn.client, serializer=JSONSerializer)
+    queue = Queue(keys.turns_queue, connection=conn.client, serializer=JSONSerializer)
     scheduler = Scheduler(
         scheduler_client, keys, config, Queue(queue.name, connection=scheduler_client, serializer=JSONSerializer)
     )

@@ -12,24 +12,24 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import redis
-
+from aggregator import defaults
 from aggregator.config import Settings
-from aggregator.connection import Connection, mask_url
 from aggregator.embedded import EmbeddedRedis
+from aggregator.endpoint import Connection, mask_url
 from aggregator.keys import Keys
 from aggregator.layout import watch_path
 from aggregator.lifecycle import ProcessLock, StateFile
 from aggregator.paths import DataPaths
-from aggregator.projections import Projector
 from aggregator.store import Store
 from aggregator.text import iso_ms
 from aggregator.usage import totals as usage_totals
-from workers import queue_name
 from workers.status import turn_figures
+
+if TYPE_CHECKING:  # not imported at run time: `agg status` may run on the quick client (aggregator.quickredis)
+    import redis
 
 
 @dataclass
@@ -44,19 +44,17 @@ class HostFiles:
 
 def host_files(store: Store) -> HostFiles:
     """Every cursor's host, path and offset (one script call per 1,000 files), this host's stat-ed."""
-    fids = sorted(f.decode() for f in store.r.smembers(store.keys.files))
-    host = store.host.encode()
+    states = store.file_states()
     lags = []
-    for h, path, off in store.hmget_many([store.keys.file(f) for f in fids], ["host", "path", "off"]):
-        if h != host or path is None:
+    for fs in states:
+        if fs.host != store.host or fs.path is None:
             continue
-        name = os.fsdecode(path)
         try:
-            lag = max(0, os.stat(name).st_size - int(off or 0))
+            lag = max(0, os.stat(fs.path).st_size - fs.off)
         except OSError:
             lag = 0
-        lags.append((name, lag))
-    return HostFiles(len(fids), lags)
+        lags.append((fs.path, lag))
+    return HostFiles(len(states), lags)
 
 
 def file_figures(files: HostFiles) -> dict[str, Any]:
@@ -66,7 +64,8 @@ def file_figures(files: HostFiles) -> dict[str, Any]:
 
 def rq_figures(client: redis.Redis, namespace: str) -> dict[str, Any]:
     """Turns (queued, running, parked, failed, …) and workers (see :mod:`workers.status`)."""
-    return turn_figures(client, Keys(namespace), queue_name(namespace))
+    keys = Keys(namespace)
+    return turn_figures(client, keys, keys.turns_queue)
 
 
 def gather(conn: Connection, store: Store, files: HostFiles | None = None) -> dict[str, Any]:
@@ -76,8 +75,6 @@ def gather(conn: Connection, store: Store, files: HostFiles | None = None) -> di
     info = r.info("server")
     mem = r.info("memory")
     stats = store.stats()
-    raw = r.hget(store.keys.stats, "last_ingest_ms")
-    projector = Projector(store)
     out: dict[str, Any] = {
         "redis": {
             "url": conn.masked_url,
@@ -96,10 +93,10 @@ def gather(conn: Connection, store: Store, files: HostFiles | None = None) -> di
         "lines": stats["lines"],
         "conversations": stats["conversations"],
         **file_figures(files or host_files(store)),
-        "last_ingest_at": iso_ms(int(raw)) if raw else None,
+        "last_ingest_at": iso_ms(stats["last_ingest_ms"]) if "last_ingest_ms" in stats else None,
         **rq_figures(r, store.keys.ns),
         "last_snapshot_at": None,
-        "projections": {"seq": projector.checkpoint()},
+        "projections": {"seq": store.projections_seq()},
         "usage": usage_totals(store),
     }
     return out
@@ -154,14 +151,13 @@ def live_status(settings: Settings, store: Store | None, files: HostFiles | None
         # A part's state is its own view of *its* Redis: say so when that is not the one asked about.
         if part.get("redis") and part["redis"] != here and part.get("state") != NOT_RUNNING:
             part["other_redis"] = True
-    out: dict[str, Any] = {"watcher": watcher, "writer": writer}
+    out: dict[str, Any] = {"watcher": watcher, "writer": writer, "ingest": last_ingest(settings)}
     if store is None:
         out["roots"] = watcher.get("roots", [])
         out["last_snapshot_at"] = writer.get("last_snapshot_at")
         return out
-    snap: dict[bytes, bytes] = store.r.hgetall(store.keys.snapshot)
-    if snap:
-        s = {k.decode(): v.decode() for k, v in snap.items()}
+    s = store.snapshot_record()
+    if s:
         out["last_snapshot_at"] = iso_ms(int(s["at_ms"])) if "at_ms" in s else None
         out["snapshot"] = {
             "seq": int(s.get("seq", 0)),
@@ -173,8 +169,23 @@ def live_status(settings: Settings, store: Store | None, files: HostFiles | None
     else:
         out["last_snapshot_at"] = None
     out["roots"] = roots_from_cursors(settings, files or host_files(store))
-    out["seq_floor_raised"] = int(store.r.hget(store.keys.stats, "seq_floor_raised") or 0)
+    out["seq_floor_raised"] = store.stats().get("seq_floor_raised", 0)
     return out
+
+
+def record_ingest(settings: Settings, skipped: list[dict[str, str]]) -> None:
+    """Keep what the last `agg ingest` on this machine could not read (its state file), so that
+    `agg status` names it too — not only the ingest's own summary."""
+    state = StateFile(DataPaths(settings.data_dir, settings.namespace).state("ingest"))
+    state.update(skipped={"count": len(skipped), "first": skipped[: defaults.WATCH_SKIPPED_SHOWN]})
+
+
+def last_ingest(settings: Settings) -> dict[str, Any] | None:
+    """``at`` and ``skipped`` (``count``, ``first``) of the last `agg ingest`, or None if none ran here."""
+    data = StateFile.read(DataPaths(settings.data_dir, settings.namespace).state("ingest"))
+    if not data:
+        return None
+    return {"at": data.get("updated_at"), "skipped": data.get("skipped") or {"count": 0, "first": []}}
 
 
 def describe(st: dict[str, Any]) -> list[str]:
@@ -198,6 +209,12 @@ def describe(st: dict[str, Any]) -> list[str]:
     lines.append(f"watcher      {w.get('state', NOT_RUNNING)}{' (' + ', '.join(detail) + ')' if detail else ''}")
     if running:
         lines += _watcher_notes(w)
+    else:  # a watcher retries what it skipped and says so itself; without one, the last ingest's word
+        sk = (st.get("ingest") or {}).get("skipped") or {}
+        if sk.get("count"):
+            lines.append(
+                f"skipped      {sk['count']} not read by the last agg ingest ({st['ingest']['at']}): {_listed(sk)}"
+            )
     wr = st.get("writer", {})
     wdetail = []
     if wr.get("error") and wr.get("state") != NOT_RUNNING:
@@ -223,12 +240,16 @@ def _watcher_notes(w: dict[str, Any]) -> list[str]:
     lines = []
     sk = w.get("skipped") or {}
     if sk.get("count"):
-        shown = ", ".join(f"{f['file']} ({f['reason']})" for f in sk.get("first", []))
-        more = f", and {sk['count'] - len(sk['first'])} more" if sk["count"] > len(sk.get("first", [])) else ""
-        lines.append(f"skipped      {sk['count']} not read, tried again on every rescan: {shown}{more}")
+        lines.append(f"skipped      {sk['count']} not read, tried again on every rescan: {_listed(sk)}")
     if w.get("notify_note"):
         lines.append(f"notify       {w['notify_note']}")
     elif w.get("notify_error"):
         restarts = w.get("notify_restarts", 0)
         lines.append(f"notify       {w['notify_error']}" + (f" (restarted {restarts} times)" if restarts else ""))
     return lines
+
+
+def _listed(sk: dict[str, Any]) -> str:
+    """``file (reason), …, and M more`` of a ``skipped`` record (``count``, ``first``)."""
+    shown = ", ".join(f"{f['file']} ({f['reason']})" for f in sk.get("first", []))
+    return shown + (f", and {sk['count'] - len(sk['first'])} more" if sk["count"] > len(sk.get("first", [])) else "")

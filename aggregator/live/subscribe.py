@@ -184,16 +184,7 @@ class Subscription:
 
     def _head(self) -> tuple[int, int, int | None]:
         """``(global seq, newest seq of what we follow, its conv_seq)``, read atomically."""
-        k = self.keys
-        pipe = self.client.pipeline(transaction=True)
-        pipe.get(k.seq)
-        if self.conversation is None:
-            (seq,) = pipe.execute()
-            return int(seq or 0), int(seq or 0), None
-        pipe.zscore(k.convs, self.conversation)
-        pipe.hget(k.meta(self.conversation), "n")
-        seq, conv_seq, n = pipe.execute()
-        return int(seq or 0), int(conv_seq or 0), int(n or 0)
+        return self.store.head(self.conversation)
 
     def _entries(self, after: int, upto: int | None) -> Iterator[Any]:
         if self.conversation is None:

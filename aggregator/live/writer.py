@@ -8,10 +8,12 @@ changed, by seq:
 * the projections are caught up (:meth:`Projector.catch_up`), then the conversations whose
   projection changed since the last write (the projector's changed-conversations index — an entry
   of one conversation can change another's title, links or usage) are re-read
-  (:func:`aggregator.views.conversation_views`); the log entries after the last seq covered only
-  tell which message previews a revision made stale;
+  (:func:`aggregator.views.conversation_views`);
 * the messages come from the recent-messages projection (:func:`aggregator.views.recent_messages`),
-  reusing the previews of messages already shown, so only new messages' bodies are fetched.
+  reusing the previews of messages already shown whose newest version is still the one previewed,
+  so only new or revised messages' bodies are fetched. The log is read once, by the projector:
+  which version of a message is newest is the store's index of versions, not a second pass over
+  the log (``tests/store/test_snapshot_writer.py::test_a_revision_renews_its_preview_without_reading_the_log``).
 
 A write goes to a temp file that is fsynced and renamed over ``current.json`` (mode 0600), then
 ``<ns>:snapshot`` records when and what, and a notice is published on ``<ns>:snapshots``. The
@@ -41,7 +43,7 @@ from aggregator.projections import Projector
 from aggregator.seqfloor import SeqFloor, seq_in_file
 from aggregator.store import Store
 from aggregator.text import iso_ms
-from aggregator.views import conversation_views, recent_messages
+from aggregator.views import Previews, conversation_views, recent_messages
 
 log = logging.getLogger("agg.writer")
 
@@ -89,7 +91,7 @@ class SnapshotWriter:
         self.seq = seq_in_file(self.output)
         """The seq the last snapshot covered (the one on disk, at start): never written lower."""
         self.views: dict[str, dict[str, Any]] = {}
-        self.previews: dict[tuple[str, str], dict[str, Any]] = {}
+        self.previews: Previews = {}
         self.messages: list[dict[str, Any]] = []
         self.built = False
         self.mark = 0.0
@@ -120,15 +122,9 @@ class SnapshotWriter:
             self.previews.clear()
             self.built = True
         else:
-            for entry in self.store.entries_after(self.seq, cp):
-                env = entry.env()
-                if env["revision"]:
-                    self.previews.pop((env["conv"], env["id"]), None)  # its text may have changed
             changed, self.mark = self.projector.changed_since(self.mark)
             self._set_views(conversation_views(self.store, changed))
-        msgs = recent_messages(self.store, self.limit, known=self.previews)
-        self.previews = {(m["conv"], m["id"]): m for m in msgs}
-        self.messages = msgs
+        self.messages = recent_messages(self.store, self.limit, known=self.previews)
         self.seq = max(self.seq, cp)
         return True
 

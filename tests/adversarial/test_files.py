@@ -164,6 +164,13 @@ def test_ingest_names_an_unreadable_directory(server: RedisProcess, tmp_path: Pa
     assert report["events_added"] == 2
     assert report["files_skipped"] == 1
     assert report["skipped"] == [{"file": str(c.parent), "reason": "unreadable directory: Permission denied"}]
+    # `agg status` names it too (no watcher runs here to retry it), until an ingest reads it.
+    status = run_agg(["status"], env).stdout
+    assert "skipped      1 not read by the last agg ingest" in status
+    assert f"{c.parent} (unreadable directory: Permission denied)" in status
+    assert json.loads(run_agg(["status", "--json"], env).stdout)["ingest"]["skipped"]["first"] == report["skipped"]
+    assert _ingest(env)["events_added"] == 4
+    assert "skipped      " not in run_agg(["status"], env).stdout
 
 
 # --- symlinks -----------------------------------------------------------------------------------

@@ -206,3 +206,40 @@ def test_a_page_keeps_following_its_conversation_across_a_redis_kill(tmp_path: P
             site.errors.clear()  # the browser logs the refused requests of the outage
     finally:
         server.kill()
+
+
+def test_a_long_conversation_loads_earlier_pages_and_jumps_to_latest(site: Site) -> None:
+    """A long conversation opens on its newest events (at the bottom); scrolling up loads the
+    earlier pages until its start; a line appended while scrolled away shows "jump to latest",
+    which brings the page down to it."""
+    view = max(conversation_views(site.store), key=lambda v: v["messages"])
+    page = site.page
+    site.open(f"/conversations/{view['key']}")
+    expect(page.locator("#live")).to_have_text("live", timeout=LIVE_MS)
+    events = page.locator("article.ev")
+    first_screen = events.count()
+    assert 0 < first_screen < view["events"]  # not the whole conversation at once
+    assert page.evaluate("window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 80")
+    start = page.locator("p.start", has_text="start of the conversation")
+    for _ in range(200):  # scroll up, as a reader does, until the start is reached
+        if start.count():
+            break
+        loaded = events.count()
+        if page.evaluate("document.documentElement.scrollHeight > window.innerHeight + 2"):
+            page.evaluate("window.scrollTo(0, 1)")  # the link to earlier events comes into view
+        else:
+            page.locator("#earlier").click()  # a first screen too short to scroll: the link itself
+        wait_until(lambda loaded=loaded: events.count() > loaded or start.count(), "an earlier page", timeout=20)
+    assert start.count() == 1 and events.count() > first_screen
+    seqs = page.eval_on_selector_all("article.ev", "els => els.map(e => Number(e.dataset.seq))")
+    assert seqs == sorted(seqs) and len(seqs) == len(set(seqs))  # pages joined up, once each, in order
+
+    page.evaluate("window.scrollTo(0, 0)")  # away from the bottom
+    append(_main_file(site, view["key"]), line(user(view["key"], "late", "a line to jump to", at=now_iso())))
+    jump = page.locator("#jump")
+    expect(jump).to_be_visible(timeout=LIVE_MS)
+    expect(jump).to_contain_text("jump to latest")
+    jump.click()
+    late = page.locator("article.ev", has_text="a line to jump to")
+    expect(late).to_be_in_viewport(timeout=LIVE_MS)
+    expect(jump).to_be_hidden()

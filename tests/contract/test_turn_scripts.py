@@ -10,7 +10,7 @@ import redis
 
 from aggregator.keys import Keys
 from workers.config import TurnConfig
-from workers.dispatch import Scheduler, job_id
+from workers.dispatch import Scheduler
 from workers.lease import Fence, Lease
 from workers.turns import turn_event
 
@@ -156,9 +156,10 @@ def test_abort_hands_the_turn_back(rc: redis.Redis) -> None:
 
 
 def test_job_ids_are_rq_safe_and_per_namespace() -> None:
-    a = job_id("agg", "conv/with:odd chars", 7)
+    a = Keys("agg").turn_job_id("conv/with:odd chars", 7)
     assert a.endswith("-7") and all(ch.isalnum() or ch in "-_" for ch in a)
-    assert job_id("other", "conv/with:odd chars", 7) != a
+    assert Keys("other").turn_job_id("conv/with:odd chars", 7) != a
+    assert (Keys("agg").turns_queue, Keys("other").turns_queue) == ("agg-turns", "other-turns")
 
 
 def test_cooldown_delays_the_next_turn_of_a_conversation(rc: redis.Redis) -> None:

@@ -97,6 +97,8 @@ def test_list_newest_first_with_cost(env: dict[str, str], tmp_path: Path) -> Non
     assert spotter["total"] and all("spotter" in c["project_path"] for c in spotter["conversations"])
     assert json.loads(run_agg(["list", "--json", "--since", "2026-02-12"], env).stdout)["total"] == 2
     assert json.loads(run_agg(["list", "--json", "--active"], env).stdout)["total"] == 0
+    none = run_agg(["list", "--active"], env)
+    assert none.stdout == "" and none.stderr == "no conversations match\n"  # said, not an empty screen
     # A conversation written now is active.
     s = uid("now")
     now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())

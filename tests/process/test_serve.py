@@ -253,6 +253,9 @@ def test_agg_run_serves_the_pages_unless_no_web(tmp_path: Path) -> None:
             names = " ".join(" ".join(p.cmdline()) for p in descendants(run.pid))
             assert " serve" in names
             assert run.stop() == 0
+            # agg run's ready line shows the same URL
+            assert "agg.run: ready: watch, writer, worker, serve running\n    watching" in run.log()
+            assert f"\n    pages         {url}\n" in run.log()
         with _run(env, tmp_path, "--no-web") as run:
             wait_until(lambda: state(data, "watch").get("state") == "watching", "the watcher", timeout=60)
             names = " ".join(" ".join(p.cmdline()) for p in descendants(run.pid))

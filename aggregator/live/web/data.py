@@ -29,7 +29,7 @@ from aggregator.live.web.render import Item
 from aggregator.parse import loads
 from aggregator.projections import Projector
 from aggregator.searchindex import SearchIndex
-from aggregator.store import Store, split_batch
+from aggregator.store import Store
 from aggregator.transcript import HIDDEN_TYPES, conversation_key
 from aggregator.usage import report as usage_report
 from aggregator.views import conversation_view
@@ -130,7 +130,7 @@ class WebData:
     def agents(self, conv: str) -> dict[str, dict[str, Any]]:
         """``conv``'s subagents by id, as its projection has them now (not caught up: what a live
         page's new events need)."""
-        view = conversation_view(conv, self.r.hgetall(self.keys.proj(conv)), now_ms=0, active_minutes=0)
+        view = conversation_view(conv, self.store.projection(conv), now_ms=0, active_minutes=0)
         return {a["id"]: a for a in view["subagents"]}
 
     def projects(self) -> list[tuple[str, str]]:
@@ -140,45 +140,41 @@ class WebData:
     # --- events --------------------------------------------------------------------------------
     def _entries(self, conv: str, firsts: list[int]) -> list[tuple[int, dict[str, Any]]]:
         """(seq, envelope) of ``conv``'s first versions in the log batches starting at ``firsts``."""
-        pipe = self.r.pipeline(transaction=False)
-        for first in firsts:
-            pipe.xrange(self.keys.log, f"{first}-0", f"{first}-0")
         out = []
-        for first, res in zip(firsts, pipe.execute(), strict=True):
-            for _, fields in res:
-                for entry in split_batch(first, fields):
-                    env = orjson.loads(entry.envelope)
-                    if env["conv"] == conv and not env["revision"]:
-                        out.append((entry.seq, env))
+        for entries in self.store.batches_at(firsts):
+            for entry in entries:
+                env = orjson.loads(entry.envelope)
+                if env["conv"] == conv and not env["revision"]:
+                    out.append((entry.seq, env))
         return out
 
     def _walk(self, conv: str, *, after: int | None = None, before: int | None = None) -> Iterator[tuple[int, Any]]:
         """``conv``'s events (seq, envelope) after ``after`` (ascending) or before ``before``
         (descending; None = from the newest), a chunk of timeline batches at a time."""
-        tl = self.keys.timeline(conv)
         chunk = 64
         if after is not None:
             # The batch holding after + 1 may have started at or before `after`.
-            firsts = [int(b) for b in self.r.zrevrangebyscore(tl, after, "-inf", start=0, num=1)]
-            low = f"({after}"
+            holding = self.store.timeline_holding(conv, after)
+            firsts = [] if holding is None else [holding]
+            low = after
             while True:
-                firsts += [int(b) for b in self.r.zrangebyscore(tl, low, "+inf", start=0, num=chunk)]
+                firsts += self.store.timeline_after(conv, low, chunk)
                 if not firsts:
                     return
                 for seq, env in sorted(self._entries(conv, firsts)):
                     if seq > after:
                         yield seq, env
-                low = f"({max(firsts)}"
+                low = max(firsts)
                 firsts = []
-        high = "+inf" if before is None else f"({before}"
+        high = before
         while True:
-            firsts = [int(b) for b in self.r.zrevrangebyscore(tl, high, "-inf", start=0, num=chunk)]
+            firsts = self.store.timeline_before(conv, high, chunk)
             if not firsts:
                 return
             for seq, env in sorted(self._entries(conv, firsts), reverse=True):
                 if before is None or seq < before:
                     yield seq, env
-            high = f"({min(firsts)}"
+            high = min(firsts)
 
     def _take(self, walk: Iterator[tuple[int, Any]], limit: int, all_types: bool) -> tuple[list[tuple[int, Any]], bool]:
         got: list[tuple[int, Any]] = []
