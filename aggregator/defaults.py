@@ -104,6 +104,14 @@ about a microsecond per match, and a word found in 100,000 texts says little abo
 SEARCH_LIMIT = 20
 """Hits ``agg search`` shows unless ``--limit`` says otherwise."""
 
+SEARCH_FOLLOW_S = 1.0
+"""Seconds ``agg serve``'s search indexer waits between looks at the log (it indexes what came
+meanwhile, so a search finds the index caught up or nearly)."""
+
+USAGE_SCAN_COUNT = 5000
+"""Fields of a usage tally read per ``HSCAN`` round trip when one conversation's cost is asked
+for (the page of one conversation, a live row of the list)."""
+
 REPLAY_CHUNK = 500
 """Events fetched per round trip by ``agg replay``."""
 

@@ -49,6 +49,12 @@ def _plain(text: str) -> str:
     return _CONTROL.sub("", text.replace("\t", "    ").replace("\r", ""))
 
 
+def first_line(text: str, default: str = "") -> str:
+    """The first line of ``text`` that is not blank (``default`` when there is none): what a folded
+    tool result shows."""
+    return next((ln for ln in text.splitlines() if ln.strip()), default)
+
+
 def _when(ts: str | None) -> str:
     """``YYYY-MM-DD HH:MM`` (UTC) of a record time."""
     return f"{ts[:10]} {ts[11:16]}" if ts and len(ts) >= 16 else (ts or "")
@@ -290,7 +296,7 @@ def _html_message(m: Message) -> str:
         elif b.kind == "tool_use":
             parts.append(f'<div class="call">⏺ <b>{_e(b.name or "?")}</b> {_e(b.text)}</div>')
         elif b.kind == "tool_result":
-            first = next((ln for ln in b.text.splitlines() if ln.strip()), "(no output)")
+            first = first_line(b.text, "(no output)")
             body = b.text[:HTML_RESULT_CHARS] + ("\n…" if len(b.text) > HTML_RESULT_CHARS else "")
             err = ' class="error"' if b.error else ""
             parts.append(
@@ -316,8 +322,7 @@ def message_preview(m: Message | None, limit: int = 200) -> str:
         elif b.kind == "tool_use":
             parts.append(f"⏺ {b.name} {b.text}".rstrip())
         elif b.kind == "tool_result":
-            first = next((ln for ln in b.text.splitlines() if ln.strip()), "")
-            parts.append(f"↳ {first}".rstrip())
+            parts.append(f"↳ {first_line(b.text)}".rstrip())
         else:
             parts.append(f"[{b.kind}]")
     return preview(_plain(" ".join(parts)), limit)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import socket
 import time
 from collections import deque
@@ -40,6 +41,10 @@ if TYPE_CHECKING:  # imported where used: `agg status` and `agg usage` read a St
     import redis
 
 STAT_FIELDS = ("events", "revisions", "duplicates", "rejected", "lines", "conversations", "batches")
+
+
+_GLOB = re.compile(r"[\\*?\[\]]")
+"""Characters a ``MATCH`` pattern reads as wildcards (escaped to match themselves)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -598,6 +603,14 @@ class Store:
     def usage_tally(self, tally: str) -> dict[bytes, int]:
         """One usage tally's entries (JSON field → count; see :mod:`aggregator.keys`)."""
         return {f: int(v) for f, v in self.r.hgetall(self.keys.usage_tally(tally)).items()}
+
+    def usage_tally_of(self, tally: str, who: str) -> dict[bytes, int]:
+        """The entries of one conversation (or project) in a usage tally: a scan that sends back
+        only the fields starting ``["<who>",`` (the wildcards ``*?[]\\`` of ``who`` escaped)."""
+        prefix = orjson.dumps([who])[:-1].decode() + ","
+        match = _GLOB.sub(r"\\\g<0>", prefix) + "*"
+        key = self.keys.usage_tally(tally)
+        return {f: int(v) for f, v in self.r.hscan_iter(key, match=match, count=defaults.USAGE_SCAN_COUNT)}
 
     # --- reading: files and the live parts ----------------------------------------------------
     def file_states(self) -> list[FileState]:

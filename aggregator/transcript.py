@@ -49,6 +49,12 @@ MAIN_ARGUMENT = {
 }
 """The input fields that say what a tool call did, per tool (others: the first short string)."""
 
+HIDDEN_TYPES = frozenset(
+    {"progress", "file-history-snapshot", "queue-operation", "attachment", "last-prompt", "permission-mode"}
+)
+"""Bookkeeping record types: never a message (``agg serve``'s conversation page shows them only
+when asked, ``?all=1``, and pages past them by their envelope's type alone)."""
+
 
 @dataclass
 class Block:
@@ -150,12 +156,29 @@ def message_of(eid: str, obj: Any) -> Message | None:
     return _message(eid, obj) if isinstance(obj, dict) else None
 
 
+def agent_of(obj: Any) -> str | None:
+    """The subagent a record belongs to: its ``agentId``, ``sidechain`` for Claude Code 1.0.x's
+    inline ones (``isSidechain``), None for the main thread."""
+    if not isinstance(obj, dict):
+        return None
+    agent = obj.get("agentId")
+    if isinstance(agent, str):
+        return agent
+    return "sidechain" if obj.get("isSidechain") is True else None
+
+
+def agent_label(sub: dict[str, Any]) -> str:
+    """How a subagent is named beside its thread: ``type · description`` (a conversation view's
+    ``subagents`` entry; empty when neither is known)."""
+    return " · ".join(str(x) for x in (sub.get("type"), sub.get("description")) if x)
+
+
 def _message(eid: str, obj: dict[str, Any]) -> Message | None:
     kind = obj.get("type")
+    if kind in HIDDEN_TYPES:
+        return None
     ts = obj.get("timestamp") if isinstance(obj.get("timestamp"), str) else None
-    agent = obj.get("agentId") if isinstance(obj.get("agentId"), str) else None
-    if agent is None and obj.get("isSidechain") is True:
-        agent = "sidechain"
+    agent = agent_of(obj)
     msg = obj.get("message")
     if kind in ("user", "assistant") and isinstance(msg, dict):
         blocks = _blocks(msg.get("content"))
@@ -218,7 +241,7 @@ def _agent_labels(store: Store, conv: str) -> dict[str, str]:
     fields = store.projection(conv)
     out = {}
     for sub in conversation_view(conv, fields, now_ms=0, active_minutes=0)["subagents"]:
-        label = " · ".join(x for x in (sub["type"], sub["description"]) if x)
+        label = agent_label(sub)
         if label:
             out[sub["id"]] = label
     return out

@@ -47,20 +47,22 @@ class Cell:
     counts: dict[str, int]
 
 
-def cells(store: Store, tally: str = "cells") -> list[Cell]:
-    """Every entry of a usage tally (:data:`aggregator.projections.TALLIES`)."""
+def cells(store: Store, tally: str = "cells", who: str | None = None) -> list[Cell]:
+    """Every entry of a usage tally (:data:`aggregator.projections.TALLIES`), or with ``who`` only
+    the entries of that conversation or project (a scan that sends back only their fields)."""
     parts = TALLIES[tally]
     model, day, long = parts.index("model"), parts.index("day"), parts.index("long")
-    who = 0 if parts[0] in ("conv", "project") else None
+    who_at = 0 if parts[0] in ("conv", "project") else None
+    entries = store.usage_tally(tally) if who is None else store.usage_tally_of(tally, who)
     grouped: dict[bytes, dict[str, int]] = defaultdict(dict)
-    for f, v in store.usage_tally(tally).items():
+    for f, v in entries.items():
         # JSON [...parts, "name"]: group on the bytes before the name, parse each group's once.
         head, _, name = f.rpartition(b",")
-        grouped[head][name[1:-2].decode()] = int(v)
+        grouped[head][name[1:-2].decode()] = v
     out = []
     for head, counts in grouped.items():
         k = orjson.loads(head + b"]")
-        out.append(Cell(k[who] if who is not None else "", k[model], k[day], k[long], counts))
+        out.append(Cell(k[who_at] if who_at is not None else "", k[model], k[day], k[long], counts))
     return out
 
 
@@ -205,3 +207,14 @@ def conversation_costs(store: Store, costing: Costing | None = None) -> dict[str
     for cell in cells(store):
         out[cell.who] = add_cost(out.get(cell.who, 0.0), costing.cell(cell.model, cell.long, cell.counts))
     return {c: rounded(v) for c, v in out.items()}
+
+
+def conversation_cost(store: Store, conv: str, costing: Costing | None = None) -> float | None:
+    """Cost of one conversation, as :func:`conversation_costs` has it (None without usage cells,
+    or where a model has no price), reading only that conversation's cells."""
+    costing = costing or Costing()
+    found = cells(store, who=conv)
+    total: float | None = 0.0
+    for cell in found:
+        total = add_cost(total, costing.cell(cell.model, cell.long, cell.counts))
+    return rounded(total) if found else None

@@ -51,6 +51,12 @@ def _links(fields: dict[bytes, bytes]) -> dict[str, list[str]]:
     return out
 
 
+def is_active(last_ms: int | None, now_ms: int, active_minutes: float) -> bool:
+    """Whether a conversation whose newest record is at ``last_ms`` is active at ``now_ms``: a
+    record at most ``active_minutes`` old."""
+    return last_ms is not None and now_ms - last_ms <= active_minutes * 60_000
+
+
 def conversation_view(
     conv: str, fields: dict[bytes, bytes], *, now_ms: int, active_minutes: float | None = None
 ) -> dict[str, Any]:
@@ -72,7 +78,7 @@ def conversation_view(
         "messages": _int(fields, "messages"),
         "usage": {f: _int(fields, f"usage_{f}") for f in USAGE_FIELDS},
         "responses": _int(fields, "usage_responses"),
-        "active": last_ms is not None and now_ms - last_ms <= minutes * 60_000,
+        "active": is_active(last_ms, now_ms, minutes),
         "subagents": _subagents(fields),
         **_links(fields),
     }

@@ -16,9 +16,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from aggregator.config import Settings
     from aggregator.endpoint import Connection
     from aggregator.store import Store
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_INTERRUPTED = 130
 

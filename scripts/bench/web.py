@@ -6,7 +6,8 @@ A throwaway redis-server, the real ``agg watch`` and ``agg serve`` processes, an
 
 1. **store**: ``--conversations`` small conversations (6 records each) and one conversation of
    ``--messages`` messages (text, tool calls and results) are written and read in with ``agg ingest``;
-2. **list**: ``GET /`` (the conversation list, rendered on the server) timed ``--requests`` times
+2. **list**: once the server's search indexer has taken the store in (its time is printed, and a
+   search's), ``GET /`` (the conversation list, rendered on the server) timed ``--requests`` times
    over one keep-alive connection, next to ``GET /static/app.css`` through the same stack (the
    floor); and the browser's navigation to it (response end, load event);
 3. **first screen**: the long conversation's page, by HTTP and by the browser (load event);
@@ -41,7 +42,10 @@ import httpx
 import psutil
 from playwright.sync_api import sync_playwright
 
-from devtools.agg import REPO, agg_env, run_agg
+from aggregator.keys import Keys
+from aggregator.searchindex import SearchIndex
+from aggregator.store import Store
+from devtools.agg import HOST, REPO, agg_env, run_agg
 from devtools.browser import launch
 from devtools.redisproc import RedisProcess
 
@@ -233,6 +237,7 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
             stderr=open(tmp / "watch.log", "wb"),  # noqa: SIM115 - lives with the process
         )
+        started = time.perf_counter()
         serve = subprocess.Popen(
             [sys.executable, "-m", "cli", "serve", "--port", "0"],
             env=env,
@@ -245,15 +250,25 @@ def main() -> int:
             url = serve.stdout.readline().decode().strip()
             base, token = url.split("/?")[0], url.rsplit("token=", 1)[1]
             proc = psutil.Process(serve.pid)
+            store = Store(server.client(), Keys("agg"), HOST)
+            index = SearchIndex.open(store, tmp / "data")
+            while index.checkpoint() < store.last_seq():  # the server's indexer takes the store in first
+                time.sleep(0.05)
+            indexed_s = time.perf_counter() - started
+            index.close()
             with httpx.Client(base_url=base, headers={"authorization": f"Bearer {token}"}, timeout=60) as http:
+                search_ms = timed_gets(http, "/api/search?q=message", args.requests)
                 floor = timed_gets(http, "/static/app.css", args.requests)
                 listing = timed_gets(http, "/", args.requests)
                 first = timed_gets(http, f"/conversations/{long_session}", args.requests)
                 size = len(http.get("/").content)
-            print(f"\nGET /static/app.css (floor)        {summary(floor)}")
+            print(f"\nthe server's indexer took in all {store.last_seq():,} lines {indexed_s:.1f} s after its start")
+            print(f"GET /api/search?q=message           {summary(search_ms)}")
+            print(f"GET /static/app.css (floor)        {summary(floor)}")
             print(f"GET / ({args.conversations + 1} conversations, {size // 1024} KB) {summary(listing)}")
             print(f"GET /conversations/<{args.messages} messages>  {summary(first)}")
             report["http"] = {"floor_ms": floor, "list_ms": listing, "long_ms": first, "list_bytes": size}
+            report["search"] = {"indexed_s": indexed_s, "search_ms": search_ms}
 
             with sync_playwright() as p:
                 browser = launch(p, extra_args=NO_THROTTLE)

@@ -146,7 +146,8 @@ def test_search_finds_a_phrase_and_lands_on_the_message(site: Site) -> None:
         rec = loads(next(b for eid, b in store.replay(m["conv"]) if eid == m["id"]))
         return None if rec.get("isMeta") or rec.get("isCompactSummary") else dict(rec)
 
-    target, rec = next((m, r) for m in reversed(recent_messages(store)) if (r := typed(m)) is not None)
+    # The oldest such prompt the recent-messages projection holds (the search index holds them all).
+    target, rec = next((m, r) for m in recent_messages(store, limit=10**6) if (r := typed(m)) is not None)
     phrase = " ".join(message_text(rec).split()[2:6])
     page = site.page
     page.fill("form.search input", f'"{phrase}"')

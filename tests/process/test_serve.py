@@ -21,10 +21,12 @@ import pytest
 
 from aggregator.embedded import EmbeddedRedis
 from aggregator.keys import Keys
+from aggregator.searchindex import SearchIndex
 from aggregator.store import Store
 from devtools.agg import HOST, REPO, agg_env, embedded_env, run_agg, wait_until
 from devtools.redisproc import RedisProcess
 from tests.support.live import Agg, Appender, descendants, file_lines, state
+from tests.support.records import user, write
 from tests.support.web import base_of, serving, sse_events, token_of
 
 
@@ -70,6 +72,34 @@ def test_wildcard_host_warns_once_and_a_taken_port_is_one_line(redis_server: Red
         res = run_agg(["serve", "--port", str(port)], env, check=False, timeout=60)
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.count("\n") == 1 and "in use" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_serve_keeps_the_search_index_caught_up_and_stops_cleanly(
+    redis_server: RedisProcess, corpus: Path, tmp_path: Path
+) -> None:
+    """No search is asked for: the index follows the log by itself, so the first search has nothing to do."""
+    env = agg_env(redis_server, tmp_path)
+    run_agg(["ingest"], env)
+    store = Store(redis_server.client(), Keys("agg"), HOST)
+    with serving(env, tmp_path) as (proc, url):
+        index = SearchIndex.open(store, tmp_path / "data")
+        try:
+
+            def caught_up() -> bool:
+                return index.checkpoint() == store.last_seq() > 0
+
+            wait_until(caught_up, "agg serve indexing the corpus", timeout=180)
+            session = "5f0e8a4c-1d2b-4c3d-9e8f-000000000777"
+            write(corpus / "-home-user-new" / f"{session}.jsonl", [user(session, "n", "a wombat in the garden")])
+            run_agg(["ingest"], env)
+            wait_until(caught_up, "agg serve indexing a new line", timeout=60)
+            with httpx.Client(base_url=base_of(url), headers={"authorization": f"Bearer {token_of(url)}"}) as http:
+                hits = http.get("/api/search", params={"q": "wombat"}).json()["hits"]
+            assert [h["conv"] for h in hits] == [session]
+        finally:
+            index.close()
+        assert proc.stop() == 0  # the indexer thread stops with the server
+    assert "Traceback" not in proc.log()
 
 
 def test_agg_help_does_not_load_the_web_stack() -> None:

@@ -12,10 +12,10 @@ import pytest
 
 from aggregator.ingest import ingest
 from aggregator.layout import iter_transcripts
-from aggregator.listing import conversations
+from aggregator.listing import conversation, conversations
 from aggregator.projections import Projector
 from aggregator.store import Store
-from aggregator.usage import report
+from aggregator.usage import conversation_cost, report
 from tests.support import oracle
 from tests.support.records import assistant, session_file, uid, user, write
 from tests.support.store import rebuild_reproduces_live
@@ -82,6 +82,7 @@ def test_cost_per_conversation_equals_the_published_prices(store: Store, corpus:
         assert rows[conv] == pytest.approx(cost, abs=1e-6), conv
     listed = {c["key"]: c["cost_usd"] for c in conversations(store)["conversations"]}
     assert all(listed[c] == rows[c] for c in want)
+    assert all(conversation_cost(store, c) == conversation(store, c)["cost_usd"] == rows[c] for c in want)
     rep = report(store, "model")
     assert rep["total"]["cost_usd"] == pytest.approx(sum(want.values()), abs=1e-5)
     assert rep["total"]["cache_creation_1h"] > 0 and rep["prices"]["unpriced"] == []
@@ -136,6 +137,21 @@ def test_a_model_without_a_price_is_null_and_named(store: Store, tmp_path: Path)
     listed = conversations(store)
     assert listed["unpriced"] == ["gpt-9-turbo"]
     assert {c["key"]: c["cost_usd"] for c in listed["conversations"]}[t] is None
+    assert conversation(store, t)["cost_usd"] is None and conversation(store, s)["cost_usd"] == costs[s]
+
+
+def test_one_conversations_cost_reads_only_its_own_cells(store: Store, tmp_path: Path) -> None:
+    """Keys holding a scan pattern's wildcards (``*``, ``?``, ``[…]``, ``\\``) match only themselves."""
+    names = ["x", "x*", "x?", "x[x]", "[x]", "x\\", 'x"', "xx"]
+    for n, name in enumerate(names, 1):
+        usage = {"input_tokens": 1000 * n, "output_tokens": 10}
+        write(session_file(tmp_path, uid(name)), [user(name, "q", "hi"), assistant(name, "a", f"m{n}", f"r{n}", usage)])
+    ingest(store, list(iter_transcripts([tmp_path])))
+    rows = {r["key"]: r["cost_usd"] for r in report(store, "conversation")["rows"]}
+    assert set(rows) == set(names)
+    for name in names:
+        assert conversation_cost(store, name) == rows[name], name
+    assert conversation_cost(store, "x[") is None and conversation_cost(store, "no such") is None
 
 
 def test_a_rebuild_drops_the_usage_hashes_of_earlier_versions(store: Store, tmp_path: Path) -> None:

@@ -12,17 +12,24 @@ from openapi_spec_validator import validate
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from aggregator.fts import MARK
 from aggregator.ingest import ingest
 from aggregator.layout import iter_transcripts
-from aggregator.live.web.render import HIDDEN_TYPES
+from aggregator.listing import conversations
+from aggregator.live.web.indexer import Indexer
 from aggregator.live.web.security import CSP
 from aggregator.parse import loads
+from aggregator.search import search
+from aggregator.searchindex import SearchIndex
 from aggregator.store import Store
-from aggregator.text import message_text
+from aggregator.text import message_text, now_iso
+from aggregator.transcript import HIDDEN_TYPES, header
+from aggregator.usage import conversation_costs
 from aggregator.usage import report as usage_report
 from aggregator.views import conversation_views, recent_messages
+from devtools.agg import wait_until
 from devtools.redisproc import RedisProcess
-from tests.support.records import user, write
+from tests.support.records import assistant, user, write
 from tests.support.web import BASE, TOKEN, Tags, client_for
 
 HOSTILE = (
@@ -98,24 +105,60 @@ def test_a_hostile_message_is_shown_as_text(web: TestClient, store: Store, corpu
     assert row.status_code == 200 and Tags(row.text).handlers() == [] and "&lt;script&gt;" in row.text
 
 
-def test_conversation_list_is_newest_first_with_cost(web: TestClient, store: Store) -> None:
+def test_conversations_answer_like_agg_list_with_real_costs(web: TestClient, store: Store) -> None:
     views = conversation_views(store)
     body = web.get("/api/conversations").json()
+    assert body == conversations(store)  # agg list --json --limit 0
     assert body["total"] == len(views)
     expected = [v["key"] for v in sorted(views, key=lambda v: (v["last_ts"] or "", v["key"]), reverse=True)]
     assert [c["key"] for c in body["conversations"]] == expected
-    assert all("cost_usd" in c for c in body["conversations"])
+    costs = conversation_costs(store)
+    priced = [c for c in body["conversations"] if c["responses"]]
+    assert priced and all(c["cost_usd"] == costs[c["key"]] and c["cost_usd"] > 0 for c in priced)
+    page = web.get("/api/conversations", params={"limit": 5, "offset": 3}).json()
+    assert page["conversations"] == body["conversations"][3:8] and page["total"] == body["total"]
     project = views[0]["project"]
-    only = web.get("/api/conversations", params={"project": project}).json()["conversations"]
-    assert {c["key"] for c in only} == {v["key"] for v in views if v["project"] == project}
-    other = next(v for v in views if v["project"] != project)  # the live list's row updates, filtered alike
+    only = web.get("/api/conversations", params={"project": project}).json()
+    assert only == conversations(store, project=project) and only["total"] >= 1
+    chosen = {c["key"] for c in only["conversations"]}
+    other = next(v for v in views if v["key"] not in chosen)  # the live list's row updates, filtered alike
     assert web.get(f"/fragments/conversation-row/{other['key']}", params={"project": project}).status_code == 204
     row = web.get(f"/fragments/conversation-row/{views[0]['key']}", params={"project": project})
     assert row.status_code == 200 and f'data-key="{views[0]["key"]}"' in row.text
-    page = web.get("/").text
+    listed = Tags(web.get("/").text).all_text()
     for v in views:
         if v["title"]:
-            assert Tags(f"<p>{v['title'][:40]}</p>").all_text() in Tags(page).all_text()
+            assert Tags(f"<p>{v['title'][:40]}</p>").all_text() in listed
+    top = body["conversations"][0]
+    assert f"${top['cost_usd']:,.2f}" in Tags(web.get("/").text).all_text()  # the page shows the real cost
+
+
+def test_the_list_notices_new_costs_and_projects(web: TestClient, store: Store, corpus: Path) -> None:
+    """The server keeps the paths and costs between requests: a new line with usage is seen at once."""
+    before = web.get("/api/conversations").json()
+    session = "0b6f4c1e-5a8d-4a55-9f11-000000000669"
+    usage = {"input_tokens": 1_000_000, "output_tokens": 0}
+    write(
+        corpus / "-home-user-brand-new" / f"{session}.jsonl",
+        [user(session, "q", "hello"), assistant(session, "a", "msg_new", "req_new", usage, at=now_iso())],
+    )
+    ingest(store, iter_transcripts([corpus]))
+    after = web.get("/api/conversations").json()
+    assert after == conversations(store) and after["total"] == before["total"] + 1
+    new = next(c for c in after["conversations"] if c["key"] == session)
+    assert new["cost_usd"] == 5.0 and new["project"] == "-home-user-brand-new"  # Opus 4.6: $5 per M input
+    options = [a.get("value") for t, a in Tags(web.get("/").text).tags if t == "option"]
+    assert "-home-user-brand-new" in options
+
+
+def test_one_conversation_answers_like_the_cli(web: TestClient, store: Store) -> None:
+    listed = {c["key"]: c for c in conversations(store)["conversations"]}
+    for conv in [_biggest(store), *list(listed)[:5]]:
+        got = web.get(f"/api/conversations/{conv[:13]}").json()["conversation"]  # a unique prefix will do
+        assert got == listed[conv]  # as agg list --json lists it
+        assert {k: v for k, v in got.items() if k not in ("active", "cost_usd")} == header(store, conv)
+        page = Tags(web.get(f"/conversations/{conv}").text).all_text()
+        assert (f"cost ${got['cost_usd']:,.2f}" if got["cost_usd"] >= 0.01 else "cost $") in page
 
 
 def test_event_pages_cover_a_conversation_once_in_order(web: TestClient, store: Store) -> None:
@@ -154,23 +197,84 @@ def test_event_pages_cover_a_conversation_once_in_order(web: TestClient, store: 
     assert web.get(f"/conversations/{conv}", params={"at": middle["seq"]}).text.count(f'id="e-{middle["seq"]}"') == 1
 
 
-def test_search_finds_a_phrase_in_the_recent_messages(web: TestClient, store: Store) -> None:
-    target = next(m for m in reversed(recent_messages(store)) if len(m["preview"].split()) > 8)
+def _index(store: Store, tmp_path: Path) -> SearchIndex:
+    return SearchIndex.open(store, tmp_path / "data")
+
+
+def test_search_answers_like_agg_search(web: TestClient, store: Store, tmp_path: Path) -> None:
+    target = next(m for m in recent_messages(store) if len(m["preview"].split()) > 8)  # an old one too
     body = next(b for eid, b in store.replay(target["conv"]) if eid == target["id"])
     words = message_text(loads(body)).split()
     phrase = " ".join(w for w in words[2:6])
-    res = web.get("/api/search", params={"q": f'"{phrase}"'}).json()
-    assert res["scope"] == "recent" and res["scanned"] > 0
+    res = web.get("/api/search", params={"q": f'"{phrase}"', "limit": 1000}).json()
+    assert "scope" not in res and "scanned" not in res
     assert target["id"] in [h["id"] for h in res["hits"]], (phrase, res["hits"][:3])
     hit = next(h for h in res["hits"] if h["id"] == target["id"])
-    assert hit["conv"] == target["conv"] and hit["seq"] == target["seq"]
-    page = web.get("/search", params={"q": f'"{phrase}"'}).text
+    assert hit["conv"] == target["conv"] and hit["seq"] == target["seq"] and MARK[0] in hit["snippet"]
+    page = web.get("/search", params={"q": f'"{phrase}"', "limit": 1000}).text
     assert f"/conversations/{target['conv']}?at={target['seq']}#e-{target['seq']}" in page
-    assert "<mark>" in page
-    for junk in ['"unclosed', "***", "(", "AND OR NOT", "\\", "\u3053\u3093", "%00", "a" * 5000, '"" *']:
+    assert "<mark>" in page and MARK[0] not in page
+    index = _index(store, tmp_path)
+    try:
+        for params in [
+            {"q": "the"},
+            {"q": "the", "role": "tool", "limit": 7},
+            {"q": "the", "project": res["hits"][0]["project"]},
+            {"q": "the", "conversation": target["conv"][:12], "since": "2020-01-01", "until": "2030-12-31"},
+        ]:
+            got = web.get("/api/search", params=params).json()
+            want = search(
+                store,
+                index,
+                params["q"],
+                project=params.get("project"),
+                conversation=params.get("conversation"),
+                role=params.get("role"),
+                since_ms=1577836800000 if "since" in params else None,
+                until_ms=1924991999999 if "until" in params else None,
+                limit=int(params.get("limit", 20)),
+            )
+            assert got["total"] == want["total"] > 0 and got["hits"] == want["hits"], params
+    finally:
+        index.close()
+    for junk in ['"unclosed', "***", "(", "AND OR NOT", "\\", "\u3053\u3093", "%00", "a" * 5000, '"" *', "NEAR(a b)"]:
         api = web.get("/api/search", params={"q": junk})  # a query without a word: one line, 400
-        assert api.status_code == 200 or (api.status_code == 400 and "no word" in api.json()["error"]), junk
+        assert api.status_code == 200 or (api.status_code == 400 and "one word" in api.json()["error"]), junk
+        assert "\n" not in api.json().get("error", "")
         assert web.get("/search", params={"q": junk}).status_code == 200, junk
+
+
+def test_a_snippet_holding_markup_and_marks_is_shown_as_text(web: TestClient, store: Store, corpus: Path) -> None:
+    session = "0b6f4c1e-5a8d-4a55-9f11-000000000667"
+    text = "zebrafish ⟦fake⟧ <script>alert('pwned')</script><b onclick=alert(2)>x</b> zebrafish"
+    write(corpus / "-home-user-evil" / f"{session}.jsonl", [user(session, "evil2", text)])
+    ingest(store, iter_transcripts([corpus]))
+    res = web.get("/search", params={"q": "zebrafish"})
+    tags = Tags(res.text)
+    assert tags.handlers() == [] and [t for t, _ in tags.tags if t in ("script", "b")] == ["script"]  # the page's own
+    marks = [i for i, (t, _) in enumerate(tags.tags) if t == "mark"]
+    assert len(marks) == 2  # only the real matches are marked: the text's own ⟦⟧ show as []
+    assert "[fake]" in tags.all_text() and "<script>alert('pwned')</script>" in tags.all_text()
+
+
+def test_the_indexer_follows_the_log_and_stops(store: Store, corpus: Path, tmp_path: Path) -> None:
+    ingest(store, iter_transcripts([corpus]))
+    data = tmp_path / "data"
+    indexer = Indexer(store, data, every_s=0.05).start()
+    index = SearchIndex.open(store, data)
+    try:
+        wait_until(lambda: index.checkpoint() == store.last_seq(), "the indexer catching up", timeout=120)
+        assert indexer.indexed == store.last_seq() and indexer.error is None
+        session = "0b6f4c1e-5a8d-4a55-9f11-000000000668"
+        write(corpus / "-home-user-new" / f"{session}.jsonl", [user(session, "n", "a quokka walked in")])
+        ingest(store, iter_transcripts([corpus]))
+        wait_until(lambda: index.checkpoint() == store.last_seq(), "the indexer following", timeout=60)
+        # Nothing left to index: a search answers from what the indexer wrote.
+        assert [h["conv"] for h in search(store, index, "quokka")["hits"]] == [session]
+        assert indexer.stop(30) and not indexer.running
+    finally:
+        indexer.stop(30)
+        index.close()
 
 
 def test_usage_and_status_answer_like_the_cli(web: TestClient, store: Store) -> None:
@@ -181,7 +285,10 @@ def test_usage_and_status_answer_like_the_cli(web: TestClient, store: Store) -> 
         assert any(row["cost_usd"] for row in got["rows"]), by  # the corpus' models are priced
     st = web.get("/api/status").json()
     assert st["redis"]["ok"] is True and st["redis"]["binary"] and st["events"] == store.stats()["events"]
-    rejects = web.get("/api/rejects").json()["rejects"]
+    answer = web.get("/api/rejects").json()
+    records, kept = store.rejections(50)
+    assert answer == {"rejects": records, "rejected": store.stats()["rejected"], "kept": kept}  # agg rejects --json
+    rejects = answer["rejects"]
     assert len(rejects) == store.stats()["rejected"] and {"file", "offset", "reason"} <= set(rejects[0])
     status_page = web.get("/status").text
     assert rejects[0]["file"] in Tags(status_page).all_text()
@@ -194,7 +301,8 @@ def test_bad_parameters_and_unknown_conversations(web: TestClient) -> None:
     for path, params in [
         ("/api/usage", {"by": "week-day"}),
         ("/api/search", {"q": "x", "role": "system"}),
-        ("/api/conversations", {"since": "yesterday"}),
+        ("/api/conversations", {"since": "the day after"}),
+        ("/api/search", {"q": "x", "until": "2026-13-45"}),
         ("/api/conversations", {"limit": "-1"}),
         ("/api/events", {"since": "ten"}),
     ]:
@@ -220,6 +328,8 @@ def test_openapi_describes_every_api_route_and_real_answers_match(web: TestClien
     check("/api/conversations", {})
     check(f"/api/conversations/{conv}", {"all": "1"})
     check("/api/search", {"q": "the"})
+    check("/api/search", {"q": "the", "role": "tool"})
+    check("/api/search", {"q": "***"}, 400)
     for by in ("conversation", "project", "model", "day"):
         check("/api/usage", {"by": by})
     check("/api/status", {})

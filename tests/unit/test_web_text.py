@@ -1,42 +1,56 @@
-"""`agg serve`'s text handling without a server: query terms, snippets and their marks, rendering of
-hostile records, which Host names are the server's own."""
+"""`agg serve`'s text handling without a server: search snippets' marks on the page, records rendered
+as transcript.py reads them and escaped, which Host names are the server's own."""
 
 from __future__ import annotations
 
 import socket
 
+from aggregator.fts import MARK, snippet, terms
 from aggregator.live.web.access import allowed_hosts, serve_url
-from aggregator.live.web.data import MARK, query_terms, snippet
 from aggregator.live.web.pages import marked
 from aggregator.live.web.render import Item, render_event, render_events
+from aggregator.render import first_line
+from aggregator.transcript import HIDDEN_TYPES, message_of
 from tests.support.web import Tags
-
-
-def _matches(query: str, text: str) -> bool:
-    terms = query_terms(query)
-    return bool(terms) and all(t.search(text) for t in terms)
-
-
-def test_query_terms_are_words_phrases_prefixes_and_cjk_substrings() -> None:
-    text = "The Watcher commits every complete line; 東京タワーへ行く"
-    assert _matches("watcher", text) and _matches("WATCHER lines*", text.replace("line;", "lines;"))
-    assert not _matches("watch", text)  # whole words only
-    assert _matches("watch*", text)
-    assert _matches('"every complete line"', text) and not _matches('"complete every"', text)
-    assert _matches("タワー", text)  # CJK: by substring
-    assert _matches("watcher missing", text) is False  # every term must match
-    for junk in ['"', "*", "(", "\\", "]]", '"" *', ""]:
-        assert query_terms(junk) == []  # no word: nothing to look for, never an exception
 
 
 def test_snippets_mark_the_matches_and_the_page_escapes_the_rest() -> None:
     text = "x " * 200 + "the <b>watcher</b> commits ⟦every⟧ line " + "y " * 200
-    snip = snippet(text, query_terms("watcher every"))
+    snip = snippet(text, terms("watcher every"))  # as agg search cuts it
     assert snip.startswith("…") and snip.endswith("…")
     assert f"{MARK[0]}watcher{MARK[1]}" in snip and f"{MARK[0]}every{MARK[1]}" in snip  # its own ⟦⟧ became []
     html = marked(snip)
     assert "<mark>watcher</mark>" in html and "<mark>every</mark>" in html and "&lt;b&gt;" in html
+    assert "[every]" not in html and MARK[0] not in html
     assert marked("a ⟦<i>⟧ b ⟧ c ⟦") == "a <mark>&lt;i&gt;</mark> b  c "  # stray marks dropped
+
+
+def test_the_page_says_what_agg_show_says() -> None:
+    """Tool calls' main arguments, folded results and hidden records are transcript.py's decisions."""
+    calls = [
+        {"type": "tool_use", "id": "g", "name": "Grep", "input": {"pattern": "TODO", "path": "src", "-n": True}},
+        {"type": "tool_use", "id": "w", "name": "TodoWrite", "input": {"todos": [{"content": "a"}, {"content": "b"}]}},
+    ]
+    rec = {"type": "assistant", "message": {"role": "assistant", "content": calls}}
+    result = {
+        "type": "user",
+        "message": {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "g", "content": "\n\nfirst\nsecond"}],
+        },
+    }
+    msgs = [message_of("a", rec), message_of("r", result)]
+    assert msgs[0] is not None and msgs[1] is not None
+    html = render_events([Item(1, {"id": "a", "type": "assistant"}, rec), Item(2, {"id": "r", "type": "user"}, result)])
+    summaries = [s.split("</summary>")[0] for s in html.split("<summary>")[1:]]
+    assert [b.text for b in msgs[0].blocks] == ["TODO (src)", "2 todos"]
+    assert "<code>TODO (src)</code>" in summaries[0] and "<code>2 todos</code>" in summaries[1]
+    assert f"<code>{first_line(msgs[1].blocks[0].text)}</code>" in summaries[2] and "result · 4 lines" in summaries[2]
+    assert '"-n": true' in Tags(html).all_text()  # the whole input, one click away
+    assert 'class="ev user tool"' in html and msgs[1].role == "tool"
+    assert HIDDEN_TYPES and all(
+        message_of("x", {"type": t, "message": {"content": "hi"}}) is None for t in HIDDEN_TYPES
+    )
 
 
 def test_records_render_as_escaped_text() -> None:

@@ -7,13 +7,16 @@ route                              what
                                    ``?offset=``)
 ``/conversations/<key>``           one conversation (``?before=SEQ``, ``?after=SEQ``, ``?at=SEQ``,
                                    ``?all=1`` for bookkeeping records too)
-``/search?q=…``                    search (``&project=``, ``&role=``)
+``/search?q=…``                    ``agg search`` (``&project=``, ``&role=``, ``&conversation=``,
+                                   ``&since=``, ``&until=``)
 ``/usage``, ``/status``            usage charts and tables; the service's health
 ``/api/conversations``             ``agg list --json`` (``?project``, ``?active``, ``?since``,
                                    ``?limit``, ``?offset``)
-``/api/conversations/<key>``       the conversation and a page of its events (records as stored)
-``/api/search``                    ``agg search --json``
-``/api/usage?by=…``                ``agg usage --json``
+``/api/conversations/<key>``       the conversation (as ``agg list --json`` lists it) and a page of
+                                   its events (records as stored)
+``/api/search``                    ``agg search --json`` (``?q``, ``?project``, ``?conversation``,
+                                   ``?role``, ``?since``, ``?until``, ``?limit``)
+``/api/usage?by=…``                ``agg usage --json`` (``?since``, ``?until``)
 ``/api/status``                    ``agg status --json``
 ``/api/rejects``                   ``agg rejects --json``
 ``/api/events``                    envelopes as server-sent events (``Last-Event-ID`` / ``?since=``,
@@ -23,8 +26,10 @@ route                              what
 ================================== ==================================================================
 
 Handlers are plain functions (Starlette runs them on its thread pool: redis-py blocks); only the
-event stream is asynchronous. Errors become one line: 400 for bad parameters, 404 for an unknown
-conversation, 503 while Redis cannot be reached.
+event stream is asynchronous. Parameters mean what the command's options mean (dates as
+``--since`` / ``--until`` take them, ``project`` as ``--project``). Errors become one line: 400 for
+bad parameters (a search query without a word), 404 for an unknown conversation, 503 while Redis
+cannot be reached.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -47,19 +51,21 @@ from starlette.routing import Route
 from aggregator import defaults
 from aggregator.config import Settings
 from aggregator.connection import Connection, as_agg_error
+from aggregator.dates import parse_when
 from aggregator.errors import AggError, ConfigError, NotFound
+from aggregator.fts import ROLES
 from aggregator.live.web import pages
 from aggregator.live.web.data import WebData
 from aggregator.live.web.events import envelopes
 from aggregator.live.web.openapi import openapi
 from aggregator.live.web.security import Guard
+from aggregator.projects import matches
+from aggregator.search import search
 from aggregator.usage import BY_CHOICES
 
 log = logging.getLogger("agg.serve")
 
 STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
-ROLES = ("user", "assistant", "tool", "title", "summary")
-"""Search's ``role`` values (issue 10's ``aggregator.fts.ROLES``; the fallback finds only the first two)."""
 
 
 class JSON(Response):
@@ -112,16 +118,15 @@ def _text(request: Request, name: str) -> str | None:
     return value if value else None
 
 
-def _ms(text: str | None, name: str) -> int | None:
+def _when(request: Request, name: str, *, end: bool = False) -> int | None:
+    """A date parameter as ``--since`` (or with ``end``, ``--until``: a day's last millisecond) takes it."""
+    text = _text(request, name)
     if text is None:
         return None
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"{name} must be an ISO date or time, not {text[:40]!r}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
+        return parse_when(text, end=end)
+    except ConfigError as e:
+        raise ConfigError(f"{name}: {e}") from None
 
 
 class Web:
@@ -188,16 +193,17 @@ class Web:
     def row_fragment(self, request: Request) -> Response:
         view = self.data.conversation(request.path_params["key"])
         project = _text(request, "project")
-        shown = view["messages"] > 0 and (project is None or view["project"] == project)
+        name = view["project"] or ""
+        shown = view["messages"] > 0 and (project is None or matches(project, name, view["project_path"] or name))
         if not shown or (_flag(request, "active") and not view["active"]):
             return Response(status_code=204)  # not in this list
         return HTMLResponse(pages.conversation_row(view))
 
     def events_fragment(self, request: Request) -> Response:
         # What a live page fetches for each new line: events come from the log, not the projections.
-        view = self.data.conversation(request.path_params["key"], fresh=False)
-        window, _ = self._window(request, view["key"])
-        return HTMLResponse(pages.chunk(window, pages.agents_of(view)))
+        conv = self.data.key(request.path_params["key"])
+        window, _ = self._window(request, conv)
+        return HTMLResponse(pages.chunk(window, self.data.agents(conv)))
 
     def status_fragment(self, request: Request) -> Response:
         return HTMLResponse(self._status_fragment())
@@ -214,7 +220,7 @@ class Web:
             self.data.conversations(
                 project=_text(request, "project"),
                 active=_flag(request, "active"),
-                since_ms=_ms(_text(request, "since"), "since"),
+                since_ms=_when(request, "since"),
                 limit=_int(request, "limit", low=1),
                 offset=_int(request, "offset") or 0,
             )
@@ -242,15 +248,20 @@ class Web:
         role = _text(request, "role")
         if role is not None and role not in ROLES:
             raise ConfigError(f"role must be one of {', '.join(ROLES)}")
-        return self.data.search(
-            request.query_params.get("q", ""),
-            project=_text(request, "project"),
-            conversation=_text(request, "conversation"),
-            role=role,
-            since_ms=_ms(_text(request, "since"), "since"),
-            until_ms=_ms(_text(request, "until"), "until"),
-            limit=_int(request, "limit", low=1, high=1000) or 20,
-        )
+        since, until = _when(request, "since"), _when(request, "until", end=True)
+        limit = _int(request, "limit", low=1, high=1000) or defaults.SEARCH_LIMIT
+        with self.data.search_index() as index:
+            return search(
+                self.data.store,
+                index,
+                request.query_params.get("q", ""),
+                project=_text(request, "project"),
+                conversation=_text(request, "conversation"),
+                role=role,
+                since_ms=since,
+                until_ms=until,
+                limit=limit,
+            )
 
     def api_search(self, request: Request) -> Response:
         return JSON(self._search(request))
@@ -259,7 +270,7 @@ class Web:
         by = request.query_params.get("by", "conversation")
         if by not in BY_CHOICES:
             raise ConfigError(f"by must be one of {', '.join(BY_CHOICES)}")
-        return JSON(self.data.usage(by))
+        return JSON(self.data.usage(by, _when(request, "since"), _when(request, "until", end=True)))
 
     def api_status(self, request: Request) -> Response:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aggregator.fts import ROLES
 from aggregator.projections import TOKEN_FIELDS, USAGE_FIELDS
 from aggregator.usage import BY_CHOICES
 
@@ -68,7 +69,6 @@ _CONVERSATION = _obj(
         "cost_usd": _COST,
         "project_path": {"type": ["string", "null"], "description": "the project's directory, when known"},
     },
-    required=["key", "project", "title", "last_ts", "messages", "usage", "active", "cost_usd"],
 )
 _EVENT = _obj(
     {
@@ -88,8 +88,8 @@ _HIT = _obj(
         "title": _NSTR,
         "seq": _INT,
         "id": _STR,
-        "role": _STR,
-        "agent": _NSTR,
+        "role": {"type": "string", "enum": list(ROLES)},
+        "agent": {"type": ["string", "null"], "description": "the subagent whose text it is"},
         "ts": _NSTR,
         "snippet": {"type": "string", "description": "text around the matches, each between ⟦ and ⟧"},
     }
@@ -144,13 +144,10 @@ SCHEMAS: dict[str, Any] = {
     "SearchResult": _obj(
         {
             "query": _STR,
-            "total": _INT,
+            "total": {"type": "integer", "description": "texts matching, all of them"},
             "took_ms": {"type": "number"},
             "hits": {"type": "array", "items": _ref("SearchHit")},
-            "scope": {"type": "string", "description": "present while search falls back to the recent messages"},
-            "scanned": _INT,
-        },
-        required=["query", "total", "took_ms", "hits"],
+        }
     ),
     "UsageRow": _USAGE_ROW,
     "UsageReport": _obj(
@@ -188,10 +185,21 @@ SCHEMAS: dict[str, Any] = {
             "rejects": {
                 "type": "array",
                 "items": _obj(
-                    {"file": _STR, "offset": _INT, "reason": _STR, "prefix": _STR, "at": _STR},
+                    {
+                        "file": _STR,
+                        "offset": _INT,
+                        "bytes": _INT,
+                        "reason": _STR,
+                        "prefix": _STR,
+                        "host": _STR,
+                        "at": _STR,
+                    },
+                    required=["file", "offset", "reason", "prefix", "at"],
                     extra=True,
                 ),
-            }
+            },
+            "rejected": {"type": "integer", "description": "lines rejected in all"},
+            "kept": {"type": "integer", "description": "rejection records kept (the newest 10,000)"},
         }
     ),
     "Envelope": _ENVELOPE,
@@ -230,9 +238,9 @@ def openapi() -> dict[str, Any]:
                     "summary": "Conversations, newest activity first (agg list --json)",
                     "operationId": "listConversations",
                     "parameters": [
-                        _q("project", _STR, "only this project"),
+                        _q("project", _STR, "only this project (its path, directory name, or part of either)"),
                         _q("active", {"type": "string", "enum": ["0", "1"]}, "1: only active conversations"),
-                        _q("since", _STR, "only those active since this ISO date or time"),
+                        _q("since", _STR, "only those active since this date (as agg list --since takes it)"),
                         _q("limit", {"type": "integer", "minimum": 1}, "at most this many"),
                         _q("offset", {"type": "integer", "minimum": 0}, "skip this many"),
                     ],
@@ -241,7 +249,7 @@ def openapi() -> dict[str, Any]:
             },
             "/api/conversations/{key}": {
                 "get": {
-                    "summary": "One conversation and a page of its events",
+                    "summary": "One conversation (as agg list --json lists it) and a page of its events",
                     "operationId": "getConversation",
                     "parameters": [_KEY, *_WINDOW],
                     "responses": {
@@ -258,22 +266,26 @@ def openapi() -> dict[str, Any]:
                     "summary": "Messages matching a query (agg search --json)",
                     "operationId": "search",
                     "parameters": [
-                        _q("q", _STR, 'words, "phrases", prefix*'),
-                        _q("project", _STR, "only this project"),
-                        _q("conversation", _STR, "only this conversation"),
-                        _q("role", {"type": "string", "enum": ["user", "assistant"]}, "only this role"),
-                        _q("since", _STR, "only messages at or after this ISO time"),
-                        _q("until", _STR, "only messages at or before this ISO time"),
-                        _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many hits"),
+                        _q("q", _STR, 'words, "phrases", prefix* (a query without a word: 400)'),
+                        _q("project", _STR, "only this project (its path, directory name, or part of either)"),
+                        _q("conversation", _STR, "only this conversation (a key or a unique prefix)"),
+                        _q("role", {"type": "string", "enum": list(ROLES)}, "only texts of this role"),
+                        _q("since", _STR, "only texts of records at or after this date (as agg search --since)"),
+                        _q("until", _STR, "only texts of records up to this date (a whole day: its end)"),
+                        _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many (20)"),
                     ],
-                    "responses": _ok(_ref("SearchResult"), "the hits, newest first"),
+                    "responses": _ok(_ref("SearchResult"), "the hits, best (BM25) first, newest among equals"),
                 }
             },
             "/api/usage": {
                 "get": {
                     "summary": "Token usage by conversation, project, model or day (agg usage --json)",
                     "operationId": "usage",
-                    "parameters": [_q("by", {"type": "string", "enum": list(BY_CHOICES)}, "default: conversation")],
+                    "parameters": [
+                        _q("by", {"type": "string", "enum": list(BY_CHOICES)}, "default: conversation"),
+                        _q("since", _STR, "from this UTC day (a date as agg usage --since takes it)"),
+                        _q("until", _STR, "up to this UTC day"),
+                    ],
                     "responses": _ok(_ref("UsageReport"), "the table and the total"),
                 }
             },

@@ -12,10 +12,12 @@ from datetime import date, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from aggregator.fts import MARK
 from aggregator.live.web.charts import bars, compact, stacked_columns
-from aggregator.live.web.data import MARK, SEARCH_SCOPE, Window
-from aggregator.live.web.render import HIDDEN_TYPES, e, render_events, time_tag
-from aggregator.projections import RECENT_KEEP, USAGE_FIELDS
+from aggregator.live.web.data import Window
+from aggregator.live.web.render import e, render_events, time_tag
+from aggregator.projections import USAGE_FIELDS
+from aggregator.transcript import HIDDEN_TYPES, agent_label
 
 NAV = (("conversations", "/", "Conversations"), ("usage", "/usage", "Usage"), ("status", "/status", "Status"))
 USAGE_LABELS = {"input": "input", "output": "output", "cache_read": "cache read", "cache_creation": "cache write"}
@@ -157,10 +159,6 @@ def _links(view: dict[str, Any]) -> str:
     return f'<p class="links">{" · ".join(parts)}</p>' if parts else ""
 
 
-def _what(agent: dict[str, Any]) -> str:
-    return " · ".join(str(x) for x in (agent.get("type"), agent.get("description")) if x)
-
-
 def agents_of(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {a["id"]: a for a in view.get("subagents") or []}
 
@@ -183,7 +181,7 @@ def conversation_page(view: dict[str, Any], window: Window, *, all_types: bool, 
     subagents = view.get("subagents") or []
     sub = ""
     if subagents:
-        items = "".join(f"<li><code>{e(a['id'])}</code> {e(_what(a))}</li>" for a in subagents)
+        items = "".join(f"<li><code>{e(a['id'])}</code> {e(agent_label(a))}</li>" for a in subagents)
         sub = f'<details class="subagents"><summary>{len(subagents)} subagents</summary><ul>{items}</ul></details>'
     summary = (
         f'<p class="summary"><span class="tag">summary</span> {e(view["summary"])}</p>' if view.get("summary") else ""
@@ -219,7 +217,8 @@ def conversation_page(view: dict[str, Any], window: Window, *, all_types: bool, 
 
 # --- search -----------------------------------------------------------------------------------
 def marked(snippet: str) -> str:
-    """A snippet escaped, its :data:`MARK` ed matches in ``<mark>``."""
+    """A search snippet escaped, its matches (between :data:`aggregator.fts.MARK`'s two characters,
+    which the snippet holds nowhere else) in ``<mark>``."""
     out = []
     for i, part in enumerate(snippet.split(MARK[0])):
         inner, sep, rest = part.partition(MARK[1])
@@ -247,19 +246,14 @@ def search_page(result: dict[str, Any] | str | None, query: str) -> str:
         hint = 'Type words, "a phrase" or a prefix* in the box above.'
         return f'<h1>Search</h1><p class="empty">{e(result) + ". " if result else ""}{hint}</p>'
     hits = result["hits"]
-    note = ""
-    if result.get("scope") == SEARCH_SCOPE:
-        note = (
-            f'<p class="note">The search index is not available yet: this searched the text of the '
-            f"{result.get('scanned', 0):,} most recent messages only "
-            f"(agg keeps the newest {RECENT_KEEP:,} at hand).</p>"
-        )
     items = []
     for h in hits:
         href = conv_href(h["conv"], at=h["seq"]) + f"#e-{h['seq']}"
         items.append(
             f'<li><a class="hit" href="{e(href)}">{e(h.get("title") or h["conv"][:8])}</a>'
-            f'<span class="meta">{e(project_label(h))} · {e(h.get("role") or "")} · '
+            f'<span class="meta">{e(project_label(h))} · {e(h.get("role") or "")}'
+            + (f" · subagent {e(h['agent'])}" if h.get("agent") else "")
+            + " · "
             f"{time_tag(h.get('ts'))}</span>"
             f'<p class="snippet">{marked(h["snippet"])}</p></li>'
         )
@@ -267,7 +261,7 @@ def search_page(result: dict[str, Any] | str | None, query: str) -> str:
     shown = f", first {len(hits)} shown" if len(hits) < result["total"] else ""
     body = f'<ol class="hits">{"".join(items)}</ol>' if items else '<p class="empty">No messages match.</p>'
     took = f"({result['took_ms']} ms)"
-    return f'<h1>Search</h1><p class="count">{count}{shown} for <code>{e(query)}</code> {took}</p>{note}{body}'
+    return f'<h1>Search</h1><p class="count">{count}{shown} for <code>{e(query)}</code> {took}</p>{body}'
 
 
 # --- usage ------------------------------------------------------------------------------------

@@ -1,15 +1,20 @@
-"""A transcript record as HTML for the conversation page: every piece of transcript text escaped.
+"""A conversation's events as HTML for the conversation page, on :mod:`aggregator.transcript`'s model.
 
-Message text is rendered as markdown by markdown-it-py with raw HTML *off* (a ``<script>`` in a
-message comes out as the text ``&lt;script&gt;``), images off (a page never fetches a URL a
-transcript names) and markdown-it's link check on (no ``javascript:`` links). Everything else
-— tool inputs and results, system lines, unknown records — is escaped text. Tool calls, tool
-results, thinking and injected context are folded (``<details>``); consecutive records of one
-subagent are folded into one thread.
+What an event says is decided where ``agg show`` and ``agg export`` decide it: a user or assistant
+line, a title or a compaction is the :class:`~aggregator.transcript.Message` that
+:func:`~aggregator.transcript.message_of` makes of it (its role — a user's words, the assistant's, tool
+results, injected context —, its blocks with each tool call's main argument and each result's text,
+its subagent), bookkeeping records are :data:`~aggregator.transcript.HIDDEN_TYPES`, and a folded
+tool result shows :func:`~aggregator.render.first_line`. This module lays that out for a live page:
+one ``<article id="e-<seq>">`` per stored event (so the page can append, page and land on one),
+message text as markdown, tool calls, results, thinking and injected context folded, each run of a
+subagent's events folded into one thread. Records that make no message (system lines, agg's turns,
+subagent metadata, pull-request links, anything else) are laid out by :func:`_other`.
 
-Switch-over note: issue 10 (``agg show`` / ``agg export --format html``) brings its own renderer;
-:func:`render_events` is the one entry point the pages use, so it can be replaced by that one if
-its output fits a page (one element per event, ``id="e-<seq>"``).
+Every piece of transcript text is escaped: markdown is rendered by markdown-it-py with raw HTML *off*
+(a ``<script>`` in a message comes out as the text ``&lt;script&gt;``), images off (a page never
+fetches a URL a transcript names) and markdown-it's link check on (no ``javascript:`` links); the
+rest goes through :func:`e` (``tests/browser/test_pages.py::test_hostile_transcript_text_runs_nothing``).
 """
 
 from __future__ import annotations
@@ -24,20 +29,17 @@ import orjson
 from markdown_it import MarkdownIt
 
 from aggregator import defaults
+from aggregator.render import first_line
+from aggregator.text import cut_width
+from aggregator.transcript import Block, Message, agent_label, agent_of, message_of
 
 _MD = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable(
     ["table", "strikethrough"]
 )
 _MD.disable("image")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-HIDDEN_TYPES = frozenset(
-    {"progress", "file-history-snapshot", "queue-operation", "attachment", "last-prompt", "permission-mode"}
-)
-"""Record types not shown unless asked (``?all=1``): bookkeeping rather than conversation."""
-
-_TOOL_KEYS = ("command", "file_path", "path", "pattern", "url", "query", "description", "prompt", "skill")
-"""Input fields that best say what a tool call does, in order of preference (its folded line)."""
+_SUMMARY_WIDTH = 160
+"""Columns of a folded block's one-line summary."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,128 +84,76 @@ def _dump(obj: Any) -> str:
     return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
 
 
-def _block_text(block: Any) -> str:
-    if isinstance(block, str):
-        return block
-    if isinstance(block, dict):
-        if block.get("type") == "text" and isinstance(block.get("text"), str):
-            return str(block["text"])
-        if block.get("type") == "image":
-            return "[image]"
-    return ""
-
-
-def _result_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(t for t in (_block_text(b) for b in content) if t)
-    return "" if content is None else _dump(content)
-
-
-def tool_line(name: str, inp: Any) -> str:
-    """What a tool call does, on one line (its command, file, pattern, …)."""
-    if isinstance(inp, dict):
-        for key in _TOOL_KEYS:
-            v = inp.get(key)
-            if isinstance(v, str) and v.strip():
-                return v.strip().splitlines()[0][:160]
-    return ""
-
-
-def _tool_use(block: dict[str, Any]) -> str:
-    name = str(block.get("name") or "tool")
-    inp = block.get("input")
-    line = tool_line(name, inp)
-    return (
-        f'<details class="tool"><summary><span class="tag">{e(name)}</span> <code>{e(line)}</code></summary>'
-        f"{plain(_dump(inp))}</details>"
-    )
-
-
-def _tool_result(block: dict[str, Any]) -> str:
-    text = _result_text(block.get("content"))
-    error = block.get("is_error") is True
-    lines = text.count("\n") + 1 if text else 0
-    first = text.strip().splitlines()[0][:160] if text.strip() else "(empty)"
-    cls = "tool result error" if error else "tool result"
-    label = "error" if error else f"result · {lines} line{'s' if lines != 1 else ''}"
-    return (
-        f'<details class="{cls}"><summary><span class="tag">{e(label)}</span> <code>{e(first)}</code></summary>'
-        f"{plain(text)}</details>"
-    )
-
-
-def _block(block: Any) -> str:
-    if isinstance(block, str):
-        return markdown(block)
-    if not isinstance(block, dict):
-        return ""
-    kind = block.get("type")
-    if kind == "text":
-        return markdown(str(block.get("text") or ""))
-    if kind == "tool_use":
-        return _tool_use(block)
-    if kind == "tool_result":
-        return _tool_result(block)
-    if kind in ("thinking", "redacted_thinking"):
-        text = block.get("thinking")
-        body = markdown(text) if isinstance(text, str) and text else "<p>(redacted)</p>"
-        return f'<details class="thinking"><summary><span class="tag">thinking</span></summary>{body}</details>'
-    if kind == "image":
-        source = block.get("source")
-        media = source.get("media_type") if isinstance(source, dict) else None
-        return f'<p class="note">[image{", " + e(media) if media else ""} — not shown]</p>'
-    return f'<details class="tool"><summary><span class="tag">{e(kind)}</span></summary>{plain(_dump(block))}</details>'
-
-
-def _content(content: Any) -> str:
-    if isinstance(content, str):
-        return markdown(content)
-    if isinstance(content, list):
-        return "".join(_block(b) for b in content)
-    return ""
-
-
-def _only_tool_results(content: Any) -> bool:
-    return (
-        isinstance(content, list)
-        and bool(content)
-        and all(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
-    )
+def _fold(cls: str, tag: str, line: str, body: str) -> str:
+    """A ``<details>``: a tag and a one-line summary, ``body`` one click away."""
+    code = f" <code>{e(cut_width(line, _SUMMARY_WIDTH))}</code>" if line else ""
+    return f'<details class="{cls}"><summary><span class="tag">{e(tag)}</span>{code}</summary>{body}</details>'
 
 
 def _head(label: str, ts: str | None, extra: str = "") -> str:
     return f'<header><span class="role">{e(label)}</span>{extra}{time_tag(ts)}</header>'
 
 
-def _message(rec: dict[str, Any], kind: str, ts: str | None) -> tuple[str, str]:
+# --- messages --------------------------------------------------------------------------------------
+def _tool_inputs(rec: dict[str, Any]) -> dict[str, Any]:
+    """Each tool call's whole input by its id (shown unfolded under the call's main argument)."""
     msg = rec.get("message")
     content = msg.get("content") if isinstance(msg, dict) else None
-    if kind == "assistant":
-        model = msg.get("model") if isinstance(msg, dict) else None
-        extra = f'<span class="model">{e(model)}</span>' if isinstance(model, str) else ""
-        return "assistant", _head("assistant", ts, extra) + _content(content)
-    if _only_tool_results(content):
-        return "user tool", _head("tool result", ts) + _content(content)
-    body = _content(content)
-    if rec.get("isCompactSummary") is True:
-        return "user meta", _head("compaction summary", ts) + f"<details><summary>the summary</summary>{body}</details>"
-    if rec.get("isMeta") is True:
-        return "user meta", _head(
-            "injected", ts
-        ) + f"<details><summary>context added by Claude Code</summary>{body}</details>"
-    return "user", _head("user", ts) + body
+    blocks = content if isinstance(content, list) else []
+    return {
+        b["id"]: b.get("input")
+        for b in blocks
+        if isinstance(b, dict) and b.get("type") == "tool_use" and isinstance(b.get("id"), str)
+    }
 
 
+def _block(b: Block, inputs: dict[str, Any]) -> str:
+    if b.kind == "text":
+        return markdown(b.text)
+    if b.kind == "thinking":
+        return _fold("thinking", "thinking", "", markdown(b.text))
+    if b.kind == "tool_use":
+        body = plain(_dump(inputs[b.tool_id])) if b.tool_id in inputs else ""
+        return _fold("tool", b.name or "tool", b.text, body)
+    if b.kind == "tool_result":
+        lines = b.text.count("\n") + 1 if b.text else 0
+        label = "error" if b.error else f"result · {lines} line{'s' if lines != 1 else ''}"
+        return _fold(
+            "tool result error" if b.error else "tool result", label, first_line(b.text, "(empty)"), plain(b.text)
+        )
+    return '<p class="note">[image — not shown]</p>'
+
+
+def _message(m: Message, rec: dict[str, Any]) -> tuple[str, str]:
+    """A user or assistant message: (css class, inner HTML)."""
+    inputs = _tool_inputs(rec)
+    body = "".join(_block(b, inputs) for b in m.blocks)
+    if m.role == "assistant":
+        extra = f'<span class="model">{e(m.model)}</span>' if m.model else ""
+        return "assistant", _head("assistant", m.ts, extra) + body
+    if m.role == "tool":
+        return "user tool", _head("tool result", m.ts) + body
+    if m.meta:
+        label, what = (
+            ("compaction summary", "the summary")
+            if rec.get("isCompactSummary") is True
+            else ("injected", "context added by Claude Code")
+        )
+        return "user meta", _head(label, m.ts) + f"<details><summary>{what}</summary>{body}</details>"
+    return "user", _head("user", m.ts) + body
+
+
+def _compacted(rec: dict[str, Any], m: Message) -> str:
+    meta = rec.get("compactMetadata")
+    detail = ""
+    if isinstance(meta, dict):
+        detail = f" ({e(meta.get('trigger', '?'))}, {e(meta.get('preTokens', '?'))} tokens before)"
+    return f'<p class="divider">{e(m.blocks[0].text)}{detail} {time_tag(m.ts)}</p>'
+
+
+# --- records that make no message ------------------------------------------------------------------
 def _system(rec: dict[str, Any], ts: str | None) -> str:
     sub = rec.get("subtype")
-    if sub == "compact_boundary":
-        meta = rec.get("compactMetadata")
-        detail = ""
-        if isinstance(meta, dict):
-            detail = f" ({e(meta.get('trigger', '?'))}, {e(meta.get('preTokens', '?'))} tokens before)"
-        return f'<p class="divider">conversation compacted{detail} {time_tag(ts)}</p>'
     if sub == "turn_duration" and isinstance(rec.get("durationMs"), int | float):
         return f'<p class="divider">turn took {rec["durationMs"] / 1000:.1f} s {time_tag(ts)}</p>'
     if sub == "stop_hook_summary":
@@ -239,21 +189,19 @@ def _link(url: Any, label: str) -> str:
 
 
 def _other(rec: Any, kind: str, ts: str | None) -> tuple[str, str]:
-    """Records other than messages: (css class, inner HTML)."""
+    """Records that make no message: (css class, inner HTML)."""
     r = rec if isinstance(rec, dict) else {}
     if kind == "system":
         return "system", _system(r, ts)
-    if kind == "summary":
-        return "summary", _head("summary", ts) + markdown(str(r.get("summary") or ""))
-    if kind in ("custom-title", "ai-title"):
-        title = r.get("customTitle") if kind == "custom-title" else r.get("aiTitle")
-        return "system", _head(kind, ts) + f"<p>{e(title or '')}</p>"
     if kind == "agg-turn":
         return "summary agg", _turn(r, ts)
     if kind == "agent-meta":
         meta = r.get("meta")
-        meta = meta if isinstance(meta, dict) else {}
-        detail = " · ".join(str(x) for x in (meta.get("agentType"), meta.get("description")) if x)
+        detail = (
+            agent_label({"type": meta.get("agentType"), "description": meta.get("description")})
+            if isinstance(meta, dict)
+            else ""
+        )
         return "system", _head(f"subagent {r.get('agentId', '?')}", ts) + f"<p>{e(detail)}</p>"
     if kind == "pr-link":
         label = f"PR #{r.get('prNumber', '?')} {r.get('prRepository') or ''}".strip()
@@ -268,10 +216,15 @@ def render_event(item: Item) -> str:
     env, rec = item.env, item.record
     kind = str(env.get("type") or "")
     ts = env.get("ts") if isinstance(env.get("ts"), str) else None
-    if kind in ("user", "assistant") and isinstance(rec, dict):
-        cls, inner = _message(rec, kind, ts)
-    else:
+    m = message_of(str(env.get("id", "")), rec) if kind != "agg-turn" else None
+    if m is None or not isinstance(rec, dict):
         cls, inner = _other(rec, kind, ts)
+    elif m.role == "compact":
+        cls, inner = "system", _compacted(rec, m)
+    elif m.role == "title":
+        cls, inner = ("summary" if kind == "summary" else "system"), _head(kind, ts) + f"<p>{e(m.blocks[0].text)}</p>"
+    else:
+        cls, inner = _message(m, rec)
     return (
         f'<article class="ev {cls}" id="e-{item.seq}" data-seq="{item.seq}" data-id="{e(env.get("id", ""))}">'
         f"{inner}</article>"
@@ -279,19 +232,16 @@ def render_event(item: Item) -> str:
 
 
 def thread_of(item: Item) -> str | None:
-    """The subagent thread an event belongs to: its agent id, ``sidechain`` for 1.0.x inline ones."""
+    """The subagent thread an event belongs to: the envelope's agent (its file's), else the record's
+    (:func:`~aggregator.transcript.agent_of`)."""
     agent = item.env.get("agent")
-    if agent:
-        return str(agent)
-    if isinstance(item.record, dict) and item.record.get("isSidechain") is True:
-        return "sidechain"
-    return None
+    return str(agent) if agent else agent_of(item.record)
 
 
 def render_events(items: Sequence[Item], agents: dict[str, dict[str, Any]] | None = None) -> str:
     """Events in order; each run of consecutive events of one subagent folded into a thread.
 
-    ``agents``: subagent id → ``{"type", "description"}`` (the conversation's ``subagents``).
+    ``agents``: subagent id → the conversation view's ``subagents`` entry (``type``, ``description``).
     """
     agents = agents or {}
     out: list[str] = []
@@ -305,15 +255,12 @@ def render_events(items: Sequence[Item], agents: dict[str, dict[str, Any]] | Non
         j = i
         while j < len(items) and thread_of(items[j]) == thread:
             j += 1
-        info = agents.get(thread, {})
-        what = " · ".join(str(x) for x in (info.get("type"), info.get("description")) if x)
         label = "subagent" if thread == "sidechain" else f"subagent {thread}"
         n = j - i
         out.append(
             f'<details class="thread" data-agent="{e(thread)}"><summary><span class="tag">{e(label)}</span> '
-            f'{e(what)} <span class="count">{n} event{"s" if n != 1 else ""}</span></summary>'
-            + "".join(render_event(it) for it in items[i:j])
-            + "</details>"
+            f'{e(agent_label(agents.get(thread, {})))} <span class="count">{n} event{"s" if n != 1 else ""}</span>'
+            "</summary>" + "".join(render_event(it) for it in items[i:j]) + "</details>"
         )
         i = j
     return "".join(out)

@@ -4,6 +4,9 @@ The socket is bound before anything is printed, so the URL on the first stdout l
 answers (with the real port when ``--port 0`` asked for any free one). SIGTERM / Ctrl-C stop it
 (uvicorn closes the listening socket and gives open pages :data:`~aggregator.defaults.WEB_STOP_GRACE_S`
 to go); under ``agg run`` it also stops when the supervisor is gone (``AGG_PARENT_PID``).
+
+While it serves, :class:`~aggregator.live.web.indexer.Indexer` keeps the search index caught up
+with the log on a thread of its own, stopped (between two indexing steps) when the server stops.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from aggregator.errors import ConfigError
 from aggregator.lifecycle import StopFlag
 from aggregator.live.web.access import allowed_hosts, load_token, serve_url
 from aggregator.live.web.app import build_app
+from aggregator.live.web.indexer import Indexer
+from aggregator.store import Store
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -69,8 +74,10 @@ def serve(settings: Settings, *, host: str, port: int, print_url: bool = True) -
     server = uvicorn.Server(config)
     stop = StopFlag().install()  # uvicorn takes SIGTERM/SIGINT over; this keeps AGG_PARENT_PID
     stop.on_set(lambda: setattr(server, "should_exit", True))
+    indexer = Indexer(Store(conn.client, settings.keys, settings.host), settings.data_dir).start()
     try:
         server.run(sockets=[sock])
     finally:
+        indexer.stop(defaults.WEB_STOP_GRACE_S)
         sock.close()
         conn.close()
