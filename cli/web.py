@@ -45,6 +45,9 @@ def serve_cmd(ctx: click.Context, host: str, port: int, no_url: bool) -> None:
     token (the page keeps it in a cookie); requests naming another host are refused.
     """
     from aggregator.live.web.server import serve  # the web stack loads here only
+    from aggregator.logs import setup_logging
+
+    setup_logging()
 
     if is_wildcard(host) or not is_loopback(host):
         click.echo(

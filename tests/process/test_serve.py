@@ -252,6 +252,8 @@ def test_agg_run_serves_the_pages_unless_no_web(tmp_path: Path) -> None:
             assert wait_until(answers, "the web part", timeout=60)["redis"]["ok"] is True
             names = " ".join(" ".join(p.cmdline()) for p in descendants(run.pid))
             assert " serve" in names
+            # the ready line comes once the watcher has checked every file: maybe after the pages answer
+            wait_until(lambda: "agg.run: ready:" in run.log(), "the ready line", timeout=60)
             assert run.stop() == 0
             # agg run's ready line shows the same URL
             assert "agg.run: ready: watch, writer, worker, serve running\n    watching" in run.log()

@@ -66,6 +66,7 @@ def serve(settings: Settings, *, host: str, port: int, print_url: bool = True) -
     config = uvicorn.Config(
         app,
         log_level="warning",
+        log_config=None,  # uvicorn's warnings go through agg's one format (aggregator.logs)
         access_log=False,
         lifespan="off",
         ws="none",
