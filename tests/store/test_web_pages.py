@@ -42,6 +42,9 @@ def test_usage_page_charts_each_dimension_beside_its_table(web: TestClient, stor
         assert row["key"] in text, row["key"]  # every model has its row
     total = by_model["total"]
     assert f"{total['total']:,} tokens" in text
+    titles = {a.get("title") for t, a in tags.tags if t == "td"}
+    for row in usage_report(store, "project")["rows"]:  # projects as their directories, as agg usage shows them
+        assert row["project_path"] and row["project_path"] in titles and row["key"] not in titles, row
     assert f"${total['cost_usd']:,.2f}" in text  # the cost, in dollars
 
 

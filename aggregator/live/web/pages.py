@@ -265,10 +265,16 @@ def search_page(result: dict[str, Any] | str | None, query: str) -> str:
 
 
 # --- usage ------------------------------------------------------------------------------------
+def row_name(row: dict[str, Any]) -> str | None:
+    """What a usage row is about, as people read it: a project's directory (as ``agg usage``
+    shows it) rather than its encoded name; else the row's key."""
+    return row.get("project_path") or row["key"]
+
+
 def _usage_table(rows: Sequence[dict[str, Any]], label: str) -> str:
     head = "".join(f'<th class="num">{e(USAGE_LABELS[f])}</th>' for f in USAGE_FIELDS)
     body = "".join(
-        f'<tr><td title="{e(r["key"] or "")}">{e(tail_of(r["key"]) if r["key"] is not None else "(none)")}</td>'
+        f'<tr><td title="{e(row_name(r) or "")}">{e(tail_of(name) if (name := row_name(r)) else "(none)")}</td>'
         + "".join(f'<td class="num" title="{int(r[f]):,}">{compact(int(r[f]))}</td>' for f in USAGE_FIELDS)
         + f'<td class="num" title="{int(r["total"]):,}">{compact(int(r["total"]))}</td>'
         f'<td class="num">{int(r["responses"]):,}</td>'
@@ -313,7 +319,7 @@ def usage_page(reports: dict[str, dict[str, Any]]) -> str:
     ]
     for by, label in (("model", "Model"), ("project", "Project")):
         rows = reports[by]["rows"]
-        chart = bars([r["key"] or "(none)" for r in rows], [int(r["total"]) for r in rows], title=f"tokens by {by}")
+        chart = bars([row_name(r) or "(none)" for r in rows], [int(r["total"]) for r in rows], title=f"tokens by {by}")
         sections.append(
             f'<section class="usage-block"><h2>By {by}</h2><div class="pair"><div>{chart}</div>'
             f'<div class="table-wrap">{_usage_table(rows, label.lower())}</div></div></section>'
