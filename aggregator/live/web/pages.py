@@ -268,7 +268,8 @@ def search_page(result: dict[str, Any] | str | None, query: str) -> str:
 def row_name(row: dict[str, Any]) -> str | None:
     """What a usage row is about, as people read it: a project's directory (as ``agg usage``
     shows it) rather than its encoded name; else the row's key."""
-    return row.get("project_path") or row["key"]
+    name = row.get("project_path") or row["key"]
+    return str(name) if name is not None else None
 
 
 def _usage_table(rows: Sequence[dict[str, Any]], label: str) -> str:
