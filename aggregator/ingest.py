@@ -7,10 +7,10 @@ every file it could not read too (``tests/adversarial/test_files.py``).
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import multiprocessing.process
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -152,7 +152,16 @@ class _ProjectorProcess:
         self.stop_event = ctx.Event()
         # redis-py pools notice the new pid and open their own connections in the child.
         self.proc = ctx.Process(target=_project_until, args=(store, self.stop_event, os.getpid()), daemon=True)
-        self.proc.start()
+        # Ctrl-C reaches the whole process group, this child too, which the parent stops itself:
+        # the child ignores SIGINT, and the signal stays blocked from the fork until it does, since
+        # one landing in between printed the child's own KeyboardInterrupt traceback under the
+        # parent's one line
+        # (tests/process/test_rejects_and_interrupts.py::test_ctrl_c_during_ingest_keeps_what_was_committed).
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -161,14 +170,15 @@ class _ProjectorProcess:
 
 
 def _project_until(store: Store, stop: Any, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     projector = Projector(store)
     try:
-        with contextlib.suppress(KeyboardInterrupt):
-            # One step at a time, so that the child ends soon after a parent killed with -9 (whose
-            # work it would otherwise go on with alone: harmless, but a process left behind).
-            while not stop.is_set() and os.getppid() == parent:
-                if projector.catch_up(max_steps=1) == 0:
-                    stop.wait(defaults.INGEST_PROJECT_POLL_S)
+        # One step at a time, so that the child ends soon after a parent killed with -9 (whose
+        # work it would otherwise go on with alone: harmless, but a process left behind).
+        while not stop.is_set() and os.getppid() == parent:
+            if projector.catch_up(max_steps=1) == 0:
+                stop.wait(defaults.INGEST_PROJECT_POLL_S)
     except (AggError, redis.RedisError, OSError):
         # Redis refused or went away: the parent meets it too and says so in one line, or its
         # final catch-up redoes what is left here. A traceback from this child would only repeat
