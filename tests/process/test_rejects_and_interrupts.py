@@ -62,6 +62,12 @@ def test_rejects_says_when_more_were_rejected_than_kept(
 
 
 # --- Ctrl-C during agg ingest --------------------------------------------------------------------------
+START_WITH_DEFAULT_SIGINT = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'agg'; runpy.run_module('cli', run_name='__main__')"
+)
+
+
 def test_ctrl_c_during_ingest_keeps_what_was_committed(tmp_path: Path) -> None:
     """It used to print "Aborted!" and exit 1, saying nothing of the work kept."""
     src = tmp_path / "claude" / "projects"
@@ -72,7 +78,10 @@ def test_ctrl_c_during_ingest_keeps_what_was_committed(tmp_path: Path) -> None:
         exp = Store(server.client(), Keys("clean"), HOST).stats()
         store = Store(server.client(), Keys("agg"), HOST)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "ingest"],
+            # As a terminal starts it: with SIGINT's default action. Started from a shell's
+            # background job (CI's, say) the test runner may ignore SIGINT, and a child that inherits
+            # that gets no KeyboardInterrupt: the ingest would run to its end, exit 0.
+            [sys.executable, "-c", START_WITH_DEFAULT_SIGINT, "ingest"],
             env={**env, "PYTHONFAULTHANDLER": "1"},  # a crash shows its stack in the failure message
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
