@@ -106,7 +106,7 @@ def test_run_stops_with_one_line_on_a_redis_it_cannot_use(
             "wrong password": (f"unix://{redis_server.socket_path}?password=wrong", 3),
             "not Redis": (f"redis://127.0.0.1:{server.server_address[1]}", 3),
             "nothing there": ("redis://127.0.0.1:1", 3),
-            "bad URL": ("http://127.0.0.1:6379", 2),
+            "bad URL": (f"http://127.0.0.1:{server.server_address[1]}", 2),  # never the shared 6379
         }[case]
         proc = _run(agg_env(redis_server, tmp_path, AGG_REDIS_URL=url))
     finally:
