@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 import redis
 from openapi_spec_validator import validate
 from starlette.routing import Route
@@ -37,15 +36,6 @@ HOSTILE = (
     "[click me](javascript:alert(1)) ![tracker](http://example.com/t.png) <b onclick=alert(2)>bold</b>"
 )
 PAGES = ["/", "/search?q=the", "/usage", "/status"]
-
-
-@pytest.fixture
-def web(redis_server: RedisProcess, r: redis.Redis, store: Store, corpus: Path, tmp_path: Path) -> TestClient:
-    """The app with the corpus ingested; the client already holds the token cookie."""
-    ingest(store, iter_transcripts([corpus]))
-    client = client_for(redis_server, r, tmp_path)
-    assert client.get(f"/?token={TOKEN}").status_code == 200
-    return client
 
 
 def _biggest(store: Store) -> str:

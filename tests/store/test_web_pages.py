@@ -5,27 +5,12 @@ lines with file and offset."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
 import redis
 from starlette.testclient import TestClient
 
-from aggregator.ingest import ingest
-from aggregator.layout import iter_transcripts
 from aggregator.store import Store
 from aggregator.usage import report as usage_report
-from devtools.redisproc import RedisProcess
-from tests.support.web import TOKEN, Tags, client_for
-
-
-@pytest.fixture
-def web(redis_server: RedisProcess, r: redis.Redis, store: Store, corpus: Path, tmp_path: Path) -> TestClient:
-    """The app with the corpus ingested; the client already holds the token cookie."""
-    ingest(store, iter_transcripts([corpus]))
-    client = client_for(redis_server, r, tmp_path)
-    assert client.get(f"/?token={TOKEN}").status_code == 200
-    return client
+from tests.support.web import Tags
 
 
 def test_usage_page_charts_each_dimension_beside_its_table(web: TestClient, store: Store) -> None:
