@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -149,9 +150,13 @@ class _ProjectorProcess:
         if "fork" not in multiprocessing.get_all_start_methods():
             return
         ctx = multiprocessing.get_context("fork")
-        self.stop_event = ctx.Event()
+        # A pipe, not a multiprocessing.Event, says "stop": the child sees EOF when the parent
+        # closes its end or dies, however it dies. An Event shares a lock, and a parent killed
+        # with -9 while holding it (inside Event.set) left the child blocked on it for good
+        # (tests/process/test_kill.py::test_kill_9_at_random_points_loses_and_doubles_nothing).
+        self.stop_reader, self.stop_writer = ctx.Pipe(duplex=False)
         # redis-py pools notice the new pid and open their own connections in the child.
-        self.proc = ctx.Process(target=_project_until, args=(store, self.stop_event, os.getpid()), daemon=True)
+        self.proc = ctx.Process(target=_project_until, args=(store, self.stop_reader, self.stop_writer), daemon=True)
         # Ctrl-C reaches the whole process group, this child too, which the parent stops itself:
         # the child ignores SIGINT, and the signal stays blocked from the fork until it does, since
         # one landing in between printed the child's own KeyboardInterrupt traceback under the
@@ -162,23 +167,25 @@ class _ProjectorProcess:
             self.proc.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        self.stop_reader.close()
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.stop_event.set()
+            self.stop_writer.close()
             self.proc.join()
 
 
-def _project_until(store: Store, stop: Any, parent: int) -> None:
+def _project_until(store: Store, stop: Connection, parent_end: Connection) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    parent_end.close()  # else the child's own copy of the writing end would keep EOF away
     projector = Projector(store)
     try:
         # One step at a time, so that the child ends soon after a parent killed with -9 (whose
         # work it would otherwise go on with alone: harmless, but a process left behind).
-        while not stop.is_set() and os.getppid() == parent:
+        while not stop.poll(0):
             if projector.catch_up(max_steps=1) == 0:
-                stop.wait(defaults.INGEST_PROJECT_POLL_S)
+                stop.poll(defaults.INGEST_PROJECT_POLL_S)
     except (AggError, redis.RedisError, OSError):
         # Redis refused or went away: the parent meets it too and says so in one line, or its
         # final catch-up redoes what is left here. A traceback from this child would only repeat

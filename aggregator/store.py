@@ -737,8 +737,7 @@ class CommitStream:
         # it, which would commit batches out of order (seq would not follow the order of reading;
         # tests/store/test_commit_stream.py::test_script_forgotten_mid_stream_changes_nothing). Redis
         # finds the compiled script by the text's SHA-1: ~10 KB hashed and sent per batch.
-        packed: bytes = hiredis.pack_command(("EVAL", scripts.INGEST, len(batch.keys), *batch.keys, *batch.args))
-        return packed
+        return pack(("EVAL", scripts.INGEST, len(batch.keys), *batch.keys, *batch.args))
 
     def submit(self, batch: Batch) -> Answered:
         """Send ``batch``'s bodies; returns the batches answered since the last call.
@@ -836,6 +835,20 @@ class CommitStream:
         self.conn = None
         self.sent.clear()
         self.waiting.clear()
+
+
+def pack(args: Iterable[Any]) -> bytes:
+    """One command in the Redis protocol, numbers sent as their decimal text (as redis-py does).
+
+    Numbers are turned into text here, never by ``hiredis.pack_command``: it calls
+    ``PyObject_Repr``, which runs pending signal handlers first, and when one raises (Ctrl-C's
+    KeyboardInterrupt) hiredis uses the NULL it gets back and the process dies of SIGSEGV
+    (``tests/unit/test_pack.py``;
+    tests/process/test_rejects_and_interrupts.py::test_ctrl_c_during_ingest_keeps_what_was_committed).
+    """
+    cmd: Any = tuple(a if isinstance(a, (str, bytes)) else str(a) for a in args)  # hiredis' stub: 1-tuples
+    packed: bytes = hiredis.pack_command(cmd)
+    return packed
 
 
 def _hset(key: str, mapping: dict[str, bytes]) -> bytes:
