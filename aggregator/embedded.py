@@ -549,4 +549,4 @@ def _alive(pid: int) -> bool:
         status: str = psutil.Process(pid).status()
     except psutil.Error:
         return False
-    return status != psutil.STATUS_ZOMBIE
+    return bool(status != psutil.STATUS_ZOMBIE)
