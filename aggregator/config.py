@@ -20,7 +20,8 @@ setting                   environment        default
 
 Read where they are used rather than carried in :class:`Settings`: ``AGG_ACTIVE_MINUTES`` (default
 10), the minutes a conversation stays ``active`` after its newest record (:func:`active_minutes`),
-and the watcher's ``AGG_WATCH_RESCAN_S`` / ``AGG_WATCH_STAT_ALL_S`` (:func:`watch_timings`).
+the watcher's ``AGG_WATCH_RESCAN_S`` / ``AGG_WATCH_STAT_ALL_S`` (:func:`watch_timings`), and
+``AGG_SEAL_IDLE_S`` (default 3600), the idle seconds before a conversation is sealed (:func:`seal_idle_s`).
 :func:`check_env` checks them all at once (``agg run`` does, before it starts anything).
 """
 
@@ -118,11 +119,18 @@ def watch_timings(env: Mapping[str, str] | None = None) -> WatchTimings:
     )
 
 
+def seal_idle_s(env: Mapping[str, str] | None = None) -> float:
+    """``AGG_SEAL_IDLE_S`` if set (seconds >= 0), else :data:`defaults.SEAL_IDLE_S`: how long a
+    conversation is idle before its lines are sealed (:mod:`aggregator.compaction`)."""
+    return _seconds(os.environ if env is None else env, "AGG_SEAL_IDLE_S", defaults.SEAL_IDLE_S, 0)
+
+
 def check_env(env: Mapping[str, str] | None = None) -> None:
     """Raise :class:`ConfigError` for the first bad setting read from the environment by the live
     parts (``agg run`` calls this before it starts any of them)."""
     active_minutes(env)
     watch_timings(env)
+    seal_idle_s(env)
 
 
 def default_host(env: Mapping[str, str] | None = None) -> str:

@@ -62,6 +62,10 @@ key                        type   written by   meaning
                                                batch holding its entries (score = member)
 ``agg:{c:K}:body``         hash   ingest/turns digest → original line bytes (content-addressed)
 ``agg:{c:K}:meta``         hash   ingest/turns n (last conv_seq), msgs (user/assistant events)
+``agg:{c:K}:chunks``       hash   compaction   sealed bodies: chunk number (1, 2, …) → one zstd
+                                               frame of many (digest, line bytes) records
+                                               (:mod:`aggregator.compaction`); a sealed digest
+                                               is in one chunk and no longer in ``body``
 ``agg:{c:K}:proj``         hash   projector    the conversation's projection
 ``agg:turns:due``          zset   workers      conversation → time (ms) its next turn may start
                                                (debounce, cooldown, parking applied)
@@ -209,6 +213,9 @@ class Keys:
 
     def meta(self, conv: str) -> str:
         return f"{self.conv_prefix(conv)}:meta"
+
+    def chunks(self, conv: str) -> str:
+        return f"{self.conv_prefix(conv)}:chunks"
 
     def proj(self, conv: str) -> str:
         return f"{self.conv_prefix(conv)}:proj"
