@@ -19,8 +19,19 @@ Readers (:meth:`aggregator.store.Store.bodies` and the other body reads) look in
 in the chunks for what is missing: a body sealed between the two reads is found in its chunk
 (``tests/store/test_compaction.py::test_readers_see_every_body_while_sealing_runs``).
 
+The log is bounded the same way: :meth:`Compactor.archive_log` moves its oldest batches — those
+the projections have applied, beyond the newest :data:`~aggregator.defaults.LOG_KEEP_BATCHES` —
+out of the stream into compressed segments (``<ns>:log:archive``), one script
+(:data:`~aggregator.scripts.LOG_ARCHIVE`) adding a segment and trimming exactly its batches.
+The store's log reads (:meth:`aggregator.store.Store.log_batches` and the others) read the stream,
+then the archive, so ``agg tail --since 0``, a subscription resuming from an old seq, replay and
+``agg replay --rebuild`` still see every entry once, in seq order
+(``tests/store/test_log_archive.py``).
+
 Chunk format, before compression: records of a 32-byte digest (ASCII hex), the line's length (4
-bytes, big-endian) and its bytes; zstd's frame records the content size.
+bytes, big-endian) and its bytes; zstd's frame records the content size. Segment format: per
+batch, its first seq (8 bytes) and field count (2), then per field the name's and the value's
+lengths (2 and 4 bytes), the name and the value.
 """
 
 from __future__ import annotations
@@ -63,6 +74,39 @@ def unpack_chunk(blob: bytes) -> Iterator[tuple[str, bytes]]:
         at += n
 
 
+_BATCH = struct.Struct(">QH")
+_FIELD = struct.Struct(">HI")
+
+
+def pack_segment(batches: Iterable[tuple[int, dict[bytes, bytes]]], level: int = defaults.SEAL_ZSTD_LEVEL) -> bytes:
+    """Log batches (first seq, fields) as one compressed segment."""
+    parts: list[bytes] = []
+    for first, fields in batches:
+        parts.append(_BATCH.pack(first, len(fields)))
+        for name, value in fields.items():
+            parts += (_FIELD.pack(len(name), len(value)), name, value)
+    return zstandard.ZstdCompressor(level=level).compress(b"".join(parts))
+
+
+def unpack_segment(blob: bytes) -> list[tuple[int, dict[bytes, bytes]]]:
+    """The batches of a segment made by :func:`pack_segment`, in order."""
+    data = zstandard.ZstdDecompressor().decompress(blob)
+    out: list[tuple[int, dict[bytes, bytes]]] = []
+    at = 0
+    while at < len(data):
+        first, n = _BATCH.unpack_from(data, at)
+        at += _BATCH.size
+        fields: dict[bytes, bytes] = {}
+        for _ in range(n):
+            klen, vlen = _FIELD.unpack_from(data, at)
+            at += _FIELD.size
+            name = data[at : at + klen]
+            fields[name] = data[at + klen : at + klen + vlen]
+            at += klen + vlen
+        out.append((first, fields))
+    return out
+
+
 @dataclass
 class CompactReport:
     """What one compaction did (the object ``agg compact --json`` prints)."""
@@ -78,6 +122,11 @@ class CompactReport:
     chunks: int = 0
     left: int = 0
     """Idle conversations with raw bodies left for a later pass (the time given ran out)."""
+    log_batches: int = 0
+    """Log batches moved from the stream into archived segments."""
+    log_segments: int = 0
+    log_raw_bytes: int = 0
+    log_sealed_bytes: int = 0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -92,12 +141,15 @@ class Compactor:
         store: Store,
         *,
         chunk_bytes: int = defaults.SEAL_CHUNK_BYTES,
+        segment_batches: int = defaults.LOG_SEGMENT_BATCHES,
         level: int = defaults.SEAL_ZSTD_LEVEL,
     ) -> None:
         self.store = store
         self.chunk_bytes = chunk_bytes
+        self.segment_batches = segment_batches
         self.level = level
         self._seal = store.client.register_script(scripts.SEAL)
+        self._archive = store.client.register_script(scripts.LOG_ARCHIVE)
 
     def idle_conversations(self, idle_s: float, now_ms: int | None = None) -> list[str]:
         """Conversations with raw bodies whose newest record is at least ``idle_s`` old (or has
@@ -162,23 +214,74 @@ class Compactor:
         if group:
             yield group
 
+    def archive_log(self, report: CompactReport, *, keep: int = defaults.LOG_KEEP_BATCHES) -> bool:
+        """Move the log's oldest batch segment out of the stream, if the stream holds more than
+        ``keep`` batches and the projections have applied it; False when there is nothing to move."""
+        store = self.store
+        keys = store.keys
+        applied = store.projections_seq()
+        head = store.r.xrange(keys.log, "-", "+", count=self.segment_batches)
+        spare = store.r.xlen(keys.log) - keep
+        segment: list[tuple[int, dict[bytes, bytes]]] = []
+        size = 0
+        for entry_id, fields in head[: max(spare, 0)]:
+            first = int(entry_id.split(b"-")[0])
+            if first > applied or (segment and size > self.chunk_bytes):
+                break  # projections read the stream; what they have not applied stays there
+            segment.append((first, fields))
+            size += sum(len(v) for v in fields.values())
+        # Only whole batches go; a batch holding seqs the projections have not applied stays
+        # (its first seq may be applied while its last is not).
+        while segment and _last_seq(*segment[-1]) > applied:
+            segment.pop()
+        if not segment:
+            return False
+        blob = pack_segment(segment, self.level)
+        call = scripts.log_archive_call(
+            log=keys.log,
+            archive=keys.log_archive,
+            segments=keys.log_segments,
+            first=segment[0][0],
+            last=segment[-1][0],
+            segment=blob,
+        )
+        if self._archive(keys=call.keys, args=call.args):
+            report.log_batches += len(segment)
+            report.log_segments += 1
+            report.log_raw_bytes += size
+            report.log_sealed_bytes += len(blob)
+        return True  # moved, or another archiver did: look again
+
     def run(
         self,
         idle_s: float,
         *,
         budget_s: float | None = None,
+        keep_log: int = defaults.LOG_KEEP_BATCHES,
         progress: Callable[[int, int], None] | None = None,
     ) -> CompactReport:
-        """Seal every idle conversation (or as many as ``budget_s`` seconds allow)."""
+        """Seal every idle conversation and archive the log down to ``keep_log`` batches (or as
+        much as ``budget_s`` seconds allow)."""
         started = time.perf_counter()
         report = CompactReport(idle_s=idle_s)
+
+        def out_of_time() -> bool:
+            return budget_s is not None and time.perf_counter() - started >= budget_s
+
         todo = self.idle_conversations(idle_s)
         for i, conv in enumerate(todo):
-            if budget_s is not None and time.perf_counter() - started >= budget_s:
+            if out_of_time():
                 report.left = len(todo) - i
                 break
             self.seal(conv, report)
             if progress is not None:
                 progress(i + 1, len(todo))
+        while not out_of_time() and self.archive_log(report, keep=keep_log):
+            pass
         report.seconds = round(time.perf_counter() - started, 3)
         return report
+
+
+def _last_seq(first: int, fields: dict[bytes, bytes]) -> int:
+    """The seq of a log batch's last entry (one envelope per entry, ``\n``-joined)."""
+    return first + fields[b"e"].count(b"\n")

@@ -395,3 +395,11 @@ SEAL_CHECK_S = 300.0
 SEAL_TICK_S = 0.5
 """Seconds of sealing the writer does at most per check before it goes back to current.json (the
 rest is sealed at the next checks)."""
+
+LOG_KEEP_BATCHES = 10_000
+"""Newest log batches kept in the stream (``<ns>:log``) by compaction; older ones the projections
+have applied move to archived segments, read back transparently (subscribers resuming from a recent
+seq, the projector and the search index read the stream)."""
+
+LOG_SEGMENT_BATCHES = 1000
+"""Log batches per archived segment (at most; fewer when they pass SEAL_CHUNK_BYTES)."""

@@ -15,6 +15,12 @@ key                        type   written by   meaning
                                                ``e`` envelopes and ``f`` facts (``\\n``-joined),
                                                ``d`` digests (32 hex chars each), ``file``,
                                                ``project``, ``agent``
+``agg:log:archive``        hash   compaction   the log's older batches, moved out of the stream
+                                               in segments: first seq of a segment's first
+                                               batch → one zstd frame of its batches, fields
+                                               as in the stream (:mod:`aggregator.compaction`)
+``agg:log:segments``       zset   compaction   ``<first>:<last>`` (first seqs of a segment's
+                                               first and last batches), score = first
 ``agg:stats``              hash   ingest/turns counters: events, revisions, duplicates, rejected,
                                                lines, conversations, batches, last_ingest_ms
 ``agg:convs``              zset   ingest/turns conversation → last seq that touched it
@@ -121,6 +127,14 @@ class Keys:
     @property
     def log(self) -> str:
         return f"{self.ns}:log"
+
+    @property
+    def log_archive(self) -> str:
+        return f"{self.ns}:log:archive"
+
+    @property
+    def log_segments(self) -> str:
+        return f"{self.ns}:log:segments"
 
     @property
     def stats(self) -> str:

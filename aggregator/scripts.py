@@ -524,6 +524,45 @@ def seal_call(
     return ScriptCall(SEAL, [body, chunks], [chunk, *digests])
 
 
+LOG_ARCHIVE = r"""
+-- Move the log's oldest batches into one archived segment: add the segment and trim exactly
+-- those batches from the stream, in one step, so that every batch is readable at every moment —
+-- in the stream before, in the archive after (aggregator.compaction; readers read the stream,
+-- then the archive: aggregator.store.Store.log_batches). Stream ids only grow, so the batches from
+-- `first` to `last` the caller packed are all the stream holds between them.
+--
+-- KEYS[1] log       stream  the global log
+-- KEYS[2] archive   hash    segments (first -> zstd frame of its batches)
+-- KEYS[3] segments  zset    "<first>:<last>", score first
+-- ARGV[1] first     first seq of the segment's first batch (must be the stream's first entry)
+-- ARGV[2] last      first seq of its last batch (must still be in the stream)
+-- ARGV[3] segment   the compressed batches (aggregator.compaction.pack_segment)
+--
+-- Returns 1, or 0 (writing nothing) if the stream no longer starts at `first` or lost `last`
+-- (another archiver was first, or the store lost its keys).
+local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if #head == 0 or head[1][1] ~= ARGV[1] .. '-0' then return 0 end
+if #redis.call('XRANGE', KEYS[1], ARGV[2] .. '-0', ARGV[2] .. '-0') == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[1], ARGV[1] .. ':' .. ARGV[2])
+redis.call('XTRIM', KEYS[1], 'MINID', (tonumber(ARGV[2]) + 1) .. '-0')
+return 1
+"""
+
+
+def log_archive_call(
+    *,
+    log: str,
+    archive: str,
+    segments: str,
+    first: int,
+    last: int,
+    segment: bytes,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`LOG_ARCHIVE` call."""
+    return ScriptCall(LOG_ARCHIVE, [log, archive, segments], [first, last, segment])
+
+
 HMGET_MANY = r"""
 -- Read the same fields of many hashes in one call (read-only): one reply instead of one per hash,
 -- which is what keeps `agg usage` and `agg status` fast on thousands of conversations and files.

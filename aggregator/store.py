@@ -153,6 +153,7 @@ class Store:
         self._ingest = self.client.register_script(scripts.INGEST)
         self._hmget_many = self.client.register_script(scripts.HMGET_MANY)
         self._adopt = self.client.register_script(scripts.CURSOR_ADOPT)
+        self._segments: dict[str, tuple[bytes, list[tuple[int, dict[bytes, bytes]]]]] = {}
 
     # --- identity ----------------------------------------------------------------------------
     def identity(self) -> str:
@@ -524,14 +525,63 @@ class Store:
     # --- reading: timelines and log batches --------------------------------------------------
     def batches_at(self, firsts: Sequence[int]) -> list[list[LogEntry]]:
         """The entries of the log batches whose first seqs are ``firsts`` ([] for a batch the log
-        does not hold), in one round trip."""
+        does not hold), in one round trip (more for batches archived)."""
+        return [
+            list(split_batch(first, fields)) if fields is not None else []
+            for first, fields in zip(firsts, self._batch_fields(firsts), strict=True)
+        ]
+
+    def _batch_fields(self, firsts: Sequence[int]) -> list[dict[bytes, bytes] | None]:
+        """The fields of the log batches starting at ``firsts`` (None: no such batch), from the
+        stream, else — read after it — from the archive (the log's read order: see
+        :meth:`log_batches`)."""
         pipe = self.r.pipeline(transaction=False)
         for first in firsts:
             pipe.xrange(self.keys.log, f"{first}-0", f"{first}-0")
-        return [
-            [entry for _, fields in found for entry in split_batch(first, fields)]
-            for first, found in zip(firsts, pipe.execute(), strict=True)
-        ]
+        out: list[dict[bytes, bytes] | None] = [found[0][1] if found else None for found in pipe.execute()]
+        for i, first in enumerate(firsts):
+            if out[i] is None:
+                segment = self._segment_holding(first)
+                out[i] = next((f for b, f in segment if b == first), None)
+        return out
+
+    # --- reading: the log's archived segments (written by aggregator.compaction) ---------------
+    def _segment_holding(self, seq: int) -> list[tuple[int, dict[bytes, bytes]]]:
+        """The archived segment whose batches start at or before ``seq`` and include it if any
+        does (the one starting last at or before it); [] if none."""
+        found = self.r.zrevrangebyscore(self.keys.log_segments, seq, "-inf", start=0, num=1)
+        return self._segment(found[0].decode()) if found else []
+
+    def _archived_after(self, after_seq: int, count: int) -> list[tuple[int, dict[bytes, bytes]]]:
+        """Up to ``count`` archived batches whose first seq is above ``after_seq``, in order."""
+        k = self.keys.log_segments
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrevrangebyscore(k, after_seq, "-inf", start=0, num=1)  # may hold batches after it
+        pipe.zrangebyscore(k, f"({after_seq}", "+inf", start=0, num=1)
+        members = [m[0].decode() for m in pipe.execute() if m]
+        for member in members:
+            if int(member.split(":")[1]) > after_seq:
+                return [b for b in self._segment(member) if b[0] > after_seq][:count]
+        return []
+
+    def _segment(self, member: str) -> list[tuple[int, dict[bytes, bytes]]]:
+        """One archived segment's batches (``member`` = ``<first>:<last>``), decompressed once
+        per blob: a reader going through a segment a few batches at a time reads it again and
+        again. The blob is fetched each time and compared, so a store that was flushed and
+        filled again never answers from an old one."""
+        blob = self.r.hget(self.keys.log_archive, member.split(":")[0])
+        if blob is None:
+            return []
+        cached = self._segments.get(member)
+        if cached is not None and cached[0] == blob:
+            return cached[1]
+        from aggregator.compaction import unpack_segment  # zstd: only where the log was archived
+
+        batches = unpack_segment(blob)
+        if len(self._segments) >= 4:
+            self._segments.clear()
+        self._segments[member] = (blob, batches)
+        return batches
 
     def timeline_before(self, conv: str, before: int | None, count: int) -> list[int]:
         """Up to ``count`` of ``conv``'s log batches (first seqs) below ``before`` (None: from the
@@ -549,15 +599,33 @@ class Store:
         return found[0] if found else None
 
     def log_batches(self, after_seq: int, count: int = 100) -> list[tuple[int, dict[bytes, bytes]]]:
-        """Raw log batches whose first seq is greater than ``after_seq``."""
-        res = self.r.xrange(self.keys.log, f"{after_seq + 1}-0", "+", count=count)
-        return [(int(i.split(b"-")[0]), f) for i, f in res]
+        """Raw log batches whose first seq is greater than ``after_seq`` (up to ``count``), in order.
+
+        The log is the archived segments (its older batches) followed by the stream. Compaction
+        moves batches from the stream's start to the archive in one step; so the stream is read
+        first and the archive after: a batch that left the stream in between is in the archive
+        at the second read, and archived batches all come before the stream's
+        (``tests/store/test_log_archive.py::test_readers_see_every_batch_while_the_log_is_archived``).
+        """
+        out: list[tuple[int, dict[bytes, bytes]]] = []
+        while len(out) < count:
+            cursor = out[-1][0] if out else after_seq
+            res = self.r.xrange(self.keys.log, f"{cursor + 1}-0", "+", count=count - len(out))
+            archived = self._archived_after(cursor, count - len(out))
+            out += archived or [(int(i.split(b"-")[0]), f) for i, f in res]
+            if not archived:
+                break  # the stream's part: to its end, or to the count
+        return out
 
     def entries_after(self, after_seq: int, upto_seq: int | None = None) -> Iterator[LogEntry]:
         """Every log entry with ``after_seq < seq <= upto_seq`` (to the end if None), in order."""
         # The batch that holds after_seq + 1 may have started earlier: look one batch back.
-        back = self.r.xrevrange(self.keys.log, f"{after_seq}-0", "-", count=1) if after_seq > 0 else []
-        batches = [(int(i.split(b"-")[0]), f) for i, f in back]
+        batches: list[tuple[int, dict[bytes, bytes]]] = []
+        if after_seq > 0:
+            back = self.r.xrevrange(self.keys.log, f"{after_seq}-0", "-", count=1)
+            batches = [(int(i.split(b"-")[0]), f) for i, f in back]
+            if not batches:  # archived (read after the stream, as in log_batches)
+                batches = [b for b in self._segment_holding(after_seq) if b[0] <= after_seq][-1:]
         cursor = after_seq
         while True:
             for first, fields in batches:
@@ -585,7 +653,7 @@ class Store:
             for first in batches:
                 if upto_seq is not None and first > upto_seq:
                     return
-                for _, fields in self.r.xrange(k.log, f"{first}-0", f"{first}-0"):
+                for fields in filter(None, self._batch_fields([first])):
                     for entry in split_batch(first, fields):
                         in_range = after_seq < entry.seq and (upto_seq is None or entry.seq <= upto_seq)
                         if in_range and entry.env()["conv"] == conv:

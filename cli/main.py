@@ -27,7 +27,8 @@ from cli.app import AggGroup, App
 COMMANDS: dict[str, tuple[str, str]] = {
     "compact": (
         "cli.compact:compact_cmd",
-        "Seal idle conversations' lines into compressed chunks (replay stays byte for byte).",
+        "Seal idle conversations' lines, and the log's older batches, into compressed chunks "
+        "(replay and tail stay byte for byte).",
     ),
     "export": (
         "cli.read:export_cmd",

@@ -326,6 +326,8 @@ class WriterService(Service):
                 report.raw_bytes / 1e6,
                 report.sealed_bytes / 1e6,
             )
+        if report.log_batches:
+            self.log.debug("archived %d log batches", report.log_batches)
         return report.left
 
     def final(self) -> None:

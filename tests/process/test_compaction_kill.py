@@ -1,4 +1,5 @@
-"""kill -9 of a sealing process at random points: every body stays readable, byte for byte."""
+"""kill -9 of a sealing process at random points: every body and every log entry stays readable,
+byte for byte, in order."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from tests.support.live import replayed
 
 KILLS = 20
 CHUNK_BYTES = 16 * 1024
-"""Small chunks: a run is hundreds of seal steps, so that kills land between them."""
+"""Small chunks (and log segments of 2 batches): a run is hundreds of steps, so that kills land
+between them."""
 
 SEALER = """
 import sys
@@ -34,12 +36,13 @@ from aggregator.keys import Keys
 from aggregator.store import Store
 r = redis.Redis(unix_socket_path=sys.argv[1], password=sys.argv[2] or None)
 print("go", flush=True)
-Compactor(Store(r, Keys("agg"), "h"), chunk_bytes=int(sys.argv[3])).run(0)
+Compactor(Store(r, Keys("agg"), "h"), chunk_bytes=int(sys.argv[3]), segment_batches=2).run(0, keep_log=0)
 """
 
 
-def _raw_left(store: Store) -> int:
-    return sum(store.r.hlen(store.keys.body(c)) for c in store.conversations())
+def _left(store: Store) -> int:
+    """Steps of work left: raw bodies to seal, and log batches to archive."""
+    return sum(store.r.hlen(store.keys.body(c)) for c in store.conversations()) + store.r.xlen(store.keys.log)
 
 
 def _sealer(server: RedisProcess) -> subprocess.Popen[str]:
@@ -54,19 +57,20 @@ def _sealer(server: RedisProcess) -> subprocess.Popen[str]:
 
 
 @pytest.mark.slow
-def test_kill_9_while_sealing_loses_and_changes_nothing(
+def test_kill_9_while_compacting_loses_and_changes_nothing(
     redis_server: RedisProcess, r: redis.Redis, corpus: Path
 ) -> None:
     store = Store(r, Keys("agg"), HOST)
     ingest(store, iter_transcripts([corpus]))
     projector = Projector(store)
     projector.catch_up()
-    want, digest, raw = replayed(store), projector.digest(), _raw_left(store)
+    want, digest, todo = replayed(store), projector.digest(), _left(store)
+    log = list(store.entries_after(0))
     # One whole run, timed from its start-up's end, to aim the kills across a run on this machine
-    # however loaded; then the store is brought back to unsealed by ingesting into a fresh database.
+    # however loaded; then the store is brought back to raw by ingesting into a fresh database.
     proc = _sealer(redis_server)
     started = time.monotonic()
-    assert proc.wait(timeout=120) == 0 and _raw_left(store) == 0
+    assert proc.wait(timeout=120) == 0 and _left(store) == 0
     full_run = time.monotonic() - started
     assert replayed(store) == want
 
@@ -81,15 +85,18 @@ def test_kill_9_while_sealing_loses_and_changes_nothing(
     while midway < KILLS and attempts < 4 * KILLS:
         attempts += 1
         proc = _sealer(redis_server)
-        time.sleep(rng.uniform(0.0, 2 / KILLS) * full_run)  # each kill seals ~1/KILLS of the store
+        time.sleep(rng.uniform(0.0, 2 / KILLS) * full_run)  # each kill lets ~1/KILLS of a run happen
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        left = _raw_left(store)
-        midway += 0 < left < raw
+        left = _left(store)
+        midway += 0 < left < todo
         assert replayed(store) == want, "a body changed or went missing after a kill"
+        assert list(store.entries_after(0)) == log, "a log entry changed or went missing after a kill"
         assert projector.digest() == digest
         if left == 0:
-            unsealed()  # all sealed before enough kills landed: again, from raw
+            unsealed()  # all done before enough kills landed: again, from raw
     assert midway >= KILLS, f"only {midway} of {attempts} kills landed mid-way"
-    Compactor(store).run(0)  # what the kills left is sealed by the next run
-    assert _raw_left(store) == 0 and replayed(store) == want and projector.digest() == digest
+    Compactor(store).run(0, keep_log=0)  # what the kills left is sealed by the next run
+    assert _left(store) == 0
+    assert replayed(store) == want and list(store.entries_after(0)) == log
+    assert projector.digest() == digest and projector.rebuild()["digest"] == digest
