@@ -213,6 +213,10 @@ class Keys:
     def proj(self, conv: str) -> str:
         return f"{self.conv_prefix(conv)}:proj"
 
+    def forgot(self, conv: str) -> str:
+        """The conversation's tombstone (``agg forget``): the forget time, ms."""
+        return f"{self.conv_prefix(conv)}:forgot"
+
     # --- LLM turns (workers/) ----------------------------------------------------------------
     @property
     def turns_due(self) -> str:

@@ -64,8 +64,9 @@ INGEST = r"""
 -- KEYS[7] rejects    list    rejection records, newest first, capped
 -- KEYS[8] rejseen    set     rejection dedupe members
 -- KEYS[9] dirty      zset    conversation -> time (ms) of its oldest change no turn has seen yet
--- KEYS[10..] conv_keys       3 per conversation i (from 0): cur (hash) at 10+3i, tl (zset) at
---                            11+3i, meta (hash) at 12+3i
+-- KEYS[10..] conv_keys       5 per conversation i (from 0): cur (hash) at 10+5i, tl (zset) at
+--                            11+5i, meta (hash) at 12+5i, body (hash) at 13+5i, forgot (string,
+--                            the tombstone: forget time in ms) at 14+5i
 -- KEYS[#KEYS] store  string  the store's identity token (the last key)
 --
 -- ARGV[1] expected_tok         expected cursor token ("" for a new file)
@@ -82,7 +83,8 @@ INGEST = r"""
 -- ARGV[13] msg_flags           one char per line: '1' user/assistant record, '0' other
 -- ARGV[14] tails               envelope tails (JSON fragments: id, type, ts, agent), '\n'-joined
 -- ARGV[15] facts               facts (JSON), '\n'-joined
--- ARGV[16] conversations       C, then C x (conv name, conv as a JSON string)
+-- ARGV[16] times               each line's record time (epoch ms; "" if it has none), ','-joined
+-- ARGV[17] conversations       C, then C x (conv name, conv as a JSON string)
 -- ARGV[..] rejections          R, then R x (rejection dedupe member, rejection record JSON)
 -- ARGV[..] cursor_fields       P, then P x (cursor field, value) -- including "tok", the new
 --                              token, unique to this commit
@@ -98,7 +100,12 @@ INGEST = r"""
 -- ingester moved the cursor, none of the queued batches can commit
 -- (tests/store/test_tailer.py::test_two_tailers_racing_on_one_file_store_each_line_once).
 --
--- Returns {"ok", added, revisions, duplicates, rejected, first_seq, last_seq}
+-- A conversation with a tombstone (`agg forget`, docs/design.md §9) takes only lines whose record
+-- time is after the forget: the others are dropped here — atomically with the commit, so a forget
+-- racing this batch cannot let one slip in —, their bodies (written in step 1) deleted, counted as
+-- `forgotten` (never rejected) and the cursor moves past them as usual.
+--
+-- Returns {"ok", added, revisions, duplicates, rejected, first_seq, last_seq, forgotten}
 --      or {"conflict"} or {"storegone"} (nothing written).
 if ARGV[#ARGV] ~= '' and redis.call('GET', KEYS[#KEYS]) ~= ARGV[#ARGV] then
   return {'storegone'}
@@ -123,7 +130,7 @@ if ARGV[10] ~= '' then
   local j = 0
   for x in string.gmatch(ARGV[10], '%d+') do j = j + 1; cis[j] = tonumber(x) end
 end
-local a = 16
+local a = 17
 local nc = tonumber(ARGV[a]); a = a + 1
 local conv_name, conv_json = {}, {}
 for i = 1, nc do conv_name[i] = ARGV[a]; conv_json[i] = ARGV[a + 1]; a = a + 2 end
@@ -147,12 +154,37 @@ if not single then
     t[#t + 1] = j
   end
 end
-local added, revs, dups = 0, 0, 0
+local added, revs, dups, forgot = 0, 0, 0, 0
+local times = nil
 for i = 1, nc do
   local js = lines_of[i]
   local cnt = single and nl or #js
+  local tomb = redis.call('GET', KEYS[9 + 5 * i])
+  local cdups, clines = 0, cnt
+  if tomb and cnt > 0 then
+    -- drop the lines said at or before the forget (or not dated); keep the rest
+    if not times then
+      times = {}
+      local j = 0
+      for x in string.gmatch(ARGV[16] .. ',', '([^,]*),') do j = j + 1; times[j] = tonumber(x) end
+    end
+    local T, kept, gone = tonumber(tomb), {}, {}
+    for x = 1, cnt do
+      local j = single and x or js[x]
+      if times[j] and times[j] > T then kept[#kept + 1] = j else
+        kinds[j] = 3; forgot = forgot + 1; gone[#gone + 1] = string.sub(digests, 32 * j - 31, 32 * j)
+      end
+    end
+    if #gone > 0 then
+      for s = 1, #gone, 1000 do
+        redis.call('HDEL', KEYS[8 + 5 * i], unpack(gone, s, math.min(s + 999, #gone)))
+      end
+      if single then single = false; cis = {}; for j = 1, nl do cis[j] = 1 end end
+      js = kept; cnt = #kept; clines = cnt
+    end
+  end
   if cnt > 0 then
-    local cur = KEYS[7 + 3 * i]
+    local cur = KEYS[5 + 5 * i]
     local now, changed = {}, {}
     if redis.call('EXISTS', cur) == 1 then
       for s = 1, cnt, 1000 do
@@ -172,7 +204,7 @@ for i = 1, nc do
         now[id] = dg; changed[id] = true
         kinds[j] = 1; added = added + 1; per_conv[i] = per_conv[i] + 1
       elseif string.find(v, dg, 1, true) then
-        kinds[j] = 0; dups = dups + 1
+        kinds[j] = 0; dups = dups + 1; cdups = cdups + 1
       else
         now[id] = v .. ',' .. dg; changed[id] = true
         kinds[j] = 2; revs = revs + 1; per_conv[i] = per_conv[i] + 1
@@ -190,6 +222,9 @@ for i = 1, nc do
       if #hs > 0 then redis.call('HSET', cur, unpack(hs)) end
       redis.call('HDEL', cur, HT_FIELD)
     end
+    -- per conversation, so that `agg forget` takes them off the store's counters
+    if cdups > 0 then redis.call('HINCRBY', KEYS[7 + 5 * i], 'dups', cdups) end
+    redis.call('HINCRBY', KEYS[7 + 5 * i], 'lines', clines)
   end
 end
 
@@ -218,7 +253,7 @@ if n > 0 then
   local next_cs, msgs = {}, {}
   for i = 1, nc do
     if per_conv[i] > 0 then
-      next_cs[i] = redis.call('HINCRBY', KEYS[9 + 3 * i], 'n', per_conv[i]) - per_conv[i] + 1
+      next_cs[i] = redis.call('HINCRBY', KEYS[7 + 5 * i], 'n', per_conv[i]) - per_conv[i] + 1
     end
     msgs[i] = 0
   end
@@ -226,7 +261,7 @@ if n > 0 then
   local envs = {}
   local all = (n == nl)
   local digs, facts = {}, nil
-  if not all then facts = {}; local fx = split(ARGV[15], nl); for j = 1, nl do if kinds[j] ~= 0 then
+  if not all then facts = {}; local fx = split(ARGV[15], nl); for j = 1, nl do if kinds[j] == 1 or kinds[j] == 2 then
     facts[#facts + 1] = fx[j]; digs[#digs + 1] = string.sub(digests, 32 * j - 31, 32 * j) end end end
   local seq = first_seq
   local ev_channel, chan = ARGV[3], {}
@@ -234,7 +269,7 @@ if n > 0 then
   local fmt = string.format
   for j = 1, nl do
     local k = kinds[j]
-    if k ~= 0 then
+    if k == 1 or k == 2 then
       local ci = single and 1 or cis[j]
       local cs = next_cs[ci]
       next_cs[ci] = cs + 1
@@ -251,10 +286,10 @@ if n > 0 then
   local new_convs = 0
   for i = 1, nc do
     if per_conv[i] > 0 then
-      redis.call('ZADD', KEYS[8 + 3 * i], first_seq, first_seq)
+      redis.call('ZADD', KEYS[6 + 5 * i], first_seq, first_seq)
       redis.call('ZADD', KEYS[5], last_seq, conv_name[i])
       redis.call('ZADD', KEYS[9], 'NX', now_ms, conv_name[i])
-      if msgs[i] > 0 and redis.call('HINCRBY', KEYS[9 + 3 * i], 'msgs', msgs[i]) == msgs[i] then
+      if msgs[i] > 0 and redis.call('HINCRBY', KEYS[7 + 5 * i], 'msgs', msgs[i]) == msgs[i] then
         new_convs = new_convs + 1
       end
     end
@@ -270,12 +305,13 @@ redis.call('HINCRBY', KEYS[3], 'events', added)
 redis.call('HINCRBY', KEYS[3], 'revisions', revs)
 redis.call('HINCRBY', KEYS[3], 'duplicates', dups)
 redis.call('HINCRBY', KEYS[3], 'rejected', rejs)
+if forgot > 0 then redis.call('HINCRBY', KEYS[3], 'forgotten', forgot) end
 redis.call('HINCRBY', KEYS[3], 'lines', nl + nr)
 redis.call('HINCRBY', KEYS[3], 'batches', 1)
 redis.call('HSET', KEYS[3], 'last_ingest_ms', now_ms)
 if np > 0 then redis.call('HSET', KEYS[4], unpack(cursor_args)) end
 redis.call('SADD', KEYS[6], ARGV[2])
-return {'ok', added, revs, dups, rejs, first_seq, last_seq}
+return {'ok', added, revs, dups, rejs, first_seq, last_seq, forgot}
 """
 
 
@@ -307,6 +343,7 @@ def ingest_call(
     msg_flags: bytes,
     tails: bytes,
     facts: bytes,
+    times: str,
     conversations: Sequence[tuple[str, bytes]],
     rejections: Sequence[tuple[str, bytes]],
     cursor_fields: Sequence[tuple[str, Any]],
@@ -332,6 +369,7 @@ def ingest_call(
             msg_flags,
             tails,
             facts,
+            times,
             *counted(conversations),
             *counted(rejections),
             *counted(cursor_fields),

@@ -40,7 +40,7 @@ from aggregator.parse import Event, Rejection, dumps
 if TYPE_CHECKING:  # imported where used: `agg status` and `agg usage` read a Store without redis-py
     import redis
 
-STAT_FIELDS = ("events", "revisions", "duplicates", "rejected", "lines", "conversations", "batches")
+STAT_FIELDS = ("events", "revisions", "duplicates", "rejected", "lines", "conversations", "batches", "forgotten")
 
 
 _GLOB = re.compile(r"[\\*?\[\]]")
@@ -71,6 +71,8 @@ class CommitResult:
     rejected: int
     first_seq: int
     last_seq: int
+    forgotten: int = 0
+    """Lines dropped because their conversation was forgotten at or after their time (``agg forget``)."""
 
 
 @dataclass(slots=True)
@@ -307,7 +309,7 @@ class Store:
             rejects=k.rejects,
             rejseen=k.rejects_seen,
             dirty=k.dirty,
-            conv_keys=[key for c in convs for key in (k.cur(c), k.timeline(c), k.meta(c))],
+            conv_keys=[key for c in convs for key in (k.cur(c), k.timeline(c), k.meta(c), k.body(c), k.forgot(c))],
             store=k.store_id,
             expected_tok=expected_tok,
             fid=fid,
@@ -324,6 +326,7 @@ class Store:
             msg_flags=b"".join([b"1" if e.is_msg else b"0" for e in events]),
             tails=b"\n".join([e.tail for e in events]),
             facts=b"\n".join([e.facts for e in events]),
+            times=",".join(["" if e.tms is None else str(e.tms) for e in events]),
             conversations=[(c, dumps(c)) for c in convs],
             rejections=rejections,
             cursor_fields=list(cursor.items()),
@@ -678,7 +681,7 @@ class Batch:
             raise CursorConflict(f"the cursor of {self.display} moved under us")
         if res[0] == b"storegone":
             raise StoreReset("the store lost its keys (FLUSHALL, or an empty backup restored)")
-        return CommitResult(*(int(x) for x in res[1:7]))
+        return CommitResult(*(int(x) for x in res[1:8]))
 
 
 Answered = list[tuple[Batch, CommitResult | None]]
