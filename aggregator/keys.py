@@ -15,8 +15,15 @@ key                        type   written by   meaning
                                                ``e`` envelopes and ``f`` facts (``\\n``-joined),
                                                ``d`` digests (32 hex chars each), ``file``,
                                                ``project``, ``agent``
+``agg:log:patched``        zset   forget       first seqs of the log batches ``agg forget`` rewrote
+                                               (score = member): batches that also held entries
+                                               of other conversations
+``agg:log:patch:<first>``  hash   forget       such a batch, with the fields of a log entry; the
+                                               forgotten conversation's entries blanked (envelope
+                                               and facts empty, digest zeros): read as the log's
 ``agg:stats``              hash   ingest/turns counters: events, revisions, duplicates, rejected,
-                                               lines, conversations, batches, last_ingest_ms
+                                               lines, conversations, batches, last_ingest_ms,
+                                               forgotten (lines dropped by a tombstone), forgets
 ``agg:convs``              zset   ingest/turns conversation → last seq that touched it
 ``agg:files``              set    ingest       file ids of every cursor
 ``agg:file:<fid>``         hash   ingest       cursor of one (host, path): off, tok (token of the
@@ -61,7 +68,11 @@ key                        type   written by   meaning
 ``agg:{c:K}:tl``           zset   ingest/turns the conversation's timeline: first seq of each log
                                                batch holding its entries (score = member)
 ``agg:{c:K}:body``         hash   ingest/turns digest → original line bytes (content-addressed)
-``agg:{c:K}:meta``         hash   ingest/turns n (last conv_seq), msgs (user/assistant events)
+``agg:{c:K}:meta``         hash   ingest/turns n (last conv_seq), msgs (user/assistant events),
+                                               dups, lines (duplicate and all lines read of it)
+``agg:{c:K}:forgot``       string forget       the tombstone: when ``agg forget`` removed the
+                                               conversation (ms); ingest drops its lines dated
+                                               then or before (or not dated)
 ``agg:{c:K}:proj``         hash   projector    the conversation's projection
 ``agg:turns:due``          zset   workers      conversation → time (ms) its next turn may start
                                                (debounce, cooldown, parking applied)
@@ -117,6 +128,14 @@ class Keys:
     @property
     def log(self) -> str:
         return f"{self.ns}:log"
+
+    @property
+    def log_patched(self) -> str:
+        return f"{self.ns}:log:patched"
+
+    def log_patch(self, first: int | str) -> str:
+        """A log batch rewritten by ``agg forget`` (the stream's entry is deleted)."""
+        return f"{self.ns}:log:patch:{first}"
 
     @property
     def stats(self) -> str:

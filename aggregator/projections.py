@@ -56,8 +56,10 @@ and ``agg:proj:pconvs:<project>``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import heapq
 import os
 import time
 from collections import defaultdict
@@ -70,7 +72,7 @@ import orjson
 from aggregator import defaults, scripts
 from aggregator.errors import StoreError
 from aggregator.parse import MESSAGE_TYPES, facts, loads
-from aggregator.store import LogEntry, Store, recent_member
+from aggregator.store import LogEntry, Store, parse_recent_member, recent_member
 from aggregator.titles import TITLE_FIELDS
 
 REBUILD_LOCK_TTL_MS = 10 * 60 * 1000
@@ -476,6 +478,20 @@ class Projector:
                 if not later:
                     return applied
                 entries = list(self.store.entries_after(cp, later[0][0] + defaults.PROJECT_BATCH_ENTRIES - 1))
+            cut = next((i for i, e in enumerate(entries) if e.is_forget), None)
+            if cut == 0:
+                # a forget is a step of its own: it reads what the conversation left in the
+                # projections as of this checkpoint, and takes exactly that off
+                res = self._forget_step(cp, entries[0], token)
+                if token:
+                    self.store.client.pexpire(self.keys.proj_lock, REBUILD_LOCK_TTL_MS)
+                if res == b"locked":
+                    return applied
+                if res == b"ok":
+                    applied += 1
+                continue
+            if cut is not None:
+                entries = entries[:cut]
             items = list(self._rederive(entries) if rederive else ((e.env(), orjson.loads(e.facts)) for e in entries))
             fold = Fold(self._read_state(entries, items))
             for entry, (env, fx) in zip(entries, items, strict=True):
@@ -489,6 +505,142 @@ class Projector:
             if res == b"ok":
                 applied += len(entries)
         return applied
+
+    def _forget_step(self, cp: int, entry: LogEntry, token: str) -> bytes:
+        """Apply one ``agg-forget`` entry: drop the conversation's projection and take what it
+        added off every global one — its usage (the responses it owns, exactly what they added to
+        the total and the tallies), its recent messages, its project memberships (a project left
+        with no conversation goes), its pending references, the links other conversations of its
+        projects had to it — and move the checkpoint past the entry, by compare-and-set.
+
+        What it added to another conversation's projection by other means stays until a rebuild:
+        a summary record of it that named another conversation's title, and the share of a
+        response copied into another conversation that it raised.
+        """
+        conv = entry.env()["conv"]
+        k = self.keys
+        targets: list[tuple[str, list[tuple[str, Any, Any]]]] = [(k.proj(conv), [("del", "", "")])]
+        targets += self._forget_recent(conv, entry.seq)
+        targets += self._forget_usage(conv)
+        targets += self._forget_refs(conv)
+        links, touched = self._forget_projects(conv)
+        targets += links
+        keys: list[str] = []
+        args: list[Any] = []
+        for key, ops in targets:
+            keys.append(key)
+            args.append(len(ops))
+            for op in ops:
+                args += op
+        keys.append(k.proj_changed)
+        args.append(len(touched))
+        for c in touched:
+            args += ("touch", "", c)
+        call = scripts.project_call(
+            proj_seq=k.proj_seq,
+            proj_lock=k.proj_lock,
+            targets=keys,
+            after_seq=cp,
+            upto_seq=entry.seq,
+            token=token,
+            ops=args,
+        )
+        return bytes(self._project(keys=call.keys, args=call.args)[0])
+
+    def _forget_recent(self, conv: str, seq: int) -> list[tuple[str, list[tuple[str, Any, Any]]]]:
+        """Ops on the recent messages: ``conv``'s go; if it was full, those it had let go of come back."""
+        recent = self.store.r.zrange(self.keys.recent, 0, -1, withscores=True)
+        gone = [m for m, _ in recent if parse_recent_member(m)[1] == conv]
+        if not gone:
+            return []
+        ops: list[tuple[str, Any, Any]] = [("zrem", "", m) for m in gone]
+        if len(recent) >= RECENT_KEEP:
+            low = (int(recent[0][1]), recent[0][0])
+            ops += [("zadd", s, m) for s, m in self._recent_below(low, len(gone), seq)]
+        return [(self.keys.recent, ops)]
+
+    def _forget_usage(self, conv: str) -> list[tuple[str, list[tuple[str, Any, Any]]]]:
+        """Ops taking off every response ``conv`` owns, with exactly what it added."""
+        k = self.keys
+        gone: list[str] = []
+        total: dict[str, int] = defaultdict(int)
+        tallies: list[dict[str, int]] = [defaultdict(int) for _ in TALLIES]
+        for f, v in self.store.r.hscan_iter(k.usage_keys, count=1000):
+            state = _state(v)
+            if state[0] != conv:
+                continue
+            gone.append(f.decode())
+            owner, project, model, day, long = state[0], state[1], state[2], state[3], state[9]
+            counts = [(name, state[4 + i]) for i, name in enumerate(TOKEN_FIELDS)] + [("responses", 1)]
+            for name, n in counts:
+                if n:
+                    total[name] += n
+                    tallies[0][tally_field(owner, model, day, long, name)] += n
+                    tallies[1][tally_field(day, model, long, name)] += n
+                    tallies[2][tally_field(project, day, model, long, name)] += n
+        if not gone:
+            return []
+        out: list[tuple[str, list[tuple[str, Any, Any]]]] = [
+            (k.usage_keys, [("hdel", f, "") for f in gone]),
+            (k.usage_total, [("decr", f, n) for f, n in total.items()]),
+        ]
+        for name, tally in zip(TALLIES, tallies, strict=True):
+            out.append((k.usage_tally(name), [("decr", f, n) for f, n in tally.items()]))
+        return out
+
+    def _forget_refs(self, conv: str) -> list[tuple[str, list[tuple[str, Any, Any]]]]:
+        """Ops dropping the pending references ``conv`` made."""
+        ops: list[tuple[str, Any, Any]] = []
+        for f, v in self.store.r.hscan_iter(self.keys.refs, count=1000):
+            refs: list[Ref] = orjson.loads(v)
+            kept = [ref for ref in refs if ref[1] != conv]
+            if len(kept) != len(refs):
+                ops.append(("set", f.decode(), orjson.dumps(kept).decode()) if kept else ("hdel", f.decode(), ""))
+        return [(self.keys.refs, ops)] if ops else []
+
+    def _forget_projects(self, conv: str) -> tuple[list[tuple[str, list[tuple[str, Any, Any]]]], list[str]]:
+        """Ops taking ``conv`` out of its projects (a project left empty goes) and the links to it
+        out of the other conversations of those projects; and the conversations touched."""
+        k = self.keys
+        r = self.store.r
+        projects = sorted(p.decode() for p in r.smembers(k.projects))
+        pipe = r.pipeline(transaction=False)
+        for p in projects:
+            pipe.smembers(k.project_convs(p))
+        members = {p: {c.decode() for c in m} for p, m in zip(projects, pipe.execute(), strict=True)}
+        mine = [p for p in projects if conv in members[p]]
+        out: list[tuple[str, list[tuple[str, Any, Any]]]] = [(k.project_convs(p), [("srem", "", conv)]) for p in mine]
+        empty = [p for p in mine if members[p] == {conv}]
+        if empty:
+            out.append((k.projects, [("srem", "", p) for p in empty]))
+        touched = [conv]
+        link_fields = [f"from.{kind}.{conv}" for _, kind in _REF_FACTS]
+        others = sorted({c for p in mine for c in members[p] if c != conv})
+        rows = self.store.hmget_many([k.proj(c) for c in others], link_fields) if others else []
+        for other, row in zip(others, rows, strict=True):
+            fields = [f for f, v in zip(link_fields, row, strict=True) if v is not None]
+            if fields:
+                out.append((k.proj(other), [("hdel", f, "") for f in fields]))
+                touched.append(other)
+        return out, touched
+
+    def _recent_below(self, low: tuple[int, bytes], n: int, before: int) -> list[tuple[int, bytes]]:
+        """The ``n`` most recent messages (score, member) of the log below seq ``before`` that
+        rank under ``low``: those the recent-messages projection let go of. Reads the whole log
+        up to there (only a forget of a conversation holding recent messages does this)."""
+        best: list[tuple[int, bytes]] = []
+        for e in self.store.entries_after(0, before - 1):
+            env = e.env()
+            if env["revision"] or env["type"] not in MESSAGE_TYPES:
+                continue
+            tms = orjson.loads(e.facts).get("tms")
+            cand = (tms if isinstance(tms, int) else 0, recent_member(e.seq, env["conv"], env["id"], env["type"]))
+            if cand < low:
+                if len(best) < n:
+                    heapq.heappush(best, cand)
+                elif cand > best[0]:
+                    heapq.heapreplace(best, cand)
+        return best
 
     def _read_state(self, entries: list[LogEntry], items: list[tuple[dict[str, Any], dict[str, Any]]]) -> StepState:
         """Read what folding these entries depends on, in (at most) three round trips.
@@ -601,14 +753,23 @@ class Projector:
             yield env, facts(loads(raw), e.file_agent or None)
 
     # --- rebuild and digest ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[str]:
+        """Hold the projections' lock (``proj:lock``) for a rebuild or a forget; yields its token,
+        which :meth:`catch_up` takes to apply steps while every other projector waits."""
+        token = os.urandom(8).hex()
+        if not self.store.client.set(self.keys.proj_lock, token, nx=True, px=REBUILD_LOCK_TTL_MS):
+            raise StoreError("the projections are locked by a rebuild or a forget running now; try again later")
+        try:
+            yield token
+        finally:
+            unlock = scripts.project_unlock_call(proj_lock=self.keys.proj_lock, token=token)
+            self._unlock(keys=unlock.keys, args=unlock.args)
+
     def rebuild(self) -> dict[str, Any]:
         """Drop every projection and recompute it from the log; returns counts, the digest, and the
         digest of the projections it replaced (equal when they were caught up and right)."""
-        r = self.store.client
-        token = os.urandom(8).hex()
-        if not r.set(self.keys.proj_lock, token, nx=True, px=REBUILD_LOCK_TTL_MS):
-            raise StoreError("another rebuild is running (lock held); try again later")
-        try:
+        with self.locked() as token:
             before = self.digest()
             convs = self.store.conversations()
             k = self.keys
@@ -621,9 +782,6 @@ class Projector:
             if bytes(res) != b"ok":
                 raise StoreError("lost the rebuild lock before dropping the projections")
             applied = self.catch_up(token=token, rederive=True)
-        finally:
-            unlock = scripts.project_unlock_call(proj_lock=self.keys.proj_lock, token=token)
-            self._unlock(keys=unlock.keys, args=unlock.args)
         return {
             "rebuilt": ["conversations", "titles", "subagents", "links", "usage", "recent_messages"],
             "entries": applied,

@@ -395,8 +395,13 @@ PROJECT = r"""
 --                   field.."@" to seq) if seq is above / below the seq stored with it
 --                 "pick" a=field b=','-joined candidate fields: set field to the first
 --                   candidate that is set and not empty (remove it if none is)
---         sets:   "sadd" a=ignored b=member
+--                 "decr" a=field b=n: HINCRBY -n, the field removed once it is 0 or less
+--                 "hdel" a=field
+--         sets:   "sadd" a=ignored b=member · "srem" a=ignored b=member
 --         zsets:  "zadd" a=score b=member · "zkeep" a=ignored b=N (keep the N highest)
+--                 "zrem" a=ignored b=member
+--         any:    "del": remove the key (a, b ignored)
+--         ("decr", "hdel", "srem", "zrem" and "del" are what `agg forget` takes off)
 --                 "touch" a=ignored b=member: score the member with this step's change mark
 --                   (1 + the zset's highest score); for the changed-conversations index only
 --
@@ -442,8 +447,18 @@ for k = 3, #KEYS do
         if vals[i] and vals[i] ~= '' then chosen = vals[i]; break end
       end
       if chosen then redis.call('HSET', key, f, chosen) else redis.call('HDEL', key, f) end
+    elseif op == 'decr' then
+      if redis.call('HINCRBY', key, f, -tonumber(v)) <= 0 then redis.call('HDEL', key, f) end
+    elseif op == 'hdel' then
+      redis.call('HDEL', key, f)
     elseif op == 'sadd' then
       redis.call('SADD', key, v)
+    elseif op == 'srem' then
+      redis.call('SREM', key, v)
+    elseif op == 'zrem' then
+      redis.call('ZREM', key, v)
+    elseif op == 'del' then
+      redis.call('DEL', key)
     elseif op == 'zadd' then
       redis.call('ZADD', key, f, v)
     elseif op == 'zkeep' then
@@ -617,3 +632,182 @@ def cursor_adopt_call(
 ) -> ScriptCall:
     """KEYS and ARGV of one :data:`CURSOR_ADOPT` call."""
     return ScriptCall(CURSOR_ADOPT, [old_cursor, new_cursor, files], [old_fid, new_fid])
+
+
+FORGET = r"""
+-- Forget one conversation (`agg forget`, docs/design.md §9), atomically against every commit:
+-- leave its tombstone (the forget time T, ms), remove its events — ids, versions, bodies,
+-- timeline, meta, turn state — take them off the counters, scrub their content out of the log,
+-- and append one log entry of type agg-forget (its own seq) that every projection applies in seq
+-- order (aggregator.projections drops the conversation's rows there; so does the search index).
+--
+-- The log: a batch that held only this conversation's entries is deleted (XDEL); one shared with
+-- other conversations (a file holding lines of several sessions) is deleted from the stream and
+-- kept, with this conversation's entries blanked (envelope and facts "", digest zeros) so that
+-- the others keep their seqs, in the patch hash named by its first seq, indexed in `patched`
+-- (aggregator.store reads the two as one log).
+--
+-- KEYS[1] seq        string  global sequence counter
+-- KEYS[2] log        stream  global log
+-- KEYS[3] stats      hash    counters
+-- KEYS[4] convs      zset    conversation -> last seq
+-- KEYS[5] dirty      zset    conversations with changes no turn has seen
+-- KEYS[6] due        zset    turn schedule    KEYS[7] queued  zset    KEYS[8] running  zset
+-- KEYS[9] parked     zset    parked turns
+-- KEYS[10] patched   zset    first seqs of patched log batches
+-- KEYS[11] cur       hash    the conversation's event ids -> digests
+-- KEYS[12] tl        zset    its timeline (first seqs of its log batches)
+-- KEYS[13] body      hash    its line bytes
+-- KEYS[14] meta      hash    n, msgs, dups, lines
+-- KEYS[15] forgot    string  its tombstone
+-- KEYS[16] turn      hash    its turn state    KEYS[17] lease  string  its turn lease
+--
+-- ARGV[1] conv           the conversation key
+-- ARGV[2] conv_json      the key as a JSON string (as envelopes spell it)
+-- ARGV[3] patch_prefix   a patched batch's hash, but for its first seq
+-- ARGV[4] events_channel ARGV[5] conv_channel  where the agg-forget envelope is published
+--
+-- Returns {"ok", seq, T, events, revisions, duplicates, lines, conversations (0/1),
+--          batches deleted, batches patched}, or {"missing"} (nothing written).
+local conv, cj = ARGV[1], ARGV[2]
+if redis.call('ZSCORE', KEYS[4], conv) == false and redis.call('EXISTS', KEYS[11]) == 0 then
+  return {'missing'}
+end
+local t = redis.call('TIME')
+local T = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = tonumber(redis.call('GET', KEYS[15]) or '0')
+if old >= T then T = old + 1 end
+
+-- scrub the log
+local mark = ',"conv":' .. cj .. ',"conv_seq":'
+local function mine(env)
+  local p = string.find(env, ',"conv":', 1, true)
+  return p ~= nil and string.sub(env, p, p + #mark - 1) == mark
+end
+local deleted, patched = 0, 0
+for _, first in ipairs(redis.call('ZRANGE', KEYS[12], 0, -1)) do
+  local id = first .. '-0'
+  local found = redis.call('XRANGE', KEYS[2], id, id)
+  local pkey = ARGV[3] .. first
+  local f = {}
+  if #found > 0 then
+    local kv = found[1][2]
+    for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end
+  else
+    local kv = redis.call('HGETALL', pkey)
+    for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end
+  end
+  if f['e'] then
+    local envs, facts = {}, {}
+    for s in string.gmatch(f['e'] .. '\n', '([^\n]*)\n') do envs[#envs + 1] = s end
+    for s in string.gmatch(f['f'] .. '\n', '([^\n]*)\n') do facts[#facts + 1] = s end
+    local digs, others, hit = {}, 0, false
+    for i = 1, #envs do
+      local d = string.sub(f['d'], 32 * i - 31, 32 * i)
+      if envs[i] ~= '' and mine(envs[i]) then
+        envs[i] = ''; facts[i] = ''; d = string.rep('0', 32); hit = true
+      elseif envs[i] ~= '' then
+        others = others + 1
+      end
+      digs[i] = d
+    end
+    if hit then
+      if #found > 0 then redis.call('XDEL', KEYS[2], id) end
+      if others == 0 then
+        redis.call('DEL', pkey)
+        redis.call('ZREM', KEYS[10], first)
+        deleted = deleted + 1
+      else
+        redis.call('HSET', pkey, 'e', table.concat(envs, '\n'), 'd', table.concat(digs),
+          'f', table.concat(facts, '\n'), 'file', f['file'] or '', 'project', f['project'] or '',
+          'agent', f['agent'] or '')
+        redis.call('ZADD', KEYS[10], first, first)
+        patched = patched + 1
+      end
+    end
+  end
+end
+
+-- the events and everything kept per conversation
+local events = redis.call('HLEN', KEYS[11])
+local m = redis.call('HMGET', KEYS[14], 'n', 'msgs', 'dups', 'lines')
+local revisions = math.max(0, tonumber(m[1] or '0') - events)
+local was_conv = tonumber(m[2] or '0') > 0 and 1 or 0
+local dups, lines = tonumber(m[3] or '0'), tonumber(m[4] or '0')
+redis.call('DEL', KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[16], KEYS[17])
+for k = 4, 9 do redis.call('ZREM', KEYS[k], conv) end
+-- %d: Lua would send -0 as "-0" and a time in ms as "1.7e+12", which Redis does not take
+local fmt = string.format
+for _, kv in ipairs({{'events', events}, {'revisions', revisions}, {'duplicates', dups}, {'lines', lines},
+                     {'conversations', was_conv}}) do
+  if kv[2] ~= 0 then redis.call('HINCRBY', KEYS[3], kv[1], fmt('%d', -kv[2])) end
+end
+redis.call('HINCRBY', KEYS[3], 'forgets', 1)
+redis.call('SET', KEYS[15], fmt('%d', T))
+
+-- the agg-forget entry: its own seq, published like an event's envelope
+local function iso(ms)
+  local s = math.floor(ms / 1000)
+  local days = math.floor(s / 86400)
+  local rem = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local mo = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (mo <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, mo, d, math.floor(rem / 3600),
+    math.floor(rem / 60) % 60, rem % 60, ms % 1000)
+end
+local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'),
+                     tonumber(redis.call('HGET', KEYS[3], 'log_last') or '0')) + 1
+local env = '{"seq":' .. fmt('%d', seq) .. ',"conv":' .. cj .. ',"conv_seq":0,"id":"forget:' .. fmt('%d', T) ..
+  '","type":"agg-forget","ts":"' .. iso(T) .. '","agent":null,"revision":false,"forgotten":{"at_ms":' ..
+  fmt('%d', T) .. ',"events":' .. fmt('%d', events) .. ',"revisions":' .. fmt('%d', revisions) .. '}}'
+redis.call('SET', KEYS[1], fmt('%d', seq))
+redis.call('XADD', KEYS[2], fmt('%d', seq) .. '-0', 'e', env, 'd', string.rep('0', 32), 'f', '{}',
+  'file', '', 'project', '', 'agent', '')
+redis.call('HSET', KEYS[3], 'log_last', fmt('%d', seq))
+redis.call('PUBLISH', ARGV[4], env)
+redis.call('PUBLISH', ARGV[5], env)
+return {'ok', seq, T, events, revisions, dups, lines, was_conv, deleted, patched}
+"""
+
+
+def forget_call(
+    *,
+    seq: str,
+    log: str,
+    stats: str,
+    convs: str,
+    dirty: str,
+    due: str,
+    queued: str,
+    running: str,
+    parked: str,
+    patched: str,
+    cur: str,
+    tl: str,
+    body: str,
+    meta: str,
+    forgot: str,
+    turn: str,
+    lease: str,
+    conv: str,
+    conv_json: bytes,
+    patch_prefix: str,
+    events_channel: str,
+    conv_channel: str,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`FORGET` call (built by :meth:`aggregator.store.Store.forget`)."""
+    return ScriptCall(
+        FORGET,
+        [
+            *(seq, log, stats, convs, dirty, due, queued, running, parked, patched),
+            *(cur, tl, body, meta, forgot, turn, lease),
+        ],
+        [conv, conv_json, patch_prefix, events_channel, conv_channel],
+    )

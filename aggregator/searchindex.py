@@ -223,6 +223,8 @@ class SearchIndex:
         conv, eid, digest = self._meta("last_conv"), self._meta("last_id"), self._meta("last_digest")
         if not (conv and eid and digest):
             return False
+        if eid.startswith("forget:"):  # the last entry was a forget: the tombstone it left is there
+            return store.last_seq() >= cp and store.forgotten_at(conv) == int(eid[len("forget:") :])
         return store.last_seq() >= cp and digest in store.versions([(conv, eid)])[0]
 
     def catch_up(self, store: Store, progress: Callable[[int], None] | None = None) -> int:
@@ -285,39 +287,67 @@ class SearchIndex:
         with self._write():
             if self.checkpoint() != cp:
                 return False  # another process indexed these entries: take it from its checkpoint
-            # The newest version of each event in this step replaces whatever the index holds for it
-            # (an earlier version; or the event itself, stored again under a later seq after a
-            # restore): an event's rows are never there twice.
-            newest: dict[tuple[str, str], list[Doc]] = {}
-            projects: dict[str, str] = {}
-            for entry, env, ds in docs:
-                if ds or env["revision"]:
-                    newest[(env["conv"], env["id"])] = ds
-                    projects.setdefault(env["conv"], entry.project)
-            conv_n = self._conv_numbers(projects)
-            changes = self.db.total_changes
-            self.db.executemany("DELETE FROM docs WHERE conv = ? AND id = ?", [(conv_n[c], e) for c, e in newest])
-            orphans = self.db.total_changes - changes
-            # Row ids are never reused: a replaced row's words stay in the contentless word index
-            # under its old id, which must not come to mean another text.
-            top = int(self._meta("rowid") or 0)
-            rows, bodies = [], []
-            for ds in newest.values():
-                for d in ds:
-                    top += 1
-                    rows.append((top, conv_n[d.conv], d.id, d.part, d.seq, d.ts, d.agent))
-                    bodies.append((d.part, top, prepare(d.body)))
-            self.db.executemany("INSERT INTO docs(rowid, conv, id, part, seq, ts, agent) VALUES (?,?,?,?,?,?,?)", rows)
-            for part, group in _by_part(bodies):
-                self.db.executemany(f"INSERT INTO fts(rowid, {ROLES[part]}) VALUES (?, ?)", group)
+            # A forget (an agg-forget entry) drops every row of its conversation, between the
+            # entries before it and those after (the conversation may come back later).
+            orphans = 0
+            part: list[_Texts] = []
+            for item in docs:
+                if item[0].is_forget:
+                    orphans += self._write_texts(part)
+                    orphans += self._forget(item[1]["conv"])
+                    part = []
+                else:
+                    part.append(item)
+            orphans += self._write_texts(part)
             if orphans:
                 self._set_meta("orphans", str(int(self._meta("orphans") or 0) + orphans))
-            self._set_meta("rowid", str(top))
             self._set_meta("seq", str(last.seq))
             env = last.env()
             for k, v in (("last_conv", env["conv"]), ("last_id", env["id"]), ("last_digest", last.digest)):
                 self._set_meta(k, v)
         return True
+
+    def _write_texts(self, docs: list[_Texts]) -> int:
+        """Index the texts of a run of entries (inside a step's transaction); returns how many
+        rows it replaced (left in the word index)."""
+        # The newest version of each event in this step replaces whatever the index holds for it
+        # (an earlier version; or the event itself, stored again under a later seq after a
+        # restore): an event's rows are never there twice.
+        newest: dict[tuple[str, str], list[Doc]] = {}
+        projects: dict[str, str] = {}
+        for entry, env, ds in docs:
+            if ds or env["revision"]:
+                newest[(env["conv"], env["id"])] = ds
+                projects.setdefault(env["conv"], entry.project)
+        if not newest:
+            return 0
+        conv_n = self._conv_numbers(projects)
+        changes = self.db.total_changes
+        self.db.executemany("DELETE FROM docs WHERE conv = ? AND id = ?", [(conv_n[c], e) for c, e in newest])
+        orphans = self.db.total_changes - changes
+        # Row ids are never reused: a replaced row's words stay in the contentless word index
+        # under its old id, which must not come to mean another text.
+        top = int(self._meta("rowid") or 0)
+        rows, bodies = [], []
+        for ds in newest.values():
+            for d in ds:
+                top += 1
+                rows.append((top, conv_n[d.conv], d.id, d.part, d.seq, d.ts, d.agent))
+                bodies.append((d.part, top, prepare(d.body)))
+        self.db.executemany("INSERT INTO docs(rowid, conv, id, part, seq, ts, agent) VALUES (?,?,?,?,?,?,?)", rows)
+        for part, group in _by_part(bodies):
+            self.db.executemany(f"INSERT INTO fts(rowid, {ROLES[part]}) VALUES (?, ?)", group)
+        self._set_meta("rowid", str(top))
+        return orphans
+
+    def _forget(self, conv: str) -> int:
+        """Drop every row of ``conv`` (inside a step's transaction); returns how many."""
+        row = self.db.execute("SELECT n FROM convs WHERE conv = ?", (conv,)).fetchone()
+        if row is None:
+            return 0
+        changes = self.db.total_changes
+        self.db.execute("DELETE FROM docs WHERE conv = ?", (row[0],))
+        return int(self.db.total_changes - changes)
 
     def _conv_numbers(self, projects: dict[str, str]) -> dict[str, int]:
         """Number of each conversation in the ``convs`` table (added with its project if new)."""

@@ -43,6 +43,12 @@ if TYPE_CHECKING:  # imported where used: `agg status` and `agg usage` read a St
 STAT_FIELDS = ("events", "revisions", "duplicates", "rejected", "lines", "conversations", "batches", "forgotten")
 
 
+FORGET_TYPE = "agg-forget"
+"""Type of the log entry ``agg forget`` appends (:data:`~aggregator.scripts.FORGET`)."""
+
+FORGET_DIGEST = "0" * 32
+"""Digest of an ``agg-forget`` entry (it has no bytes), and of an entry a forget blanked."""
+
 _GLOB = re.compile(r"[\\*?\[\]]")
 """Characters a ``MATCH`` pattern reads as wildcards (escaped to match themselves)."""
 
@@ -89,6 +95,30 @@ class LogEntry:
 
     def env(self) -> dict[str, Any]:
         return dict(orjson.loads(self.envelope))
+
+    @property
+    def is_forget(self) -> bool:
+        """An ``agg-forget`` entry: a conversation was forgotten here (no bytes, no facts)."""
+        return self.digest == FORGET_DIGEST and b'"type":"agg-forget"' in self.envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What :meth:`Store.forget` removed of one conversation."""
+
+    conv: str
+    seq: int
+    """The seq of its ``agg-forget`` log entry."""
+    at_ms: int
+    """The tombstone: lines dated at or before it are never stored again."""
+    events: int
+    revisions: int
+    duplicates: int
+    lines: int
+    conversations: int
+    """1 if it counted as a conversation (it had a user or assistant record), else 0."""
+    batches_deleted: int
+    batches_patched: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +185,7 @@ class Store:
         self._ingest = self.client.register_script(scripts.INGEST)
         self._hmget_many = self.client.register_script(scripts.HMGET_MANY)
         self._adopt = self.client.register_script(scripts.CURSOR_ADOPT)
+        self._forget = self.client.register_script(scripts.FORGET)
 
     # --- identity ----------------------------------------------------------------------------
     def identity(self) -> str:
@@ -405,6 +436,46 @@ class Store:
             raise NotFound(f"{name!r} matches {len(matches)} conversations; give more of the key")
         raise NotFound(f"no conversation {name!r}")
 
+    def forget(self, conv: str) -> Forgotten:
+        """Remove ``conv``'s events, bodies and log content and leave its tombstone, in one
+        atomic step (:data:`~aggregator.scripts.FORGET`); its projections go when the projector
+        applies the ``agg-forget`` entry this appends (:mod:`aggregator.forget` does both).
+        Raises :class:`NotFound` for a conversation the store does not hold."""
+        k = self.keys
+        call = scripts.forget_call(
+            seq=k.seq,
+            log=k.log,
+            stats=k.stats,
+            convs=k.convs,
+            dirty=k.dirty,
+            due=k.turns_due,
+            queued=k.turns_queued,
+            running=k.turns_running,
+            parked=k.turns_parked,
+            patched=k.log_patched,
+            cur=k.cur(conv),
+            tl=k.timeline(conv),
+            body=k.body(conv),
+            meta=k.meta(conv),
+            forgot=k.forgot(conv),
+            turn=k.turn(conv),
+            lease=k.lease(conv),
+            conv=conv,
+            conv_json=dumps(conv),
+            patch_prefix=k.log_patch(""),
+            events_channel=k.events_channel,
+            conv_channel=k.conv_channel(conv),
+        )
+        res = self._forget(keys=call.keys, args=call.args)
+        if res[0] == b"missing":
+            raise NotFound(f"no conversation {conv!r}")
+        return Forgotten(conv, *(int(x) for x in res[1:10]))
+
+    def forgotten_at(self, conv: str) -> int | None:
+        """``conv``'s tombstone (ms), if it was ever forgotten."""
+        raw = self.r.get(self.keys.forgot(conv))
+        return int(raw) if raw is not None else None
+
     def replay(self, conv: str) -> Iterator[tuple[str, bytes]]:
         """``(id, newest bytes)`` of each event of ``conv``, in conversation order.
 
@@ -495,10 +566,14 @@ class Store:
         pipe = self.r.pipeline(transaction=False)
         for first in firsts:
             pipe.xrange(self.keys.log, f"{first}-0", f"{first}-0")
-        return [
-            [entry for _, fields in found for entry in split_batch(first, fields)]
-            for first, found in zip(firsts, pipe.execute(), strict=True)
-        ]
+            pipe.hgetall(self.keys.log_patch(first))
+        res = pipe.execute()
+        out: list[list[LogEntry]] = []
+        for i, first in enumerate(firsts):
+            found, patch = res[2 * i], res[2 * i + 1]
+            fields = found[0][1] if found else patch
+            out.append(list(split_batch(first, fields)) if fields else [])
+        return out
 
     def timeline_before(self, conv: str, before: int | None, count: int) -> list[int]:
         """Up to ``count`` of ``conv``'s log batches (first seqs) below ``before`` (None: from the
@@ -517,14 +592,39 @@ class Store:
 
     def log_batches(self, after_seq: int, count: int = 100) -> list[tuple[int, dict[bytes, bytes]]]:
         """Raw log batches whose first seq is greater than ``after_seq``."""
-        res = self.r.xrange(self.keys.log, f"{after_seq + 1}-0", "+", count=count)
-        return [(int(i.split(b"-")[0]), f) for i, f in res]
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xrange(self.keys.log, f"{after_seq + 1}-0", "+", count=count)
+        pipe.zrangebyscore(self.keys.log_patched, f"({after_seq}", "+inf", start=0, num=count)
+        res, patched = pipe.execute()
+        out = [(int(i.split(b"-")[0]), f) for i, f in res]
+        if patched:
+            # batches a forget rewrote, in their place (those past a full read come next time)
+            last = out[-1][0] if len(out) >= count else None
+            firsts = [int(p) for p in patched if last is None or int(p) < last]
+            out = sorted(out + self._patches(firsts))[:count]
+        return out
+
+    def _patches(self, firsts: Sequence[int]) -> list[tuple[int, dict[bytes, bytes]]]:
+        """The log batches a forget rewrote, by first seq (see :data:`~aggregator.scripts.FORGET`)."""
+        if not firsts:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for first in firsts:
+            pipe.hgetall(self.keys.log_patch(first))
+        return [(first, f) for first, f in zip(firsts, pipe.execute(), strict=True) if f]
 
     def entries_after(self, after_seq: int, upto_seq: int | None = None) -> Iterator[LogEntry]:
         """Every log entry with ``after_seq < seq <= upto_seq`` (to the end if None), in order."""
         # The batch that holds after_seq + 1 may have started earlier: look one batch back.
-        back = self.r.xrevrange(self.keys.log, f"{after_seq}-0", "-", count=1) if after_seq > 0 else []
-        batches = [(int(i.split(b"-")[0]), f) for i, f in back]
+        batches: list[tuple[int, dict[bytes, bytes]]] = []
+        if after_seq > 0:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.xrevrange(self.keys.log, f"{after_seq}-0", "-", count=1)
+            pipe.zrevrangebyscore(self.keys.log_patched, after_seq, "-inf", start=0, num=1)
+            back, patched = pipe.execute()
+            batches = [(int(i.split(b"-")[0]), f) for i, f in back]
+            if patched and (not batches or int(patched[0]) > batches[0][0]):
+                batches = self._patches([int(patched[0])])
         cursor = after_seq
         while True:
             for first, fields in batches:
@@ -552,8 +652,8 @@ class Store:
             for first in batches:
                 if upto_seq is not None and first > upto_seq:
                     return
-                for _, fields in self.r.xrange(k.log, f"{first}-0", f"{first}-0"):
-                    for entry in split_batch(first, fields):
+                for entries in self.batches_at([first]):
+                    for entry in entries:
                         in_range = after_seq < entry.seq and (upto_seq is None or entry.seq <= upto_seq)
                         if in_range and entry.env()["conv"] == conv:
                             yield entry
@@ -872,13 +972,15 @@ def _hset(key: str, mapping: dict[str, bytes]) -> bytes:
 
 
 def split_batch(first: int, f: dict[bytes, bytes]) -> Iterator[LogEntry]:
-    """The entries of one log batch (a stream entry whose id is its first seq), in seq order."""
+    """The entries of one log batch (a stream entry whose id is its first seq), in seq order; an
+    entry a forget blanked (empty envelope) is skipped, its seq left unused."""
     envs = f[b"e"].split(b"\n")
     digs = f[b"d"].decode()
     facts = f[b"f"].split(b"\n")
     file, project, agent = f[b"file"].decode(), f[b"project"].decode(), f[b"agent"].decode()
     for i, env in enumerate(envs):
-        yield LogEntry(first + i, env, digs[32 * i : 32 * i + 32], facts[i], file, project, agent)
+        if env:
+            yield LogEntry(first + i, env, digs[32 * i : 32 * i + 32], facts[i], file, project, agent)
 
 
 def _cursor(h: dict[bytes, bytes]) -> Cursor | None:
