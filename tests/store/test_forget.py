@@ -1,0 +1,227 @@
+"""``agg forget`` on a real Redis (docs/design.md §9): a forgotten conversation leaves the store as if
+it had never been read — counts, usage, projections, the log, the search index — and its tombstone
+keeps it out when its files are read again, on this machine or another one, or the log replayed."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import redis
+
+from aggregator.errors import NotFound
+from aggregator.forget import forget, project_conversations
+from aggregator.ingest import IngestReport, ingest
+from aggregator.keys import Keys
+from aggregator.layout import SourceFile, iter_transcripts
+from aggregator.projections import RECENT_KEEP, Projector
+from aggregator.searchindex import SearchIndex
+from aggregator.store import Store
+from aggregator.usage import report
+from devtools.agg import HOST
+from tests.support.records import assistant, session_file, tokens, uid, user, write
+from tests.support.store import rebuild_reproduces_live
+
+COUNTS = ("events", "revisions", "duplicates", "conversations", "lines")
+
+
+def _by_conv(corpus: Path) -> dict[str, list[SourceFile]]:
+    out: dict[str, list[SourceFile]] = defaultdict(list)
+    for sf in iter_transcripts([corpus]):
+        out[sf.session or ""].append(sf)
+    return out
+
+
+def _most_recent(r: redis.Redis, corpus: Path) -> str:
+    """The conversation with the most messages among the recent ones (read in a scratch namespace)."""
+    probe = Store(r, Keys("probe"), HOST)
+    ingest(probe, iter_transcripts([corpus]))
+    held: dict[str, int] = defaultdict(int)
+    for m in probe.recent_messages():
+        held[m.conv] += 1
+    return max(held, key=lambda c: (held[c], c))
+
+
+def _figures(store: Store) -> dict[str, object]:
+    st = store.stats()
+    return {
+        "counts": {k: st[k] for k in COUNTS},
+        "usage": report(store, "model")["total"],
+        "conversations": sorted(store.conversations()),
+        "projections": _projections(store),
+    }
+
+
+def _projections(store: Store) -> dict[str, object]:
+    """Every projection key's content, named without the namespace (the digest hashes key names)."""
+    p = Projector(store)
+    r = store.r
+    ns = len(store.keys.ns) + 1
+    out: dict[str, object] = {}
+    for conv, fields in p.conversation_projections(store.conversations()):
+        out[store.keys.proj(conv)[ns:]] = fields
+    for key in p.global_keys():
+        kind = r.type(key)
+        if kind == b"hash":
+            out[key[ns:]] = r.hgetall(key)
+        elif kind == b"zset":
+            out[key[ns:]] = r.zrange(key, 0, -1, withscores=True)
+        elif kind == b"set":
+            out[key[ns:]] = r.smembers(key)
+    return out
+
+
+def _log_text(r: redis.Redis, ns: str) -> bytes:
+    """Everything the log holds (the stream, and the batches a forget patched), as one blob."""
+    out = [b"".join(v for _, f in r.xrange(f"{ns}:log") for v in f.values())]
+    for key in r.scan_iter(f"{ns}:log:patch:*"):
+        out.append(b"".join(r.hgetall(key).values()))
+    return b"".join(out)
+
+
+def test_forget_leaves_the_store_a_store_that_never_had_it(r: redis.Redis, corpus: Path) -> None:
+    """Forget the conversation with the most recent messages (read last, so the others' seqs are those
+    of a store without it): counts, usage and every projection equal the store that never read it,
+    and stay equal after a rebuild and after its files are read again by this host and another one."""
+    files = _by_conv(corpus)
+    conv = _most_recent(r, corpus)
+    others = [sf for c, fs in files.items() if c != conv for sf in fs]
+    store, without = Store(r, Keys("agg"), HOST), Store(r, Keys("ref"), HOST)
+    ingest(store, others)
+    ingest(store, files[conv])
+    ingest(without, others)
+    assert len(store.recent_messages()) == RECENT_KEEP  # full: the forget must bring back what it pushed out
+    assert any(m.conv == conv for m in store.recent_messages())
+    usage_before = report(store, "model")["total"]
+
+    res = forget(store, [conv])
+
+    assert [c["conv"] for c in res["conversations"]] == [conv] and res["events"] > 0
+    assert res["usage"]["output"] > 0
+    assert usage_before["output"] - res["usage"]["output"] == report(store, "model")["total"]["output"]
+    assert _figures(store) == _figures(without)
+    assert [k for k in r.scan_iter("agg:*") if conv.encode() in k] == [f"agg:{{c:{conv}}}:forgot".encode()]
+    marker = f'"conv":"{conv}","conv_seq":'.encode()
+    log = _log_text(r, "agg")
+    assert log.count(marker) == 1 and marker + b'0,"id":"forget:' in log  # only its agg-forget entry
+    rebuild_reproduces_live(store)
+    assert _figures(store) == _figures(without)
+
+    again = ingest(store, iter_transcripts([corpus]))  # this host: every cursor is at the end
+    assert (again.lines, again.forgotten) == (0, 0)
+    lines_of_conv = sum(1 for sf in files[conv] for ln in Path(sf.path).read_bytes().splitlines() if ln.strip())
+    other_host, other_ref = Store(r, Keys("agg"), "other-host"), Store(r, Keys("ref"), "other-host")
+    seen = ingest(other_host, iter_transcripts([corpus]))
+    ingest(other_ref, others)
+    assert seen.events_added == 0 and 0 < seen.forgotten <= lines_of_conv
+    assert store.stats()["forgotten"] == seen.forgotten
+    # lines counts every line read, those dropped by the tombstone too
+    assert store.stats()["lines"] == without.stats()["lines"] + seen.forgotten
+    r.hincrby("agg:stats", "lines", -seen.forgotten)
+    assert _figures(store) == _figures(without)
+    rebuild_reproduces_live(store)
+    assert _figures(store) == _figures(without)
+
+
+def test_lines_written_after_the_forget_come_back_older_ones_never(r: redis.Redis, tmp_path: Path) -> None:
+    claude = tmp_path / "claude" / "projects"
+    path = write(
+        session_file(claude, "s1"),
+        [
+            user("s1", "u1", "the old secret", at="2026-03-01T10:00:00.000Z"),
+            assistant("s1", "a1", "m1", "r1", tokens(10, 20), at="2026-03-01T10:00:01.000Z"),
+        ],
+    )
+    store = Store(r, Keys("agg"), HOST)
+    ingest(store, iter_transcripts([claude]))
+    forget(store, ["s1"])
+    assert store.conversations() == []
+    with pytest.raises(NotFound):
+        store.resolve_conversation("s1")
+    soon = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 3600))
+    write(path, [user("s1", "old-late", "an old line appended", at="2026-03-01T10:00:02.000Z")], append=True)
+    write(path, [user("s1", "u2", "a new question", at=soon)], append=True)
+    rep = ingest(store, iter_transcripts([claude]))
+    assert (rep.events_added, rep.forgotten) == (1, 1)
+    assert [raw for _, raw in store.replay("s1")] == [Path(path).read_bytes().splitlines()[-1]]
+    view = store.projection("s1")
+    assert view[b"events"] == b"1" and b"usage_output" not in view
+    assert store.stats()["conversations"] == 1
+    # another machine reading the whole file: only the line after the forget is there
+    rep2 = ingest(Store(r, Keys("agg"), "other-host"), iter_transcripts([claude]))
+    assert (rep2.events_added, rep2.duplicates, rep2.forgotten) == (0, 1, 3)
+    rebuild_reproduces_live(store)
+    assert [eid for eid, _ in store.replay("s1")] == [uid("u2")]
+
+
+def test_a_batch_shared_with_another_conversation_keeps_the_others_entries(r: redis.Redis, tmp_path: Path) -> None:
+    """A file holding lines of two sessions: forgetting one rewrites the log batch they share —
+    the other's entries keep their seqs and bytes, the forgotten one's content is gone."""
+    claude = tmp_path / "claude" / "projects"
+    recs = [
+        user("keep", "k1", "keep this"),
+        user("gone", "g1", "forget the zebra", at="2026-03-01T10:00:05.000Z"),
+        assistant("keep", "k2", "mk", "rk", tokens(1, 2), parent=None),
+        assistant("gone", "g2", "mg", "rg", tokens(3, 4), at="2026-03-01T10:00:06.000Z"),
+    ]
+    write(session_file(claude, "keep"), recs)
+    store = Store(r, Keys("agg"), HOST)
+    ingest(store, iter_transcripts([claude]))
+    before = [(e.seq, e.envelope, e.digest) for e in store.entries_after(0) if e.env()["conv"] == "keep"]
+    res = forget(store, ["gone"])
+    assert res["events"] == 2 and res["usage"]["output"] == 4
+    after = [(e.seq, e.envelope, e.digest) for e in store.entries_after(0) if not e.is_forget]
+    assert after == before
+    assert [e.env()["conv"] for e in store.entries_after(0) if e.is_forget] == ["gone"]
+    assert b"zebra" not in _log_text(r, "agg") and b'"gone"' not in _log_text(r, "agg").replace(
+        b'"conv":"gone","conv_seq":0,"id":"forget:', b""
+    )
+    assert [len(b) for b in store.batches_at([before[0][0]])] == [2]
+    assert [e.env()["id"] for e in store.conversation_entries("keep", 0)] == [uid("k1"), uid("k2")]
+    assert report(store, "model")["total"]["output"] == 2
+    rebuild_reproduces_live(store)
+    forget(store, ["keep"])  # the batch held nothing else: it goes, with its patch
+    assert r.zcard("agg:log:patched") == 0 and list(r.scan_iter("agg:log:patch:*")) == []
+    assert [e.env()["type"] for e in store.entries_after(0)] == ["agg-forget", "agg-forget"]
+    rebuild_reproduces_live(store)
+
+
+def test_search_indexes_drop_the_conversation(r: redis.Redis, tmp_path: Path) -> None:
+    """This machine's index (caught up after the forget) and another machine's (which indexed the
+    conversation before it was forgotten) both lose its hits, and keep the others'."""
+    claude = tmp_path / "claude" / "projects"
+    write(session_file(claude, "s1"), [user("s1", "u1", "the aardvark sleeps"), user("s1", "u1b", "common word")])
+    write(session_file(claude, "s2"), [user("s2", "u2", "common word", at="2026-03-01T10:05:00.000Z")])
+    store = Store(r, Keys("agg"), HOST)
+    ingest(store, iter_transcripts([claude]))
+    here, there = SearchIndex.open(store, tmp_path / "here"), SearchIndex.open(store, tmp_path / "there")
+    for index in (here, there):
+        index.catch_up(store)
+        assert index.query('"aardvark"')[0] == 1 and index.query('"common"')[0] == 2
+    forget(store, ["s1"])
+    for index in (here, there):
+        index.catch_up(store)
+        assert index.query('"aardvark"')[0] == 0
+        total, rows = index.query('"common"')
+        assert total == 1 and [row.conv for row in rows] == ["s2"]
+        assert index.in_step(store)  # the forget entry is the last one indexed: no rebuild next time
+        assert index.catch_up(store) == 0
+        index.close()
+
+
+def test_forget_by_project_and_what_does_not_exist(r: redis.Redis, tmp_path: Path) -> None:
+    claude = tmp_path / "claude" / "projects"
+    write(session_file(claude, "a1", "-home-user-alpha"), [user("a1", "x1", "one")])
+    write(session_file(claude, "a2", "-home-user-alpha"), [user("a2", "x2", "two")])
+    write(session_file(claude, "b1", "-home-user-beta"), [user("b1", "x3", "three")])
+    store = Store(r, Keys("agg"), HOST)
+    ingest(store, iter_transcripts([claude]))
+    assert project_conversations(store, "alpha") == ["a1", "a2"]
+    forget(store, project_conversations(store, "alpha"))
+    assert store.conversations() == ["b1"] and store.projects() == ["-home-user-beta"]
+    with pytest.raises(NotFound):
+        forget(store, ["a1"])
+    assert IngestReport().forgotten == 0
+    rebuild_reproduces_live(store)
