@@ -33,7 +33,7 @@ def forget_cmd(
     forget are stored as usual.
     """
     if bool(conversations) == bool(project):
-        raise click.UsageError("give CONVERSATION... or --project P (not both)")
+        raise ConfigError("give CONVERSATION... or --project P (not both)")
     if not yes and not sys.stdin.isatty():
         raise ConfigError("agg forget asks for confirmation on a terminal: pass --yes to forget without asking")
     with app_context(ctx) as app:
