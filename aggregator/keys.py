@@ -14,7 +14,8 @@ key                        type   written by   meaning
 ``agg:log``                stream ingest/turns one entry per committed batch, id ``<first seq>-0``:
                                                ``e`` envelopes and ``f`` facts (``\\n``-joined),
                                                ``d`` digests (32 hex chars each), ``file``,
-                                               ``project``, ``agent``
+                                               ``project``, ``agent``; ``agg forget`` adds one
+                                               entry of type ``agg-forget`` (digest zeros)
 ``agg:log:patched``        zset   forget       first seqs of the log batches ``agg forget`` rewrote
                                                (score = member): batches that also held entries
                                                of other conversations
