@@ -4,6 +4,7 @@ keeps it out when its files are read again, on this machine or another one, or t
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -19,9 +20,10 @@ from aggregator.layout import SourceFile, iter_transcripts
 from aggregator.projections import RECENT_KEEP, Projector
 from aggregator.searchindex import SearchIndex
 from aggregator.store import Store
+from aggregator.tailer import Tailer
 from aggregator.usage import report
 from devtools.agg import HOST
-from tests.support.records import assistant, session_file, tokens, uid, user, write
+from tests.support.records import assistant, session_file, tokens, ts, uid, user, write
 from tests.support.store import rebuild_reproduces_live
 
 COUNTS = ("events", "revisions", "duplicates", "conversations", "lines")
@@ -224,4 +226,42 @@ def test_forget_by_project_and_what_does_not_exist(r: redis.Redis, tmp_path: Pat
     with pytest.raises(NotFound):
         forget(store, ["a1"])
     assert IngestReport().forgotten == 0
+    rebuild_reproduces_live(store)
+
+
+def test_a_forget_racing_a_tailer_lets_no_line_slip_in(r: redis.Redis, tmp_path: Path) -> None:
+    """A tailer keeps appending and committing lines of the conversation (dated before any forget)
+    while it is forgotten: each line is either committed before the forget and removed by it, or
+    dropped by the tombstone after it — none stays, none is counted twice."""
+    claude = tmp_path / "claude" / "projects"
+    path = session_file(claude, "s1")
+    write(path, [user("s1", "first", "hello")])
+    store = Store(r, Keys("agg"), HOST)
+    ingest(store, iter_transcripts([claude]))
+    (sf,) = list(iter_transcripts([claude]))
+    written = 1
+    stop = threading.Event()
+    tailer = Tailer(Store(r, Keys("agg"), HOST))
+
+    def keep_writing() -> None:
+        nonlocal written
+        while not stop.is_set() or written < 400:
+            write(path, [user("s1", f"line{written}", "more", at=ts(1))], append=True)
+            written += 1
+            if written % 20 == 0:
+                tailer.sync(sf)
+        tailer.sync(sf)
+
+    thread = threading.Thread(target=keep_writing)
+    thread.start()
+    while written < 100:
+        time.sleep(0.01)
+    res = forget(store, ["s1"])
+    stop.set()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert store.conversations() == [] and list(store.replay("s1")) == []
+    assert res["events"] > 1 and store.stats()["forgotten"] > 0  # lines on both sides of the forget
+    assert res["events"] + store.stats()["forgotten"] == written
+    assert store.stats()["events"] == 0 and store.stats()["lines"] == store.stats()["forgotten"]
     rebuild_reproduces_live(store)
