@@ -49,6 +49,11 @@ symmetrically, so the order in which files were read does not matter: a referenc
 against conversations of the same project that already hold the uuid, and kept in
 ``agg:proj:refs`` so that a conversation read later resolves it when the uuid is folded.
 
+**Forgetting** (``agg forget``, :mod:`aggregator.forget`): an ``agg-forget`` log entry is a step of
+its own (:meth:`Projector._forget_step`), which takes off exactly what the conversation's entries
+before it added, so the projections stay those of a log that never held them — what a rebuild of
+the scrubbed log gives.
+
 **Across conversations**: ``agg:proj:recent`` (the :data:`RECENT_KEEP` most recent
 user/assistant messages by record time, ties by seq), the usage keys above, ``agg:proj:projects``
 and ``agg:proj:pconvs:<project>``.
@@ -630,6 +635,8 @@ class Projector:
         up to there (only a forget of a conversation holding recent messages does this)."""
         best: list[tuple[int, bytes]] = []
         for e in self.store.entries_after(0, before - 1):
+            if b'"type":"user"' not in e.envelope and b'"type":"assistant"' not in e.envelope:
+                continue  # a look at the bytes first: most entries are not messages (progress, system…)
             env = e.env()
             if env["revision"] or env["type"] not in MESSAGE_TYPES:
                 continue

@@ -13,6 +13,9 @@ the store's id (``<ns>:store``, set once) and namespace; it notices a store that
 entry at its checkpoint is gone or another event) and then starts over. ``agg replay --rebuild``
 rebuilds it.
 
+An ``agg-forget`` entry (``agg forget``) drops every row of its conversation, at its place in the
+log: rows of entries before it go, those of entries after it (the conversation came back) stay.
+
 Each event's newest revision is indexed: a revision replaces the rows of its event (so does the
 same event met again under a later seq). One row per
 text of an event (its ``part``: the index of its role in :data:`aggregator.fts.ROLES`).
