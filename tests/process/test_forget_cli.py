@@ -83,6 +83,10 @@ def test_without_a_terminal_it_asks_for_yes(env: dict[str, str]) -> None:
     assert _json(["list"], env)["conversations"] and _json(["search", "okapi"], env)["total"] == 1
     one_line_error(run_agg(["forget", "nope", "--yes"], env, check=False), 4, "no conversation")
     one_line_error(run_agg(["forget", "--yes"], env, check=False), 2, "CONVERSATION")
+    one_line_error(run_agg(["forget", BETA, "nope", "--yes"], env, check=False), 4, "no conversation")
+    assert len(_json(["list"], env)["conversations"]) == 2  # a name that does not exist: nothing forgotten
+    path = session_file(Path(env["AGG_CLAUDE_DIR"]) / "projects", BETA, "-home-user-beta")
+    assert _json(["forget", str(path), "--yes"], env)["conversations"][0]["conv"] == BETA  # a .jsonl path
 
 
 def test_by_project_and_on_a_terminal(env: dict[str, str]) -> None:
