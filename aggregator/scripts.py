@@ -734,7 +734,8 @@ local m = redis.call('HMGET', KEYS[14], 'n', 'msgs', 'dups', 'lines')
 local revisions = math.max(0, tonumber(m[1] or '0') - events)
 local was_conv = tonumber(m[2] or '0') > 0 and 1 or 0
 local dups, lines = tonumber(m[3] or '0'), tonumber(m[4] or '0')
-redis.call('DEL', KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[16], KEYS[17])
+-- UNLINK: a long conversation's bodies are freed in the background, not inside this script
+redis.call('UNLINK', KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[16], KEYS[17])
 for k = 4, 9 do redis.call('ZREM', KEYS[k], conv) end
 -- %d: Lua would send -0 as "-0" and a time in ms as "1.7e+12", which Redis does not take
 local fmt = string.format
