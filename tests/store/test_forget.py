@@ -23,7 +23,7 @@ from aggregator.store import Store
 from aggregator.tailer import Tailer
 from aggregator.usage import report
 from devtools.agg import HOST
-from tests.support.records import assistant, session_file, tokens, ts, uid, user, write
+from tests.support.records import PROJECT, assistant, session_file, tokens, ts, uid, user, write
 from tests.support.store import rebuild_reproduces_live
 
 COUNTS = ("events", "revisions", "duplicates", "conversations", "lines")
@@ -264,4 +264,24 @@ def test_a_forget_racing_a_tailer_lets_no_line_slip_in(r: redis.Redis, tmp_path:
     assert res["events"] > 1 and store.stats()["forgotten"] > 0  # lines on both sides of the forget
     assert res["events"] + store.stats()["forgotten"] == written
     assert store.stats()["events"] == 0 and store.stats()["lines"] == store.stats()["forgotten"]
+    rebuild_reproduces_live(store)
+
+
+def test_links_to_the_forgotten_conversation_go(r: redis.Redis, tmp_path: Path) -> None:
+    """A conversation resumed from the forgotten one loses its ``resumed_from`` link (its reference
+    stays pending, as in a store that never read the forgotten one)."""
+    claude = tmp_path / "claude" / "projects"
+    write(session_file(claude, "later"), [user("later", "j1", "go on", parent=uid("k2"), at=ts(5))])
+    write(
+        session_file(claude, "first"), [user("first", "k1", "start"), assistant("first", "k2", "m", "q", tokens(1, 1))]
+    )
+    later_file, first_file = (list(iter_transcripts([claude / PROJECT / f"{s}.jsonl"])) for s in ("later", "first"))
+    store, without = Store(r, Keys("agg"), HOST), Store(r, Keys("ref"), HOST)
+    ingest(store, later_file)
+    ingest(store, first_file)
+    ingest(without, later_file)
+    assert b"from.resumed.first" in store.projection("later")
+    forget(store, ["first"])
+    assert b"from.resumed.first" not in store.projection("later")
+    assert _figures(store) == _figures(without)
     rebuild_reproduces_live(store)
