@@ -46,7 +46,8 @@ key                        type   written by   meaning
 ``agg:proj:usage:keys``    hash   projector    usage dedupe state: JSON ``[message.id, requestId]``
                                                → JSON ``[conv, project, model, day, input, output,
                                                cache_read, cache_creation, cache_creation_1h,
-                                               long]`` (owner, maxima, context tier)
+                                               long]`` (owner, maxima, context tier), then ``1``
+                                               if another conversation holds a copy
 ``agg:proj:usage:total``   hash   projector    input, output, cache_read, cache_creation,
                                                cache_creation_1h, responses
 ``agg:proj:usage:<tally>`` hash   projector    usage per model and context tier: tally =

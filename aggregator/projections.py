@@ -174,6 +174,24 @@ class Delta:
         return out
 
 
+def new_usage_state(u: list[Any], conv: str, project: str, tms: Any) -> list[Any]:
+    """The usage state of a response first seen in ``conv`` (maxima 0: see :func:`raise_usage_state`)."""
+    prompt = u[3] + u[5] + u[6]  # input, cache reads and cache writes: the tier's measure
+    long = 1 if prompt > defaults.LONG_CONTEXT_TOKENS else 0
+    return [conv, project, u[2], utc_day(tms if isinstance(tms, int) else None), 0, 0, 0, 0, 0, long]
+
+
+def raise_usage_state(state: list[Any], u: list[Any]) -> list[tuple[str, int]]:
+    """Raise ``state``'s maxima to a line's usage ``u``; returns what each count rose by."""
+    raised = []
+    for i, name in enumerate(TOKEN_FIELDS):
+        v = u[3 + i] if 3 + i < len(u) else 0  # facts stored before the 1-hour share was kept
+        if v > state[4 + i]:
+            raised.append((name, v - state[4 + i]))
+            state[4 + i] = v
+    return raised
+
+
 def utc_day(ms: int | None) -> str:
     """``YYYY-MM-DD`` (UTC) of epoch milliseconds; ``""`` if unknown."""
     if ms is None:
@@ -197,7 +215,11 @@ def tally_field(*parts: str | int) -> str:
 
 _STATE_LEN = 10
 """Length of a usage state (stores projected before the 1-hour share and the tier were kept
-have 8: those read as 0)."""
+have 8: those read as 0). A state may carry one more element, ``1``: another conversation holds a
+copy of the response too (:data:`_SHARED`; written only then, so other states keep their bytes)."""
+
+_SHARED = 10
+"""Index of the shared flag in a usage state: a forget of its owner must hand it to a copy."""
 
 
 def _state(raw: bytes) -> list[Any]:
@@ -328,16 +350,14 @@ class Fold:
         state = self.st.usage.get(key)
         new = state is None
         if state is None:
-            prompt = u[3] + u[5] + u[6]  # input, cache reads and cache writes: the tier's measure
-            long = 1 if prompt > defaults.LONG_CONTEXT_TOKENS else 0
-            state = self.st.usage[key] = [conv, project, u[2], utc_day(fx.get("tms")), 0, 0, 0, 0, 0, long]
-        raised = []
-        for i, name in enumerate(TOKEN_FIELDS):
-            v = u[3 + i] if 3 + i < len(u) else 0  # facts stored before the 1-hour share was kept
-            if v > state[4 + i]:
-                raised.append((name, v - state[4 + i]))
-                state[4 + i] = v
+            state = self.st.usage[key] = new_usage_state(u, conv, project, fx.get("tms"))
+        raised = raise_usage_state(state, u)
+        shared = not new and state[0] != conv and len(state) <= _SHARED
+        if shared:
+            state.append(1)
         if not raised and not new:
+            if shared:
+                self.usage_changed.add(key)
             return
         self.usage_changed.add(key)
         if new:
@@ -518,18 +538,21 @@ class Projector:
         with no conversation goes), its pending references, the links other conversations of its
         projects had to it — and move the checkpoint past the entry, by compare-and-set.
 
-        What it added to another conversation's projection by other means stays until a rebuild:
-        a summary record of it that named another conversation's title, and the share of a
-        response copied into another conversation that it raised.
+        A response another conversation holds a copy of goes to that copy (as a store that never
+        read this one would count it). What it added to another conversation's projection by
+        other means stays until a rebuild: a summary record of it that named another
+        conversation's title.
         """
         conv = entry.env()["conv"]
         k = self.keys
         targets: list[tuple[str, list[tuple[str, Any, Any]]]] = [(k.proj(conv), [("del", "", "")])]
         targets += self._forget_recent(conv, entry.seq)
-        targets += self._forget_usage(conv)
+        usage, gained = self._forget_usage(conv, entry.seq)
+        targets += usage
         targets += self._forget_refs(conv)
         links, touched = self._forget_projects(conv)
         targets += links
+        touched += [c for c in gained if c not in touched]
         keys: list[str] = []
         args: list[Any] = []
         for key, ops in targets:
@@ -564,34 +587,74 @@ class Projector:
             ops += [("zadd", s, m) for s, m in self._recent_below(low, len(gone), seq)]
         return [(self.keys.recent, ops)]
 
-    def _forget_usage(self, conv: str) -> list[tuple[str, list[tuple[str, Any, Any]]]]:
-        """Ops taking off every response ``conv`` owns, with exactly what it added."""
+    def _forget_usage(self, conv: str, seq: int) -> tuple[list[tuple[str, list[tuple[str, Any, Any]]]], list[str]]:
+        """Ops taking off every response ``conv`` owns, with exactly what it added; a response
+        another conversation holds a copy of goes to the copy first seen, with the copies' maxima
+        — as if ``conv`` had never been read. Also the conversations that gained usage."""
         k = self.keys
+        delta: dict[tuple[str, str], int] = defaultdict(int)
         gone: list[str] = []
-        total: dict[str, int] = defaultdict(int)
-        tallies: list[dict[str, int]] = [defaultdict(int) for _ in TALLIES]
+        shared: set[str] = set()
+
+        def count(state: list[Any], sign: int, conv_too: bool) -> None:
+            owner, project, model, day, long = state[0], state[1], state[2], state[3], state[9]
+            for i, name in enumerate((*TOKEN_FIELDS, "responses")):
+                n = sign * (state[4 + i] if i < len(TOKEN_FIELDS) else 1)
+                if n:
+                    delta[(k.usage_total, name)] += n
+                    delta[(k.usage_tally("cells"), tally_field(owner, model, day, long, name))] += n
+                    delta[(k.usage_tally("days"), tally_field(day, model, long, name))] += n
+                    delta[(k.usage_tally("projects"), tally_field(project, day, model, long, name))] += n
+                    if conv_too:
+                        delta[(k.proj(owner), "usage_" + name)] += n
+
         for f, v in self.store.r.hscan_iter(k.usage_keys, count=1000):
             state = _state(v)
             if state[0] != conv:
                 continue
-            gone.append(f.decode())
-            owner, project, model, day, long = state[0], state[1], state[2], state[3], state[9]
-            counts = [(name, state[4 + i]) for i, name in enumerate(TOKEN_FIELDS)] + [("responses", 1)]
-            for name, n in counts:
-                if n:
-                    total[name] += n
-                    tallies[0][tally_field(owner, model, day, long, name)] += n
-                    tallies[1][tally_field(day, model, long, name)] += n
-                    tallies[2][tally_field(project, day, model, long, name)] += n
-        if not gone:
-            return []
-        out: list[tuple[str, list[tuple[str, Any, Any]]]] = [
-            (k.usage_keys, [("hdel", f, "") for f in gone]),
-            (k.usage_total, [("decr", f, n) for f, n in total.items()]),
-        ]
-        for name, tally in zip(TALLIES, tallies, strict=True):
-            out.append((k.usage_tally(name), [("decr", f, n) for f, n in tally.items()]))
-        return out
+            key = f.decode()
+            count(state, -1, False)
+            if len(state) > _SHARED and state[_SHARED]:
+                shared.add(key)
+            else:
+                gone.append(key)
+        handed = self._usage_of_copies(shared, conv, seq) if shared else {}
+        key_ops: list[tuple[str, Any, Any]] = [("hdel", f, "") for f in gone + sorted(shared - set(handed))]
+        for key, state in handed.items():
+            count(state, 1, True)
+            key_ops.append(("set", key, orjson.dumps(state).decode()))
+        by_key: dict[str, list[tuple[str, Any, Any]]] = defaultdict(list)
+        for (target, f), n in delta.items():
+            if n > 0:
+                by_key[target].append(("incr", f, n))
+            elif n < 0:
+                by_key[target].append(("decr", f, -n))
+        out = [(k.usage_keys, key_ops)] if key_ops else []
+        out += list(by_key.items())
+        return out, sorted({state[0] for state in handed.values()})
+
+    def _usage_of_copies(self, keys: set[str], conv: str, before: int) -> dict[str, list[Any]]:
+        """The usage states of responses ``keys`` folded from the log below seq ``before`` without
+        ``conv``'s entries (the log no longer holds them): owner the first copy, maxima of all."""
+        states: dict[str, list[Any]] = {}
+        for e in self.store.entries_after(0, before - 1):
+            if b'"u":' not in e.facts:
+                continue  # a look at the bytes first: most entries carry no usage
+            fx = orjson.loads(e.facts)
+            u = fx.get("u")
+            if u is None:
+                continue
+            env = e.env()
+            key = usage_key(u, env["conv"], env["id"])
+            if key not in keys or env["conv"] == conv:
+                continue
+            state = states.get(key)
+            if state is None:
+                state = states[key] = new_usage_state(u, env["conv"], e.project, fx.get("tms"))
+            elif env["conv"] != state[0] and len(state) <= _SHARED:
+                state.append(1)
+            raise_usage_state(state, u)
+        return states
 
     def _forget_refs(self, conv: str) -> list[tuple[str, list[tuple[str, Any, Any]]]]:
         """Ops dropping the pending references ``conv`` made."""

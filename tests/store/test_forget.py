@@ -24,7 +24,7 @@ from aggregator.tailer import Tailer
 from aggregator.usage import report
 from devtools.agg import HOST
 from tests.support.records import PROJECT, assistant, session_file, tokens, ts, uid, user, write
-from tests.support.store import rebuild_reproduces_live
+from tests.support.store import rebuild_reproduces_live, usage_by_conversation
 
 COUNTS = ("events", "revisions", "duplicates", "conversations", "lines")
 
@@ -284,4 +284,38 @@ def test_links_to_the_forgotten_conversation_go(r: redis.Redis, tmp_path: Path) 
     forget(store, ["first"])
     assert b"from.resumed.first" not in store.projection("later")
     assert _figures(store) == _figures(without)
+    rebuild_reproduces_live(store)
+
+
+def test_a_response_copied_into_a_fork_goes_to_the_fork(r: redis.Redis, tmp_path: Path) -> None:
+    """A fork holds copies of the original's responses (same message and request ids): they were
+    counted once, toward the original. Forgetting the original hands them to the fork, with the
+    copies' own counts — the usage of a store that only ever read the fork."""
+    claude = tmp_path / "claude" / "projects"
+    write(
+        session_file(claude, "orig"),
+        [user("orig", "o1", "start"), assistant("orig", "o2", "m1", "r1", tokens(100, 50, 1000, 10))],
+    )
+    write(
+        session_file(claude, "fork"),
+        [
+            user("fork", "f1", "start", at=ts(3)),
+            assistant("fork", "f2", "m1", "r1", tokens(100, 60, 1000, 10), at=ts(3, 30)),  # the copy, final usage
+            assistant("fork", "f3", "m2", "r2", tokens(5, 5), at=ts(4)),
+        ],
+    )
+    orig, fork = (list(iter_transcripts([claude / PROJECT / f"{s}.jsonl"])) for s in ("orig", "fork"))
+    store, without = Store(r, Keys("agg"), HOST), Store(r, Keys("ref"), HOST)
+    ingest(store, orig)
+    ingest(store, fork)
+    ingest(without, fork)
+    assert report(store, "conversation")["total"]["responses"] == 2  # m1 once, toward orig
+    res = forget(store, ["orig"])
+    assert res["usage"]["output"] == 60 and res["usage"]["responses"] == 1  # what orig held
+    mine_report, their_report = report(store, "conversation"), report(without, "conversation")
+    assert mine_report["rows"] == their_report["rows"] and mine_report["total"] == their_report["total"]
+    mine, theirs = _projections(store), _projections(without)
+    usage_keys = [key for key in theirs if "usage" in key]
+    assert len(usage_keys) >= 5 and {k: mine[k] for k in usage_keys} == {k: theirs[k] for k in usage_keys}
+    assert usage_by_conversation(store) == usage_by_conversation(without)
     rebuild_reproduces_live(store)
