@@ -538,10 +538,9 @@ class Projector:
         with no conversation goes), its pending references, the links other conversations of its
         projects had to it — and move the checkpoint past the entry, by compare-and-set.
 
-        A response another conversation holds a copy of goes to that copy (as a store that never
-        read this one would count it). What it added to another conversation's projection by
-        other means stays until a rebuild: a summary record of it that named another
-        conversation's title.
+        A response another conversation holds a copy of goes to that copy, and a conversation
+        whose summary title came from a summary record of this one has it chosen again: the
+        projections end as a store that never read this conversation would hold them.
         """
         conv = entry.env()["conv"]
         k = self.keys
@@ -657,14 +656,69 @@ class Projector:
         return states
 
     def _forget_refs(self, conv: str) -> list[tuple[str, list[tuple[str, Any, Any]]]]:
-        """Ops dropping the pending references ``conv`` made."""
+        """Ops dropping the pending references ``conv`` made; and, for a conversation whose
+        summary title (``t_summary``) came from a summary record of ``conv``, choosing it again
+        from what is left."""
         ops: list[tuple[str, Any, Any]] = []
+        left: dict[str, list[Ref]] = {}
+        mine: list[tuple[str, Ref]] = []
         for f, v in self.store.r.hscan_iter(self.keys.refs, count=1000):
+            uuid = f.decode()
             refs: list[Ref] = orjson.loads(v)
             kept = [ref for ref in refs if ref[1] != conv]
+            mine += [(uuid, ref) for ref in refs if ref[1] == conv and ref[0] == "summary"]
+            if kept:
+                left[uuid] = kept
             if len(kept) != len(refs):
-                ops.append(("set", f.decode(), orjson.dumps(kept).decode()) if kept else ("hdel", f.decode(), ""))
-        return [(self.keys.refs, ops)] if ops else []
+                ops.append(("set", uuid, orjson.dumps(kept).decode()) if kept else ("hdel", uuid, ""))
+        out = [(self.keys.refs, ops)] if ops else []
+        return out + self._retitle(conv, mine, left)
+
+    def _retitle(
+        self, conv: str, mine: list[tuple[str, Ref]], left: dict[str, list[Ref]]
+    ) -> list[tuple[str, list[tuple[str, Any, Any]]]]:
+        """Ops setting ``t_summary`` again (newest summary that names one of its records, as the
+        fold chooses it) for each conversation whose summary title came from one of ``mine``."""
+        if not mine:
+            return []
+        k = self.keys
+        store = self.store
+        members: dict[str, set[str]] = {}
+        for project in {ref[2] for _, ref in mine}:
+            members[project] = {c.decode() for c in store.r.smembers(k.project_convs(project))} - {conv}
+        checks = [(c, uuid, ref) for uuid, ref in mine for c in sorted(members[ref[2]])]
+        targets = {
+            c for (c, _, _), here in zip(checks, store.holds([(c, u) for c, u, _ in checks]), strict=True) if here
+        }
+        seqs = {int(ref[3]) for _, ref in mine}
+        out: list[tuple[str, list[tuple[str, Any, Any]]]] = []
+        for target, (at,) in zip(
+            sorted(targets), store.projection_fields(sorted(targets), ["t_summary@"]), strict=True
+        ):
+            if at is None or int(at) not in seqs:
+                continue  # its summary title is another's
+            project = store.projection_fields([target], ["project"])[0][0] or ""
+            best: tuple[int, str] | None = None
+            # summaries from other conversations that name one of its records
+            cands = [(uuid, ref) for uuid, refs in left.items() for ref in refs if ref[0] == "summary" and ref[4]]
+            cands = [(uuid, ref) for uuid, ref in cands if ref[1] != target and ref[2] == project]
+            for (_, ref), here in zip(cands, store.holds([(target, uuid) for uuid, _ in cands]), strict=True):
+                if here and (best is None or int(ref[3]) > best[0]):
+                    best = (int(ref[3]), ref[4])
+            # and its own summary records naming its own records
+            for e in store.conversation_entries(target, 0):
+                if b'"sm":' not in e.facts:
+                    continue
+                sm = orjson.loads(e.facts).get("sm")
+                if sm and sm[0] and sm[1] and store.holds([(target, sm[1])])[0] and (best is None or e.seq > best[0]):
+                    best = (e.seq, sm[0])
+            ops: list[tuple[str, Any, Any]] = (
+                [("set", "t_summary", best[1]), ("set", "t_summary@", best[0])]
+                if best
+                else [("hdel", "t_summary", ""), ("hdel", "t_summary@", "")]
+            )
+            out.append((k.proj(target), [*ops, ("pick", "title", _TITLE_CANDIDATES)]))
+        return out
 
     def _forget_projects(self, conv: str) -> tuple[list[tuple[str, list[tuple[str, Any, Any]]]], list[str]]:
         """Ops taking ``conv`` out of its projects (a project left empty goes) and the links to it

@@ -319,3 +319,31 @@ def test_a_response_copied_into_a_fork_goes_to_the_fork(r: redis.Redis, tmp_path
     assert len(usage_keys) >= 5 and {k: mine[k] for k in usage_keys} == {k: theirs[k] for k in usage_keys}
     assert usage_by_conversation(store) == usage_by_conversation(without)
     rebuild_reproduces_live(store)
+
+
+def test_a_summary_title_from_the_forgotten_conversation_goes(r: redis.Redis, tmp_path: Path) -> None:
+    """A session's file opens with a summary of the previous session (its leafUuid is there): that
+    summary titles the previous one. Forgetting the later session takes its summary off the
+    earlier one's title, which falls back to what a store without it shows."""
+    claude = tmp_path / "claude" / "projects"
+    write(
+        session_file(claude, "before"),
+        [user("before", "b1", "plan the trip"), assistant("before", "b2", "m", "q", None)],
+    )
+    write(
+        session_file(claude, "after"),
+        [
+            {"type": "summary", "summary": "Trip planning", "leafUuid": uid("b2")},
+            user("after", "a1", "and now the budget", at=ts(9)),
+        ],
+    )
+    before, after = (list(iter_transcripts([claude / PROJECT / f"{s}.jsonl"])) for s in ("before", "after"))
+    store, without = Store(r, Keys("agg"), HOST), Store(r, Keys("ref"), HOST)
+    ingest(store, before)
+    ingest(store, after)
+    ingest(without, before)
+    assert store.projection("before")[b"title"] == b"Trip planning"
+    forget(store, ["after"])
+    assert store.projection("before")[b"title"] == b"plan the trip"
+    assert _figures(store) == _figures(without)
+    rebuild_reproduces_live(store)
