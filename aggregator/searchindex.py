@@ -226,8 +226,8 @@ class SearchIndex:
         conv, eid, digest = self._meta("last_conv"), self._meta("last_id"), self._meta("last_digest")
         if not (conv and eid and digest):
             return False
-        if eid.startswith("forget:"):  # the last entry was a forget: the tombstone it left is there
-            return store.last_seq() >= cp and store.forgotten_at(conv) == int(eid[len("forget:") :])
+        if eid.startswith("forget:"):  # the last entry was a forget: the log still holds it
+            return store.last_seq() >= cp and [e.env()["id"] for e in store.batches_at([cp])[0]] == [eid]
         return store.last_seq() >= cp and digest in store.versions([(conv, eid)])[0]
 
     def catch_up(self, store: Store, progress: Callable[[int], None] | None = None) -> int:

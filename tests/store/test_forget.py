@@ -138,8 +138,8 @@ def test_lines_written_after_the_forget_come_back_older_ones_never(r: redis.Redi
     )
     store = Store(r, Keys("agg"), HOST)
     ingest(store, iter_transcripts([claude]))
-    forget(store, ["s1"])
-    assert store.conversations() == []
+    res = forget(store, ["s1"])
+    assert store.conversations() == [] and store.forgotten_at("s1") == res["conversations"][0]["forgotten_at"]
     with pytest.raises(NotFound):
         store.resolve_conversation("s1")
     soon = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 3600))
