@@ -11,6 +11,7 @@ from aggregator.forget import forget, project_conversations
 from aggregator.paths import DataPaths
 from aggregator.searchindex import SearchIndex
 from aggregator.store import Store
+from aggregator.text import cut_width
 from aggregator.transcript import conversation_key
 from cli.app import App, app_context, emit_json
 from cli.formats import compact
@@ -46,8 +47,13 @@ def forget_cmd(
             # every name resolved before anything is removed: a typo forgets nothing
             convs = list(dict.fromkeys(conversation_key(store, name) for name in conversations))
         if not yes:
-            shown = ", ".join(c[:8] for c in convs[:5]) + (", …" if len(convs) > 5 else "")
-            what = f"{len(convs)} conversations ({shown})" if len(convs) > 1 else f"conversation {convs[0]}"
+            rows = store.projection_fields(convs[:5], ["title", "events"])
+            titles = [f"“{cut_width(t, 60)}”" if t else "(untitled)" for t, _ in rows]
+            if len(convs) == 1:
+                what = f"conversation {convs[0]} ({titles[0]}, {rows[0][1] or 0} events)"
+            else:
+                shown = ", ".join(f"{c[:8]} {t}" for c, t in zip(convs, titles, strict=False))
+                what = f"{len(convs)} conversations ({shown}{', …' if len(convs) > 5 else ''})"
             if not click.confirm(f"Forget {what} for good?", default=False, err=True):
                 raise AggError("nothing forgotten")
         res = forget(store, convs)
