@@ -352,6 +352,54 @@ class SearchIndex:
         self.db.execute("DELETE FROM docs WHERE conv = ?", (row[0],))
         return int(self.db.total_changes - changes)
 
+    # --- forgetting ---------------------------------------------------------------------------------
+    def indexed_texts(self, store: Store, conv: str) -> list[tuple[int, int, str]]:
+        """``(rowid, part, text)`` of each of ``conv``'s rows, the text as it was indexed (read
+        back from the stored version the row was made from): what :meth:`purge` needs to take
+        its words out of the word index. Call it while the store still holds the conversation;
+        rows whose text cannot be found again are left out (a forget leaves their words)."""
+        rows = self.db.execute(
+            "SELECT d.rowid, d.id, d.part, d.seq FROM docs d JOIN convs c ON c.n = d.conv WHERE c.conv = ?"
+            " ORDER BY d.rowid",
+            (conv,),
+        ).fetchall()
+        if not rows:
+            return []
+        digests = {e.seq: e.digest for e in store.conversation_entries(conv, 0)}
+        versions = sorted({(eid, seq) for _, eid, _, seq in rows if seq in digests})
+        raws = dict(zip(versions, store.bodies([(conv, digests[seq]) for _, seq in versions]), strict=True))
+        by_version: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
+        for rowid, eid, part, seq in rows:
+            by_version[(eid, seq)].append((rowid, part))
+        out: list[tuple[int, int, str]] = []
+        for version, got in by_version.items():
+            raw = raws.get(version)
+            if raw is None:
+                continue
+            try:
+                texts = [(ROLES.index(role), text) for role, text in parts(loads(raw))]
+            except ValueError:
+                continue
+            # the same texts, in the same order, as the rows were made: else it is not that version
+            if [part for _, part in got] == [part for part, _ in texts]:
+                out += [(rowid, part, text) for (rowid, part), (_, text) in zip(got, texts, strict=True)]
+        return out
+
+    def purge(self, texts: list[tuple[int, int, str]]) -> int:
+        """Take rows out of the index *and* their words out of the word index (FTS5's ``delete``
+        with the text as it was indexed: :meth:`indexed_texts`), for those still there; returns
+        how many. A row dropped without it (a revision, a forget applied from the log) leaves its
+        words behind, unmatchable, until the index is rebuilt."""
+        done = 0
+        with self._write():
+            for rowid, part, text in texts:
+                if self.db.execute("DELETE FROM docs WHERE rowid = ?", (rowid,)).rowcount:
+                    self.db.execute(
+                        f"INSERT INTO fts(fts, rowid, {ROLES[part]}) VALUES('delete', ?, ?)", (rowid, prepare(text))
+                    )
+                    done += 1
+        return done
+
     def _conv_numbers(self, projects: dict[str, str]) -> dict[str, int]:
         """Number of each conversation in the ``convs`` table (added with its project if new)."""
         out: dict[str, int] = {}

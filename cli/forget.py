@@ -56,8 +56,17 @@ def forget_cmd(
                 what = f"{len(convs)} conversations ({shown}{', …' if len(convs) > 5 else ''})"
             if not click.confirm(f"Forget {what} for good?", default=False, err=True):
                 raise AggError("nothing forgotten")
-        res = forget(store, convs)
-        _catch_up_index(app, store)
+        index = _local_index(app, store)
+        try:
+            # this machine's index: the words of the texts go too (read while the store has them)
+            texts = [t for c in convs for t in index.indexed_texts(store, c)] if index else []
+            res = forget(store, convs)
+            if index:
+                index.purge(texts)
+                index.catch_up(store)  # applies the forget entries: whatever rows are left go
+        finally:
+            if index:
+                index.close()
         if as_json:
             emit_json(res)
             return
@@ -69,13 +78,11 @@ def forget_cmd(
             )
 
 
-def _catch_up_index(app: App, store: Store) -> None:
-    """Let this machine's search index (if it has one) apply the forget now, not at the next search."""
+def _local_index(app: App, store: Store) -> SearchIndex | None:
+    """This machine's search index of the store, caught up, if it has one (none is created)."""
     sid = store.current_identity()
     if not sid or not DataPaths(app.settings.data_dir, store.keys.ns).search_index(sid).exists():
-        return
+        return None
     index = SearchIndex.open(store, app.settings.data_dir)
-    try:
-        index.catch_up(store)
-    finally:
-        index.close()
+    index.catch_up(store)
+    return index

@@ -4,9 +4,11 @@ ingest` on another machine, `agg replay --rebuild`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +63,10 @@ def test_forget_by_prefix_and_nothing_brings_it_back(env: dict[str, str]) -> Non
         "responses": 1,
     }
     assert _json(["search", "okapi"], env)["total"] == 0
+    (index_file,) = (Path(env["AGG_DATA_DIR"]) / "index").glob("search-*.sqlite")
+    with contextlib.closing(sqlite3.connect(index_file)) as db:  # the word is out of the word index too
+        assert db.execute("SELECT count(*) FROM fts WHERE fts MATCH 'okapi'").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM fts WHERE fts MATCH 'ordinary'").fetchone()[0] == 1
     assert [c["key"] for c in _json(["list"], env)["conversations"]] == [BETA]
     assert _json(["usage"], env)["total"]["input"] == 7
     one_line_error(run_agg(["show", ALPHA], env, check=False), 4, "no conversation")

@@ -191,8 +191,9 @@ def test_a_batch_shared_with_another_conversation_keeps_the_others_entries(r: re
 
 
 def test_search_indexes_drop_the_conversation(r: redis.Redis, tmp_path: Path) -> None:
-    """This machine's index (caught up after the forget) and another machine's (which indexed the
-    conversation before it was forgotten) both lose its hits, and keep the others'."""
+    """This machine's index (``agg forget`` takes the texts' words out of it, read while the store
+    still has them) and another machine's (which applies the forget entry from the log: rows gone,
+    words left unmatchable) both lose its hits, and keep the others'."""
     claude = tmp_path / "claude" / "projects"
     write(session_file(claude, "s1"), [user("s1", "u1", "the aardvark sleeps"), user("s1", "u1b", "common word")])
     write(session_file(claude, "s2"), [user("s2", "u2", "common word", at="2026-03-01T10:05:00.000Z")])
@@ -202,12 +203,18 @@ def test_search_indexes_drop_the_conversation(r: redis.Redis, tmp_path: Path) ->
     for index in (here, there):
         index.catch_up(store)
         assert index.query('"aardvark"')[0] == 1 and index.query('"common"')[0] == 2
+    texts = here.indexed_texts(store, "s1")
+    assert sorted(text for _, _, text in texts) == ["common word", "the aardvark sleeps"]
     forget(store, ["s1"])
-    for index in (here, there):
+    assert here.purge(texts) == 2
+    words = "SELECT count(*) FROM fts WHERE fts MATCH 'aardvark'"
+    for index, words_left, orphans in ((here, 0, 0), (there, 1, 2)):
         index.catch_up(store)
         assert index.query('"aardvark"')[0] == 0
         total, rows = index.query('"common"')
         assert total == 1 and [row.conv for row in rows] == ["s2"]
+        assert index.db.execute(words).fetchone()[0] == words_left and index.size()["orphans"] == orphans
+        index.db.execute("INSERT INTO fts(fts) VALUES('integrity-check')")  # its structure is sound
         assert index.in_step(store)  # the forget entry is the last one indexed: no rebuild next time
         assert index.catch_up(store) == 0
         index.close()
