@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -47,26 +48,8 @@ def forget_cmd(
             # every name resolved before anything is removed: a typo forgets nothing
             convs = list(dict.fromkeys(conversation_key(store, name) for name in conversations))
         if not yes:
-            rows = store.projection_fields(convs[:5], ["title", "events"])
-            titles = [f"“{cut_width(t, 60)}”" if t else "(untitled)" for t, _ in rows]
-            if len(convs) == 1:
-                what = f"conversation {convs[0]} ({titles[0]}, {rows[0][1] or 0} events)"
-            else:
-                shown = ", ".join(f"{c[:8]} {t}" for c, t in zip(convs, titles, strict=False))
-                what = f"{len(convs)} conversations ({shown}{', …' if len(convs) > 5 else ''})"
-            if not click.confirm(f"Forget {what} for good?", default=False, err=True):
-                raise AggError("nothing forgotten")
-        index = _local_index(app, store)
-        try:
-            # this machine's index: the words of the texts go too (read while the store has them)
-            texts = [t for c in convs for t in index.indexed_texts(store, c)] if index else []
-            res = forget(store, convs)
-            if index:
-                index.purge(texts)
-                index.catch_up(store)  # applies the forget entries: whatever rows are left go
-        finally:
-            if index:
-                index.close()
+            _confirm(store, convs)
+        res = _forget_here(app, store, convs)
         if as_json:
             emit_json(res)
             return
@@ -86,3 +69,39 @@ def _local_index(app: App, store: Store) -> SearchIndex | None:
     index = SearchIndex.open(store, app.settings.data_dir)
     index.catch_up(store)
     return index
+
+
+def _forget_here(app: App, store: Store, convs: list[str]) -> dict[str, Any]:
+    """:func:`aggregator.forget.forget`, and this machine's search index purged of them."""
+    index = _local_index(app, store)
+    try:
+        if index:
+            # the texts' words go too, read while the store has them — before the forget, so that
+            # an indexer following the log (agg serve) cannot drop the rows first and leave the words
+            for c in convs:
+                index.purge(index.indexed_texts(store, c))
+        try:
+            res = forget(store, convs)
+        except BaseException:
+            if index:
+                index.reset()  # it lacks rows of conversations the store may still hold: built again
+            raise
+        if index:
+            index.catch_up(store)  # applies the forget entries: rows indexed meanwhile go too
+        return res
+    finally:
+        if index:
+            index.close()
+
+
+def _confirm(store: Store, convs: list[str]) -> None:
+    """Ask on the terminal, naming what would go; :class:`AggError` if the answer is no."""
+    rows = store.projection_fields(convs[:5], ["title", "events"])
+    titles = [f"“{cut_width(t, 60)}”" if t else "(untitled)" for t, _ in rows]
+    if len(convs) == 1:
+        what = f"conversation {convs[0]} ({titles[0]}, {rows[0][1] or 0} events)"
+    else:
+        shown = ", ".join(f"{c[:8]} {t}" for c, t in zip(convs, titles, strict=False))
+        what = f"{len(convs)} conversations ({shown}{', …' if len(convs) > 5 else ''})"
+    if not click.confirm(f"Forget {what} for good?", default=False, err=True):
+        raise AggError("nothing forgotten")
