@@ -219,7 +219,8 @@ class SearchIndex:
     def in_step(self, store: Store) -> bool:
         """Whether the store still holds what the index was built from: its sequence has not gone
         back below the checkpoint, and the last event indexed is still stored with the bytes that
-        were indexed (a store emptied, or restored from an older copy, fails one or the other)."""
+        were indexed, or was forgotten since (a store emptied, or restored from an older copy,
+        fails one or the other)."""
         cp = self.checkpoint()
         if cp == 0:
             return True
@@ -228,7 +229,10 @@ class SearchIndex:
             return False
         if eid.startswith("forget:"):  # the last entry was a forget: the log still holds it
             return store.last_seq() >= cp and [e.env()["id"] for e in store.batches_at([cp])[0]] == [eid]
-        return store.last_seq() >= cp and digest in store.versions([(conv, eid)])[0]
+        if store.last_seq() < cp:
+            return False
+        # an event a forget removed (the index applies that forget further on) is not a store gone back
+        return digest in store.versions([(conv, eid)])[0] or store.forgotten_at(conv) is not None
 
     def catch_up(self, store: Store, progress: Callable[[int], None] | None = None) -> int:
         """Index every log entry past the checkpoint; returns how many entries were taken in."""
