@@ -20,7 +20,8 @@ setting                   environment        default
 
 Read where they are used rather than carried in :class:`Settings`: ``AGG_ACTIVE_MINUTES`` (default
 10), the minutes a conversation stays ``active`` after its newest record (:func:`active_minutes`),
-and the watcher's ``AGG_WATCH_RESCAN_S`` / ``AGG_WATCH_STAT_ALL_S`` (:func:`watch_timings`).
+the watcher's ``AGG_WATCH_RESCAN_S`` / ``AGG_WATCH_STAT_ALL_S`` (:func:`watch_timings`), and
+``AGG_SEAL_IDLE_S`` (default 3600), the idle seconds before a conversation is sealed (:func:`seal_idle_s`).
 :func:`check_env` checks them all at once (``agg run`` does, before it starts anything).
 """
 
@@ -30,6 +31,7 @@ import math
 import os
 import re
 import socket
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +43,18 @@ from aggregator.keys import Keys
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-def default_data_dir() -> Path:
-    """The platform's user data dir for agg (``~/.local/share/agg`` on Linux)."""
-    import platformdirs  # ~10 ms: only when no --data-dir is given
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The platform's user data dir for agg: ``$XDG_DATA_HOME/agg`` (an absolute path only, as
+    the XDG spec says), else ``~/.local/share/agg`` on Linux and the BSDs; platformdirs' answer
+    elsewhere."""
+    if sys.platform in ("darwin", "win32", "cygwin"):
+        import platformdirs  # 10-15 ms of every command's start-up: only where XDG does not apply
 
-    return Path(platformdirs.user_data_dir("agg", appauthor=False))
+        return Path(platformdirs.user_data_dir("agg", appauthor=False))
+    # platformdirs' rule for XDG platforms (tests/unit/test_config.py compares the two).
+    env = os.environ if env is None else env
+    xdg = env.get("XDG_DATA_HOME", "")
+    return Path(xdg if os.path.isabs(xdg) else os.path.expanduser("~/.local/share")) / "agg"
 
 
 def default_claude_dirs(env: Mapping[str, str] | None = None) -> list[Path]:
@@ -110,11 +119,18 @@ def watch_timings(env: Mapping[str, str] | None = None) -> WatchTimings:
     )
 
 
+def seal_idle_s(env: Mapping[str, str] | None = None) -> float:
+    """``AGG_SEAL_IDLE_S`` if set (seconds >= 0), else :data:`defaults.SEAL_IDLE_S`: how long a
+    conversation is idle before its lines are sealed (:mod:`aggregator.compaction`)."""
+    return _seconds(os.environ if env is None else env, "AGG_SEAL_IDLE_S", defaults.SEAL_IDLE_S, 0)
+
+
 def check_env(env: Mapping[str, str] | None = None) -> None:
     """Raise :class:`ConfigError` for the first bad setting read from the environment by the live
     parts (``agg run`` calls this before it starts any of them)."""
     active_minutes(env)
     watch_timings(env)
+    seal_idle_s(env)
 
 
 def default_host(env: Mapping[str, str] | None = None) -> str:

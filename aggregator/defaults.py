@@ -377,3 +377,21 @@ WEB_MARKDOWN_CHARS = 200_000
 
 WEB_STOP_GRACE_S = 2.0
 """Seconds ``agg serve`` waits for open connections (live pages) to close when it stops."""
+
+SEAL_IDLE_S = 3600.0
+"""A conversation whose newest record is older than this (s) is sealed: its line bodies are
+compressed into chunks (``agg run`` in the background; ``AGG_SEAL_IDLE_S``; ``agg compact --idle``)."""
+
+SEAL_CHUNK_BYTES = 4 * 1024 * 1024
+"""Raw line bytes per sealed chunk (at most; one longer line is a chunk of its own): big enough for
+zstd to find the repeats between lines, small enough that reading one body decompresses little."""
+
+SEAL_ZSTD_LEVEL = 9
+"""zstd level of sealed chunks: sealing runs in the background, reading back is fast at any level."""
+
+SEAL_CHECK_S = 300.0
+"""How often (s) ``agg run``'s writer looks for conversations to seal."""
+
+SEAL_TICK_S = 0.5
+"""Seconds of sealing the writer does at most per check before it goes back to current.json (the
+rest is sealed at the next checks)."""

@@ -267,7 +267,6 @@ class EmbeddedRedis:
             private_socket_dir(self.socket_path.parent)  # before anything is sent through it
         if not self.socket_path.exists() or not self.password_path.exists():
             return "down"
-        import psutil
         import redis
 
         client = self._client(2)
@@ -282,7 +281,7 @@ class EmbeddedRedis:
             return "up"
         except (redis.RedisError, OSError):
             pid = self.pid()
-            return "loading" if pid is not None and psutil.pid_exists(pid) else "down"
+            return "loading" if pid is not None and _alive(pid) else "down"
         finally:
             client.close()
 
@@ -377,7 +376,6 @@ class EmbeddedRedis:
 
     def stop(self) -> bool:
         """Shut the server down (flushing its AOF); returns False if it was not running."""
-        import psutil
         import redis
 
         with self._lock():
@@ -389,7 +387,7 @@ class EmbeddedRedis:
                 client.shutdown(save=False)  # AOF is flushed on shutdown; no RDB snapshot needed
             client.close()
             deadline = time.monotonic() + defaults.EMBEDDED_STOP_TIMEOUT_S
-            while pid and psutil.pid_exists(pid) and time.monotonic() < deadline:
+            while pid and _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
             return True
 
@@ -538,3 +536,17 @@ def running_servers() -> list[Running]:
                 version = ".".join(map(str, server_version(binary)))
         out.append(Running(p.pid, cwd.parent, binary, version))
     return sorted(out, key=lambda r: str(r.data_dir))
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs. A zombie does not: it holds no file and no socket,
+    and waiting for its parent to reap it could take forever (a parent that never reaps, such as
+    the first process of a PID namespace: tests/process/test_embedded_servers.py::
+    test_redis_status_lists_every_embedded_server_and_stop_all_stops_them waited 30 s per server)."""
+    import psutil
+
+    try:
+        status: str = psutil.Process(pid).status()
+    except psutil.Error:
+        return False
+    return bool(status != psutil.STATUS_ZOMBIE)

@@ -72,6 +72,10 @@ key                        type   written by   meaning
 ``agg:{c:K}:body``         hash   ingest/turns digest → original line bytes (content-addressed)
 ``agg:{c:K}:meta``         hash   ingest/turns n (last conv_seq), msgs (user/assistant events),
                                                dups, lines (duplicate and all lines read of it)
+``agg:{c:K}:chunks``       hash   compaction   sealed bodies: chunk number (1, 2, …) → one zstd
+                                               frame of many (digest, line bytes) records
+                                               (:mod:`aggregator.compaction`); a sealed digest
+                                               is in one chunk and no longer in ``body``
 ``agg:{c:K}:forgot``       string forget       the tombstone: when ``agg forget`` removed the
                                                conversation (ms); ingest drops its lines dated
                                                then or before (or not dated)
@@ -230,6 +234,9 @@ class Keys:
 
     def meta(self, conv: str) -> str:
         return f"{self.conv_prefix(conv)}:meta"
+
+    def chunks(self, conv: str) -> str:
+        return f"{self.conv_prefix(conv)}:chunks"
 
     def proj(self, conv: str) -> str:
         return f"{self.conv_prefix(conv)}:proj"

@@ -87,8 +87,15 @@ class StopFlag:
             cb()
 
     def on_set(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (from the setting thread or signal handler) when the flag is set."""
-        self._callbacks.append(callback)
+        """Call ``callback`` (from the setting thread or signal handler) when the flag is set —
+        at once if it is set already: a SIGTERM landing between :meth:`install` and this call
+        was otherwise lost, and ``agg serve`` served on
+        (tests/process/test_serve.py::test_a_stop_right_after_the_url_stops_the_server)."""
+        with self._cond:
+            self._callbacks.append(callback)
+            already = self._set
+        if already:
+            callback()
 
     def is_set(self) -> bool:
         return self._set

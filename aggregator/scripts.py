@@ -539,6 +539,44 @@ def project_unlock_call(
     return ScriptCall(PROJECT_UNLOCK, [proj_lock], [token])
 
 
+SEAL = r"""
+-- Seal some of a conversation's line bodies into one compressed chunk: add the chunk and drop the
+-- raw fields it holds, in one step, so that every body is readable at every moment — raw before,
+-- in the chunk after (aggregator/compaction.py; tests/process/test_compaction_kill.py kills
+-- `agg compact` at random points). Bodies are content-addressed (a digest's bytes never change),
+-- so the chunk built from the raw values read before this call holds exactly what it drops.
+--
+-- KEYS[1] body      hash  the conversation's raw bodies (digest -> line bytes)
+-- KEYS[2] chunks    hash  its sealed chunks (number -> zstd frame)
+-- ARGV[1] chunk     the compressed chunk (aggregator.compaction.pack_chunk)
+-- ARGV[2..] digests the digests the chunk holds
+--
+-- Refuses (returns 0, writes nothing) if any digest is no longer raw: another sealer took it
+-- first, or the store lost its keys; the caller reads what is left and tries again. Otherwise
+-- returns the new chunk's number (chunks are numbered 1, 2, … and never removed but by forget).
+for i = 2, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 0 then return 0 end
+end
+local n = redis.call('HLEN', KEYS[2]) + 1
+redis.call('HSET', KEYS[2], n, ARGV[1])
+for i = 2, #ARGV, 1000 do
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return n
+"""
+
+
+def seal_call(
+    *,
+    body: str,
+    chunks: str,
+    chunk: bytes,
+    digests: Sequence[str],
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`SEAL` call."""
+    return ScriptCall(SEAL, [body, chunks], [chunk, *digests])
+
+
 HMGET_MANY = r"""
 -- Read the same fields of many hashes in one call (read-only): one reply instead of one per hash,
 -- which is what keeps `agg usage` and `agg status` fast on thousands of conversations and files.
@@ -661,6 +699,7 @@ FORGET = r"""
 -- KEYS[14] meta      hash    n, msgs, dups, lines
 -- KEYS[15] forgot    string  its tombstone
 -- KEYS[16] turn      hash    its turn state    KEYS[17] lease  string  its turn lease
+-- KEYS[18] chunks    hash    its sealed bodies (aggregator.compaction)
 --
 -- ARGV[1] conv           the conversation key
 -- ARGV[2] conv_json      the key as a JSON string (as envelopes spell it)
@@ -735,7 +774,7 @@ local revisions = math.max(0, tonumber(m[1] or '0') - events)
 local was_conv = tonumber(m[2] or '0') > 0 and 1 or 0
 local dups, lines = tonumber(m[3] or '0'), tonumber(m[4] or '0')
 -- UNLINK: a long conversation's bodies are freed in the background, not inside this script
-redis.call('UNLINK', KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[16], KEYS[17])
+redis.call('UNLINK', KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[16], KEYS[17], KEYS[18])
 for k = 4, 9 do redis.call('ZREM', KEYS[k], conv) end
 -- %d: Lua would send -0 as "-0" and a time in ms as "1.7e+12", which Redis does not take
 local fmt = string.format
@@ -797,6 +836,7 @@ def forget_call(
     forgot: str,
     turn: str,
     lease: str,
+    chunks: str,
     conv: str,
     conv_json: bytes,
     patch_prefix: str,
@@ -808,7 +848,7 @@ def forget_call(
         FORGET,
         [
             *(seq, log, stats, convs, dirty, due, queued, running, parked, patched),
-            *(cur, tl, body, meta, forgot, turn, lease),
+            *(cur, tl, body, meta, forgot, turn, lease, chunks),
         ],
         [conv, conv_json, patch_prefix, events_channel, conv_channel],
     )

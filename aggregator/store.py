@@ -460,6 +460,7 @@ class Store:
             forgot=k.forgot(conv),
             turn=k.turn(conv),
             lease=k.lease(conv),
+            chunks=k.chunks(conv),
             conv=conv,
             conv_json=dumps(conv),
             patch_prefix=k.log_patch(""),
@@ -483,6 +484,7 @@ class Store:
         versions, in log order, are its events in order (revisions only change the bytes).
         """
         ids: list[str] = []
+        sealed: dict[str, bytes] = {}  # read once, when a body is first found sealed
         for batch in self.r.zrange(self.keys.timeline(conv), 0, -1):
             for entries in self.batches_at([int(batch)]):
                 for entry in entries:
@@ -490,16 +492,38 @@ class Store:
                     if env["conv"] == conv and not env["revision"]:
                         ids.append(env["id"])
             if len(ids) >= defaults.REPLAY_CHUNK:
-                yield from self._replay_bodies(conv, ids)
+                yield from self._replay_bodies(conv, ids, sealed)
                 ids = []
-        yield from self._replay_bodies(conv, ids)
+        yield from self._replay_bodies(conv, ids, sealed)
 
-    def _replay_bodies(self, conv: str, ids: list[str]) -> Iterator[tuple[str, bytes]]:
+    def _replay_bodies(self, conv: str, ids: list[str], sealed: dict[str, bytes]) -> Iterator[tuple[str, bytes]]:
         if not ids:
             return
         versions = self.r.hmget(self.keys.cur(conv), ids)
-        bodies = self.r.hmget(self.keys.body(conv), [v[-32:] for v in versions])
+        digests = [v[-32:].decode() for v in versions]
+        bodies = self.r.hmget(self.keys.body(conv), digests)
+        if any(raw is None and d not in sealed for d, raw in zip(digests, bodies, strict=True)):
+            # Sealed since the chunks were last read (or never read yet): read them again.
+            sealed.update(self.sealed_bodies(conv))
+        bodies = [raw if raw is not None else sealed.get(d) for d, raw in zip(digests, bodies, strict=True)]
         yield from zip(ids, bodies, strict=True)
+
+    def sealed_bodies(self, conv: str) -> dict[str, bytes]:
+        """Every body of ``conv`` sealed into chunks (digest → line bytes), decompressed.
+
+        Read after the raw hash, never before: the seal script adds a chunk and drops its raw
+        fields at once, so a body missing from the first read is in a chunk at the second
+        (``tests/store/test_compaction.py::test_readers_see_every_body_while_sealing_runs``).
+        """
+        blobs = self.r.hvals(self.keys.chunks(conv))
+        if not blobs:
+            return {}
+        from aggregator.compaction import unpack_chunk  # zstd: only where something is sealed
+
+        out: dict[str, bytes] = {}
+        for blob in blobs:
+            out.update(unpack_chunk(blob))
+        return out
 
     # --- reading: events' bytes --------------------------------------------------------------
     def versions(self, refs: Sequence[tuple[str, str]]) -> list[list[str]]:
@@ -543,7 +567,19 @@ class Store:
         found: dict[tuple[str, str], bytes | None] = {}
         for (conv, digests), raws in zip(by_conv.items(), pipe.execute(), strict=True):
             found.update(((conv, d), raw) for d, raw in zip(digests, raws, strict=True))
-        return [found[ref] for ref in refs]
+        return self._unseal(refs, found)
+
+    def _unseal(
+        self, refs: Sequence[tuple[str, str]], found: dict[tuple[str, str], bytes | None]
+    ) -> list[bytes | None]:
+        """``found``'s bodies for ``refs`` (``(conversation, digest)``), those missing from the raw
+        hashes looked up in their conversations' chunks."""
+        for conv in {conv for conv, d in refs if d and found.get((conv, d)) is None}:
+            sealed = self.sealed_bodies(conv)
+            for ref in refs:
+                if ref[0] == conv and found.get(ref) is None and ref[1] in sealed:
+                    found[ref] = sealed[ref[1]]
+        return [found.get(ref) for ref in refs]
 
     def newest_bodies(self, refs: Sequence[tuple[str, str]]) -> list[bytes | None]:
         """The newest stored line bytes of each ``(conversation, event id)`` (None where the
@@ -554,10 +590,11 @@ class Store:
         for conv, eid in refs:
             pipe.hget(self.keys.cur(conv), eid)
         versions = pipe.execute()
+        digests = [(conv, v[-32:].decode() if v else "") for (conv, _), v in zip(refs, versions, strict=True)]
         pipe = self.r.pipeline(transaction=False)
-        for (conv, _), v in zip(refs, versions, strict=True):
-            pipe.hget(self.keys.body(conv), v[-32:] if v else b"")
-        return list(pipe.execute())
+        for conv, digest in digests:
+            pipe.hget(self.keys.body(conv), digest)
+        return self._unseal(digests, dict(zip(digests, pipe.execute(), strict=True)))
 
     # --- reading: timelines and log batches --------------------------------------------------
     def batches_at(self, firsts: Sequence[int]) -> list[list[LogEntry]]:

@@ -25,6 +25,10 @@ from aggregator import defaults
 from cli.app import AggGroup, App
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "compact": (
+        "cli.compact:compact_cmd",
+        "Seal idle conversations' lines into compressed chunks (replay stays byte for byte).",
+    ),
     "export": (
         "cli.read:export_cmd",
         "A CONVERSATION as a document: Markdown, one HTML file, or its original JSONL lines.",

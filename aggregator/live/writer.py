@@ -33,7 +33,8 @@ from typing import Any
 import orjson
 
 from aggregator import defaults
-from aggregator.config import Settings
+from aggregator.compaction import Compactor
+from aggregator.config import Settings, seal_idle_s
 from aggregator.connection import is_away
 from aggregator.errors import first_line
 from aggregator.files import write_private
@@ -205,7 +206,8 @@ class SnapshotWriter:
 
 
 class WriterService(Service):
-    """``agg writer``: rewrite ``current.json`` when something changed, at most every ``interval``.
+    """``agg writer``: rewrite ``current.json`` when something changed, at most every ``interval``;
+    between writes, seal idle conversations (:mod:`aggregator.compaction`), a slice at a time.
 
     A subscription to ``<ns>:events`` wakes it as soon as something is committed (so the first
     change after a quiet spell is written at once); a timer every ``interval`` covers a missed
@@ -227,6 +229,8 @@ class WriterService(Service):
         self.write_error: str | None = None
         self.writes = 0
         self._pubsub: Any = None
+        self.seal_idle_s = seal_idle_s()
+        self.sealed_lines = 0
 
     def on_start(self) -> None:
         self.state.update(output=str(self.output), interval_s=self.interval)
@@ -250,6 +254,7 @@ class WriterService(Service):
         dirty = True
         next_check = time.monotonic() + check_every
         first = True
+        next_seal = 0.0  # the first look comes right after the first write
         while not self.stop:
             now = time.monotonic()
             if now >= next_check:
@@ -260,6 +265,11 @@ class WriterService(Service):
                     self.serving()
                     first = False
                 continue
+            if now >= next_seal:
+                # A slice of sealing at a time, between writes: current.json is never late by
+                # more than one slice (the rest is sealed at the next looks, a second apart).
+                left = self._seal(store)
+                next_seal = time.monotonic() + (1.0 if left else defaults.SEAL_CHECK_S)
             timeout = self.last_write + self.interval - now if dirty else next_check - now
             msg = self._pubsub.get_message(timeout=min(max(timeout, 0.0), 1.0))
             if msg is not None and msg.get("type") == "message":
@@ -304,6 +314,22 @@ class WriterService(Service):
                 notice["messages"],
             )
         return True
+
+    def _seal(self, store: Store) -> int:
+        """Seal idle conversations for up to :data:`~aggregator.defaults.SEAL_TICK_S`; returns how
+        many idle ones are left for the next look."""
+        report = Compactor(store).run(self.seal_idle_s, budget_s=defaults.SEAL_TICK_S)
+        if report.lines:
+            self.sealed_lines += report.lines
+            self.state.update(sealed_lines=self.sealed_lines)
+            self.log.info(
+                "sealed %d lines of %d idle conversations: %.1f MB -> %.1f MB",
+                report.lines,
+                report.conversations,
+                report.raw_bytes / 1e6,
+                report.sealed_bytes / 1e6,
+            )
+        return report.left
 
     def final(self) -> None:
         """On the way out: one last write if something changed (and Redis is there)."""

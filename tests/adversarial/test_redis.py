@@ -34,7 +34,7 @@ from devtools.agg import HOST, agg_env, embedded_env, run_agg, wait_until
 from devtools.redisproc import RedisProcess
 from tests.support import oracle
 from tests.support.cli import one_line_error
-from tests.support.live import Agg, append, record, state
+from tests.support.live import Agg, append, gone, record, state
 from tests.support.records import line
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs / plays another user: needs root")
@@ -191,7 +191,7 @@ def test_a_full_disk_under_the_embedded_redis_is_said_at_once(small_disk: Path, 
     assert st["redis"]["ok"] is False and "MISCONF" in st["redis"]["error"]
     pid = int((small_disk / "data" / "redis" / "redis.pid").read_text())
     assert run_agg(["redis", "stop"], env).stdout.strip() == "stopped"  # it answers: stop it
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert gone(pid)
 
 
 # --- the socket directory under /tmp -----------------------------------------------------------------
@@ -273,9 +273,7 @@ def test_a_planted_symlink_gets_neither_the_password_nor_a_chmod(
     assert stat.S_IMODE(attacker.stat().st_mode) == 0o755
     for proc in procs:
         _assert_refused(proc, fallback, "is a symlink")
-    assert not (data / "redis" / "redis.pid").exists() or not psutil.pid_exists(
-        int((data / "redis" / "redis.pid").read_text())
-    )
+    assert not (data / "redis" / "redis.pid").exists() or gone(int((data / "redis" / "redis.pid").read_text()))
 
 
 @needs_root

@@ -18,6 +18,7 @@ from devtools.agg import agg_env, embedded_env, run_agg
 from devtools.redisproc import RedisProcess
 from tests.support import oracle
 from tests.support.cli import one_line_error
+from tests.support.live import gone
 
 
 def test_ingest_then_status_report_the_independent_counts(
@@ -133,7 +134,7 @@ def test_embedded_redis_is_private_and_stops(tmp_path: Path, corpus: Path) -> No
         run_agg(["ingest", str(corpus)], env)
         assert emb.pid() == pid
         assert run_agg(["redis", "stop"], env).stdout.strip() == "stopped"
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert gone(pid)
         st2 = json.loads(run_agg(["status", "--json"], env).stdout)
         assert st2["events"] == oracle.read(oracle.transcripts(corpus)).events
     finally:

@@ -16,7 +16,7 @@ from aggregator.embedded import EmbeddedRedis
 from aggregator.store import Store
 from devtools.agg import agg_env, embedded_env, run_agg, wait_until
 from devtools.redisproc import RedisProcess
-from tests.support.live import Agg, append, descendants, line, record, state
+from tests.support.live import Agg, append, descendants, gone, line, record, state
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -40,7 +40,7 @@ def test_run_on_embedded_redis_stops_cleanly(tmp_path: Path, sig: signal.Signals
         # a line appended right before the stop is committed on the way out
         append(session, line(record("s", 1)))
         assert run.stop(sig) == 0
-    assert not psutil.pid_exists(redis_pid)  # the embedded Redis it started is stopped
+    assert gone(redis_pid)  # the embedded Redis it started is stopped
     for p in procs:
         assert not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
     assert state(data, "watch")["state"] == "stopped"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from aggregator.compaction import Compactor
 from aggregator.errors import NotFound
 from aggregator.forget import forget, project_conversations
 from aggregator.ingest import IngestReport, ingest
@@ -353,4 +354,31 @@ def test_a_summary_title_from_the_forgotten_conversation_goes(r: redis.Redis, tm
     forget(store, ["after"])
     assert store.projection("before")[b"title"] == b"plan the trip"
     assert _figures(store) == _figures(without)
+    rebuild_reproduces_live(store)
+
+
+def test_a_sealed_conversation_is_forgotten_with_its_chunks(r: redis.Redis, tmp_path: Path) -> None:
+    """Bodies sealed into compressed chunks (agg compact) go with the rest; the index's texts are
+    read back from the chunks."""
+    claude = tmp_path / "claude" / "projects"
+    write(
+        session_file(claude, "k"),
+        [user("k", "k1", "the sealed pangolin"), assistant("k", "k2", "m", "q", tokens(1, 2))],
+    )
+    write(session_file(claude, "o"), [user("o", "o1", "another one", at=ts(7))])
+    store = Store(r, Keys("agg"), HOST)
+    ingest(store, iter_transcripts([claude]))
+    assert Compactor(store).run(0).conversations == 2 and r.hlen(store.keys.body("k")) == 0
+    index = SearchIndex.open(store, tmp_path / "data")
+    index.catch_up(store)
+    texts = index.indexed_texts(store, "k")
+    assert any("pangolin" in text for _, _, text in texts) and index.purge(texts) == len(texts)
+    forget(store, ["k"])
+    assert [key for key in r.scan_iter("agg:{c:k}:*")] == [b"agg:{c:k}:forgot"]
+    assert (
+        index.catch_up(store) == 1
+        and index.db.execute("SELECT count(*) FROM fts WHERE fts MATCH 'pangolin'").fetchone()[0] == 0
+    )
+    index.close()
+    assert [raw for _, raw in store.replay("o")] == Path(session_file(claude, "o")).read_bytes().splitlines()
     rebuild_reproduces_live(store)

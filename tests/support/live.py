@@ -37,6 +37,15 @@ class Reader(threading.Thread):
             self.envs.append(json.loads(raw))
 
 
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended: no such process, or a zombie its parent has not reaped
+    yet (the container's first process may reap late, or never)."""
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
 class Agg:
     """A real long-running `agg` process (watch, writer, tail, run) started by a test."""
 

@@ -154,4 +154,4 @@ def test_ingest_packing() -> None:
 
 
 def test_the_module_lists_are_the_script_modules() -> None:
-    assert all(isinstance(m, ModuleType) for m in MODULES) and len(_functions()) == len(_scripts()) == 17
+    assert all(isinstance(m, ModuleType) for m in MODULES) and len(_functions()) == len(_scripts()) == 18

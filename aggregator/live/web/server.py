@@ -60,9 +60,6 @@ def serve(settings: Settings, *, host: str, port: int, print_url: bool = True) -
     sock = bind(host, port)
     port = sock.getsockname()[1]
     app = build_app(settings, conn, token=token, allowed_hosts=allowed_hosts(host, port), port=port)
-    if print_url:
-        sys.stdout.write(serve_url(host, port, token) + "\n")
-        sys.stdout.flush()
     config = uvicorn.Config(
         app,
         log_level="warning",
@@ -75,6 +72,11 @@ def serve(settings: Settings, *, host: str, port: int, print_url: bool = True) -
     server = uvicorn.Server(config)
     stop = StopFlag().install()  # uvicorn takes SIGTERM/SIGINT over; this keeps AGG_PARENT_PID
     stop.on_set(lambda: setattr(server, "should_exit", True))
+    # Printed once a stop is handled: a SIGTERM sent on reading the URL stops the server cleanly
+    # (tests/process/test_serve.py::test_a_stop_right_after_the_url_stops_the_server).
+    if print_url:
+        sys.stdout.write(serve_url(host, port, token) + "\n")
+        sys.stdout.flush()
     indexer = Indexer(Store(conn.client, settings.keys, settings.host), settings.data_dir).start()
     try:
         server.run(sockets=[sock])
