@@ -23,7 +23,7 @@ live), :mod:`~aggregator.parse` (a line → an event), :mod:`~aggregator.titles`
 :mod:`~aggregator.prices` (what tokens cost), :mod:`~aggregator.dates` (dates as users type them),
 :mod:`~aggregator.projects` (projects as directory paths), :mod:`~aggregator.fts`,
 :mod:`~aggregator.searchindex` and :mod:`~aggregator.search` (full-text search),
-:mod:`~aggregator.listing` (``agg list``), :mod:`~aggregator.transcript` and
+:mod:`~aggregator.listing` (``agg list``), :mod:`~aggregator.forget` (``agg forget``), :mod:`~aggregator.transcript` and
 :mod:`~aggregator.render` (a conversation as people read it), :mod:`~aggregator.files`
 and :mod:`~aggregator.lifecycle` (private files, stopping, state files, locks),
 :mod:`~aggregator.backoff` (the one backoff policy), :mod:`~aggregator.children` (the one child-process

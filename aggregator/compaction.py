@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import orjson
 import zstandard
 
 from aggregator import defaults, scripts
@@ -241,16 +242,17 @@ class Compactor:
             log=keys.log,
             archive=keys.log_archive,
             segments=keys.log_segments,
-            first=segment[0][0],
-            last=segment[-1][0],
+            proj_lock=keys.proj_lock,
             segment=blob,
+            firsts=[first for first, _ in segment],
         )
-        if self._archive(keys=call.keys, args=call.args):
+        moved = self._archive(keys=call.keys, args=call.args)
+        if moved == 1:
             report.log_batches += len(segment)
             report.log_segments += 1
             report.log_raw_bytes += size
             report.log_sealed_bytes += len(blob)
-        return True  # moved, or another archiver did: look again
+        return bool(moved != -1)  # moved, or the stream changed: look again; -1: a rebuild or forget runs
 
     def run(
         self,
@@ -285,3 +287,74 @@ class Compactor:
 def _last_seq(first: int, fields: dict[bytes, bytes]) -> int:
     """The seq of a log batch's last entry (one envelope per entry, ``\n``-joined)."""
     return first + fields[b"e"].count(b"\n")
+
+
+def forget_archived(store: Store, conv: str, firsts: Iterable[int] | None = None) -> tuple[int, int]:
+    """Blank ``conv``'s entries in the archived log segments holding ``firsts`` (its timeline's
+    batches; None: every segment), as :data:`~aggregator.scripts.FORGET` does in the stream — an
+    entry's envelope and facts emptied, its digest zeros, a batch left with no entry dropped.
+    Returns (batches dropped, batches rewritten).
+
+    ``agg forget`` runs it before the FORGET script, holding the projections' lock, during which
+    nothing is archived (:data:`~aggregator.scripts.LOG_ARCHIVE` refuses): what the script then
+    removes from the stream and what was scrubbed here are the whole log. Killed in between, the
+    conversation is still there, less its archived entries, and ``agg forget`` again finishes."""
+    keys = store.keys
+    replace = store.client.register_script(scripts.SEGMENT_REPLACE)
+    members = [m.decode() for m in store.r.zrange(keys.log_segments, 0, -1)]
+    if firsts is not None:
+        wanted = set(firsts)
+        members = [m for m in members if any(int(m.split(":")[0]) <= f <= int(m.split(":")[1]) for f in wanted)]
+    dropped = rewritten = 0
+    for member in members:
+        first = int(member.split(":")[0])
+        while True:
+            old = store.r.hget(keys.log_archive, first)
+            if old is None:
+                break
+            batches, d, r = _blank(unpack_segment(old), conv)
+            if not d and not r:
+                break
+            new = pack_segment(batches) if batches else b""
+            call = scripts.segment_replace_call(
+                archive=keys.log_archive, segments=keys.log_segments, first=first, member=member, old=old, new=new
+            )
+            if replace(keys=call.keys, args=call.args):
+                dropped, rewritten = dropped + d, rewritten + r
+                break
+    return dropped, rewritten
+
+
+def _blank(
+    batches: list[tuple[int, dict[bytes, bytes]]], conv: str
+) -> tuple[list[tuple[int, dict[bytes, bytes]]], int, int]:
+    """``batches`` with ``conv``'s entries blanked; and how many batches were dropped / rewritten."""
+    out: list[tuple[int, dict[bytes, bytes]]] = []
+    dropped = rewritten = 0
+    for first, fields in batches:
+        envs = fields[b"e"].split(b"\n")
+        facts = fields[b"f"].split(b"\n")
+        digests = fields[b"d"]
+        hit = [bool(env) and orjson.loads(env).get("conv") == conv for env in envs]
+        if not any(hit):
+            out.append((first, fields))
+            continue
+        if all(h or not env for h, env in zip(hit, envs, strict=True)):
+            dropped += 1
+            continue
+        rewritten += 1
+        blank = b"0" * DIGEST_BYTES
+        out.append(
+            (
+                first,
+                {
+                    **fields,
+                    b"e": b"\n".join(b"" if h else e for h, e in zip(hit, envs, strict=True)),
+                    b"f": b"\n".join(b"" if h else f for h, f in zip(hit, facts, strict=True)),
+                    b"d": b"".join(
+                        blank if h else digests[DIGEST_BYTES * i : DIGEST_BYTES * (i + 1)] for i, h in enumerate(hit)
+                    ),
+                },
+            )
+        )
+    return out, dropped, rewritten

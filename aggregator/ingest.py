@@ -28,7 +28,7 @@ from aggregator.projections import Projector
 from aggregator.store import Store
 from aggregator.tailer import FileResult, Tailer
 
-COUNTED = ("lines", "events_added", "duplicates", "revisions", "rejected", "bytes")
+COUNTED = ("lines", "events_added", "duplicates", "revisions", "rejected", "forgotten", "bytes")
 
 
 @dataclass
@@ -41,6 +41,8 @@ class IngestReport:
     duplicates: int = 0
     revisions: int = 0
     rejected: int = 0
+    forgotten: int = 0
+    """Lines of forgotten conversations (``agg forget``) dropped by their tombstone."""
     bytes: int = 0
     files_reset: int = 0
     files_skipped: int = 0
@@ -75,10 +77,11 @@ class IngestReport:
         mb = self.bytes / 1e6
         rate = mb / self.seconds if self.seconds > 0 else 0.0
         skipped = f"; {self.files_skipped} skipped (below)" if self.files_skipped else ""
+        forgotten = f", {self.forgotten} forgotten" if self.forgotten else ""
         return (
             f"{self.files} files, {self.lines} lines: {self.events_added} new events, "
             f"{self.revisions} revisions, {self.duplicates} duplicates, "
-            f"{self.rejected} rejected ({mb:.1f} MB in {self.seconds:.2f} s, {rate:.1f} MB/s){skipped}"
+            f"{self.rejected} rejected{forgotten} ({mb:.1f} MB in {self.seconds:.2f} s, {rate:.1f} MB/s){skipped}"
         )
 
 

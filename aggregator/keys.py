@@ -14,7 +14,14 @@ key                        type   written by   meaning
 ``agg:log``                stream ingest/turns one entry per committed batch, id ``<first seq>-0``:
                                                ``e`` envelopes and ``f`` facts (``\\n``-joined),
                                                ``d`` digests (32 hex chars each), ``file``,
-                                               ``project``, ``agent``
+                                               ``project``, ``agent``; ``agg forget`` adds one
+                                               entry of type ``agg-forget`` (digest zeros)
+``agg:log:patched``        zset   forget       first seqs of the log batches ``agg forget`` rewrote
+                                               (score = member): batches that also held entries
+                                               of other conversations
+``agg:log:patch:<first>``  hash   forget       such a batch, with the fields of a log entry; the
+                                               forgotten conversation's entries blanked (envelope
+                                               and facts empty, digest zeros): read as the log's
 ``agg:log:archive``        hash   compaction   the log's older batches, moved out of the stream
                                                in segments: first seq of a segment's first
                                                batch → one zstd frame of its batches, fields
@@ -22,7 +29,8 @@ key                        type   written by   meaning
 ``agg:log:segments``       zset   compaction   ``<first>:<last>`` (first seqs of a segment's
                                                first and last batches), score = first
 ``agg:stats``              hash   ingest/turns counters: events, revisions, duplicates, rejected,
-                                               lines, conversations, batches, last_ingest_ms
+                                               lines, conversations, batches, last_ingest_ms,
+                                               forgotten (lines dropped by a tombstone), forgets
 ``agg:convs``              zset   ingest/turns conversation → last seq that touched it
 ``agg:files``              set    ingest       file ids of every cursor
 ``agg:file:<fid>``         hash   ingest       cursor of one (host, path): off, tok (token of the
@@ -44,7 +52,8 @@ key                        type   written by   meaning
 ``agg:proj:usage:keys``    hash   projector    usage dedupe state: JSON ``[message.id, requestId]``
                                                → JSON ``[conv, project, model, day, input, output,
                                                cache_read, cache_creation, cache_creation_1h,
-                                               long]`` (owner, maxima, context tier)
+                                               long]`` (owner, maxima, context tier), then ``1``
+                                               if another conversation holds a copy
 ``agg:proj:usage:total``   hash   projector    input, output, cache_read, cache_creation,
                                                cache_creation_1h, responses
 ``agg:proj:usage:<tally>`` hash   projector    usage per model and context tier: tally =
@@ -67,11 +76,15 @@ key                        type   written by   meaning
 ``agg:{c:K}:tl``           zset   ingest/turns the conversation's timeline: first seq of each log
                                                batch holding its entries (score = member)
 ``agg:{c:K}:body``         hash   ingest/turns digest → original line bytes (content-addressed)
-``agg:{c:K}:meta``         hash   ingest/turns n (last conv_seq), msgs (user/assistant events)
+``agg:{c:K}:meta``         hash   ingest/turns n (last conv_seq), msgs (user/assistant events),
+                                               dups, lines (duplicate and all lines read of it)
 ``agg:{c:K}:chunks``       hash   compaction   sealed bodies: chunk number (1, 2, …) → one zstd
                                                frame of many (digest, line bytes) records
                                                (:mod:`aggregator.compaction`); a sealed digest
                                                is in one chunk and no longer in ``body``
+``agg:{c:K}:forgot``       string forget       the tombstone: when ``agg forget`` removed the
+                                               conversation (ms); ingest drops its lines dated
+                                               then or before (or not dated)
 ``agg:{c:K}:proj``         hash   projector    the conversation's projection
 ``agg:turns:due``          zset   workers      conversation → time (ms) its next turn may start
                                                (debounce, cooldown, parking applied)
@@ -135,6 +148,14 @@ class Keys:
     @property
     def log_segments(self) -> str:
         return f"{self.ns}:log:segments"
+
+    @property
+    def log_patched(self) -> str:
+        return f"{self.ns}:log:patched"
+
+    def log_patch(self, first: int | str) -> str:
+        """A log batch rewritten by ``agg forget`` (the stream's entry is deleted)."""
+        return f"{self.ns}:log:patch:{first}"
 
     @property
     def stats(self) -> str:
@@ -233,6 +254,10 @@ class Keys:
 
     def proj(self, conv: str) -> str:
         return f"{self.conv_prefix(conv)}:proj"
+
+    def forgot(self, conv: str) -> str:
+        """The conversation's tombstone (``agg forget``): the forget time, ms."""
+        return f"{self.conv_prefix(conv)}:forgot"
 
     # --- LLM turns (workers/) ----------------------------------------------------------------
     @property

@@ -48,6 +48,8 @@ class Event:
     tail: bytes
     """The envelope's fields other than seq/conv/conv_seq/revision, as a JSON fragment."""
     facts: bytes
+    tms: int | None = None
+    """Record time (epoch ms; None if it has none): what a tombstone is compared with."""
 
 
 @dataclass(slots=True)
@@ -436,4 +438,4 @@ def parse_line(raw: bytes, offset: int, sf: SourceFile) -> Event | Rejection | N
         fb = _orjson_dumps(fx)
     except TypeError:
         fb = dumps(fx)
-    return Event(offset, raw, conv, eid, h, rtype in MESSAGE_TYPES, tail[1:-1], fb)
+    return Event(offset, raw, conv, eid, h, rtype in MESSAGE_TYPES, tail[1:-1], fb, fx["tms"])

@@ -49,6 +49,11 @@ symmetrically, so the order in which files were read does not matter: a referenc
 against conversations of the same project that already hold the uuid, and kept in
 ``agg:proj:refs`` so that a conversation read later resolves it when the uuid is folded.
 
+**Forgetting** (``agg forget``, :mod:`aggregator.forget`): an ``agg-forget`` log entry is a step of
+its own (:meth:`Projector._forget_step`), which takes off exactly what the conversation's entries
+before it added, so the projections stay those of a log that never held them — what a rebuild of
+the scrubbed log gives.
+
 **Across conversations**: ``agg:proj:recent`` (the :data:`RECENT_KEEP` most recent
 user/assistant messages by record time, ties by seq), the usage keys above, ``agg:proj:projects``
 and ``agg:proj:pconvs:<project>``.
@@ -56,8 +61,10 @@ and ``agg:proj:pconvs:<project>``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import heapq
 import os
 import time
 from collections import defaultdict
@@ -70,7 +77,7 @@ import orjson
 from aggregator import defaults, scripts
 from aggregator.errors import StoreError
 from aggregator.parse import MESSAGE_TYPES, facts, loads
-from aggregator.store import LogEntry, Store, recent_member
+from aggregator.store import LogEntry, Store, parse_recent_member, recent_member
 from aggregator.titles import TITLE_FIELDS
 
 REBUILD_LOCK_TTL_MS = 10 * 60 * 1000
@@ -167,6 +174,24 @@ class Delta:
         return out
 
 
+def new_usage_state(u: list[Any], conv: str, project: str, tms: Any) -> list[Any]:
+    """The usage state of a response first seen in ``conv`` (maxima 0: see :func:`raise_usage_state`)."""
+    prompt = u[3] + u[5] + u[6]  # input, cache reads and cache writes: the tier's measure
+    long = 1 if prompt > defaults.LONG_CONTEXT_TOKENS else 0
+    return [conv, project, u[2], utc_day(tms if isinstance(tms, int) else None), 0, 0, 0, 0, 0, long]
+
+
+def raise_usage_state(state: list[Any], u: list[Any]) -> list[tuple[str, int]]:
+    """Raise ``state``'s maxima to a line's usage ``u``; returns what each count rose by."""
+    raised = []
+    for i, name in enumerate(TOKEN_FIELDS):
+        v = u[3 + i] if 3 + i < len(u) else 0  # facts stored before the 1-hour share was kept
+        if v > state[4 + i]:
+            raised.append((name, v - state[4 + i]))
+            state[4 + i] = v
+    return raised
+
+
 def utc_day(ms: int | None) -> str:
     """``YYYY-MM-DD`` (UTC) of epoch milliseconds; ``""`` if unknown."""
     if ms is None:
@@ -190,7 +215,11 @@ def tally_field(*parts: str | int) -> str:
 
 _STATE_LEN = 10
 """Length of a usage state (stores projected before the 1-hour share and the tier were kept
-have 8: those read as 0)."""
+have 8: those read as 0). A state may carry one more element, ``1``: another conversation holds a
+copy of the response too (:data:`_SHARED`; written only then, so other states keep their bytes)."""
+
+_SHARED = 10
+"""Index of the shared flag in a usage state: a forget of its owner must hand it to a copy."""
 
 
 def _state(raw: bytes) -> list[Any]:
@@ -321,16 +350,14 @@ class Fold:
         state = self.st.usage.get(key)
         new = state is None
         if state is None:
-            prompt = u[3] + u[5] + u[6]  # input, cache reads and cache writes: the tier's measure
-            long = 1 if prompt > defaults.LONG_CONTEXT_TOKENS else 0
-            state = self.st.usage[key] = [conv, project, u[2], utc_day(fx.get("tms")), 0, 0, 0, 0, 0, long]
-        raised = []
-        for i, name in enumerate(TOKEN_FIELDS):
-            v = u[3 + i] if 3 + i < len(u) else 0  # facts stored before the 1-hour share was kept
-            if v > state[4 + i]:
-                raised.append((name, v - state[4 + i]))
-                state[4 + i] = v
+            state = self.st.usage[key] = new_usage_state(u, conv, project, fx.get("tms"))
+        raised = raise_usage_state(state, u)
+        shared = not new and state[0] != conv and len(state) <= _SHARED
+        if shared:
+            state.append(1)
         if not raised and not new:
+            if shared:
+                self.usage_changed.add(key)
             return
         self.usage_changed.add(key)
         if new:
@@ -476,6 +503,20 @@ class Projector:
                 if not later:
                     return applied
                 entries = list(self.store.entries_after(cp, later[0][0] + defaults.PROJECT_BATCH_ENTRIES - 1))
+            cut = next((i for i, e in enumerate(entries) if e.is_forget), None)
+            if cut == 0:
+                # a forget is a step of its own: it reads what the conversation left in the
+                # projections as of this checkpoint, and takes exactly that off
+                res = self._forget_step(cp, entries[0], token)
+                if token:
+                    self.store.client.pexpire(self.keys.proj_lock, REBUILD_LOCK_TTL_MS)
+                if res == b"locked":
+                    return applied
+                if res == b"ok":
+                    applied += 1
+                continue
+            if cut is not None:
+                entries = entries[:cut]
             items = list(self._rederive(entries) if rederive else ((e.env(), orjson.loads(e.facts)) for e in entries))
             fold = Fold(self._read_state(entries, items))
             for entry, (env, fx) in zip(entries, items, strict=True):
@@ -489,6 +530,241 @@ class Projector:
             if res == b"ok":
                 applied += len(entries)
         return applied
+
+    def _forget_step(self, cp: int, entry: LogEntry, token: str) -> bytes:
+        """Apply one ``agg-forget`` entry: drop the conversation's projection and take what it
+        added off every global one — its usage (the responses it owns, exactly what they added to
+        the total and the tallies), its recent messages, its project memberships (a project left
+        with no conversation goes), its pending references, the links other conversations of its
+        projects had to it — and move the checkpoint past the entry, by compare-and-set.
+
+        A response another conversation holds a copy of goes to that copy, and a conversation
+        whose summary title came from a summary record of this one has it chosen again: the
+        projections end as a store that never read this conversation would hold them.
+        """
+        conv = entry.env()["conv"]
+        k = self.keys
+        targets: list[tuple[str, list[tuple[str, Any, Any]]]] = [(k.proj(conv), [("del", "", "")])]
+        targets += self._forget_recent(conv, entry.seq)
+        usage, gained = self._forget_usage(conv, entry.seq)
+        targets += usage
+        targets += self._forget_refs(conv)
+        links, touched = self._forget_projects(conv)
+        targets += links
+        touched += [c for c in gained if c not in touched]
+        keys: list[str] = []
+        args: list[Any] = []
+        for key, ops in targets:
+            keys.append(key)
+            args.append(len(ops))
+            for op in ops:
+                args += op
+        keys.append(k.proj_changed)
+        args.append(len(touched))
+        for c in touched:
+            args += ("touch", "", c)
+        call = scripts.project_call(
+            proj_seq=k.proj_seq,
+            proj_lock=k.proj_lock,
+            targets=keys,
+            after_seq=cp,
+            upto_seq=entry.seq,
+            token=token,
+            ops=args,
+        )
+        return bytes(self._project(keys=call.keys, args=call.args)[0])
+
+    def _forget_recent(self, conv: str, seq: int) -> list[tuple[str, list[tuple[str, Any, Any]]]]:
+        """Ops on the recent messages: ``conv``'s go; if it was full, those it had let go of come back."""
+        recent = self.store.r.zrange(self.keys.recent, 0, -1, withscores=True)
+        gone = [m for m, _ in recent if parse_recent_member(m)[1] == conv]
+        if not gone:
+            return []
+        ops: list[tuple[str, Any, Any]] = [("zrem", "", m) for m in gone]
+        if len(recent) >= RECENT_KEEP:
+            low = (int(recent[0][1]), recent[0][0])
+            ops += [("zadd", s, m) for s, m in self._recent_below(low, len(gone), seq)]
+        return [(self.keys.recent, ops)]
+
+    def _forget_usage(self, conv: str, seq: int) -> tuple[list[tuple[str, list[tuple[str, Any, Any]]]], list[str]]:
+        """Ops taking off every response ``conv`` owns, with exactly what it added; a response
+        another conversation holds a copy of goes to the copy first seen, with the copies' maxima
+        — as if ``conv`` had never been read. Also the conversations that gained usage."""
+        k = self.keys
+        delta: dict[tuple[str, str], int] = defaultdict(int)
+        gone: list[str] = []
+        shared: set[str] = set()
+
+        def count(state: list[Any], sign: int, conv_too: bool) -> None:
+            owner, project, model, day, long = state[0], state[1], state[2], state[3], state[9]
+            for i, name in enumerate((*TOKEN_FIELDS, "responses")):
+                n = sign * (state[4 + i] if i < len(TOKEN_FIELDS) else 1)
+                if n:
+                    delta[(k.usage_total, name)] += n
+                    delta[(k.usage_tally("cells"), tally_field(owner, model, day, long, name))] += n
+                    delta[(k.usage_tally("days"), tally_field(day, model, long, name))] += n
+                    delta[(k.usage_tally("projects"), tally_field(project, day, model, long, name))] += n
+                    if conv_too:
+                        delta[(k.proj(owner), "usage_" + name)] += n
+
+        for f, v in self.store.r.hscan_iter(k.usage_keys, count=1000):
+            state = _state(v)
+            if state[0] != conv:
+                continue
+            key = f.decode()
+            count(state, -1, False)
+            if len(state) > _SHARED and state[_SHARED]:
+                shared.add(key)
+            else:
+                gone.append(key)
+        handed = self._usage_of_copies(shared, conv, seq) if shared else {}
+        key_ops: list[tuple[str, Any, Any]] = [("hdel", f, "") for f in gone + sorted(shared - set(handed))]
+        for key, state in handed.items():
+            count(state, 1, True)
+            key_ops.append(("set", key, orjson.dumps(state).decode()))
+        by_key: dict[str, list[tuple[str, Any, Any]]] = defaultdict(list)
+        for (target, f), n in delta.items():
+            if n > 0:
+                by_key[target].append(("incr", f, n))
+            elif n < 0:
+                by_key[target].append(("decr", f, -n))
+        out = [(k.usage_keys, key_ops)] if key_ops else []
+        out += list(by_key.items())
+        return out, sorted({state[0] for state in handed.values()})
+
+    def _usage_of_copies(self, keys: set[str], conv: str, before: int) -> dict[str, list[Any]]:
+        """The usage states of responses ``keys`` folded from the log below seq ``before`` without
+        ``conv``'s entries (the log no longer holds them): owner the first copy, maxima of all."""
+        states: dict[str, list[Any]] = {}
+        for e in self.store.entries_after(0, before - 1):
+            if b'"u":' not in e.facts:
+                continue  # a look at the bytes first: most entries carry no usage
+            fx = orjson.loads(e.facts)
+            u = fx.get("u")
+            if u is None:
+                continue
+            env = e.env()
+            key = usage_key(u, env["conv"], env["id"])
+            if key not in keys or env["conv"] == conv:
+                continue
+            state = states.get(key)
+            if state is None:
+                state = states[key] = new_usage_state(u, env["conv"], e.project, fx.get("tms"))
+            elif env["conv"] != state[0] and len(state) <= _SHARED:
+                state.append(1)
+            raise_usage_state(state, u)
+        return states
+
+    def _forget_refs(self, conv: str) -> list[tuple[str, list[tuple[str, Any, Any]]]]:
+        """Ops dropping the pending references ``conv`` made; and, for a conversation whose
+        summary title (``t_summary``) came from a summary record of ``conv``, choosing it again
+        from what is left."""
+        ops: list[tuple[str, Any, Any]] = []
+        left: dict[str, list[Ref]] = {}
+        mine: list[tuple[str, Ref]] = []
+        for f, v in self.store.r.hscan_iter(self.keys.refs, count=1000):
+            uuid = f.decode()
+            refs: list[Ref] = orjson.loads(v)
+            kept = [ref for ref in refs if ref[1] != conv]
+            mine += [(uuid, ref) for ref in refs if ref[1] == conv and ref[0] == "summary"]
+            if kept:
+                left[uuid] = kept
+            if len(kept) != len(refs):
+                ops.append(("set", uuid, orjson.dumps(kept).decode()) if kept else ("hdel", uuid, ""))
+        out = [(self.keys.refs, ops)] if ops else []
+        return out + self._retitle(conv, mine, left)
+
+    def _retitle(
+        self, conv: str, mine: list[tuple[str, Ref]], left: dict[str, list[Ref]]
+    ) -> list[tuple[str, list[tuple[str, Any, Any]]]]:
+        """Ops setting ``t_summary`` again (newest summary that names one of its records, as the
+        fold chooses it) for each conversation whose summary title came from one of ``mine``."""
+        if not mine:
+            return []
+        k = self.keys
+        store = self.store
+        members: dict[str, set[str]] = {}
+        for project in {ref[2] for _, ref in mine}:
+            members[project] = {c.decode() for c in store.r.smembers(k.project_convs(project))} - {conv}
+        checks = [(c, uuid, ref) for uuid, ref in mine for c in sorted(members[ref[2]])]
+        targets = {
+            c for (c, _, _), here in zip(checks, store.holds([(c, u) for c, u, _ in checks]), strict=True) if here
+        }
+        seqs = {int(ref[3]) for _, ref in mine}
+        out: list[tuple[str, list[tuple[str, Any, Any]]]] = []
+        for target, (at,) in zip(
+            sorted(targets), store.projection_fields(sorted(targets), ["t_summary@"]), strict=True
+        ):
+            if at is None or int(at) not in seqs:
+                continue  # its summary title is another's
+            project = store.projection_fields([target], ["project"])[0][0] or ""
+            best: tuple[int, str] | None = None
+            # summaries from other conversations that name one of its records
+            cands = [(uuid, ref) for uuid, refs in left.items() for ref in refs if ref[0] == "summary" and ref[4]]
+            cands = [(uuid, ref) for uuid, ref in cands if ref[1] != target and ref[2] == project]
+            for (_, ref), here in zip(cands, store.holds([(target, uuid) for uuid, _ in cands]), strict=True):
+                if here and (best is None or int(ref[3]) > best[0]):
+                    best = (int(ref[3]), ref[4])
+            # and its own summary records naming its own records
+            for e in store.conversation_entries(target, 0):
+                if b'"sm":' not in e.facts:
+                    continue
+                sm = orjson.loads(e.facts).get("sm")
+                if sm and sm[0] and sm[1] and store.holds([(target, sm[1])])[0] and (best is None or e.seq > best[0]):
+                    best = (e.seq, sm[0])
+            ops: list[tuple[str, Any, Any]] = (
+                [("set", "t_summary", best[1]), ("set", "t_summary@", best[0])]
+                if best
+                else [("hdel", "t_summary", ""), ("hdel", "t_summary@", "")]
+            )
+            out.append((k.proj(target), [*ops, ("pick", "title", _TITLE_CANDIDATES)]))
+        return out
+
+    def _forget_projects(self, conv: str) -> tuple[list[tuple[str, list[tuple[str, Any, Any]]]], list[str]]:
+        """Ops taking ``conv`` out of its projects (a project left empty goes) and the links to it
+        out of the other conversations of those projects; and the conversations touched."""
+        k = self.keys
+        r = self.store.r
+        projects = sorted(p.decode() for p in r.smembers(k.projects))
+        pipe = r.pipeline(transaction=False)
+        for p in projects:
+            pipe.smembers(k.project_convs(p))
+        members = {p: {c.decode() for c in m} for p, m in zip(projects, pipe.execute(), strict=True)}
+        mine = [p for p in projects if conv in members[p]]
+        out: list[tuple[str, list[tuple[str, Any, Any]]]] = [(k.project_convs(p), [("srem", "", conv)]) for p in mine]
+        empty = [p for p in mine if members[p] == {conv}]
+        if empty:
+            out.append((k.projects, [("srem", "", p) for p in empty]))
+        touched = [conv]
+        link_fields = [f"from.{kind}.{conv}" for _, kind in _REF_FACTS]
+        others = sorted({c for p in mine for c in members[p] if c != conv})
+        rows = self.store.hmget_many([k.proj(c) for c in others], link_fields) if others else []
+        for other, row in zip(others, rows, strict=True):
+            fields = [f for f, v in zip(link_fields, row, strict=True) if v is not None]
+            if fields:
+                out.append((k.proj(other), [("hdel", f, "") for f in fields]))
+                touched.append(other)
+        return out, touched
+
+    def _recent_below(self, low: tuple[int, bytes], n: int, before: int) -> list[tuple[int, bytes]]:
+        """The ``n`` most recent messages (score, member) of the log below seq ``before`` that
+        rank under ``low``: those the recent-messages projection let go of. Reads the whole log
+        up to there (only a forget of a conversation holding recent messages does this)."""
+        best: list[tuple[int, bytes]] = []
+        for e in self.store.entries_after(0, before - 1):
+            if b'"type":"user"' not in e.envelope and b'"type":"assistant"' not in e.envelope:
+                continue  # a look at the bytes first: most entries are not messages (progress, system…)
+            env = e.env()
+            if env["revision"] or env["type"] not in MESSAGE_TYPES:
+                continue
+            tms = orjson.loads(e.facts).get("tms")
+            cand = (tms if isinstance(tms, int) else 0, recent_member(e.seq, env["conv"], env["id"], env["type"]))
+            if cand < low:
+                if len(best) < n:
+                    heapq.heappush(best, cand)
+                elif cand > best[0]:
+                    heapq.heapreplace(best, cand)
+        return best
 
     def _read_state(self, entries: list[LogEntry], items: list[tuple[dict[str, Any], dict[str, Any]]]) -> StepState:
         """Read what folding these entries depends on, in (at most) three round trips.
@@ -601,14 +877,23 @@ class Projector:
             yield env, facts(loads(raw), e.file_agent or None)
 
     # --- rebuild and digest ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[str]:
+        """Hold the projections' lock (``proj:lock``) for a rebuild or a forget; yields its token,
+        which :meth:`catch_up` takes to apply steps while every other projector waits."""
+        token = os.urandom(8).hex()
+        if not self.store.client.set(self.keys.proj_lock, token, nx=True, px=REBUILD_LOCK_TTL_MS):
+            raise StoreError("the projections are locked by a rebuild or a forget running now; try again later")
+        try:
+            yield token
+        finally:
+            unlock = scripts.project_unlock_call(proj_lock=self.keys.proj_lock, token=token)
+            self._unlock(keys=unlock.keys, args=unlock.args)
+
     def rebuild(self) -> dict[str, Any]:
         """Drop every projection and recompute it from the log; returns counts, the digest, and the
         digest of the projections it replaced (equal when they were caught up and right)."""
-        r = self.store.client
-        token = os.urandom(8).hex()
-        if not r.set(self.keys.proj_lock, token, nx=True, px=REBUILD_LOCK_TTL_MS):
-            raise StoreError("another rebuild is running (lock held); try again later")
-        try:
+        with self.locked() as token:
             before = self.digest()
             convs = self.store.conversations()
             k = self.keys
@@ -621,9 +906,6 @@ class Projector:
             if bytes(res) != b"ok":
                 raise StoreError("lost the rebuild lock before dropping the projections")
             applied = self.catch_up(token=token, rederive=True)
-        finally:
-            unlock = scripts.project_unlock_call(proj_lock=self.keys.proj_lock, token=token)
-            self._unlock(keys=unlock.keys, args=unlock.args)
         return {
             "rebuilt": ["conversations", "titles", "subagents", "links", "usage", "recent_messages"],
             "entries": applied,

@@ -290,6 +290,12 @@ class QuickPipeline:
             return self._queue(_scored, "ZRANGE", name, start, end, "WITHSCORES")
         return self._queue(_same, "ZRANGE", name, start, end)
 
+    def __getattr__(self, name: str) -> Any:
+        """Any other command: the full client's job (as :meth:`QuickRedis.__getattr__`)."""
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise QuickFallback(f"redis-py's pipeline {name}")
+
     def execute(self) -> list[Any]:
         queued, self._queued = self._queued, []
         replies = self._client.execute_batch([args for args, _ in queued])

@@ -64,8 +64,9 @@ INGEST = r"""
 -- KEYS[7] rejects    list    rejection records, newest first, capped
 -- KEYS[8] rejseen    set     rejection dedupe members
 -- KEYS[9] dirty      zset    conversation -> time (ms) of its oldest change no turn has seen yet
--- KEYS[10..] conv_keys       3 per conversation i (from 0): cur (hash) at 10+3i, tl (zset) at
---                            11+3i, meta (hash) at 12+3i
+-- KEYS[10..] conv_keys       5 per conversation i (from 0): cur (hash) at 10+5i, tl (zset) at
+--                            11+5i, meta (hash) at 12+5i, body (hash) at 13+5i, forgot (string,
+--                            the tombstone: forget time in ms) at 14+5i
 -- KEYS[#KEYS] store  string  the store's identity token (the last key)
 --
 -- ARGV[1] expected_tok         expected cursor token ("" for a new file)
@@ -82,7 +83,8 @@ INGEST = r"""
 -- ARGV[13] msg_flags           one char per line: '1' user/assistant record, '0' other
 -- ARGV[14] tails               envelope tails (JSON fragments: id, type, ts, agent), '\n'-joined
 -- ARGV[15] facts               facts (JSON), '\n'-joined
--- ARGV[16] conversations       C, then C x (conv name, conv as a JSON string)
+-- ARGV[16] times               each line's record time (epoch ms; "" if it has none), ','-joined
+-- ARGV[17] conversations       C, then C x (conv name, conv as a JSON string)
 -- ARGV[..] rejections          R, then R x (rejection dedupe member, rejection record JSON)
 -- ARGV[..] cursor_fields       P, then P x (cursor field, value) -- including "tok", the new
 --                              token, unique to this commit
@@ -98,7 +100,12 @@ INGEST = r"""
 -- ingester moved the cursor, none of the queued batches can commit
 -- (tests/store/test_tailer.py::test_two_tailers_racing_on_one_file_store_each_line_once).
 --
--- Returns {"ok", added, revisions, duplicates, rejected, first_seq, last_seq}
+-- A conversation with a tombstone (`agg forget`, docs/design.md §9) takes only lines whose record
+-- time is after the forget: the others are dropped here — atomically with the commit, so a forget
+-- racing this batch cannot let one slip in —, their bodies (written in step 1) deleted, counted as
+-- `forgotten` (never rejected) and the cursor moves past them as usual.
+--
+-- Returns {"ok", added, revisions, duplicates, rejected, first_seq, last_seq, forgotten}
 --      or {"conflict"} or {"storegone"} (nothing written).
 if ARGV[#ARGV] ~= '' and redis.call('GET', KEYS[#KEYS]) ~= ARGV[#ARGV] then
   return {'storegone'}
@@ -123,7 +130,7 @@ if ARGV[10] ~= '' then
   local j = 0
   for x in string.gmatch(ARGV[10], '%d+') do j = j + 1; cis[j] = tonumber(x) end
 end
-local a = 16
+local a = 17
 local nc = tonumber(ARGV[a]); a = a + 1
 local conv_name, conv_json = {}, {}
 for i = 1, nc do conv_name[i] = ARGV[a]; conv_json[i] = ARGV[a + 1]; a = a + 2 end
@@ -147,12 +154,37 @@ if not single then
     t[#t + 1] = j
   end
 end
-local added, revs, dups = 0, 0, 0
+local added, revs, dups, forgot = 0, 0, 0, 0
+local times = nil
 for i = 1, nc do
   local js = lines_of[i]
   local cnt = single and nl or #js
+  local tomb = redis.call('GET', KEYS[9 + 5 * i])
+  local cdups, clines = 0, cnt
+  if tomb and cnt > 0 then
+    -- drop the lines said at or before the forget (or not dated); keep the rest
+    if not times then
+      times = {}
+      local j = 0
+      for x in string.gmatch(ARGV[16] .. ',', '([^,]*),') do j = j + 1; times[j] = tonumber(x) end
+    end
+    local T, kept, gone = tonumber(tomb), {}, {}
+    for x = 1, cnt do
+      local j = single and x or js[x]
+      if times[j] and times[j] > T then kept[#kept + 1] = j else
+        kinds[j] = 3; forgot = forgot + 1; gone[#gone + 1] = string.sub(digests, 32 * j - 31, 32 * j)
+      end
+    end
+    if #gone > 0 then
+      for s = 1, #gone, 1000 do
+        redis.call('HDEL', KEYS[8 + 5 * i], unpack(gone, s, math.min(s + 999, #gone)))
+      end
+      if single then single = false; cis = {}; for j = 1, nl do cis[j] = 1 end end
+      js = kept; cnt = #kept; clines = cnt
+    end
+  end
   if cnt > 0 then
-    local cur = KEYS[7 + 3 * i]
+    local cur = KEYS[5 + 5 * i]
     local now, changed = {}, {}
     if redis.call('EXISTS', cur) == 1 then
       for s = 1, cnt, 1000 do
@@ -172,7 +204,7 @@ for i = 1, nc do
         now[id] = dg; changed[id] = true
         kinds[j] = 1; added = added + 1; per_conv[i] = per_conv[i] + 1
       elseif string.find(v, dg, 1, true) then
-        kinds[j] = 0; dups = dups + 1
+        kinds[j] = 0; dups = dups + 1; cdups = cdups + 1
       else
         now[id] = v .. ',' .. dg; changed[id] = true
         kinds[j] = 2; revs = revs + 1; per_conv[i] = per_conv[i] + 1
@@ -190,6 +222,9 @@ for i = 1, nc do
       if #hs > 0 then redis.call('HSET', cur, unpack(hs)) end
       redis.call('HDEL', cur, HT_FIELD)
     end
+    -- per conversation, so that `agg forget` takes them off the store's counters
+    if cdups > 0 then redis.call('HINCRBY', KEYS[7 + 5 * i], 'dups', cdups) end
+    redis.call('HINCRBY', KEYS[7 + 5 * i], 'lines', clines)
   end
 end
 
@@ -218,7 +253,7 @@ if n > 0 then
   local next_cs, msgs = {}, {}
   for i = 1, nc do
     if per_conv[i] > 0 then
-      next_cs[i] = redis.call('HINCRBY', KEYS[9 + 3 * i], 'n', per_conv[i]) - per_conv[i] + 1
+      next_cs[i] = redis.call('HINCRBY', KEYS[7 + 5 * i], 'n', per_conv[i]) - per_conv[i] + 1
     end
     msgs[i] = 0
   end
@@ -226,7 +261,7 @@ if n > 0 then
   local envs = {}
   local all = (n == nl)
   local digs, facts = {}, nil
-  if not all then facts = {}; local fx = split(ARGV[15], nl); for j = 1, nl do if kinds[j] ~= 0 then
+  if not all then facts = {}; local fx = split(ARGV[15], nl); for j = 1, nl do if kinds[j] == 1 or kinds[j] == 2 then
     facts[#facts + 1] = fx[j]; digs[#digs + 1] = string.sub(digests, 32 * j - 31, 32 * j) end end end
   local seq = first_seq
   local ev_channel, chan = ARGV[3], {}
@@ -234,7 +269,7 @@ if n > 0 then
   local fmt = string.format
   for j = 1, nl do
     local k = kinds[j]
-    if k ~= 0 then
+    if k == 1 or k == 2 then
       local ci = single and 1 or cis[j]
       local cs = next_cs[ci]
       next_cs[ci] = cs + 1
@@ -251,10 +286,10 @@ if n > 0 then
   local new_convs = 0
   for i = 1, nc do
     if per_conv[i] > 0 then
-      redis.call('ZADD', KEYS[8 + 3 * i], first_seq, first_seq)
+      redis.call('ZADD', KEYS[6 + 5 * i], first_seq, first_seq)
       redis.call('ZADD', KEYS[5], last_seq, conv_name[i])
       redis.call('ZADD', KEYS[9], 'NX', now_ms, conv_name[i])
-      if msgs[i] > 0 and redis.call('HINCRBY', KEYS[9 + 3 * i], 'msgs', msgs[i]) == msgs[i] then
+      if msgs[i] > 0 and redis.call('HINCRBY', KEYS[7 + 5 * i], 'msgs', msgs[i]) == msgs[i] then
         new_convs = new_convs + 1
       end
     end
@@ -270,12 +305,13 @@ redis.call('HINCRBY', KEYS[3], 'events', added)
 redis.call('HINCRBY', KEYS[3], 'revisions', revs)
 redis.call('HINCRBY', KEYS[3], 'duplicates', dups)
 redis.call('HINCRBY', KEYS[3], 'rejected', rejs)
+if forgot > 0 then redis.call('HINCRBY', KEYS[3], 'forgotten', forgot) end
 redis.call('HINCRBY', KEYS[3], 'lines', nl + nr)
 redis.call('HINCRBY', KEYS[3], 'batches', 1)
 redis.call('HSET', KEYS[3], 'last_ingest_ms', now_ms)
 if np > 0 then redis.call('HSET', KEYS[4], unpack(cursor_args)) end
 redis.call('SADD', KEYS[6], ARGV[2])
-return {'ok', added, revs, dups, rejs, first_seq, last_seq}
+return {'ok', added, revs, dups, rejs, first_seq, last_seq, forgot}
 """
 
 
@@ -307,6 +343,7 @@ def ingest_call(
     msg_flags: bytes,
     tails: bytes,
     facts: bytes,
+    times: str,
     conversations: Sequence[tuple[str, bytes]],
     rejections: Sequence[tuple[str, bytes]],
     cursor_fields: Sequence[tuple[str, Any]],
@@ -332,6 +369,7 @@ def ingest_call(
             msg_flags,
             tails,
             facts,
+            times,
             *counted(conversations),
             *counted(rejections),
             *counted(cursor_fields),
@@ -357,8 +395,13 @@ PROJECT = r"""
 --                   field.."@" to seq) if seq is above / below the seq stored with it
 --                 "pick" a=field b=','-joined candidate fields: set field to the first
 --                   candidate that is set and not empty (remove it if none is)
---         sets:   "sadd" a=ignored b=member
+--                 "decr" a=field b=n: HINCRBY -n, the field removed once it is 0 or less
+--                 "hdel" a=field
+--         sets:   "sadd" a=ignored b=member · "srem" a=ignored b=member
 --         zsets:  "zadd" a=score b=member · "zkeep" a=ignored b=N (keep the N highest)
+--                 "zrem" a=ignored b=member
+--         any:    "del": remove the key (a, b ignored)
+--         ("decr", "hdel", "srem", "zrem" and "del" are what `agg forget` takes off)
 --                 "touch" a=ignored b=member: score the member with this step's change mark
 --                   (1 + the zset's highest score); for the changed-conversations index only
 --
@@ -404,8 +447,18 @@ for k = 3, #KEYS do
         if vals[i] and vals[i] ~= '' then chosen = vals[i]; break end
       end
       if chosen then redis.call('HSET', key, f, chosen) else redis.call('HDEL', key, f) end
+    elseif op == 'decr' then
+      if redis.call('HINCRBY', key, f, -tonumber(v)) <= 0 then redis.call('HDEL', key, f) end
+    elseif op == 'hdel' then
+      redis.call('HDEL', key, f)
     elseif op == 'sadd' then
       redis.call('SADD', key, v)
+    elseif op == 'srem' then
+      redis.call('SREM', key, v)
+    elseif op == 'zrem' then
+      redis.call('ZREM', key, v)
+    elseif op == 'del' then
+      redis.call('DEL', key)
     elseif op == 'zadd' then
       redis.call('ZADD', key, f, v)
     elseif op == 'zkeep' then
@@ -528,24 +581,31 @@ LOG_ARCHIVE = r"""
 -- Move the log's oldest batches into one archived segment: add the segment and trim exactly
 -- those batches from the stream, in one step, so that every batch is readable at every moment —
 -- in the stream before, in the archive after (aggregator.compaction; readers read the stream,
--- then the archive: aggregator.store.Store.log_batches). Stream ids only grow, so the batches from
--- `first` to `last` the caller packed are all the stream holds between them.
+-- then the archive: aggregator.store.Store.log_batches).
 --
--- KEYS[1] log       stream  the global log
--- KEYS[2] archive   hash    segments (first -> zstd frame of its batches)
--- KEYS[3] segments  zset    "<first>:<last>", score first
--- ARGV[1] first     first seq of the segment's first batch (must be the stream's first entry)
--- ARGV[2] last      first seq of its last batch (must still be in the stream)
--- ARGV[3] segment   the compressed batches (aggregator.compaction.pack_segment)
+-- KEYS[1] log        stream  the global log
+-- KEYS[2] archive    hash    segments (first -> zstd frame of its batches)
+-- KEYS[3] segments   zset    "<first>:<last>", score first
+-- KEYS[4] proj_lock  string  held by agg replay --rebuild and agg forget
+-- ARGV[1] segment    the compressed batches (aggregator.compaction.pack_segment)
+-- ARGV[2..] firsts   the first seqs of its batches, in order: the first must be the stream's
+--                    first entry, and each must still be in the stream
 --
--- Returns 1, or 0 (writing nothing) if the stream no longer starts at `first` or lost `last`
--- (another archiver was first, or the store lost its keys).
+-- Returns 1; -1 (writing nothing) while the projections' lock is held: agg forget scrubs the
+-- archive, then runs FORGET, and no segment may be archived from the stream in between; 0
+-- (writing nothing) if the stream changed since the batches were read — another archiver was
+-- first, or a forget took one of them out of the stream (a copy read before would keep the
+-- forgotten entries: tests/store/test_forget.py::test_an_archived_conversation_is_forgotten_from_its_segments).
+-- Stream ids only grow, so no batch can have been added between the first and the last.
+if redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
 local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
-if #head == 0 or head[1][1] ~= ARGV[1] .. '-0' then return 0 end
-if #redis.call('XRANGE', KEYS[1], ARGV[2] .. '-0', ARGV[2] .. '-0') == 0 then return 0 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[1], ARGV[1] .. ':' .. ARGV[2])
-redis.call('XTRIM', KEYS[1], 'MINID', (tonumber(ARGV[2]) + 1) .. '-0')
+if #head == 0 or head[1][1] ~= ARGV[2] .. '-0' then return 0 end
+for i = 3, #ARGV do
+  if #redis.call('XRANGE', KEYS[1], ARGV[i] .. '-0', ARGV[i] .. '-0') == 0 then return 0 end
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[2] .. ':' .. ARGV[#ARGV])
+redis.call('XTRIM', KEYS[1], 'MINID', (tonumber(ARGV[#ARGV]) + 1) .. '-0')
 return 1
 """
 
@@ -555,12 +615,50 @@ def log_archive_call(
     log: str,
     archive: str,
     segments: str,
-    first: int,
-    last: int,
+    proj_lock: str,
     segment: bytes,
+    firsts: Sequence[int],
 ) -> ScriptCall:
     """KEYS and ARGV of one :data:`LOG_ARCHIVE` call."""
-    return ScriptCall(LOG_ARCHIVE, [log, archive, segments], [first, last, segment])
+    return ScriptCall(LOG_ARCHIVE, [log, archive, segments, proj_lock], [segment, *firsts])
+
+
+SEGMENT_REPLACE = r"""
+-- Replace one archived log segment by a rewritten copy (agg forget blanks a forgotten
+-- conversation's entries in the archive as FORGET does in the stream), if it is still the copy
+-- the rewrite was made from (compare-and-set: two forgets rewriting one segment never lose one's
+-- work); an empty copy removes the segment.
+--
+-- KEYS[1] archive   hash  segments (first -> zstd frame)
+-- KEYS[2] segments  zset  "<first>:<last>", score first
+-- ARGV[1] first     the segment's first seq (its field in the archive)
+-- ARGV[2] member    its member in segments
+-- ARGV[3] old       the compressed segment the rewrite was made from
+-- ARGV[4] new       the rewritten segment, or "" to remove it
+--
+-- Returns 1, or 0 (writing nothing) if the segment is no longer `old`.
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[3] then return 0 end
+if ARGV[4] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[2])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+end
+return 1
+"""
+
+
+def segment_replace_call(
+    *,
+    archive: str,
+    segments: str,
+    first: int,
+    member: str,
+    old: bytes,
+    new: bytes,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`SEGMENT_REPLACE` call."""
+    return ScriptCall(SEGMENT_REPLACE, [archive, segments], [first, member, old, new])
 
 
 HMGET_MANY = r"""
@@ -656,3 +754,185 @@ def cursor_adopt_call(
 ) -> ScriptCall:
     """KEYS and ARGV of one :data:`CURSOR_ADOPT` call."""
     return ScriptCall(CURSOR_ADOPT, [old_cursor, new_cursor, files], [old_fid, new_fid])
+
+
+FORGET = r"""
+-- Forget one conversation (`agg forget`, docs/design.md §9), atomically against every commit:
+-- leave its tombstone (the forget time T, ms), remove its events — ids, versions, bodies,
+-- timeline, meta, turn state — take them off the counters, scrub their content out of the log,
+-- and append one log entry of type agg-forget (its own seq) that every projection applies in seq
+-- order (aggregator.projections drops the conversation's rows there; so does the search index).
+--
+-- The log: a batch that held only this conversation's entries is deleted (XDEL); one shared with
+-- other conversations (a file holding lines of several sessions) is deleted from the stream and
+-- kept, with this conversation's entries blanked (envelope and facts "", digest zeros) so that
+-- the others keep their seqs, in the patch hash named by its first seq, indexed in `patched`
+-- (aggregator.store reads the two as one log).
+--
+-- KEYS[1] seq        string  global sequence counter
+-- KEYS[2] log        stream  global log
+-- KEYS[3] stats      hash    counters
+-- KEYS[4] convs      zset    conversation -> last seq
+-- KEYS[5] dirty      zset    conversations with changes no turn has seen
+-- KEYS[6] due        zset    turn schedule    KEYS[7] queued  zset    KEYS[8] running  zset
+-- KEYS[9] parked     zset    parked turns
+-- KEYS[10] patched   zset    first seqs of patched log batches
+-- KEYS[11] cur       hash    the conversation's event ids -> digests
+-- KEYS[12] tl        zset    its timeline (first seqs of its log batches)
+-- KEYS[13] body      hash    its line bytes
+-- KEYS[14] meta      hash    n, msgs, dups, lines
+-- KEYS[15] forgot    string  its tombstone
+-- KEYS[16] turn      hash    its turn state    KEYS[17] lease  string  its turn lease
+-- KEYS[18] chunks    hash    its sealed bodies (aggregator.compaction)
+--
+-- ARGV[1] conv           the conversation key
+-- ARGV[2] conv_json      the key as a JSON string (as envelopes spell it)
+-- ARGV[3] patch_prefix   a patched batch's hash, but for its first seq
+-- ARGV[4] events_channel ARGV[5] conv_channel  where the agg-forget envelope is published
+--
+-- Returns {"ok", seq, T, events, revisions, duplicates, lines, conversations (0/1),
+--          batches deleted, batches patched}, or {"missing"} (nothing written).
+local conv, cj = ARGV[1], ARGV[2]
+if redis.call('ZSCORE', KEYS[4], conv) == false and redis.call('EXISTS', KEYS[11]) == 0 then
+  return {'missing'}
+end
+local t = redis.call('TIME')
+local T = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = tonumber(redis.call('GET', KEYS[15]) or '0')
+if old >= T then T = old + 1 end
+
+-- scrub the log
+local mark = ',"conv":' .. cj .. ',"conv_seq":'
+local function mine(env)
+  local p = string.find(env, ',"conv":', 1, true)
+  return p ~= nil and string.sub(env, p, p + #mark - 1) == mark
+end
+local deleted, patched = 0, 0
+for _, first in ipairs(redis.call('ZRANGE', KEYS[12], 0, -1)) do
+  local id = first .. '-0'
+  local found = redis.call('XRANGE', KEYS[2], id, id)
+  local pkey = ARGV[3] .. first
+  local f = {}
+  if #found > 0 then
+    local kv = found[1][2]
+    for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end
+  else
+    local kv = redis.call('HGETALL', pkey)
+    for i = 1, #kv, 2 do f[kv[i]] = kv[i + 1] end
+  end
+  if f['e'] then
+    local envs, facts = {}, {}
+    for s in string.gmatch(f['e'] .. '\n', '([^\n]*)\n') do envs[#envs + 1] = s end
+    for s in string.gmatch(f['f'] .. '\n', '([^\n]*)\n') do facts[#facts + 1] = s end
+    local digs, others, hit = {}, 0, false
+    for i = 1, #envs do
+      local d = string.sub(f['d'], 32 * i - 31, 32 * i)
+      if envs[i] ~= '' and mine(envs[i]) then
+        envs[i] = ''; facts[i] = ''; d = string.rep('0', 32); hit = true
+      elseif envs[i] ~= '' then
+        others = others + 1
+      end
+      digs[i] = d
+    end
+    if hit then
+      if #found > 0 then redis.call('XDEL', KEYS[2], id) end
+      if others == 0 then
+        redis.call('DEL', pkey)
+        redis.call('ZREM', KEYS[10], first)
+        deleted = deleted + 1
+      else
+        redis.call('HSET', pkey, 'e', table.concat(envs, '\n'), 'd', table.concat(digs),
+          'f', table.concat(facts, '\n'), 'file', f['file'] or '', 'project', f['project'] or '',
+          'agent', f['agent'] or '')
+        redis.call('ZADD', KEYS[10], first, first)
+        patched = patched + 1
+      end
+    end
+  end
+end
+
+-- the events and everything kept per conversation
+local events = redis.call('HLEN', KEYS[11])
+local m = redis.call('HMGET', KEYS[14], 'n', 'msgs', 'dups', 'lines')
+local revisions = math.max(0, tonumber(m[1] or '0') - events)
+local was_conv = tonumber(m[2] or '0') > 0 and 1 or 0
+local dups, lines = tonumber(m[3] or '0'), tonumber(m[4] or '0')
+-- UNLINK: a long conversation's bodies are freed in the background, not inside this script
+redis.call('UNLINK', KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[16], KEYS[17], KEYS[18])
+for k = 4, 9 do redis.call('ZREM', KEYS[k], conv) end
+-- %d: Lua would send -0 as "-0" and a time in ms as "1.7e+12", which Redis does not take
+local fmt = string.format
+for _, kv in ipairs({{'events', events}, {'revisions', revisions}, {'duplicates', dups}, {'lines', lines},
+                     {'conversations', was_conv}}) do
+  if kv[2] ~= 0 then redis.call('HINCRBY', KEYS[3], kv[1], fmt('%d', -kv[2])) end
+end
+redis.call('HINCRBY', KEYS[3], 'forgets', 1)
+redis.call('SET', KEYS[15], fmt('%d', T))
+
+-- the agg-forget entry: its own seq, published like an event's envelope
+local function iso(ms)
+  local s = math.floor(ms / 1000)
+  local days = math.floor(s / 86400)
+  local rem = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local mo = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400 + (mo <= 2 and 1 or 0)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, mo, d, math.floor(rem / 3600),
+    math.floor(rem / 60) % 60, rem % 60, ms % 1000)
+end
+local seq = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'),
+                     tonumber(redis.call('HGET', KEYS[3], 'log_last') or '0')) + 1
+local env = '{"seq":' .. fmt('%d', seq) .. ',"conv":' .. cj .. ',"conv_seq":0,"id":"forget:' .. fmt('%d', T) ..
+  '","type":"agg-forget","ts":"' .. iso(T) .. '","agent":null,"revision":false,"forgotten":{"at_ms":' ..
+  fmt('%d', T) .. ',"events":' .. fmt('%d', events) .. ',"revisions":' .. fmt('%d', revisions) .. '}}'
+redis.call('SET', KEYS[1], fmt('%d', seq))
+redis.call('XADD', KEYS[2], fmt('%d', seq) .. '-0', 'e', env, 'd', string.rep('0', 32), 'f', '{}',
+  'file', '', 'project', '', 'agent', '')
+redis.call('HSET', KEYS[3], 'log_last', fmt('%d', seq))
+redis.call('PUBLISH', ARGV[4], env)
+redis.call('PUBLISH', ARGV[5], env)
+return {'ok', seq, T, events, revisions, dups, lines, was_conv, deleted, patched}
+"""
+
+
+def forget_call(
+    *,
+    seq: str,
+    log: str,
+    stats: str,
+    convs: str,
+    dirty: str,
+    due: str,
+    queued: str,
+    running: str,
+    parked: str,
+    patched: str,
+    cur: str,
+    tl: str,
+    body: str,
+    meta: str,
+    forgot: str,
+    turn: str,
+    lease: str,
+    chunks: str,
+    conv: str,
+    conv_json: bytes,
+    patch_prefix: str,
+    events_channel: str,
+    conv_channel: str,
+) -> ScriptCall:
+    """KEYS and ARGV of one :data:`FORGET` call (built by :meth:`aggregator.store.Store.forget`)."""
+    return ScriptCall(
+        FORGET,
+        [
+            *(seq, log, stats, convs, dirty, due, queued, running, parked, patched),
+            *(cur, tl, body, meta, forgot, turn, lease, chunks),
+        ],
+        [conv, conv_json, patch_prefix, events_channel, conv_channel],
+    )

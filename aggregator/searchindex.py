@@ -13,6 +13,9 @@ the store's id (``<ns>:store``, set once) and namespace; it notices a store that
 entry at its checkpoint is gone or another event) and then starts over. ``agg replay --rebuild``
 rebuilds it.
 
+An ``agg-forget`` entry (``agg forget``) drops every row of its conversation, at its place in the
+log: rows of entries before it go, those of entries after it (the conversation came back) stay.
+
 Each event's newest revision is indexed: a revision replaces the rows of its event (so does the
 same event met again under a later seq). One row per
 text of an event (its ``part``: the index of its role in :data:`aggregator.fts.ROLES`).
@@ -216,14 +219,20 @@ class SearchIndex:
     def in_step(self, store: Store) -> bool:
         """Whether the store still holds what the index was built from: its sequence has not gone
         back below the checkpoint, and the last event indexed is still stored with the bytes that
-        were indexed (a store emptied, or restored from an older copy, fails one or the other)."""
+        were indexed, or was forgotten since (a store emptied, or restored from an older copy,
+        fails one or the other)."""
         cp = self.checkpoint()
         if cp == 0:
             return True
         conv, eid, digest = self._meta("last_conv"), self._meta("last_id"), self._meta("last_digest")
         if not (conv and eid and digest):
             return False
-        return store.last_seq() >= cp and digest in store.versions([(conv, eid)])[0]
+        if eid.startswith("forget:"):  # the last entry was a forget: the log still holds it
+            return store.last_seq() >= cp and [e.env()["id"] for e in store.batches_at([cp])[0]] == [eid]
+        if store.last_seq() < cp:
+            return False
+        # an event a forget removed (the index applies that forget further on) is not a store gone back
+        return digest in store.versions([(conv, eid)])[0] or store.forgotten_at(conv) is not None
 
     def catch_up(self, store: Store, progress: Callable[[int], None] | None = None) -> int:
         """Index every log entry past the checkpoint; returns how many entries were taken in."""
@@ -285,39 +294,115 @@ class SearchIndex:
         with self._write():
             if self.checkpoint() != cp:
                 return False  # another process indexed these entries: take it from its checkpoint
-            # The newest version of each event in this step replaces whatever the index holds for it
-            # (an earlier version; or the event itself, stored again under a later seq after a
-            # restore): an event's rows are never there twice.
-            newest: dict[tuple[str, str], list[Doc]] = {}
-            projects: dict[str, str] = {}
-            for entry, env, ds in docs:
-                if ds or env["revision"]:
-                    newest[(env["conv"], env["id"])] = ds
-                    projects.setdefault(env["conv"], entry.project)
-            conv_n = self._conv_numbers(projects)
-            changes = self.db.total_changes
-            self.db.executemany("DELETE FROM docs WHERE conv = ? AND id = ?", [(conv_n[c], e) for c, e in newest])
-            orphans = self.db.total_changes - changes
-            # Row ids are never reused: a replaced row's words stay in the contentless word index
-            # under its old id, which must not come to mean another text.
-            top = int(self._meta("rowid") or 0)
-            rows, bodies = [], []
-            for ds in newest.values():
-                for d in ds:
-                    top += 1
-                    rows.append((top, conv_n[d.conv], d.id, d.part, d.seq, d.ts, d.agent))
-                    bodies.append((d.part, top, prepare(d.body)))
-            self.db.executemany("INSERT INTO docs(rowid, conv, id, part, seq, ts, agent) VALUES (?,?,?,?,?,?,?)", rows)
-            for part, group in _by_part(bodies):
-                self.db.executemany(f"INSERT INTO fts(rowid, {ROLES[part]}) VALUES (?, ?)", group)
+            # A forget (an agg-forget entry) drops every row of its conversation, between the
+            # entries before it and those after (the conversation may come back later).
+            orphans = 0
+            part: list[_Texts] = []
+            for item in docs:
+                if item[0].is_forget:
+                    orphans += self._write_texts(part)
+                    orphans += self._forget(item[1]["conv"])
+                    part = []
+                else:
+                    part.append(item)
+            orphans += self._write_texts(part)
             if orphans:
                 self._set_meta("orphans", str(int(self._meta("orphans") or 0) + orphans))
-            self._set_meta("rowid", str(top))
             self._set_meta("seq", str(last.seq))
             env = last.env()
             for k, v in (("last_conv", env["conv"]), ("last_id", env["id"]), ("last_digest", last.digest)):
                 self._set_meta(k, v)
         return True
+
+    def _write_texts(self, docs: list[_Texts]) -> int:
+        """Index the texts of a run of entries (inside a step's transaction); returns how many
+        rows it replaced (left in the word index)."""
+        # The newest version of each event in this step replaces whatever the index holds for it
+        # (an earlier version; or the event itself, stored again under a later seq after a
+        # restore): an event's rows are never there twice.
+        newest: dict[tuple[str, str], list[Doc]] = {}
+        projects: dict[str, str] = {}
+        for entry, env, ds in docs:
+            if ds or env["revision"]:
+                newest[(env["conv"], env["id"])] = ds
+                projects.setdefault(env["conv"], entry.project)
+        if not newest:
+            return 0
+        conv_n = self._conv_numbers(projects)
+        changes = self.db.total_changes
+        self.db.executemany("DELETE FROM docs WHERE conv = ? AND id = ?", [(conv_n[c], e) for c, e in newest])
+        orphans = self.db.total_changes - changes
+        # Row ids are never reused: a replaced row's words stay in the contentless word index
+        # under its old id, which must not come to mean another text.
+        top = int(self._meta("rowid") or 0)
+        rows, bodies = [], []
+        for ds in newest.values():
+            for d in ds:
+                top += 1
+                rows.append((top, conv_n[d.conv], d.id, d.part, d.seq, d.ts, d.agent))
+                bodies.append((d.part, top, prepare(d.body)))
+        self.db.executemany("INSERT INTO docs(rowid, conv, id, part, seq, ts, agent) VALUES (?,?,?,?,?,?,?)", rows)
+        for part, group in _by_part(bodies):
+            self.db.executemany(f"INSERT INTO fts(rowid, {ROLES[part]}) VALUES (?, ?)", group)
+        self._set_meta("rowid", str(top))
+        return orphans
+
+    def _forget(self, conv: str) -> int:
+        """Drop every row of ``conv`` (inside a step's transaction); returns how many."""
+        row = self.db.execute("SELECT n FROM convs WHERE conv = ?", (conv,)).fetchone()
+        if row is None:
+            return 0
+        changes = self.db.total_changes
+        self.db.execute("DELETE FROM docs WHERE conv = ?", (row[0],))
+        return int(self.db.total_changes - changes)
+
+    # --- forgetting ---------------------------------------------------------------------------------
+    def indexed_texts(self, store: Store, conv: str) -> list[tuple[int, int, str]]:
+        """``(rowid, part, text)`` of each of ``conv``'s rows, the text as it was indexed (read
+        back from the stored version the row was made from): what :meth:`purge` needs to take
+        its words out of the word index. Call it while the store still holds the conversation;
+        rows whose text cannot be found again are left out (a forget leaves their words)."""
+        rows = self.db.execute(
+            "SELECT d.rowid, d.id, d.part, d.seq FROM docs d JOIN convs c ON c.n = d.conv WHERE c.conv = ?"
+            " ORDER BY d.rowid",
+            (conv,),
+        ).fetchall()
+        if not rows:
+            return []
+        digests = {e.seq: e.digest for e in store.conversation_entries(conv, 0)}
+        versions = sorted({(eid, seq) for _, eid, _, seq in rows if seq in digests})
+        raws = dict(zip(versions, store.bodies([(conv, digests[seq]) for _, seq in versions]), strict=True))
+        by_version: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
+        for rowid, eid, part, seq in rows:
+            by_version[(eid, seq)].append((rowid, part))
+        out: list[tuple[int, int, str]] = []
+        for version, got in by_version.items():
+            raw = raws.get(version)
+            if raw is None:
+                continue
+            try:
+                texts = [(ROLES.index(role), text) for role, text in parts(loads(raw))]
+            except ValueError:
+                continue
+            # the same texts, in the same order, as the rows were made: else it is not that version
+            if [part for _, part in got] == [part for part, _ in texts]:
+                out += [(rowid, part, text) for (rowid, part), (_, text) in zip(got, texts, strict=True)]
+        return out
+
+    def purge(self, texts: list[tuple[int, int, str]]) -> int:
+        """Take rows out of the index *and* their words out of the word index (FTS5's ``delete``
+        with the text as it was indexed: :meth:`indexed_texts`), for those still there; returns
+        how many. A row dropped without it (a revision, a forget applied from the log) leaves its
+        words behind, unmatchable, until the index is rebuilt."""
+        done = 0
+        with self._write():
+            for rowid, part, text in texts:
+                if self.db.execute("DELETE FROM docs WHERE rowid = ?", (rowid,)).rowcount:
+                    self.db.execute(
+                        f"INSERT INTO fts(fts, rowid, {ROLES[part]}) VALUES('delete', ?, ?)", (rowid, prepare(text))
+                    )
+                    done += 1
+        return done
 
     def _conv_numbers(self, projects: dict[str, str]) -> dict[str, int]:
         """Number of each conversation in the ``convs`` table (added with its project if new)."""

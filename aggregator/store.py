@@ -40,8 +40,14 @@ from aggregator.parse import Event, Rejection, dumps
 if TYPE_CHECKING:  # imported where used: `agg status` and `agg usage` read a Store without redis-py
     import redis
 
-STAT_FIELDS = ("events", "revisions", "duplicates", "rejected", "lines", "conversations", "batches")
+STAT_FIELDS = ("events", "revisions", "duplicates", "rejected", "lines", "conversations", "batches", "forgotten")
 
+
+FORGET_TYPE = "agg-forget"
+"""Type of the log entry ``agg forget`` appends (:data:`~aggregator.scripts.FORGET`)."""
+
+FORGET_DIGEST = "0" * 32
+"""Digest of an ``agg-forget`` entry (it has no bytes), and of an entry a forget blanked."""
 
 _GLOB = re.compile(r"[\\*?\[\]]")
 """Characters a ``MATCH`` pattern reads as wildcards (escaped to match themselves)."""
@@ -71,6 +77,8 @@ class CommitResult:
     rejected: int
     first_seq: int
     last_seq: int
+    forgotten: int = 0
+    """Lines dropped because their conversation was forgotten at or after their time (``agg forget``)."""
 
 
 @dataclass(slots=True)
@@ -87,6 +95,30 @@ class LogEntry:
 
     def env(self) -> dict[str, Any]:
         return dict(orjson.loads(self.envelope))
+
+    @property
+    def is_forget(self) -> bool:
+        """An ``agg-forget`` entry: a conversation was forgotten here (no bytes, no facts)."""
+        return self.digest == FORGET_DIGEST and b'"type":"agg-forget"' in self.envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Forgotten:
+    """What :meth:`Store.forget` removed of one conversation."""
+
+    conv: str
+    seq: int
+    """The seq of its ``agg-forget`` log entry."""
+    at_ms: int
+    """The tombstone: lines dated at or before it are never stored again."""
+    events: int
+    revisions: int
+    duplicates: int
+    lines: int
+    conversations: int
+    """1 if it counted as a conversation (it had a user or assistant record), else 0."""
+    batches_deleted: int
+    batches_patched: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +185,7 @@ class Store:
         self._ingest = self.client.register_script(scripts.INGEST)
         self._hmget_many = self.client.register_script(scripts.HMGET_MANY)
         self._adopt = self.client.register_script(scripts.CURSOR_ADOPT)
+        self._forget = self.client.register_script(scripts.FORGET)
         self._segments: dict[str, tuple[bytes, list[tuple[int, dict[bytes, bytes]]]]] = {}
 
     # --- identity ----------------------------------------------------------------------------
@@ -308,7 +341,7 @@ class Store:
             rejects=k.rejects,
             rejseen=k.rejects_seen,
             dirty=k.dirty,
-            conv_keys=[key for c in convs for key in (k.cur(c), k.timeline(c), k.meta(c))],
+            conv_keys=[key for c in convs for key in (k.cur(c), k.timeline(c), k.meta(c), k.body(c), k.forgot(c))],
             store=k.store_id,
             expected_tok=expected_tok,
             fid=fid,
@@ -325,6 +358,7 @@ class Store:
             msg_flags=b"".join([b"1" if e.is_msg else b"0" for e in events]),
             tails=b"\n".join([e.tail for e in events]),
             facts=b"\n".join([e.facts for e in events]),
+            times=",".join(["" if e.tms is None else str(e.tms) for e in events]),
             conversations=[(c, dumps(c)) for c in convs],
             rejections=rejections,
             cursor_fields=list(cursor.items()),
@@ -402,6 +436,47 @@ class Store:
         if matches:
             raise NotFound(f"{name!r} matches {len(matches)} conversations; give more of the key")
         raise NotFound(f"no conversation {name!r}")
+
+    def forget(self, conv: str) -> Forgotten:
+        """Remove ``conv``'s events, bodies and log content and leave its tombstone, in one
+        atomic step (:data:`~aggregator.scripts.FORGET`); its projections go when the projector
+        applies the ``agg-forget`` entry this appends (:mod:`aggregator.forget` does both).
+        Raises :class:`NotFound` for a conversation the store does not hold."""
+        k = self.keys
+        call = scripts.forget_call(
+            seq=k.seq,
+            log=k.log,
+            stats=k.stats,
+            convs=k.convs,
+            dirty=k.dirty,
+            due=k.turns_due,
+            queued=k.turns_queued,
+            running=k.turns_running,
+            parked=k.turns_parked,
+            patched=k.log_patched,
+            cur=k.cur(conv),
+            tl=k.timeline(conv),
+            body=k.body(conv),
+            meta=k.meta(conv),
+            forgot=k.forgot(conv),
+            turn=k.turn(conv),
+            lease=k.lease(conv),
+            chunks=k.chunks(conv),
+            conv=conv,
+            conv_json=dumps(conv),
+            patch_prefix=k.log_patch(""),
+            events_channel=k.events_channel,
+            conv_channel=k.conv_channel(conv),
+        )
+        res = self._forget(keys=call.keys, args=call.args)
+        if res[0] == b"missing":
+            raise NotFound(f"no conversation {conv!r}")
+        return Forgotten(conv, *(int(x) for x in res[1:10]))
+
+    def forgotten_at(self, conv: str) -> int | None:
+        """``conv``'s tombstone (ms), if it was ever forgotten."""
+        raw = self.r.get(self.keys.forgot(conv))
+        return int(raw) if raw is not None else None
 
     def replay(self, conv: str) -> Iterator[tuple[str, bytes]]:
         """``(id, newest bytes)`` of each event of ``conv``, in conversation order.
@@ -523,65 +598,36 @@ class Store:
         return self._unseal(digests, dict(zip(digests, pipe.execute(), strict=True)))
 
     # --- reading: timelines and log batches --------------------------------------------------
+    # The log is three places, each batch in one of them (by its first seq): the stream
+    # (<ns>:log), the batches a forget rewrote (patches: aggregator.scripts.FORGET moves a batch
+    # from the stream to its patch hash in one step) and the archived segments (compaction moves
+    # the stream's oldest batches there in one step: aggregator.scripts.LOG_ARCHIVE). Batches only
+    # ever move from the stream, so every read reads the stream first and the others after: a
+    # batch that moved in between is found where it went
+    # (tests/store/test_log_archive.py::test_readers_see_every_batch_while_the_log_is_archived).
     def batches_at(self, firsts: Sequence[int]) -> list[list[LogEntry]]:
         """The entries of the log batches whose first seqs are ``firsts`` ([] for a batch the log
         does not hold), in one round trip (more for batches archived)."""
         return [
-            list(split_batch(first, fields)) if fields is not None else []
+            list(split_batch(first, fields)) if fields else []
             for first, fields in zip(firsts, self._batch_fields(firsts), strict=True)
         ]
 
     def _batch_fields(self, firsts: Sequence[int]) -> list[dict[bytes, bytes] | None]:
-        """The fields of the log batches starting at ``firsts`` (None: no such batch), from the
-        stream, else — read after it — from the archive (the log's read order: see
-        :meth:`log_batches`)."""
+        """The fields of the log batches starting at ``firsts`` (None: no such batch)."""
         pipe = self.r.pipeline(transaction=False)
         for first in firsts:
             pipe.xrange(self.keys.log, f"{first}-0", f"{first}-0")
-        out: list[dict[bytes, bytes] | None] = [found[0][1] if found else None for found in pipe.execute()]
+            pipe.hgetall(self.keys.log_patch(first))
+        res = pipe.execute()
+        out: list[dict[bytes, bytes] | None] = []
         for i, first in enumerate(firsts):
-            if out[i] is None:
-                segment = self._segment_holding(first)
-                out[i] = next((f for b, f in segment if b == first), None)
+            found, patch = res[2 * i], res[2 * i + 1]
+            fields = found[0][1] if found else patch or None
+            if fields is None:
+                fields = next((f for b, f in self._segment_holding(first) if b == first), None)
+            out.append(fields)
         return out
-
-    # --- reading: the log's archived segments (written by aggregator.compaction) ---------------
-    def _segment_holding(self, seq: int) -> list[tuple[int, dict[bytes, bytes]]]:
-        """The archived segment whose batches start at or before ``seq`` and include it if any
-        does (the one starting last at or before it); [] if none."""
-        found = self.r.zrevrangebyscore(self.keys.log_segments, seq, "-inf", start=0, num=1)
-        return self._segment(found[0].decode()) if found else []
-
-    def _archived_after(self, after_seq: int, count: int) -> list[tuple[int, dict[bytes, bytes]]]:
-        """Up to ``count`` archived batches whose first seq is above ``after_seq``, in order."""
-        k = self.keys.log_segments
-        pipe = self.r.pipeline(transaction=False)
-        pipe.zrevrangebyscore(k, after_seq, "-inf", start=0, num=1)  # may hold batches after it
-        pipe.zrangebyscore(k, f"({after_seq}", "+inf", start=0, num=1)
-        members = [m[0].decode() for m in pipe.execute() if m]
-        for member in members:
-            if int(member.split(":")[1]) > after_seq:
-                return [b for b in self._segment(member) if b[0] > after_seq][:count]
-        return []
-
-    def _segment(self, member: str) -> list[tuple[int, dict[bytes, bytes]]]:
-        """One archived segment's batches (``member`` = ``<first>:<last>``), decompressed once
-        per blob: a reader going through a segment a few batches at a time reads it again and
-        again. The blob is fetched each time and compared, so a store that was flushed and
-        filled again never answers from an old one."""
-        blob = self.r.hget(self.keys.log_archive, member.split(":")[0])
-        if blob is None:
-            return []
-        cached = self._segments.get(member)
-        if cached is not None and cached[0] == blob:
-            return cached[1]
-        from aggregator.compaction import unpack_segment  # zstd: only where the log was archived
-
-        batches = unpack_segment(blob)
-        if len(self._segments) >= 4:
-            self._segments.clear()
-        self._segments[member] = (blob, batches)
-        return batches
 
     def timeline_before(self, conv: str, before: int | None, count: int) -> list[int]:
         """Up to ``count`` of ``conv``'s log batches (first seqs) below ``before`` (None: from the
@@ -599,33 +645,52 @@ class Store:
         return found[0] if found else None
 
     def log_batches(self, after_seq: int, count: int = 100) -> list[tuple[int, dict[bytes, bytes]]]:
-        """Raw log batches whose first seq is greater than ``after_seq`` (up to ``count``), in order.
+        """Raw log batches whose first seq is greater than ``after_seq`` (up to ``count``), in
+        order, from the three places the log is kept (see above)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xrange(self.keys.log, f"{after_seq + 1}-0", "+", count=count)
+        pipe.zrangebyscore(self.keys.log_patched, f"({after_seq}", "+inf", start=0, num=count)
+        res, patched = pipe.execute()
+        stream = [(int(i.split(b"-")[0]), f) for i, f in res]
+        patches = self._patches([int(p) for p in patched])
+        archived = self._archived_after(after_seq, count)
+        # Merged by first seq. A list that may hold fewer than all of its place's batches (one
+        # segment of the archive; a full stream or patch read) is only complete up to its last
+        # batch: the merge stops there, and the next call goes on from it.
+        limits = [int(patched[-1])] if len(patched) >= count else []
+        if len(stream) >= count:
+            limits.append(stream[-1][0])
+        if archived:
+            limits.append(archived[-1][0])
+        # a batch read twice (it moved between the reads) is one
+        merged = dict(sorted([*archived, *patches, *stream], key=lambda b: b[0]))
+        out = [(first, f) for first, f in merged.items() if not limits or first <= min(limits)]
+        return out[:count]
 
-        The log is the archived segments (its older batches) followed by the stream. Compaction
-        moves batches from the stream's start to the archive in one step; so the stream is read
-        first and the archive after: a batch that left the stream in between is in the archive
-        at the second read, and archived batches all come before the stream's
-        (``tests/store/test_log_archive.py::test_readers_see_every_batch_while_the_log_is_archived``).
-        """
-        out: list[tuple[int, dict[bytes, bytes]]] = []
-        while len(out) < count:
-            cursor = out[-1][0] if out else after_seq
-            res = self.r.xrange(self.keys.log, f"{cursor + 1}-0", "+", count=count - len(out))
-            archived = self._archived_after(cursor, count - len(out))
-            out += archived or [(int(i.split(b"-")[0]), f) for i, f in res]
-            if not archived:
-                break  # the stream's part: to its end, or to the count
-        return out
+    def _patches(self, firsts: Sequence[int]) -> list[tuple[int, dict[bytes, bytes]]]:
+        """The log batches a forget rewrote, by first seq (see :data:`~aggregator.scripts.FORGET`)."""
+        if not firsts:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for first in firsts:
+            pipe.hgetall(self.keys.log_patch(first))
+        return [(first, f) for first, f in zip(firsts, pipe.execute(), strict=True) if f]
+
+    def _batch_at_or_before(self, seq: int) -> list[tuple[int, dict[bytes, bytes]]]:
+        """The log batch with the greatest first seq at or below ``seq`` ([] if none)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xrevrange(self.keys.log, f"{seq}-0", "-", count=1)
+        pipe.zrevrangebyscore(self.keys.log_patched, seq, "-inf", start=0, num=1)
+        back, patched = pipe.execute()
+        found = [(int(i.split(b"-")[0]), f) for i, f in back]
+        found += self._patches([int(p) for p in patched])
+        found += [b for b in self._segment_holding(seq) if b[0] <= seq][-1:]
+        return sorted(found, key=lambda b: b[0])[-1:]
 
     def entries_after(self, after_seq: int, upto_seq: int | None = None) -> Iterator[LogEntry]:
         """Every log entry with ``after_seq < seq <= upto_seq`` (to the end if None), in order."""
         # The batch that holds after_seq + 1 may have started earlier: look one batch back.
-        batches: list[tuple[int, dict[bytes, bytes]]] = []
-        if after_seq > 0:
-            back = self.r.xrevrange(self.keys.log, f"{after_seq}-0", "-", count=1)
-            batches = [(int(i.split(b"-")[0]), f) for i, f in back]
-            if not batches:  # archived (read after the stream, as in log_batches)
-                batches = [b for b in self._segment_holding(after_seq) if b[0] <= after_seq][-1:]
+        batches = self._batch_at_or_before(after_seq) if after_seq > 0 else []
         cursor = after_seq
         while True:
             for first, fields in batches:
@@ -653,8 +718,8 @@ class Store:
             for first in batches:
                 if upto_seq is not None and first > upto_seq:
                     return
-                for fields in filter(None, self._batch_fields([first])):
-                    for entry in split_batch(first, fields):
+                for entries in self.batches_at([first]):
+                    for entry in entries:
                         in_range = after_seq < entry.seq and (upto_seq is None or entry.seq <= upto_seq)
                         if in_range and entry.env()["conv"] == conv:
                             yield entry
@@ -663,6 +728,45 @@ class Store:
             batches = [int(b) for b in self.r.zrangebyscore(k.timeline(conv), low, "+inf", start=0, num=100)]
             if not batches:
                 return
+
+    # --- reading: the log's archived segments (written by aggregator.compaction) ---------------
+    def _segment_holding(self, seq: int) -> list[tuple[int, dict[bytes, bytes]]]:
+        """The archived segment whose batches start at or before ``seq`` and include it if any
+        does (the one starting last at or before it); [] if none."""
+        found = self.r.zrevrangebyscore(self.keys.log_segments, seq, "-inf", start=0, num=1)
+        return self._segment(found[0].decode()) if found else []
+
+    def _archived_after(self, after_seq: int, count: int) -> list[tuple[int, dict[bytes, bytes]]]:
+        """Up to ``count`` archived batches whose first seq is above ``after_seq``, in order,
+        from one segment (the next call reads the next one)."""
+        k = self.keys.log_segments
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrevrangebyscore(k, after_seq, "-inf", start=0, num=1)  # may hold batches after it
+        pipe.zrangebyscore(k, f"({after_seq}", "+inf", start=0, num=1)
+        members = [m[0].decode() for m in pipe.execute() if m]
+        for member in members:
+            if int(member.split(":")[1]) > after_seq:
+                return [b for b in self._segment(member) if b[0] > after_seq][:count]
+        return []
+
+    def _segment(self, member: str) -> list[tuple[int, dict[bytes, bytes]]]:
+        """One archived segment's batches (``member`` = ``<first>:<last>``), decompressed once
+        per blob: a reader going through a segment a few batches at a time reads it again and
+        again. The blob is fetched each time and compared, so a segment a forget rewrote, or a
+        store flushed and filled again, never answers from an old copy."""
+        blob = self.r.hget(self.keys.log_archive, member.split(":")[0])
+        if blob is None:
+            return []
+        cached = self._segments.get(member)
+        if cached is not None and cached[0] == blob:
+            return cached[1]
+        from aggregator.compaction import unpack_segment  # zstd: only where the log was archived
+
+        batches = unpack_segment(blob)
+        if len(self._segments) >= 4:
+            self._segments.clear()
+        self._segments[member] = (blob, batches)
+        return batches
 
     # --- reading: projections (written by aggregator.projections) ----------------------------
     def projections_seq(self) -> int:
@@ -782,7 +886,7 @@ class Batch:
             raise CursorConflict(f"the cursor of {self.display} moved under us")
         if res[0] == b"storegone":
             raise StoreReset("the store lost its keys (FLUSHALL, or an empty backup restored)")
-        return CommitResult(*(int(x) for x in res[1:7]))
+        return CommitResult(*(int(x) for x in res[1:8]))
 
 
 Answered = list[tuple[Batch, CommitResult | None]]
@@ -973,13 +1077,15 @@ def _hset(key: str, mapping: dict[str, bytes]) -> bytes:
 
 
 def split_batch(first: int, f: dict[bytes, bytes]) -> Iterator[LogEntry]:
-    """The entries of one log batch (a stream entry whose id is its first seq), in seq order."""
+    """The entries of one log batch (a stream entry whose id is its first seq), in seq order; an
+    entry a forget blanked (empty envelope) is skipped, its seq left unused."""
     envs = f[b"e"].split(b"\n")
     digs = f[b"d"].decode()
     facts = f[b"f"].split(b"\n")
     file, project, agent = f[b"file"].decode(), f[b"project"].decode(), f[b"agent"].decode()
     for i, env in enumerate(envs):
-        yield LogEntry(first + i, env, digs[32 * i : 32 * i + 32], facts[i], file, project, agent)
+        if env:
+            yield LogEntry(first + i, env, digs[32 * i : 32 * i + 32], facts[i], file, project, agent)
 
 
 def _cursor(h: dict[bytes, bytes]) -> Cursor | None:

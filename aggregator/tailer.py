@@ -52,6 +52,8 @@ class FileResult:
     revisions: int = 0
     duplicates: int = 0
     rejected: int = 0
+    forgotten: int = 0
+    """Lines of a forgotten conversation dated at or before its forget: dropped (``agg forget``)."""
     bytes: int = 0
     reset: str | None = None
     """Why the file was re-read from the start (replaced, truncated, rewritten), if it was."""
@@ -67,6 +69,7 @@ class FileResult:
         self.revisions += r.revisions
         self.duplicates += r.duplicates
         self.rejected += r.rejected
+        self.forgotten += r.forgotten
         self.bytes += nbytes
         self.last_seq = max(self.last_seq, r.last_seq)
 

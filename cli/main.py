@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "cli.read:export_cmd",
         "A CONVERSATION as a document: Markdown, one HTML file, or its original JSONL lines.",
     ),
+    "forget": (
+        "cli.forget:forget_cmd",
+        "Remove CONVERSATIONs (keys, unique prefixes, or .jsonl files) from the store for good.",
+    ),
     "ingest": ("cli.ingest:ingest_cmd", "Backfill: store every line of the claude dirs (or of PATHS) not stored yet."),
     "list": (
         "cli.read:list_cmd",

@@ -68,7 +68,8 @@ def status(app: App, as_json: bool, digest: bool) -> None:
     click.echo(f"redis        {r['url']} (redis {r['version']}{served})")
     click.echo(
         f"events       {st['events']} ({st['revisions']} revisions, "
-        f"{st['duplicates']} duplicates skipped, {st['rejected']} lines rejected)"
+        f"{st['duplicates']} duplicates skipped, {st['rejected']} lines rejected"
+        + (f", {st['forgotten']} lines of forgotten conversations dropped)" if st.get("forgotten") else ")")
     )
     click.echo(f"conversations {st['conversations']}")
     click.echo(f"files        {st['files']} tracked, lag {st['lag_bytes']} bytes")

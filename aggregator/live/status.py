@@ -90,6 +90,7 @@ def gather(conn: Connection, store: Store, files: HostFiles | None = None) -> di
         "revisions": stats["revisions"],
         "duplicates": stats["duplicates"],
         "rejected": stats["rejected"],
+        "forgotten": stats["forgotten"],
         "lines": stats["lines"],
         "conversations": stats["conversations"],
         **file_figures(files or host_files(store)),

@@ -124,7 +124,10 @@ class SnapshotWriter:
             self.built = True
         else:
             changed, self.mark = self.projector.changed_since(self.mark)
-            self._set_views(conversation_views(self.store, changed))
+            views = conversation_views(self.store, changed)
+            for gone in set(changed) - {v["key"] for v in views}:
+                self.views.pop(gone, None)  # forgotten (agg forget): its projection is gone
+            self._set_views(views)
         self.messages = recent_messages(self.store, self.limit, known=self.previews)
         self.seq = max(self.seq, cp)
         return True

@@ -11,7 +11,7 @@ import redis
 from aggregator.errors import CursorConflict
 from aggregator.keys import Keys
 from aggregator.layout import SourceFile
-from aggregator.parse import Event, Rejection, parse_line
+from aggregator.parse import Event, Rejection, digest_of, parse_line, ts_ms
 from aggregator.store import Store
 
 SF = SourceFile("/t/proj/s1.jsonl", "proj", "s1", None, "main")
@@ -124,3 +124,36 @@ def test_sequences_never_go_below_the_log(st: Store, request: pytest.FixtureRequ
     client.set("agg:seq", 0)  # a counter that went back (e.g. restored separately)
     r = commit(st, 1, b'{"uuid":"c"}')
     assert r.first_seq == 3  # never reuses a seq the log already holds
+
+
+def test_a_tombstone_drops_the_lines_dated_up_to_it_and_keeps_later_ones(st: Store) -> None:
+    """A forgotten conversation (its tombstone: the forget time) takes only lines dated after it;
+    the others are dropped, counted as forgotten, and their bodies written in step 1 deleted."""
+    old = b'{"uuid":"a","type":"user","timestamp":"2026-03-01T10:00:00.000Z"}'
+    undated = b'{"uuid":"b","type":"user"}'
+    at_forget = b'{"uuid":"c","type":"user","timestamp":"2026-03-01T10:00:01.000Z"}'
+    later = b'{"uuid":"d","type":"user","timestamp":"2026-03-01T10:00:02.000Z"}'
+    st.r.set(st.keys.forgot("s1"), ts_ms("2026-03-01T10:00:01.000Z"))
+    res = commit(st, 0, old, undated, at_forget, later)
+    assert (res.added, res.duplicates, res.forgotten, res.first_seq, res.last_seq) == (1, 0, 3, 1, 1)
+    assert dict(st.replay("s1")) == {"d": later}
+    assert st.r.hkeys(st.keys.body("s1")) == [digest_of(later).encode()]
+    assert [e.env()["id"] for e in st.entries_after(0)] == ["d"]
+    s = st.stats()
+    assert (s["events"], s["forgotten"], s["lines"], s["conversations"]) == (1, 3, 4, 1)
+    assert st.cursor("fid1") is not None and st.cursor("fid1").off == 1  # the cursor moved past them
+    again = commit(st, 1, old, later, off=2)  # read again (another pass): dropped again, never stored
+    assert (again.added, again.duplicates, again.forgotten) == (0, 1, 1)
+    assert st.r.hlen(st.keys.body("s1")) == 1
+
+
+def test_a_tombstone_drops_only_its_own_conversations_lines(st: Store) -> None:
+    a = b'{"uuid":"a","type":"user","sessionId":"s1","timestamp":"2026-03-01T10:00:00.000Z"}'
+    b = b'{"uuid":"b","type":"user","sessionId":"s2","timestamp":"2026-03-01T10:00:00.000Z"}'
+    c = b'{"uuid":"c","type":"user","sessionId":"s1","timestamp":"2026-03-01T11:00:00.000Z"}'
+    st.r.set(st.keys.forgot("s1"), ts_ms("2026-03-01T10:30:00.000Z"))
+    res = commit(st, 0, a, b, c)
+    assert (res.added, res.forgotten) == (2, 1)
+    envs = [e.env() for e in st.entries_after(0)]
+    assert [(e["conv"], e["id"], e["conv_seq"]) for e in envs] == [("s2", "b", 1), ("s1", "c", 1)]
+    assert dict(st.replay("s2")) == {"b": b} and dict(st.replay("s1")) == {"c": c}

@@ -106,6 +106,8 @@ def test_anything_else_hands_over_to_redis_py(r: redis.Redis, quick: QuickRedis)
     with pytest.raises(QuickFallback):
         q.pipeline()  # a transaction
     with pytest.raises(QuickFallback):
+        q.pipeline(transaction=False).xrange("agg:log")  # the store reads the log in pipelines
+    with pytest.raises(QuickFallback):
         q.register_script(scripts.INGEST)(keys=["x"], args=["y"])
     with pytest.raises(QuickFallback):
         q.register_script("return redis.call('SET', KEYS[1], 'x')")(keys=["k"])

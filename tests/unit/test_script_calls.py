@@ -126,7 +126,7 @@ def test_ingest_packing() -> None:
         rejects="k6",
         rejseen="k7",
         dirty="k8",
-        conv_keys=["c1", "c2", "c3"],
+        conv_keys=["c1", "c2", "c3", "c4", "c5"],
         store="s",
         expected_tok="t",
         fid="f",
@@ -143,14 +143,15 @@ def test_ingest_packing() -> None:
         msg_flags=b"10",
         tails=b"x\ny",
         facts=b"{}\n{}",
+        times="1,",
         conversations=[("c", b'"c"')],
         rejections=[],
         cursor_fields=[("off", 3), ("tok", "u")],
         expect_id="id",
     )
-    assert call.keys == [*(f"k{i}" for i in range(9)), "c1", "c2", "c3", "s"]
-    assert call.args[15:] == [1, "c", b'"c"', 0, 2, "off", 3, "tok", "u", "id"]
+    assert call.keys == [*(f"k{i}" for i in range(9)), "c1", "c2", "c3", "c4", "c5", "s"]
+    assert call.args[15:] == ["1,", 1, "c", b'"c"', 0, 2, "off", 3, "tok", "u", "id"]
 
 
 def test_the_module_lists_are_the_script_modules() -> None:
-    assert all(isinstance(m, ModuleType) for m in MODULES) and len(_functions()) == len(_scripts()) == 18
+    assert all(isinstance(m, ModuleType) for m in MODULES) and len(_functions()) == len(_scripts()) == 20

@@ -1,0 +1,107 @@
+"""``agg forget``: remove conversations from the store for good (docs/design.md §9)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from aggregator.errors import AggError, ConfigError, NotFound
+from aggregator.forget import forget, project_conversations
+from aggregator.paths import DataPaths
+from aggregator.searchindex import SearchIndex
+from aggregator.store import Store
+from aggregator.text import cut_width
+from aggregator.transcript import conversation_key
+from cli.app import App, app_context, emit_json
+from cli.formats import compact
+
+
+@click.command("forget")
+@click.argument("conversations", nargs=-1)
+@click.option("--project", metavar="P", help="Every conversation of this project (its path, directory name, or part).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed when not on a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was removed as one JSON object.")
+@click.pass_context
+def forget_cmd(
+    ctx: click.Context, conversations: tuple[str, ...], project: str | None, yes: bool, as_json: bool
+) -> None:
+    """Remove CONVERSATIONs (keys, unique prefixes, or .jsonl files) from the store for good.
+
+    Their events, bodies, projections, usage, recent messages and search-index entries go, and a
+    tombstone stays: re-reading the same transcript files (agg ingest, a watcher on any machine)
+    or agg replay --rebuild never brings those lines back. Lines written to the session after the
+    forget are stored as usual.
+    """
+    if bool(conversations) == bool(project):
+        raise ConfigError("give CONVERSATION... or --project P (not both)")
+    if not yes and not sys.stdin.isatty():
+        raise ConfigError("agg forget asks for confirmation on a terminal: pass --yes to forget without asking")
+    with app_context(ctx) as app:
+        store = app.store()
+        if project:
+            convs = project_conversations(store, project)
+            if not convs:
+                raise NotFound(f"no conversation in a project matching {project!r}")
+        else:
+            # every name resolved before anything is removed: a typo forgets nothing
+            convs = list(dict.fromkeys(conversation_key(store, name) for name in conversations))
+        if not yes:
+            _confirm(store, convs)
+        res = _forget_here(app, store, convs)
+        if as_json:
+            emit_json(res)
+            return
+        for c in res["conversations"]:
+            tokens = sum(v for k, v in c["usage"].items() if k != "responses")
+            click.echo(
+                f"forgot {c['conv']}: {c['events']:,} events, {c['revisions']:,} revisions, "
+                f"{compact(tokens)} tokens, {c['usage']['responses']:,} responses"
+            )
+
+
+def _local_index(app: App, store: Store) -> SearchIndex | None:
+    """This machine's search index of the store, caught up, if it has one (none is created)."""
+    sid = store.current_identity()
+    if not sid or not DataPaths(app.settings.data_dir, store.keys.ns).search_index(sid).exists():
+        return None
+    index = SearchIndex.open(store, app.settings.data_dir)
+    index.catch_up(store)
+    return index
+
+
+def _forget_here(app: App, store: Store, convs: list[str]) -> dict[str, Any]:
+    """:func:`aggregator.forget.forget`, and this machine's search index purged of them."""
+    index = _local_index(app, store)
+    try:
+        if index:
+            # the texts' words go too, read while the store has them — before the forget, so that
+            # an indexer following the log (agg serve) cannot drop the rows first and leave the words
+            for c in convs:
+                index.purge(index.indexed_texts(store, c))
+        try:
+            res = forget(store, convs)
+        except BaseException:
+            if index:
+                index.reset()  # it lacks rows of conversations the store may still hold: built again
+            raise
+        if index:
+            index.catch_up(store)  # applies the forget entries: rows indexed meanwhile go too
+        return res
+    finally:
+        if index:
+            index.close()
+
+
+def _confirm(store: Store, convs: list[str]) -> None:
+    """Ask on the terminal, naming what would go; :class:`AggError` if the answer is no."""
+    rows = store.projection_fields(convs[:5], ["title", "events"])
+    titles = [f"“{cut_width(t, 60)}”" if t else "(untitled)" for t, _ in rows]
+    if len(convs) == 1:
+        what = f"conversation {convs[0]} ({titles[0]}, {rows[0][1] or 0} events)"
+    else:
+        shown = ", ".join(f"{c[:8]} {t}" for c, t in zip(convs, titles, strict=False))
+        what = f"{len(convs)} conversations ({shown}{', …' if len(convs) > 5 else ''})"
+    if not click.confirm(f"Forget {what} for good?", default=False, err=True):
+        raise AggError("nothing forgotten")
