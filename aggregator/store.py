@@ -647,6 +647,19 @@ class Store:
     def log_batches(self, after_seq: int, count: int = 100) -> list[tuple[int, dict[bytes, bytes]]]:
         """Raw log batches whose first seq is greater than ``after_seq`` (up to ``count``), in
         order, from the three places the log is kept (see above)."""
+        out: list[tuple[int, dict[bytes, bytes]]] = []
+        while len(out) < count:
+            part, whole = self._log_pass(out[-1][0] if out else after_seq, count - len(out))
+            out += part
+            if whole or not part:
+                break
+        return out
+
+    def _log_pass(self, after_seq: int, count: int) -> tuple[list[tuple[int, dict[bytes, bytes]]], bool]:
+        """One read of the three places: batches after ``after_seq`` merged by first seq, and
+        whether that is all there is up to ``count`` (False: one of them may hold more before the
+        last batch returned — one segment of the archive read, or a full stream or patch read —
+        so the merge stopped at that place's last batch, and the next pass goes on from there)."""
         pipe = self.r.pipeline(transaction=False)
         pipe.xrange(self.keys.log, f"{after_seq + 1}-0", "+", count=count)
         pipe.zrangebyscore(self.keys.log_patched, f"({after_seq}", "+inf", start=0, num=count)
@@ -654,9 +667,6 @@ class Store:
         stream = [(int(i.split(b"-")[0]), f) for i, f in res]
         patches = self._patches([int(p) for p in patched])
         archived = self._archived_after(after_seq, count)
-        # Merged by first seq. A list that may hold fewer than all of its place's batches (one
-        # segment of the archive; a full stream or patch read) is only complete up to its last
-        # batch: the merge stops there, and the next call goes on from it.
         limits = [int(patched[-1])] if len(patched) >= count else []
         if len(stream) >= count:
             limits.append(stream[-1][0])
@@ -665,7 +675,7 @@ class Store:
         # a batch read twice (it moved between the reads) is one
         merged = dict(sorted([*archived, *patches, *stream], key=lambda b: b[0]))
         out = [(first, f) for first, f in merged.items() if not limits or first <= min(limits)]
-        return out[:count]
+        return out[:count], not limits
 
     def _patches(self, firsts: Sequence[int]) -> list[tuple[int, dict[bytes, bytes]]]:
         """The log batches a forget rewrote, by first seq (see :data:`~aggregator.scripts.FORGET`)."""
