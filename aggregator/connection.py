@@ -161,8 +161,9 @@ def check(client: redis.Redis, masked: str) -> None:
         client.ping()
         try:
             policy = client.info("memory").get("maxmemory_policy")
+            cluster = client.info("cluster").get("cluster_enabled")
         except redis.ResponseError:  # INFO not allowed for this user: nothing to go by
-            policy = None
+            policy = cluster = None
     except redis.AuthenticationError:
         raise RedisUnavailable(f"Redis at {masked} refused our password") from None
     except redis.BusyLoadingError:
@@ -172,6 +173,16 @@ def check(client: redis.Redis, masked: str) -> None:
     except redis.RedisError as e:
         raise as_agg_error(e, masked) from None
     refuse_evicting(policy, f"Redis at {masked}")
+    if cluster in (1, "1"):
+        raise ConfigError(CLUSTER_REFUSED.format(where=f"Redis at {masked}"))
+
+
+CLUSTER_REFUSED = (
+    "{where} is a Redis Cluster node: agg does not support Redis Cluster (its scripts touch keys of "
+    "several slots); give it a standalone Redis (a primary, with replicas or Sentinel if you like)"
+)
+"""Said instead of the cross-slot error (and a traceback) the first script met
+(``tests/adversarial/test_redis.py::test_a_cluster_node_is_refused_in_one_line``)."""
 
 
 def open_redis(settings: Settings, *, start: bool = True, **options: object) -> Connection:

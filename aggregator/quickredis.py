@@ -350,6 +350,8 @@ def open_quick(settings: Settings, read_only_scripts: Mapping[str, str | None] |
         policy = client.info("memory").get("maxmemory_policy")
         if policy is not None and policy != "noeviction":
             raise QuickFallback("a Redis that may evict keys")  # redis-py's check says so, once
+        if client.info("cluster").get("cluster_enabled") in (1, "1"):
+            raise QuickFallback("a Redis Cluster node")  # refused by redis-py's check, in one line
         if emb is not None:
             try:
                 if emb.to_record(client.info("server")) is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from aggregator.config import Settings
 from aggregator.connection import check, client_from_url
 from aggregator.errors import EvictingRedis
 from aggregator.ingest import _ProjectorProcess
@@ -31,6 +32,7 @@ from aggregator.keys import Keys
 from aggregator.seqfloor import SeqFloor
 from aggregator.store import Store
 from devtools.agg import HOST, agg_env, embedded_env, run_agg, wait_until
+from devtools.cluster import Cluster
 from devtools.redisproc import RedisProcess
 from tests.support import oracle
 from tests.support.cli import one_line_error
@@ -51,6 +53,22 @@ def test_ingest_refuses_an_evicting_redis(tmp_path: Path, corpus: Path) -> None:
         one_line_error(proc, 3, "maxmemory-policy is allkeys-lru")
         assert "noeviction" in proc.stderr and proc.stdout == ""
         assert server.client().dbsize() == 0  # refused before writing anything
+
+
+def test_a_cluster_node_is_refused_in_one_line(tmp_path: Path, corpus: Path) -> None:
+    """Given a Redis Cluster node, agg ingest failed on its first cross-slot script with a
+    traceback from the projecting child; agg does not support a cluster, and says so."""
+    with Cluster(tmp_path / "cluster", masters=3, replicas=0) as cluster:
+        settings = Settings(redis_url=cluster.url, data_dir=tmp_path / "data", claude_dirs=[corpus], host=HOST)
+        env = {**os.environ, **settings.to_env()}
+        said = "is a Redis Cluster node: agg does not support Redis Cluster"
+        for args in (["ingest", str(corpus)], ["usage", "--json"], ["replay", "--rebuild"]):
+            proc = run_agg(args, env, check=False)
+            one_line_error(proc, 2, said)
+            assert cluster.password not in proc.stderr, args
+        status = run_agg(["status", "--json"], env, check=False)  # its JSON says why, on stdout
+        assert status.returncode == 2 and said in json.loads(status.stdout)["redis"]["error"]
+        assert sum(cluster.node_client(i).dbsize() for i in cluster.master_indexes()) == 0
 
 
 def test_a_policy_changed_later_is_refused_on_check_and_on_reconnect(tmp_path: Path) -> None:
