@@ -13,8 +13,8 @@ The generated history compresses better than the real one: it is built by repeat
 ~13 MB of lines (ids renamed), so zstd finds whole repeated lines within a chunk. The real-file
 figure is the one that counts.
 
-Replay: the largest conversation of the generated history, replayed in process (``Store.replay``,
-every line's bytes) before and after sealing, median of ``--runs``.
+Replay: the largest conversation of each history, and the one nearest 10,000 events, replayed in
+process (``Store.replay``, every line's bytes) before and after sealing, median of ``--runs``.
 
 Usage::
 
@@ -81,7 +81,9 @@ def measure(name: str, root: Path, work: Path, runs: int) -> dict[str, Any]:
         convs = store.conversations()
         sizes = [int(store.projection_fields([c], ["events"])[0][0] or 0) for c in convs]
         biggest = convs[sizes.index(max(sizes))]
+        near_10k = min(zip(convs, sizes, strict=True), key=lambda cs: abs(cs[1] - 10_000))
         replay_raw = _replay_ms(store, biggest, runs)
+        replay_10k_raw = _replay_ms(store, near_10k[0], runs)
         started = time.perf_counter()
         proc = subprocess.run(
             [sys.executable, "-m", "cli", "compact", "--idle", "0", "--keep-log", "0", "--json"],
@@ -111,6 +113,9 @@ def measure(name: str, root: Path, work: Path, runs: int) -> dict[str, Any]:
             "replay_conversation_events": max(sizes),
             "replay_ms_raw": replay_raw,
             "replay_ms_sealed": _replay_ms(store, biggest, runs),
+            "replay_10k_events": near_10k[1],
+            "replay_10k_ms_raw": replay_10k_raw,
+            "replay_10k_ms_sealed": _replay_ms(store, near_10k[0], runs),
         }
 
 
@@ -155,6 +160,10 @@ def main() -> int:
         print(
             f"  replay of its largest conversation ({r['replay_conversation_events']:,} events): "
             f"{r['replay_ms_raw']} ms raw, {r['replay_ms_sealed']} ms sealed"
+        )
+        print(
+            f"  replay of the one nearest 10,000 events ({r['replay_10k_events']:,}): "
+            f"{r['replay_10k_ms_raw']} ms raw, {r['replay_10k_ms_sealed']} ms sealed"
         )
     return 0
 
