@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from typing import Any
 import orjson
 
 from aggregator import defaults
+from aggregator.backoff import Backoff
 from aggregator.errors import StoreError
 from aggregator.fts import INDEXED_TYPES, ROLES, parts, prepare
 from aggregator.parse import loads
@@ -121,13 +123,31 @@ class SearchIndex:
         self.db = sqlite3.connect(
             str(path), timeout=defaults.SEARCH_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self._use_wal()
         # WAL with synchronous=NORMAL: a commit is atomic against a crash of this process (kill -9);
         # after a power loss the last steps may be lost, and catch-up redoes them.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute(f"PRAGMA journal_size_limit={defaults.SEARCH_WAL_LIMIT_BYTES}")
         self.store_id = store_id
         self._setup()
+
+    def _use_wal(self) -> None:
+        """Put the file in WAL mode (once: it stays so). Switching needs the file to itself, and
+        SQLite answers "database is locked" at once, without its busy timeout, when another
+        connection opens it at the same moment — two opening a new index, as `agg serve`'s
+        indexer and a search do (tests/store/test_web_api.py::test_the_indexer_follows_the_log_and_stops
+        failed 1 run in 10): tried again, up to the busy timeout."""
+        backoff = Backoff(0.005, 0.2)
+        deadline = time.monotonic() + defaults.SEARCH_BUSY_TIMEOUT_S
+        while True:
+            try:
+                if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(backoff.fail())
 
     @classmethod
     def open(cls, store: Store, data_dir: Path) -> SearchIndex:
