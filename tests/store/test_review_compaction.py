@@ -5,15 +5,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
-from aggregator.compaction import Compactor, unpack_chunk
+from aggregator.compaction import Compactor, CompactReport, unpack_chunk
 from aggregator.forget import forget
 from aggregator.ingest import ingest
 from aggregator.keys import Keys
 from aggregator.layout import iter_transcripts
 from aggregator.projections import Projector
-from aggregator.store import Store
+from aggregator.store import Batch, CommitStream, Store
 from devtools.agg import HOST
 from tests.support.records import session_file, tokens, assistant, user, write
 
@@ -54,3 +55,37 @@ def test_scrubbing_the_archive_keeps_an_earlier_forget_entry_as_the_stream_does(
     archived = _scenario(r, tmp_path, "arch", archive=True)
     assert len(_forget_entries(in_stream, "s1")) == 2
     assert len(_forget_entries(archived, "s1")) == 2
+
+
+def test_a_forgotten_line_read_again_is_never_sealed(
+    r: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit writes its bodies (step 1) before the INGEST script, which drops the lines of a
+    forgotten conversation dated before its forget and HDELs their raw bodies. A sealer running
+    in between (agg run's writer seals idle conversations in the background; another host is
+    reading the whole file, as in test_forget's 'another machine reading the whole file') moves
+    the forgotten line's bytes into a chunk, where the script's HDEL does not reach: the
+    forgotten secret stays in {c:K}:chunks."""
+    claude = tmp_path / "claude" / "projects"
+    path = write(session_file(claude, "s1"), [user("s1", "u1", "the old secret", at="2026-03-01T10:00:00.000Z")])
+    store = Store(r, Keys("agg"), HOST)
+    ingest(store, iter_transcripts([claude]))
+    forget(store, ["s1"])
+    write(path, [user("s1", "u2", "a new question", at=_soon())], append=True)
+    ingest(store, iter_transcripts([claude]))
+    Projector(store).catch_up()
+
+    other = Store(r, Keys("agg"), "other-host")  # reads the whole file again
+    real = CommitStream._script
+    compactor = Compactor(store)
+
+    def sealer_between_bodies_and_script(batch: Batch) -> bytes:
+        compactor.seal("s1", CompactReport())  # the bodies are written: what a sealer may do now
+        return real(batch)
+
+    monkeypatch.setattr(CommitStream, "_script", staticmethod(sealer_between_bodies_and_script))
+    rep = ingest(other, iter_transcripts([claude]))
+    assert rep.forgotten == 1
+    sealed = b"".join(raw for blob in r.hvals(store.keys.chunks("s1")) for _, raw in unpack_chunk(blob))
+    raw = b"".join(r.hvals(store.keys.body("s1")))
+    assert b"the old secret" not in sealed + raw
