@@ -89,3 +89,39 @@ def test_a_forgotten_line_read_again_is_never_sealed(
     sealed = b"".join(raw for blob in r.hvals(store.keys.chunks("s1")) for _, raw in unpack_chunk(blob))
     raw = b"".join(r.hvals(store.keys.body("s1")))
     assert b"the old secret" not in sealed + raw
+
+
+def test_a_segment_whose_last_batches_a_forget_dropped_does_not_hide_the_next_one(
+    r: redis.Redis, tmp_path: Path
+) -> None:
+    """Six conversations, one log batch each, archived 3 to a segment; forgetting the third drops
+    the first segment's last batch (its member keeps the name '<b0>:<b2>'). _archived_after(after)
+    for an ``after`` inside that segment finds no batch there after it and returns [] without
+    looking at the next segment: log_batches (so entries_after, agg tail --since 0, a rebuild)
+    skips the whole second segment."""
+    claude = tmp_path / "claude" / "projects"
+    store = Store(r, Keys("agg"), HOST)
+    for i in range(6):
+        write(session_file(claude, f"s{i}"), [user(f"s{i}", f"u{i}", f"line {i}", at="2026-03-01T10:00:00.000Z")])
+        ingest(store, iter_transcripts([claude]))
+    Projector(store).catch_up()
+    assert r.xlen(store.keys.log) == 6
+    assert Compactor(store, segment_batches=3).run(3600 * 24 * 365 * 100, keep_log=0).log_segments == 2
+    forget(store, ["s2"])
+    convs = [e.env()["conv"] for e in store.entries_after(0) if not e.is_forget]
+    assert convs == ["s0", "s1", "s3", "s4", "s5"]
+
+
+def test_a_rebuild_after_such_a_forget_keeps_the_next_segments_conversations(r: redis.Redis, tmp_path: Path) -> None:
+    """The consequence of the previous test for agg replay --rebuild: s3..s5 lose their projections."""
+    claude = tmp_path / "claude" / "projects"
+    store = Store(r, Keys("agg"), HOST)
+    for i in range(6):
+        write(session_file(claude, f"s{i}"), [user(f"s{i}", f"u{i}", f"line {i}", at="2026-03-01T10:00:00.000Z")])
+        ingest(store, iter_transcripts([claude]))
+    Projector(store).catch_up()
+    Compactor(store, segment_batches=3).run(3600 * 24 * 365 * 100, keep_log=0)
+    forget(store, ["s2"])
+    assert store.projection("s4").get(b"events") == b"1"
+    Projector(store).rebuild()
+    assert store.projection("s4").get(b"events") == b"1"
