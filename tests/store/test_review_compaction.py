@@ -14,6 +14,7 @@ from aggregator.ingest import ingest
 from aggregator.keys import Keys
 from aggregator.layout import iter_transcripts
 from aggregator.projections import Projector
+from aggregator.searchindex import SearchIndex
 from aggregator.store import Batch, CommitStream, Store
 from devtools.agg import HOST
 from tests.support.records import session_file, tokens, assistant, user, write
@@ -125,3 +126,29 @@ def test_a_rebuild_after_such_a_forget_keeps_the_next_segments_conversations(r: 
     assert store.projection("s4").get(b"events") == b"1"
     Projector(store).rebuild()
     assert store.projection("s4").get(b"events") == b"1"
+
+
+@pytest.mark.parametrize("archive", [False, True])
+def test_an_index_last_at_an_earlier_forget_stays_in_step_after_compaction_and_a_second_forget(
+    r: redis.Redis, tmp_path: Path, archive: bool
+) -> None:
+    """The consequence of the first test: a machine's search index that last applied s1's first
+    forget entry (searchindex.in_step checks that entry is still in the log) is rebuilt whole
+    once compaction archived the log and s1 was forgotten again; without compaction it is not."""
+    claude = tmp_path / "claude" / "projects"
+    path = write(session_file(claude, "s1"), [user("s1", "u1", "the old secret", at="2026-03-01T10:00:00.000Z")])
+    write(session_file(claude, "b"), [user("b", "b1", "other", at="2026-03-01T10:00:00.000Z")])
+    store = Store(r, Keys("agg"), HOST)
+    ingest(store, iter_transcripts([claude]))
+    forget(store, ["s1"])
+    index = SearchIndex.open(store, tmp_path / "index")
+    index.catch_up(store)
+    assert index.in_step(store)
+    write(path, [user("s1", "u2", "a new question", at=_soon())], append=True)
+    ingest(store, iter_transcripts([claude]))
+    Projector(store).catch_up()
+    if archive:
+        Compactor(store).run(3600 * 24 * 365 * 100, keep_log=0)
+    forget(store, ["s1"])
+    assert index.in_step(store)
+    index.close()
