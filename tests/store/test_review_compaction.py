@@ -17,7 +17,7 @@ from aggregator.projections import Projector
 from aggregator.searchindex import SearchIndex
 from aggregator.store import Batch, CommitStream, Store
 from devtools.agg import HOST
-from tests.support.records import session_file, tokens, assistant, user, write
+from tests.support.records import session_file, user, write
 
 
 def _soon(s: int = 3600) -> str:
