@@ -152,3 +152,25 @@ def test_an_index_last_at_an_earlier_forget_stays_in_step_after_compaction_and_a
     forget(store, ["s1"])
     assert index.in_step(store)
     index.close()
+
+
+def test_a_second_host_reading_the_same_files_does_not_double_the_sealed_bodies(r: redis.Redis, tmp_path: Path) -> None:
+    """Every commit writes its lines' bodies raw (step 1), duplicates included; after sealing, a
+    second host reading the same files (or a cursor reset) puts every sealed body back raw, and
+    the next compaction seals them all again into new chunks: each re-read adds one more
+    compressed copy of the whole conversation (the module docstring allows 'may sit in two
+    chunks', but nothing bounds it, and the raw copies are never dropped as duplicates)."""
+    claude = tmp_path / "claude" / "projects"
+    write(
+        session_file(claude, "s1"), [user("s1", f"u{i}", f"line {i}", at="2026-03-01T10:00:00.000Z") for i in range(20)]
+    )
+    store = Store(r, Keys("agg"), HOST)
+    ingest(store, iter_transcripts([claude]))
+    Projector(store).catch_up()
+    assert Compactor(store).run(0).lines == 20
+    for host in ("h2", "h3"):
+        rep = ingest(Store(r, Keys("agg"), host), iter_transcripts([claude]))
+        assert rep.duplicates == 20
+        Compactor(store).run(0)
+    sealed = [d for blob in r.hvals(store.keys.chunks("s1")) for d, _ in unpack_chunk(blob)]
+    assert (len(sealed), r.hlen(store.keys.body("s1"))) == (20, 0)
