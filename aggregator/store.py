@@ -486,15 +486,16 @@ class Store:
         """
         ids: list[str] = []
         sealed: dict[str, bytes] = {}  # read once, when a body is first found sealed
-        for batch in self.r.zrange(self.keys.timeline(conv), 0, -1):
-            for entries in self.batches_at([int(batch)]):
+        timeline = [int(b) for b in self.r.zrange(self.keys.timeline(conv), 0, -1)]
+        for at in range(0, len(timeline), defaults.REPLAY_CHUNK):
+            for entries in self.batches_at(timeline[at : at + defaults.REPLAY_CHUNK]):
                 for entry in entries:
                     env = entry.env()
                     if env["conv"] == conv and not env["revision"]:
                         ids.append(env["id"])
-            if len(ids) >= defaults.REPLAY_CHUNK:
-                yield from self._replay_bodies(conv, ids, sealed)
-                ids = []
+                if len(ids) >= defaults.REPLAY_CHUNK:
+                    yield from self._replay_bodies(conv, ids, sealed)
+                    ids = []
         yield from self._replay_bodies(conv, ids, sealed)
 
     def _replay_bodies(self, conv: str, ids: list[str], sealed: dict[str, bytes]) -> Iterator[tuple[str, bytes]]:
@@ -621,11 +622,14 @@ class Store:
             pipe.hgetall(self.keys.log_patch(first))
         res = pipe.execute()
         out: list[dict[bytes, bytes] | None] = []
+        archived: dict[int, dict[bytes, bytes]] = {}  # each segment fetched once per call
         for i, first in enumerate(firsts):
             found, patch = res[2 * i], res[2 * i + 1]
             fields = found[0][1] if found else patch or None
             if fields is None:
-                fields = next((f for b, f in self._segment_holding(first) if b == first), None)
+                if first not in archived:
+                    archived.update(self._segment_holding(first))
+                fields = archived.get(first)
             out.append(fields)
         return out
 
@@ -648,18 +652,18 @@ class Store:
         """Raw log batches whose first seq is greater than ``after_seq`` (up to ``count``), in
         order, from the three places the log is kept (see above)."""
         out: list[tuple[int, dict[bytes, bytes]]] = []
-        while len(out) < count:
-            part, whole = self._log_pass(out[-1][0] if out else after_seq, count - len(out))
+        cursor: int | None = after_seq
+        while cursor is not None and len(out) < count:
+            part, cursor = self._log_pass(cursor, count - len(out))
             out += part
-            if whole or not part:
-                break
         return out
 
-    def _log_pass(self, after_seq: int, count: int) -> tuple[list[tuple[int, dict[bytes, bytes]]], bool]:
+    def _log_pass(self, after_seq: int, count: int) -> tuple[list[tuple[int, dict[bytes, bytes]]], int | None]:
         """One read of the three places: batches after ``after_seq`` merged by first seq, and
-        whether that is all there is up to ``count`` (False: one of them may hold more before the
-        last batch returned — one segment of the archive read, or a full stream or patch read —
-        so the merge stopped at that place's last batch, and the next pass goes on from there)."""
+        where the next pass starts (None: that was all there is up to ``count``). A place read in
+        part — one segment of the archive, or a full read of the stream or the patch index —
+        is complete only up to its last batch: the merge stops at the first such limit, and the
+        next pass goes on from it."""
         pipe = self.r.pipeline(transaction=False)
         pipe.xrange(self.keys.log, f"{after_seq + 1}-0", "+", count=count)
         pipe.zrangebyscore(self.keys.log_patched, f"({after_seq}", "+inf", start=0, num=count)
@@ -672,10 +676,13 @@ class Store:
             limits.append(stream[-1][0])
         if archived:
             limits.append(archived[-1][0])
+        limit = min(limits) if limits else None
         # a batch read twice (it moved between the reads) is one
         merged = dict(sorted([*archived, *patches, *stream], key=lambda b: b[0]))
-        out = [(first, f) for first, f in merged.items() if not limits or first <= min(limits)]
-        return out[:count], not limits
+        out = [(first, f) for first, f in merged.items() if limit is None or first <= limit]
+        if len(out) > count:
+            return out[:count], None
+        return out, limit
 
     def _patches(self, firsts: Sequence[int]) -> list[tuple[int, dict[bytes, bytes]]]:
         """The log batches a forget rewrote, by first seq (see :data:`~aggregator.scripts.FORGET`)."""
@@ -725,14 +732,13 @@ class Store:
         batches = [int(b) for b in back]
         low = f"({after_seq}"
         while True:
-            for first in batches:
+            for first, entries in zip(batches, self.batches_at(batches), strict=True):
                 if upto_seq is not None and first > upto_seq:
                     return
-                for entries in self.batches_at([first]):
-                    for entry in entries:
-                        in_range = after_seq < entry.seq and (upto_seq is None or entry.seq <= upto_seq)
-                        if in_range and entry.env()["conv"] == conv:
-                            yield entry
+                for entry in entries:
+                    in_range = after_seq < entry.seq and (upto_seq is None or entry.seq <= upto_seq)
+                    if in_range and entry.env()["conv"] == conv:
+                        yield entry
             if batches:
                 low = f"({max(batches)}"
             batches = [int(b) for b in self.r.zrangebyscore(k.timeline(conv), low, "+inf", start=0, num=100)]
@@ -743,30 +749,46 @@ class Store:
     def _segment_holding(self, seq: int) -> list[tuple[int, dict[bytes, bytes]]]:
         """The archived segment whose batches start at or before ``seq`` and include it if any
         does (the one starting last at or before it); [] if none."""
-        found = self.r.zrevrangebyscore(self.keys.log_segments, seq, "-inf", start=0, num=1)
-        return self._segment(found[0].decode()) if found else []
+        for _ in range(3):  # renamed by a forget between the two reads: read again
+            found = self.r.zrevrangebyscore(self.keys.log_segments, seq, "-inf", start=0, num=1)
+            if not found:
+                return []
+            batches = self._segment(found[0].decode())
+            if batches is not None:
+                return batches
+        return []
 
     def _archived_after(self, after_seq: int, count: int) -> list[tuple[int, dict[bytes, bytes]]]:
         """Up to ``count`` archived batches whose first seq is above ``after_seq``, in order,
-        from one segment (the next call reads the next one)."""
+        from one segment: the first, from the one that may hold ``after_seq`` on, that holds any
+        (the next call reads the next one)."""
         k = self.keys.log_segments
-        pipe = self.r.pipeline(transaction=False)
-        pipe.zrevrangebyscore(k, after_seq, "-inf", start=0, num=1)  # may hold batches after it
-        pipe.zrangebyscore(k, f"({after_seq}", "+inf", start=0, num=1)
-        members = [m[0].decode() for m in pipe.execute() if m]
-        for member in members:
-            if int(member.split(":")[1]) > after_seq:
-                return [b for b in self._segment(member) if b[0] > after_seq][:count]
+        for _ in range(3):  # a segment renamed by a forget between the two reads: read again
+            start = self.r.zrevrangebyscore(k, after_seq, "-inf", start=0, num=1)
+            low = int(start[0].split(b":")[0]) if start else f"({after_seq}"
+            members = self.r.zrangebyscore(k, low, "+inf")
+            for member in members:
+                if int(member.split(b":")[1]) <= after_seq:
+                    continue
+                batches = self._segment(member.decode())
+                if batches is None:
+                    break
+                later = [b for b in batches if b[0] > after_seq][:count]
+                if later:
+                    return later
+            else:
+                return []
         return []
 
-    def _segment(self, member: str) -> list[tuple[int, dict[bytes, bytes]]]:
-        """One archived segment's batches (``member`` = ``<first>:<last>``), decompressed once
-        per blob: a reader going through a segment a few batches at a time reads it again and
-        again. The blob is fetched each time and compared, so a segment a forget rewrote, or a
-        store flushed and filled again, never answers from an old copy."""
+    def _segment(self, member: str) -> list[tuple[int, dict[bytes, bytes]]] | None:
+        """One archived segment's batches (``member`` = ``<first>:<last>``; None: it is gone,
+        renamed or removed by a forget), decompressed once per blob: a reader going through a
+        segment a few batches at a time reads it again and again. The blob is fetched each time
+        and compared, so a segment a forget rewrote, or a store flushed and filled again, never
+        answers from an old copy."""
         blob = self.r.hget(self.keys.log_archive, member.split(":")[0])
         if blob is None:
-            return []
+            return None
         cached = self._segments.get(member)
         if cached is not None and cached[0] == blob:
             return cached[1]

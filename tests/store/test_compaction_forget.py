@@ -1,4 +1,5 @@
-"""Review of compaction x forget (2026-12-07): failing tests demonstrating bugs."""
+"""Compaction and forget together: a forgotten line never sealed, segments a forget rewrote never hide the
+next one, a sealed line read again not sealed twice, earlier agg-forget entries kept as in the stream."""
 
 from __future__ import annotations
 
