@@ -503,26 +503,15 @@ class Projector:
                 if not later:
                     return applied
                 entries = list(self.store.entries_after(cp, later[0][0] + defaults.PROJECT_BATCH_ENTRIES - 1))
-            cut = next((i for i, e in enumerate(entries) if e.is_forget), None)
+            cut = next((i for i, e in enumerate(entries) if e.is_forget), len(entries))
             if cut == 0:
                 # a forget is a step of its own: it reads what the conversation left in the
                 # projections as of this checkpoint, and takes exactly that off
+                entries = entries[:1]
                 res = self._forget_step(cp, entries[0], token)
-                if token:
-                    self.store.client.pexpire(self.keys.proj_lock, REBUILD_LOCK_TTL_MS)
-                if res == b"locked":
-                    return applied
-                if res == b"ok":
-                    applied += 1
-                continue
-            if cut is not None:
+            else:
                 entries = entries[:cut]
-            items = list(self._rederive(entries) if rederive else ((e.env(), orjson.loads(e.facts)) for e in entries))
-            fold = Fold(self._read_state(entries, items))
-            for entry, (env, fx) in zip(entries, items, strict=True):
-                fold.entry(entry.seq, env, fx, entry.project)
-            fold.finish()
-            res = self._apply(cp, entries[-1].seq, token, fold)
+                res = self._fold_step(cp, entries, token, rederive)
             if token:
                 self.store.client.pexpire(self.keys.proj_lock, REBUILD_LOCK_TTL_MS)
             if res == b"locked":
@@ -530,6 +519,47 @@ class Projector:
             if res == b"ok":
                 applied += len(entries)
         return applied
+
+    def _fold_step(self, cp: int, entries: list[LogEntry], token: str, rederive: bool) -> bytes:
+        """Fold ``entries`` (none an ``agg-forget``) into the projections in one script call."""
+        items = list(self._rederive(entries) if rederive else ((e.env(), orjson.loads(e.facts)) for e in entries))
+        fold = Fold(self._read_state(entries, items))
+        for entry, (env, fx) in zip(entries, items, strict=True):
+            fold.entry(entry.seq, env, fx, entry.project)
+        fold.finish()
+        targets = [(self.keys.proj(conv), d.ops()) for conv, d in fold.convs.items()]
+        targets += [(self.global_key(name), d.ops()) for name, d in fold.glob.items()]
+        return self._run_step(cp, entries[-1].seq, token, targets, list(fold.convs))
+
+    def _run_step(
+        self, cp: int, upto: int, token: str, targets: list[tuple[str, list[Any]]], touched: list[str]
+    ) -> bytes:
+        """One PROJECT call: every target's ops, the conversations ``touched`` marked changed, and
+        the checkpoint moved from ``cp`` to ``upto`` by compare-and-set."""
+        keys: list[str] = []
+        args: list[Any] = []
+        for key, ops in targets:
+            keys.append(key)
+            args.append(len(ops))
+            for op in ops:
+                args += op
+        # Which conversations this step changed — whatever entry caused it (a summary or a usage
+        # line of one conversation can change another's projection): the writer re-reads these
+        # (tests/process/test_snapshot_writer.py::test_reader_never_sees_a_partial_file).
+        keys.append(self.keys.proj_changed)
+        args.append(len(touched))
+        for conv in touched:
+            args += ("touch", "", conv)
+        call = scripts.project_call(
+            proj_seq=self.keys.proj_seq,
+            proj_lock=self.keys.proj_lock,
+            targets=keys,
+            after_seq=cp,
+            upto_seq=upto,
+            token=token,
+            ops=args,
+        )
+        return bytes(self._project(keys=call.keys, args=call.args)[0])
 
     def _forget_step(self, cp: int, entry: LogEntry, token: str) -> bytes:
         """Apply one ``agg-forget`` entry: drop the conversation's projection and take what it
@@ -552,27 +582,7 @@ class Projector:
         links, touched = self._forget_projects(conv)
         targets += links
         touched += [c for c in gained if c not in touched]
-        keys: list[str] = []
-        args: list[Any] = []
-        for key, ops in targets:
-            keys.append(key)
-            args.append(len(ops))
-            for op in ops:
-                args += op
-        keys.append(k.proj_changed)
-        args.append(len(touched))
-        for c in touched:
-            args += ("touch", "", c)
-        call = scripts.project_call(
-            proj_seq=k.proj_seq,
-            proj_lock=k.proj_lock,
-            targets=keys,
-            after_seq=cp,
-            upto_seq=entry.seq,
-            token=token,
-            ops=args,
-        )
-        return bytes(self._project(keys=call.keys, args=call.args)[0])
+        return self._run_step(cp, entry.seq, token, targets, touched)
 
     def _forget_recent(self, conv: str, seq: int) -> list[tuple[str, list[tuple[str, Any, Any]]]]:
         """Ops on the recent messages: ``conv``'s go; if it was full, those it had let go of come back."""
@@ -825,36 +835,6 @@ class Projector:
         for (p, uuid, c), here in zip(checks, self.store.holds([(c, uuid) for _, uuid, c in checks]), strict=True):
             if here:
                 st.located.setdefault((p, uuid), []).append(c)
-
-    def _apply(self, cp: int, upto: int, token: str, fold: Fold) -> bytes:
-        targets = [(self.keys.proj(conv), d) for conv, d in fold.convs.items()]
-        targets += [(self.global_key(name), d) for name, d in fold.glob.items()]
-        keys: list[str] = []
-        args: list[Any] = []
-        for key, d in targets:
-            ops = d.ops()
-            keys.append(key)
-            args.append(len(ops))
-            for op in ops:
-                args += op
-        # Which conversations this step changed — whatever entry caused it (a summary or a usage
-        # line of one conversation can change another's projection): the writer re-reads these
-        # (tests/process/test_snapshot_writer.py::test_reader_never_sees_a_partial_file).
-        keys.append(self.keys.proj_changed)
-        args.append(len(fold.convs))
-        for conv in fold.convs:
-            args += ("touch", "", conv)
-        call = scripts.project_call(
-            proj_seq=self.keys.proj_seq,
-            proj_lock=self.keys.proj_lock,
-            targets=keys,
-            after_seq=cp,
-            upto_seq=upto,
-            token=token,
-            ops=args,
-        )
-        res = self._project(keys=call.keys, args=call.args)
-        return bytes(res[0])
 
     def changed_since(self, mark: float) -> tuple[list[str], float]:
         """Conversations whose projection changed after change ``mark``, and the newest mark."""
