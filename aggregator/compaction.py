@@ -320,26 +320,18 @@ def forget_archived(store: Store, conv: str, firsts: Iterable[int]) -> tuple[int
     members = [m for m in members if any(int(m.split(":")[0]) <= f <= int(m.split(":")[1]) for f in firsts)]
     dropped = rewritten = 0
     for member in members:
-        old = store.r.hget(keys.log_archive, member.split(":")[0])
-        if old is None:
-            continue  # rewritten (renamed) or removed by another forget meanwhile: looked at again below
-        batches, d, r = _blank(unpack_segment(old), conv, firsts)
-        if not d and not r:
-            continue
-        call = scripts.segment_replace_call(
-            archive=keys.log_archive,
-            segments=keys.log_segments,
-            member=member,
-            old=old,
-            new=pack_segment(batches) if batches else b"",
-            first=batches[0][0] if batches else 0,
-            last=batches[-1][0] if batches else 0,
-        )
-        if replace(keys=call.keys, args=call.args):
-            dropped, rewritten = dropped + d, rewritten + r
-        else:  # another forget rewrote it first: read the segments again
-            more = forget_archived(store, conv, firsts)
-            return dropped + more[0], rewritten + more[1]
+        while (old := store.r.hget(keys.log_archive, member.split(":")[0])) is not None:
+            batches, d, r = _blank(unpack_segment(old), conv, firsts)
+            if not d and not r:
+                break
+            new = pack_segment(batches) if batches else b""
+            call = scripts.segment_replace_call(
+                archive=keys.log_archive, segments=keys.log_segments, member=member, old=old, new=new
+            )
+            if replace(keys=call.keys, args=call.args):
+                dropped, rewritten = dropped + d, rewritten + r
+                break
+            # another forget rewrote it first: blank its copy
     return dropped, rewritten
 
 

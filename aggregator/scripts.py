@@ -627,27 +627,24 @@ SEGMENT_REPLACE = r"""
 -- Replace one archived log segment by a rewritten copy (agg forget blanks a forgotten
 -- conversation's entries in the archive as FORGET does in the stream), if it is still the copy
 -- the rewrite was made from (compare-and-set: two forgets rewriting one segment never lose one's
--- work). The segment is renamed after the batches it now holds (its first and last may have been
--- dropped: a name that said more made readers skip the next segment, tests/store/
--- test_compaction_forget.py::test_a_segment_whose_last_batches_a_forget_dropped_does_not_hide_the_next_one);
--- an empty copy removes it.
+-- work); an empty copy removes it. Its name stays: a segment's first and last are bounds, and
+-- readers go on to the next segment when one holds nothing past where they are (tests/store/
+-- test_compaction_forget.py::test_a_segment_whose_last_batches_a_forget_dropped_does_not_hide_the_next_one).
 --
 -- KEYS[1] archive   hash  segments (first -> zstd frame)
 -- KEYS[2] segments  zset  "<first>:<last>", score first
--- ARGV[1] member    the segment's member now ("<first>:<last>"; first is its field in archive)
+-- ARGV[1] member    the segment's member ("<first>:<last>"; first is its field in archive)
 -- ARGV[2] old       the compressed segment the rewrite was made from
 -- ARGV[3] new       the rewritten segment, or "" to remove it
--- ARGV[4] first     the first seq of its first batch now (unused when removed)
--- ARGV[5] last      the first seq of its last batch now (unused when removed)
 --
 -- Returns 1, or 0 (writing nothing) if the segment is no longer `old`.
 local field = string.match(ARGV[1], '^([^:]+):')
 if redis.call('HGET', KEYS[1], field) ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], field)
-redis.call('ZREM', KEYS[2], ARGV[1])
-if ARGV[3] ~= '' then
-  redis.call('HSET', KEYS[1], ARGV[4], ARGV[3])
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[4] .. ':' .. ARGV[5])
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], field)
+  redis.call('ZREM', KEYS[2], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], field, ARGV[3])
 end
 return 1
 """
@@ -660,11 +657,9 @@ def segment_replace_call(
     member: str,
     old: bytes,
     new: bytes,
-    first: int,
-    last: int,
 ) -> ScriptCall:
     """KEYS and ARGV of one :data:`SEGMENT_REPLACE` call."""
-    return ScriptCall(SEGMENT_REPLACE, [archive, segments], [member, old, new, first, last])
+    return ScriptCall(SEGMENT_REPLACE, [archive, segments], [member, old, new])
 
 
 HMGET_MANY = r"""

@@ -749,46 +749,31 @@ class Store:
     def _segment_holding(self, seq: int) -> list[tuple[int, dict[bytes, bytes]]]:
         """The archived segment whose batches start at or before ``seq`` and include it if any
         does (the one starting last at or before it); [] if none."""
-        for _ in range(3):  # renamed by a forget between the two reads: read again
-            found = self.r.zrevrangebyscore(self.keys.log_segments, seq, "-inf", start=0, num=1)
-            if not found:
-                return []
-            batches = self._segment(found[0].decode())
-            if batches is not None:
-                return batches
-        return []
+        found = self.r.zrevrangebyscore(self.keys.log_segments, seq, "-inf", start=0, num=1)
+        return self._segment(found[0].decode()) if found else []
 
     def _archived_after(self, after_seq: int, count: int) -> list[tuple[int, dict[bytes, bytes]]]:
-        """Up to ``count`` archived batches whose first seq is above ``after_seq``, in order,
-        from one segment: the first, from the one that may hold ``after_seq`` on, that holds any
-        (the next call reads the next one)."""
+        """Up to ``count`` archived batches whose first seq is above ``after_seq``, in order, from
+        one segment: the first, from the one that may hold ``after_seq`` on, that holds any (a
+        forget may have emptied a segment's end; the next call reads the next segment)."""
         k = self.keys.log_segments
-        for _ in range(3):  # a segment renamed by a forget between the two reads: read again
-            start = self.r.zrevrangebyscore(k, after_seq, "-inf", start=0, num=1)
-            low = int(start[0].split(b":")[0]) if start else f"({after_seq}"
-            members = self.r.zrangebyscore(k, low, "+inf")
-            for member in members:
-                if int(member.split(b":")[1]) <= after_seq:
-                    continue
-                batches = self._segment(member.decode())
-                if batches is None:
-                    break
-                later = [b for b in batches if b[0] > after_seq][:count]
+        start = self.r.zrevrangebyscore(k, after_seq, "-inf", start=0, num=1)
+        low = int(start[0].split(b":")[0]) if start else f"({after_seq}"
+        for member in self.r.zrangebyscore(k, low, "+inf"):
+            if int(member.split(b":")[1]) > after_seq:
+                later = [b for b in self._segment(member.decode()) if b[0] > after_seq]
                 if later:
-                    return later
-            else:
-                return []
+                    return later[:count]
         return []
 
-    def _segment(self, member: str) -> list[tuple[int, dict[bytes, bytes]]] | None:
-        """One archived segment's batches (``member`` = ``<first>:<last>``; None: it is gone,
-        renamed or removed by a forget), decompressed once per blob: a reader going through a
-        segment a few batches at a time reads it again and again. The blob is fetched each time
-        and compared, so a segment a forget rewrote, or a store flushed and filled again, never
-        answers from an old copy."""
+    def _segment(self, member: str) -> list[tuple[int, dict[bytes, bytes]]]:
+        """One archived segment's batches (``member`` = ``<first>:<last>``; [] if a forget removed
+        it), decompressed once per blob: a reader going through a segment a few batches at a time
+        reads it again and again. The blob is fetched each time and compared, so a segment a
+        forget rewrote, or a store flushed and filled again, never answers from an old copy."""
         blob = self.r.hget(self.keys.log_archive, member.split(":")[0])
         if blob is None:
-            return None
+            return []
         cached = self._segments.get(member)
         if cached is not None and cached[0] == blob:
             return cached[1]
