@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import tenacity
 
 from aggregator import defaults
-from aggregator.backoff import Backoff
 from aggregator.errors import StoreError
 from aggregator.fts import INDEXED_TYPES, ROLES, parts, prepare
 from aggregator.parse import loads
@@ -137,17 +136,15 @@ class SearchIndex:
         connection opens it at the same moment — two opening a new index, as `agg serve`'s
         indexer and a search do (tests/store/test_web_api.py::test_the_indexer_follows_the_log_and_stops
         failed 1 run in 10): tried again, up to the busy timeout."""
-        backoff = Backoff(0.005, 0.2)
-        deadline = time.monotonic() + defaults.SEARCH_BUSY_TIMEOUT_S
-        while True:
-            try:
+        for attempt in tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda e: isinstance(e, sqlite3.OperationalError) and "locked" in str(e)),
+            wait=tenacity.wait_exponential(multiplier=0.005, max=0.2),
+            stop=tenacity.stop_after_delay(defaults.SEARCH_BUSY_TIMEOUT_S),
+            reraise=True,
+        ):
+            with attempt:
                 if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                     self.db.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) or time.monotonic() >= deadline:
-                    raise
-                time.sleep(backoff.fail())
 
     @classmethod
     def open(cls, store: Store, data_dir: Path) -> SearchIndex:
