@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import pty
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from devtools.agg import REPO, agg_env, run_agg
+from devtools.agg import agg_env, run_agg
 from devtools.redisproc import RedisProcess
-from tests.support.cli import one_line_error
+from tests.support.cli import on_a_terminal, one_line_error
 from tests.support.records import assistant, session_file, tokens, user, write
 
 ALPHA = "aaaa1111-0000-4000-8000-000000000001"
@@ -95,32 +91,11 @@ def test_without_a_terminal_it_asks_for_yes(env: dict[str, str]) -> None:
     assert _json(["forget", str(path), "--yes"], env)["conversations"][0]["conv"] == BETA  # a .jsonl path
 
 
-def test_by_project_and_on_a_terminal(env: dict[str, str]) -> None:
-    code, out = _on_a_terminal(["forget", "--project", "alpha"], env, answer=b"n\n")
+def test_by_project_andon_a_terminal(env: dict[str, str]) -> None:
+    code, out = on_a_terminal(["forget", "--project", "alpha"], env, answer=b"n\n")
     assert code == 1 and "Forget conversation " + ALPHA in out and "nothing forgotten" in out
     assert len(_json(["list"], env)["conversations"]) == 2
-    code, out = _on_a_terminal(["forget", "--project", "alpha"], env, answer=b"y\n")
+    code, out = on_a_terminal(["forget", "--project", "alpha"], env, answer=b"y\n")
     assert code == 0 and f"forgot {ALPHA}: 2 events" in out
     assert [c["key"] for c in _json(["list"], env)["conversations"]] == [BETA]
     one_line_error(run_agg(["forget", "--project", "alpha", "--yes"], env, check=False), 4, "alpha")
-
-
-def _on_a_terminal(args: list[str], env: dict[str, str], *, answer: bytes) -> tuple[int, str]:
-    """Run `agg ARGS` on a pseudo-terminal, typing ``answer``; its exit code and what it wrote."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", *args], env=env, cwd=REPO, stdin=slave, stdout=slave, stderr=slave
-    )
-    os.close(slave)
-    os.write(master, answer)
-    out = bytearray()
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: every writer closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(master)
-    return proc.wait(timeout=60), out.decode("utf-8", "replace").replace("\r\n", "\n")

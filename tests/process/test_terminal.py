@@ -4,21 +4,15 @@ matched words — while the same commands into a pipe stay plain (tests/process/
 
 from __future__ import annotations
 
-import fcntl
-import os
-import pty
 import re
-import struct
-import subprocess
-import sys
-import termios
 from pathlib import Path
 
 import pytest
 import redis
 
-from devtools.agg import REPO, agg_env, run_agg
+from devtools.agg import agg_env, run_agg
 from devtools.redisproc import RedisProcess
+from tests.support.cli import on_a_terminal
 
 ANSI = re.compile("\x1b\\[[0-9;]*m")
 BOLD_YELLOW = "\x1b[1;33m"
@@ -34,28 +28,6 @@ def env(redis_server: RedisProcess, r: redis.Redis, corpus: Path, tmp_path: Path
 def plain(text: str) -> list[str]:
     """``text`` without colour, as lines without trailing blanks, ending at its last non-blank line."""
     return "\n".join(line.rstrip() for line in ANSI.sub("", text).splitlines()).rstrip("\n").splitlines()
-
-
-def on_a_terminal(args: list[str], env: dict[str, str], *, rows: int, cols: int = 100) -> tuple[int, str]:
-    """Run `agg ARGS` with its stdin, stdout and stderr on a pseudo-terminal of ``rows`` × ``cols``; its exit
-    code and everything it wrote there."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", *args], env=env, cwd=REPO, stdin=slave, stdout=slave, stderr=slave
-    )
-    os.close(slave)
-    out = bytearray()
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: every writer closed the terminal
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(master)
-    return proc.wait(timeout=60), out.decode("utf-8", "replace").replace("\r\n", "\n")
 
 
 def test_a_long_transcript_opens_in_the_pager(env: dict[str, str], tmp_path: Path) -> None:
