@@ -48,6 +48,23 @@ def _most_recent(r: redis.Redis, corpus: Path) -> str:
     return max(held, key=lambda c: (held[c], c))
 
 
+def _split(r: redis.Redis, corpus: Path) -> tuple[str, list[SourceFile], list[SourceFile]]:
+    """The conversation to forget (:func:`_most_recent`), its files, and every other file."""
+    files = _by_conv(corpus)
+    conv = _most_recent(r, corpus)
+    return conv, files[conv], [sf for c, fs in files.items() if c != conv for sf in fs]
+
+
+def _with_and_without(r: redis.Redis, mine: list[SourceFile], others: list[SourceFile]) -> tuple[Store, Store]:
+    """A store that read the others' files then ``mine`` (namespace agg: the others' seqs are those
+    of a store without it), and one that never read ``mine`` (namespace ref)."""
+    store, without = Store(r, Keys("agg"), HOST), Store(r, Keys("ref"), HOST)
+    ingest(store, others)
+    ingest(store, mine)
+    ingest(without, others)
+    return store, without
+
+
 def _figures(store: Store) -> dict[str, object]:
     st = store.stats()
     return {
@@ -92,13 +109,8 @@ def test_forget_leaves_the_store_a_store_that_never_had_it(r: redis.Redis, corpu
     """Forget the conversation with the most recent messages (read last, so the others' seqs are those
     of a store without it): counts, usage and every projection equal the store that never read it,
     and stay equal after a rebuild and after its files are read again by this host and another one."""
-    files = _by_conv(corpus)
-    conv = _most_recent(r, corpus)
-    others = [sf for c, fs in files.items() if c != conv for sf in fs]
-    store, without = Store(r, Keys("agg"), HOST), Store(r, Keys("ref"), HOST)
-    ingest(store, others)
-    ingest(store, files[conv])
-    ingest(without, others)
+    conv, mine, others = _split(r, corpus)
+    store, without = _with_and_without(r, mine, others)
     assert len(store.recent_messages()) == RECENT_KEEP  # full: the forget must bring back what it pushed out
     assert any(m.conv == conv for m in store.recent_messages())
     usage_before = report(store, "model")["total"]
@@ -118,7 +130,7 @@ def test_forget_leaves_the_store_a_store_that_never_had_it(r: redis.Redis, corpu
 
     again = ingest(store, iter_transcripts([corpus]))  # this host: every cursor is at the end
     assert (again.lines, again.forgotten) == (0, 0)
-    lines_of_conv = sum(1 for sf in files[conv] for ln in Path(sf.path).read_bytes().splitlines() if ln.strip())
+    lines_of_conv = sum(1 for sf in mine for ln in Path(sf.path).read_bytes().splitlines() if ln.strip())
     other_host, other_ref = Store(r, Keys("agg"), "other-host"), Store(r, Keys("ref"), "other-host")
     seen = ingest(other_host, iter_transcripts([corpus]))
     ingest(other_ref, others)
@@ -391,13 +403,8 @@ def test_a_sealed_conversation_is_forgotten_with_its_chunks(r: redis.Redis, tmp_
 def test_an_archived_conversation_is_forgotten_from_its_segments(r: redis.Redis, corpus: Path) -> None:
     """Compaction moved the log into archived segments (and sealed every body): the forget scrubs
     the segments as FORGET scrubs the stream, and the store still equals one that never read it."""
-    files = _by_conv(corpus)
-    conv = _most_recent(r, corpus)
-    others = [sf for c, fs in files.items() if c != conv for sf in fs]
-    store, without = Store(r, Keys("agg"), HOST), Store(r, Keys("ref"), HOST)
-    ingest(store, others)
-    ingest(store, files[conv])
-    ingest(without, others)
+    conv, mine, others = _split(r, corpus)
+    store, without = _with_and_without(r, mine, others)
     Projector(store).catch_up()
     report_ = Compactor(store, segment_batches=7).run(0, keep_log=0)
     assert report_.log_batches > 10 and r.xlen("agg:log") == 0
