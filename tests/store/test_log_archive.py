@@ -107,10 +107,12 @@ def test_two_archivers_never_archive_a_batch_twice(store: Store, tmp_path: Path)
     want = list(store.entries_after(0))
     reports = [CompactReport(), CompactReport()]
     compactors = [Compactor(store, segment_batches=3), Compactor(store, segment_batches=5)]
-    threads = [
-        threading.Thread(target=lambda c=c, rep=rep: [None for _ in iter(lambda: c.archive_log(rep, keep=0), False)])
-        for c, rep in zip(compactors, reports, strict=True)
-    ]
+
+    def archive_all(compactor: Compactor, report: CompactReport) -> None:
+        while compactor.archive_log(report, keep=0):
+            pass
+
+    threads = [threading.Thread(target=archive_all, args=pair) for pair in zip(compactors, reports, strict=True)]
     for t in threads:
         t.start()
     for t in threads:
