@@ -153,10 +153,10 @@ def client_from_url(url: str, **options: object) -> redis.Redis:
         raise ConfigError(f"bad Redis URL {mask_url(url)!r}: {e}") from None
 
 
-def check(client: redis.Redis, masked: str) -> None:
+def check(client: redis.Redis, masked: str) -> bool:
     """PING ``client`` and read its ``maxmemory-policy``; map every failure to one line:
     :class:`RedisUnavailable` (:class:`EvictingRedis` for a Redis that may evict keys) or
-    :class:`NotRedis`."""
+    :class:`NotRedis`. Returns whether the server is a Redis Cluster node."""
     try:
         client.ping()
         try:
@@ -173,16 +173,25 @@ def check(client: redis.Redis, masked: str) -> None:
     except redis.RedisError as e:
         raise as_agg_error(e, masked) from None
     refuse_evicting(policy, f"Redis at {masked}")
-    if cluster in (1, "1"):
-        raise ConfigError(CLUSTER_REFUSED.format(where=f"Redis at {masked}"))
+    return cluster in (1, "1")
 
 
-CLUSTER_REFUSED = (
-    "{where} is a Redis Cluster node: agg does not support Redis Cluster (its scripts touch keys of "
-    "several slots); give it a standalone Redis (a primary, with replicas or Sentinel if you like)"
-)
-"""Said instead of the cross-slot error (and a traceback) the first script met
-(``tests/adversarial/test_redis.py::test_a_cluster_node_is_refused_in_one_line``)."""
+def cluster_client(url: str, **options: object) -> Any:
+    """A ``RedisCluster`` client for the cluster ``url`` names a node of. Every connection it
+    opens to any node (failovers included) runs :func:`check_policy` after redis-py's own
+    handshake."""
+    from redis.cluster import RedisCluster
+
+    kwargs: dict[str, object] = {
+        "socket_timeout": defaults.REDIS_SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": defaults.REDIS_CONNECT_TIMEOUT_S,
+        "redis_connect_func": check_policy,
+    }
+    kwargs.update(options)
+    try:
+        return RedisCluster.from_url(url, **kwargs)
+    except redis.RedisError as e:
+        raise as_agg_error(e, mask_url(url)) from None
 
 
 def open_redis(settings: Settings, *, start: bool = True, **options: object) -> Connection:
@@ -194,5 +203,8 @@ def open_redis(settings: Settings, *, start: bool = True, **options: object) -> 
         emb = EmbeddedRedis(settings.data_dir)
         started = emb.ensure_running() if start else False
         conn = Connection(client_from_url(emb.url, **options), emb.url, emb, started)
-    check(conn.client, conn.masked_url)
+    if check(conn.client, conn.masked_url):
+        conn.client.close()
+        conn.client = cluster_client(conn.url, **options)
+        conn.cluster = True
     return conn

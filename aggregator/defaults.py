@@ -9,6 +9,11 @@ from __future__ import annotations
 NAMESPACE = "agg"
 """Prefix of every key and channel agg owns (RQ keeps its own ``rq:`` keys)."""
 
+CLUSTER_BUCKETS = 16
+"""On a Redis Cluster, the store is this many buckets, each a whole store in one hash slot
+(``<ns>:{b<n>}:…``); a project's conversations share a bucket (:mod:`aggregator.buckets`). Fixed:
+changing it would move projects between buckets."""
+
 BATCH_BYTES = 1 << 20
 """Bytes of complete lines per ingest batch (one body write + one Lua call). 1 MiB keeps the
 Lua call well under Redis' 5 s busy threshold while making the per-batch round trips negligible."""

@@ -96,6 +96,9 @@ class Connection:
     embedded: EmbeddedRedis | None = None
     started: bool = False
     """True if opening it started the embedded server."""
+    cluster: bool = False
+    """True if :attr:`client` is a ``RedisCluster``: the store is split into buckets
+    (:mod:`aggregator.buckets`)."""
 
     @property
     def masked_url(self) -> str:

@@ -1,9 +1,9 @@
 """Every Redis key and channel name agg uses — this module is the only place that spells them.
 
 Global keys sit directly under the namespace (``agg:…``). Keys of one conversation carry the hash
-tag ``{c:<conv>}`` (``agg:{c:<conv>}:…``) so that a conversation's keys live in one Cluster slot.
-The ingest script also touches the global keys (sequence, log, stats, cursor), which is the one
-place a Cluster deployment would need redesigning (per-shard logs).
+tag ``{c:<conv>}`` (``agg:{c:<conv>}:…``). On a Redis Cluster every name below is spelled under a
+bucket's namespace ``<ns>:{b<n>}`` instead (``agg:{b3}:seq``, ``agg:{b3}:{c:K}:body``): the bucket's
+tag comes first and decides the slot, so each script touches one slot (:mod:`aggregator.buckets`).
 
 Layout (type · written by · meaning):
 
@@ -131,6 +131,11 @@ class Keys:
     """Key and channel names under one namespace, in the order of the table above."""
 
     ns: str = defaults.NAMESPACE
+
+    def bucket(self, n: int) -> Keys:
+        """The keys of bucket ``n`` of a store on a Redis Cluster: the namespace ``<ns>:{b<n>}``,
+        whose hash tag comes first in every key, so a bucket is one slot (:mod:`aggregator.buckets`)."""
+        return Keys(f"{self.ns}:{{b{n}}}")
 
     # --- event store (global) -------------------------------------------------------------
     @property

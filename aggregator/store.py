@@ -188,6 +188,14 @@ class Store:
         self._forget = self.client.register_script(scripts.FORGET)
         self._segments: dict[str, tuple[bytes, list[tuple[int, dict[bytes, bytes]]]]] = {}
 
+    def connection_pool(self) -> Any:
+        """The connection pool of the server holding this store's keys: on a Redis Cluster, of
+        the master serving their slot (every key of a store shares one hash tag)."""
+        node_of = getattr(self.client, "get_node_from_key", None)
+        if node_of is None:
+            return self.client.connection_pool
+        return self.r.get_redis_connection(node_of(self.keys.seq)).connection_pool
+
     # --- identity ----------------------------------------------------------------------------
     def identity(self) -> str:
         """The store's identity token, created on first use (``<ns>:store``).
@@ -931,7 +939,7 @@ class CommitStream:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.pool = store.client.connection_pool
+        self.pool = store.connection_pool()
         self.conn: Any = None
         # Sent, replies not read yet, in send order: ("bodies", batch, replies) or ("script", batch, 1).
         self.sent: deque[tuple[str, Batch, int]] = deque()
