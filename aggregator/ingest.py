@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from aggregator import defaults
+from aggregator.buckets import Buckets
 from aggregator.errors import AggError
 from aggregator.layout import SourceFile, Walk, display_path, iter_transcripts
 from aggregator.projections import Projector
@@ -143,6 +144,36 @@ def ingest(
         Projector(store).catch_up()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def ingest_buckets(
+    buckets: Buckets,
+    sources: Iterable[SourceFile],
+    *,
+    progress: Callable[[int], None] | None = None,
+    report: IngestReport | None = None,
+    walk: Walk | None = None,
+) -> IngestReport:
+    """:func:`ingest` into each bucket the files of its projects (one bucket on a single Redis),
+    bucket after bucket, into one report."""
+    report = report if report is not None else IngestReport()
+    started = time.perf_counter()
+    groups: dict[int, list[SourceFile]] = {}
+    for sf in sources:
+        groups.setdefault(buckets.stores.index(buckets.for_project(sf.project)), []).append(sf)
+    sync = 0.0
+    groups = groups or {0: []}  # no files: still report what the walk skipped, catch projections up
+    for i, (n, files) in enumerate(sorted(groups.items())):
+        ingest(buckets.stores[n], files, progress=progress, report=report, walk=walk if i == 0 else None)
+        sync += report.sync_seconds  # each call sets it to its own
+    report.seconds = time.perf_counter() - started
+    report.sync_seconds = sync
+    return report
+
+
+def pending_bytes_all(buckets: Buckets, sources: list[SourceFile]) -> int:
+    """:func:`pending_bytes` over every bucket."""
+    return sum(pending_bytes(b, [s for s in sources if buckets.for_project(s.project) is b]) for b in buckets)
 
 
 class _ProjectorProcess:

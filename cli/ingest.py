@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from aggregator.errors import ConfigError, Interrupted
-from aggregator.ingest import IngestReport, discover, ingest, pending_bytes
+from aggregator.ingest import IngestReport, discover, ingest_buckets, pending_bytes_all
 from aggregator.live.status import record_ingest
 from cli.app import app_context, emit_json
 
@@ -30,18 +30,18 @@ def ingest_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> No
         for p in roots:
             if not os.path.lexists(p):
                 raise ConfigError(f"no such file or directory: {p}")
-        store = app.store()
+        buckets = app.buckets()
         sources, walk = discover(roots)
         report = IngestReport()
         try:
             if sys.stderr.isatty():
-                total = pending_bytes(store, sources)
+                total = pending_bytes_all(buckets, sources)
                 with click.progressbar(
                     length=total, label="ingesting", file=sys.stderr, show_pos=False, show_percent=True, show_eta=True
                 ) as bar:
-                    ingest(store, sources, progress=bar.update, report=report, walk=walk)
+                    ingest_buckets(buckets, sources, progress=bar.update, report=report, walk=walk)
             else:
-                ingest(store, sources, report=report, walk=walk)
+                ingest_buckets(buckets, sources, report=report, walk=walk)
         except KeyboardInterrupt:
             # Every batch is committed atomically with its file's cursor: what Redis took stays,
             # and the next run reads each file from its cursor on
