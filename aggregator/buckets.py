@@ -24,14 +24,15 @@ A position across buckets names a seq per bucket (``0`` = from the beginning of 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aggregator import defaults
 from aggregator.errors import NotFound
 from aggregator.keys import Keys
-from aggregator.store import Store
+from aggregator.layout import SourceFile
+from aggregator.store import Cursor, Store
 
 
 def bucket_of(project: str, count: int = defaults.CLUSTER_BUCKETS) -> int:
@@ -65,11 +66,25 @@ class Buckets:
     def __len__(self) -> int:
         return len(self.stores)
 
+    def index_of(self, project: str) -> int:
+        """The bucket a project's conversations go to (0 on a single Redis)."""
+        return bucket_of(project, len(self.stores)) if self.cluster else 0
+
     def for_project(self, project: str) -> Store:
         """The store a project's conversations go to."""
-        if not self.cluster:
-            return self.stores[0]
-        return self.stores[bucket_of(project, len(self.stores))]
+        return self.stores[self.index_of(project)]
+
+    def cursors_for(self, files: Sequence[SourceFile]) -> list[Cursor | None]:
+        """The cursors of ``files`` (:meth:`Store.cursors_for`), each from its project's bucket."""
+        out: list[Cursor | None] = [None] * len(files)
+        groups: dict[int, list[int]] = {}
+        for i, sf in enumerate(files):
+            groups.setdefault(self.index_of(sf.project), []).append(i)
+        for n, idx in groups.items():
+            _, cursors = self.stores[n].cursors_for([files[i].path for i in idx])
+            for i, cur in zip(idx, cursors, strict=True):
+                out[i] = cur
+        return out
 
     def resolve(self, name: str) -> tuple[Store, str]:
         """The store holding conversation ``name`` (or the one conversation it is a prefix of)

@@ -160,7 +160,7 @@ def ingest_buckets(
     started = time.perf_counter()
     groups: dict[int, list[SourceFile]] = {}
     for sf in sources:
-        groups.setdefault(buckets.stores.index(buckets.for_project(sf.project)), []).append(sf)
+        groups.setdefault(buckets.index_of(sf.project), []).append(sf)
     sync = 0.0
     groups = groups or {0: []}  # no files: still report what the walk skipped, catch projections up
     for i, (n, files) in enumerate(sorted(groups.items())):

@@ -62,6 +62,7 @@ class SeqFloor:
     def __init__(self, keys: Keys, path: Path | None = None) -> None:
         self.keys = keys
         self.path = path
+        self.enabled = True
         self._lock = threading.Lock()
         self.value = self._load()
         self._saved = self.value
@@ -69,16 +70,24 @@ class SeqFloor:
         self.connects = 0
         """New connections made so far."""
         self.run_id: str | None = None
+        self._run_ids: set[str] = set()
         self.servers = 0
         """Times a new connection found a different Redis server process (``run_id``) than the one
         before: a restart or a failover, after which Redis may hold less than it did."""
         self.raised = 0
         """Times a connection found Redis behind the floor and raised it."""
 
+    def off(self) -> None:
+        """Stop keeping a floor: on a Redis Cluster the store's seqs are per bucket, and one
+        floor for all of them would mean nothing (:meth:`observe` does nothing from now on)."""
+        self.enabled = False
+        self.value = 0
+        self.path = None
+
     # --- knowing -------------------------------------------------------------------------------
     def observe(self, seq: int) -> None:
         """Record that ``seq`` was handed out (saved to the file at most every second)."""
-        if seq > self.value:
+        if seq > self.value and self.enabled:
             with self._lock:
                 self.value = max(self.value, seq)
             if time.monotonic() - self._saved_at >= defaults.SEQ_FLOOR_SAVE_S:
@@ -112,13 +121,7 @@ class SeqFloor:
         :class:`~aggregator.errors.EvictingRedis`, which the long-running parts wait out).
         """
         conn.on_connect()
-        check_policy(conn)
-        run_id = self._run_id(conn)
-        with self._lock:
-            self.connects += 1
-            if run_id is None or run_id != self.run_id:
-                self.servers += 1
-                self.run_id = run_id
+        self.node_hook(conn)
         floor = self.value
         if floor <= 0:
             return
@@ -140,6 +143,21 @@ class SeqFloor:
                 int(res[1]),
                 floor,
             )
+
+    def node_hook(self, conn: Any) -> None:
+        """What :meth:`hook` does but the floor, on a connection redis-py has set up: refuse an
+        evicting Redis and count a server process not met before (:attr:`servers`). The whole
+        hook on a Redis Cluster's connections (``RedisCluster`` runs its handshake first), where a
+        connection reaches one node of many and the store's seqs are per bucket: a failover
+        still counts as a new server, so the watcher re-checks every file against its cursor."""
+        check_policy(conn)
+        run_id = self._run_id(conn)
+        with self._lock:
+            self.connects += 1
+            if run_id is None or run_id not in self._run_ids:
+                self.servers += 1
+                self._run_ids.add(run_id or "")
+                self.run_id = run_id
 
     @staticmethod
     def _run_id(conn: Any) -> str | None:

@@ -28,7 +28,7 @@ from redis.retry import Retry
 
 from aggregator.backoff import Backoff
 from aggregator.config import Settings
-from aggregator.connection import check, client_from_url, is_away, mask_url
+from aggregator.connection import check, client_from_url, cluster_client, is_away, mask_url
 from aggregator.embedded import EmbeddedRedis
 from aggregator.errors import EmbeddedRedisError, RedisUnavailable, first_line
 from aggregator.lifecycle import StopFlag
@@ -55,20 +55,35 @@ class LiveRedis:
         self.embedded = None if settings.redis_url else EmbeddedRedis(Path(settings.data_dir))
         self.masked = mask_url(settings.redis_url) if settings.redis_url else "embedded"
         self.client: redis.Redis | None = None
+        self.cluster = False
+        """Whether Redis is a Redis Cluster (known once connected): the store is in buckets."""
         self.down = False
         self.down_since = 0.0
         self.reason = ""
         self.backoff = Backoff(jitter=0.2)
 
-    def _make_client(self) -> redis.Redis:
+    def _url(self) -> str:
         if self.settings.redis_url:
-            url = self.settings.redis_url
-        else:
-            assert self.embedded is not None
-            url = self.embedded.url
+            return self.settings.redis_url
+        assert self.embedded is not None
+        return self.embedded.url
+
+    def _make_client(self) -> redis.Redis:
+        url = self._url()
         if self.embedded is not None:
             self.masked = mask_url(url)
         return client_from_url(url, retry=Retry(NoBackoff(), 0), **self.floor.client_options())
+
+    def _to_cluster(self) -> None:
+        """Swap the plain client for a ``RedisCluster`` one. Its connections run the floor's
+        :meth:`~aggregator.seqfloor.SeqFloor.node_hook` (a failover counts as a new server); the
+        cluster client's own retries follow a slot to its new master after a failover, and what
+        they cannot is an outage for the service loop."""
+        assert self.client is not None
+        self.client.close()
+        self.floor.off()
+        self.client = cluster_client(self._url(), redis_connect_func=self.floor.node_hook)
+        self.cluster = True
 
     def connect(self) -> bool:
         """Wait (with backoff) until Redis answers a PING; False if stopped meanwhile.
@@ -88,7 +103,8 @@ class LiveRedis:
                         raise RedisUnavailable(str(e)) from None
                 if self.client is None:
                     self.client = self._make_client()
-                check(self.client, self.masked)
+                if check(self.client, self.masked) and not self.cluster:
+                    self._to_cluster()
                 return not self.stop
             except Exception as e:
                 if not is_away(e):

@@ -33,6 +33,7 @@ import time
 from typing import Any, ClassVar
 
 from aggregator import defaults
+from aggregator.buckets import Buckets
 from aggregator.config import Settings
 from aggregator.connection import check, is_away
 from aggregator.errors import StoreError, StoreReset
@@ -67,6 +68,9 @@ class Service:
         self.log = logging.getLogger(f"agg.{self.role}")
         self.redis = LiveRedis(settings, stop, self.floor, on_wait=self._waiting, log=self.log)
         self.store: Store | None = None
+        """The store on a single Redis; on a Redis Cluster, bucket 0's (see :attr:`buckets`)."""
+        self.buckets: Buckets | None = None
+        """The store's buckets: one on a single Redis (:attr:`store`), many on a cluster."""
         self.store_id = ""
         self.store_resets = 0
         """Times the store was found to have lost its keys under this process."""
@@ -109,14 +113,22 @@ class Service:
     def _open_store(self) -> None:
         client = self.redis.client
         assert client is not None
-        store = Store(client, self.keys, self.settings.host)
-        identity = store.identity()
+        buckets = Buckets(client, self.keys, self.settings.host, cluster=self.redis.cluster)
+        identity = self._identity(buckets, create=True)
         if self.store_id and identity != self.store_id:
             # Reconnected to a store that is not the one we served (an empty Redis at the same
             # address): the floor hook raised seq if it found one behind; say what happened.
             self.log.warning("the store was replaced while Redis was away (its identity changed)")
-        store.expect_id = self.store_id = identity
-        self.store = store
+        self.store_id = identity
+        for store, token in zip(buckets, identity.split(","), strict=True):
+            store.expect_id = token
+        self.buckets = buckets
+        self.store = buckets.stores[0]
+
+    @staticmethod
+    def _identity(buckets: Buckets, *, create: bool = False) -> str:
+        """The identities of the buckets' stores, ``,``-joined (one on a single Redis)."""
+        return ",".join(s.identity() if create else s.current_identity() for s in buckets)
 
     def _store_went_back(self, why: str) -> None:
         self.store_resets += 1
@@ -143,7 +155,8 @@ class Service:
         self._checked_at = now
         assert self.store is not None and self.redis.client is not None
         check(self.redis.client, self.redis.masked)
-        if self.store.current_identity() != self.store_id:
+        assert self.buckets is not None
+        if self._identity(self.buckets) != self.store_id:
             raise StoreReset("the store lost its keys (FLUSHALL, or an empty backup restored)")
 
     def _waiting(self, reason: str) -> None:

@@ -47,6 +47,9 @@ from aggregator.paths import DataPaths
 
 log = logging.getLogger("agg.run")
 
+NOT_ON_A_CLUSTER = ("serve", "worker")
+"""Parts ``agg run`` leaves out on a Redis Cluster: not made for a store in buckets yet."""
+
 EXIT_ALREADY_RUNNING = AlreadyRunning.exit_code
 EXIT_USAGE = ConfigError.exit_code
 
@@ -123,7 +126,14 @@ class Supervisor:
             if self.embedded is not None:
                 self.started_redis = self.embedded.ensure_running()
             # A Redis it cannot use at all stops `agg run` here, with one line (the CLI prints it).
-            open_redis(self.settings, start=False).close()
+            conn = open_redis(self.settings, start=False)
+            conn.close()
+            if conn.cluster:
+                later = [p.name for p in self.parts if p.name in NOT_ON_A_CLUSTER]
+                if later:
+                    log.warning("on a Redis Cluster, agg run does not start %s yet", " or ".join(later))
+                self.parts = [p for p in self.parts if p.name not in NOT_ON_A_CLUSTER]
+                self.web = None
             env = {**os.environ, **self.settings.to_env(redis_url=self._redis_url()), "PYTHONUNBUFFERED": "1"}
             self.children = Children(env, log=log)
             for part in self.parts:

@@ -120,7 +120,8 @@ class Watcher(Service):
         self.tracked: dict[str, Tracked] = {}
         self.hints: Notifier | None = None
         self.watched: list[Path] = []
-        self.tailer: Tailer | None = None
+        self.tailers: list[Tailer] = []
+        """One per bucket of the store (one on a single Redis)."""
         self.last_ingest_at: str | None = None
         self.syncs = 0
         self.resyncs = 0
@@ -173,8 +174,8 @@ class Watcher(Service):
 
     # --- serving -------------------------------------------------------------------------------
     def serve(self) -> None:
-        assert self.store is not None
-        self.tailer = Tailer(self.store)
+        assert self.buckets is not None
+        self.tailers = [Tailer(store) for store in self.buckets]
         if self.serves == 1:
             why = "start"
         elif self.store_resets != self._resets_seen:
@@ -307,7 +308,7 @@ class Watcher(Service):
         self._said.pop(path, None)
 
     def _sync(self, t: Tracked, st: os.stat_result | None) -> None:
-        assert self.tailer is not None and self.store is not None
+        assert self.buckets is not None
         if st is None:
             try:
                 st = os.stat(t.sf.path)
@@ -324,7 +325,7 @@ class Watcher(Service):
         if self.hints:
             self.hints.heat()
         try:
-            res = self.tailer.sync(t.sf)
+            res = self.tailers[self.buckets.index_of(t.sf.project)].sync(t.sf)
         except OSError as e:  # an unreadable file (EIO, permissions changed): skip it, keep going
             self._skip(t, f"unreadable: {e.strerror or e}")
             return
@@ -397,7 +398,8 @@ class Watcher(Service):
         sources: list[tuple[SourceFile, str]] = []
         for watched in self.watched:
             sources += [(sf, str(watched)) for sf in iter_transcripts([watched], walk, allowed=self.roots)]
-        _, cursors = self.store.cursors_for([sf.path for sf, _ in sources])
+        assert self.buckets is not None
+        cursors = self.buckets.cursors_for([sf for sf, _ in sources])
         seen: set[str] = set()
         for (sf, root), cur in zip(sources, cursors, strict=True):
             seen.add(sf.path)

@@ -33,11 +33,13 @@ from typing import Any
 import orjson
 
 from aggregator import defaults
+from aggregator.buckets import Buckets
 from aggregator.compaction import Compactor
 from aggregator.config import Settings, seal_idle_s
 from aggregator.connection import is_away
 from aggregator.errors import first_line
 from aggregator.files import write_private
+from aggregator.keys import Keys
 from aggregator.lifecycle import StopFlag
 from aggregator.live.service import Service
 from aggregator.projections import Projector
@@ -82,6 +84,7 @@ class SnapshotWriter:
         floor: SeqFloor | None = None,
         messages: int = defaults.WRITER_MESSAGES,
         clock: Callable[[], float] = time.time,
+        start_seq: int | None = None,
     ) -> None:
         self.store = store
         self.output = Path(output)
@@ -89,7 +92,7 @@ class SnapshotWriter:
         self.limit = messages
         self.clock = clock
         self.projector = Projector(store)
-        self.seq = seq_in_file(self.output)
+        self.seq = seq_in_file(self.output) if start_seq is None else start_seq
         """The seq the last snapshot covered (the one on disk, at start): never written lower."""
         self.views: dict[str, dict[str, Any]] = {}
         self.previews: Previews = {}
@@ -158,40 +161,19 @@ class SnapshotWriter:
             "messages": with_separators(self.messages, titles),
         }
 
+    def mark_written(self) -> None:
+        """The file now shows what is in memory (the ``active`` flags it shows are known)."""
+        self._written_active = {k: v["active"] for k, v in self.views.items()}
+
     # --- writing -------------------------------------------------------------------------------
     def write(self) -> dict[str, Any]:
         """Write ``current.json`` atomically (0600), record and announce it; returns the notice."""
-        doc = self.document()
-        data = orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        write_private(self.output, data)
+        store, at_ms = self.store, int(self.clock() * 1000)
+        notice = publish_snapshot(self.document(), self.output, store.client, store.keys, store.host, at_ms)
         self.writes += 1
-        self._written_active = {k: v["active"] for k, v in self.views.items()}
+        self.mark_written()
         if self.floor is not None:
             self.floor.observe(self.seq)
-        notice = {
-            "seq": self.seq,
-            "generated_at": doc["generated_at"],
-            "path": str(self.output),
-            "conversations": len(doc["conversations"]),
-            "messages": len(self.messages),
-            "bytes": len(data),
-        }
-        k = self.store.keys
-        pipe = self.store.client.pipeline(transaction=False)
-        pipe.hset(
-            k.snapshot,
-            mapping={
-                "at_ms": int(self.clock() * 1000),
-                "seq": self.seq,
-                "path": str(self.output),
-                "host": self.store.host,
-                "conversations": notice["conversations"],
-                "messages": notice["messages"],
-            },
-        )
-        pipe.publish(k.snapshots_channel, orjson.dumps(notice))
-        pipe.execute()
         return notice
 
     def write_if_changed(self) -> dict[str, Any] | None:
@@ -203,6 +185,85 @@ class SnapshotWriter:
             self._unwritten = False
             return notice
         return None
+
+
+def publish_snapshot(
+    doc: dict[str, Any], output: Path, client: Any, keys: Keys, host: str, at_ms: int
+) -> dict[str, Any]:
+    """Write ``doc`` to ``output`` atomically (0600), record the write in ``<ns>:snapshot`` and
+    announce it on ``<ns>:snapshots``; returns the notice."""
+    data = orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_private(output, data)
+    notice = {
+        "seq": doc["seq"],
+        "generated_at": doc["generated_at"],
+        "path": str(output),
+        "conversations": len(doc["conversations"]),
+        "messages": sum(1 for m in doc["messages"] if not m.get("separator")),
+        "bytes": len(data),
+    }
+    record = {k: notice[k] for k in ("seq", "path", "conversations", "messages")}
+    client.hset(keys.snapshot, mapping={"at_ms": at_ms, "host": host, **record})
+    client.publish(keys.snapshots_channel, orjson.dumps(notice))  # not pipelined: a cluster refuses that
+    return notice
+
+
+class BucketsSnapshotWriter(SnapshotWriter):
+    """``current.json`` of a store on a Redis Cluster: a :class:`SnapshotWriter` per bucket keeps
+    that bucket's part up to date; the file joins them. Its ``seq`` is the sum of the buckets'
+    seqs (it grows whenever any bucket's does), and ``seqs`` maps each bucket to its own; the
+    messages are the newest ``messages`` of all buckets by record time (ties by bucket, then
+    seq). The write is recorded in ``<ns>:snapshot`` and announced on ``<ns>:snapshots``, the
+    namespace's own keys (plain commands, no script: any slot will do)."""
+
+    def __init__(
+        self,
+        buckets: Buckets,
+        output: Path,
+        *,
+        messages: int = defaults.WRITER_MESSAGES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(buckets.stores[0], output, messages=messages, clock=clock)
+        self.buckets = buckets
+        seqs = _seqs_in_file(self.output)
+        self.parts = [
+            SnapshotWriter(store, output, messages=messages, clock=clock, start_seq=seqs.get(str(i), 0))
+            for i, store in enumerate(buckets)
+        ]
+
+    def refresh(self) -> bool:
+        changed = [part.refresh() for part in self.parts]  # every part, not up to the first change
+        self.views = {k: v for part in self.parts for k, v in part.views.items()}
+        tagged = [(m.get("ts") or "", i, m["seq"], m) for i, part in enumerate(self.parts) for m in part.messages]
+        tagged.sort(key=lambda t: t[:3])
+        self.messages = [{**m, "bucket": i} for _, i, _, m in tagged[-self.limit :]] if self.limit else []
+        self.seq = sum(part.seq for part in self.parts)
+        return any(changed)
+
+    def document(self) -> dict[str, Any]:
+        doc = super().document()
+        doc["namespace"] = self.buckets.keys.ns
+        doc["seqs"] = {str(i): part.seq for i, part in enumerate(self.parts)}
+        return doc
+
+    def write(self) -> dict[str, Any]:
+        b, at_ms = self.buckets, int(self.clock() * 1000)
+        notice = publish_snapshot(self.document(), self.output, b.client, b.keys, b.host, at_ms)
+        self.writes += 1
+        for part in self.parts:
+            part.mark_written()
+        return notice
+
+
+def _seqs_in_file(path: Path) -> dict[str, int]:
+    """The ``seqs`` of a cluster store's ``current.json`` ({} if none or unreadable)."""
+    try:
+        seqs = orjson.loads(path.read_bytes()).get("seqs")
+        return {str(k): int(v) for k, v in seqs.items()} if isinstance(seqs, dict) else {}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
 
 
 class WriterService(Service):
@@ -231,6 +292,8 @@ class WriterService(Service):
         self._pubsub: Any = None
         self.seal_idle_s = seal_idle_s()
         self.sealed_lines = 0
+        self.seal_turn = 0
+        """Looks for idle conversations so far: bucket ``seal_turn % buckets`` is next."""
 
     def on_start(self) -> None:
         self.state.update(output=str(self.output), interval_s=self.interval)
@@ -242,12 +305,15 @@ class WriterService(Service):
             self._pubsub = None
 
     def serve(self) -> None:
-        store = self.store
-        assert store is not None
+        store, buckets = self.store, self.buckets
+        assert store is not None and buckets is not None
         # (Re)built from what Redis holds now: after an outage it may hold less than before.
-        self.writer = SnapshotWriter(store, self.output, floor=self.floor)
+        if buckets.cluster:
+            self.writer = BucketsSnapshotWriter(buckets, self.output)
+        else:
+            self.writer = SnapshotWriter(store, self.output, floor=self.floor)
         self._pubsub = store.client.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(store.keys.events_channel)
+        self._pubsub.subscribe(*(s.keys.events_channel for s in buckets))
         # A timer re-checks even without a message (one may be lost; `active` flags expire with
         # time); it never spins, whatever the interval.
         check_every = max(self.interval, 1.0)
@@ -268,8 +334,11 @@ class WriterService(Service):
             if now >= next_seal:
                 # A slice of sealing at a time, between writes: current.json is never late by
                 # more than one slice (the rest is sealed at the next looks, a second apart).
-                left = self._seal(store)
-                next_seal = time.monotonic() + (1.0 if left else defaults.SEAL_CHECK_S)
+                # One bucket per look (a cluster has many), the next bucket a second later.
+                left = self._seal(buckets.stores[self.seal_turn % len(buckets)])
+                self.seal_turn += 1
+                round_done = self.seal_turn % len(buckets) == 0
+                next_seal = time.monotonic() + (1.0 if left or not round_done else defaults.SEAL_CHECK_S)
             timeout = self.last_write + self.interval - now if dirty else next_check - now
             msg = self._pubsub.get_message(timeout=min(max(timeout, 0.0), 1.0))
             if msg is not None and msg.get("type") == "message":

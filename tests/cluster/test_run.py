@@ -1,0 +1,112 @@
+"""`agg run` on a Redis Cluster: the watcher puts each project's files in its bucket, the writer's
+`current.json` joins the buckets, and both carry on through a master's failover."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from aggregator.buckets import Buckets, bucket_of
+from devtools.agg import run_agg, wait_until
+from devtools.cluster import Cluster
+from devtools.redisproc import RedisProcess
+from tests.cluster.conftest import cluster_env
+from tests.support.live import Agg, append, record
+from tests.support.records import line
+
+
+def _current(path: Path) -> dict:  # type: ignore[type-arg]
+    try:
+        return dict(orjson.loads(path.read_bytes()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _single_current(tmp_path: Path, corpus: Path) -> dict:  # type: ignore[type-arg]
+    """`current.json` of the same files on a single Redis, through `agg ingest` and the writer."""
+    with RedisProcess(tmp_path / "single") as server:
+        from devtools.agg import agg_env
+
+        env = agg_env(server, tmp_path / "s")
+        run_agg(["ingest", str(corpus)], env)
+        out = tmp_path / "single.json"
+        with Agg(["writer", "--output", str(out), "--interval", "0.2"], env, tmp_path):
+            wait_until(lambda: _current(out).get("conversations"), "the single store's current.json")
+        return _current(out)
+
+
+def test_run_fills_the_buckets_and_current_json_joins_them(
+    cluster: Cluster, tmp_path: Path, namespace: str, corpus: Path, buckets: Buckets
+) -> None:
+    claude = corpus.parent  # the copy is <tmp>/claude/projects: the claude dir cluster_env names
+    env = cluster_env(cluster, tmp_path, namespace)
+    out = tmp_path / "current.json"
+    single = _single_current(tmp_path, claude / "projects")
+    with Agg(["run", "--no-web", "--output", str(out), "--interval", "0.2"], env, tmp_path) as agg:
+        total = sum(c["events"] for c in single["conversations"])
+        doc = wait_until(
+            lambda: (d := _current(out)) and sum(c["events"] for c in d["conversations"]) == total and d,
+            "current.json with every event", timeout=60,
+        )  # fmt: skip
+        assert {c["key"] for c in doc["conversations"]} == {c["key"] for c in single["conversations"]}
+        ours = {c["key"]: (c["events"], c["usage"], c["title"]) for c in doc["conversations"]}
+        theirs = {c["key"]: (c["events"], c["usage"], c["title"]) for c in single["conversations"]}
+        assert ours == theirs
+        real = [m for m in doc["messages"] if not m.get("separator")]
+        assert [(m["conv"], m["id"]) for m in real] == [
+            (m["conv"], m["id"]) for m in single["messages"] if not m.get("separator")
+        ]
+        assert doc["seq"] == sum(doc["seqs"].values()) == sum(s.last_seq() for s in buckets)
+        # A new line in one project is committed into that project's bucket and shows up.
+        project = "-home-u-new-project"
+        path = claude / "projects" / project / "s-new.jsonl"
+        append(path, line(record("s-new", 1, text="hello from a new project")))
+        wait_until(lambda: any(c["key"] == "s-new" for c in _current(out).get("conversations", [])), "the new line")
+        holding = [s.keys.ns for s in buckets if "s-new" in s.conversations()]
+        assert holding == [buckets.stores[bucket_of(project)].keys.ns]
+        assert agg.stop() == 0
+    assert "Traceback" not in agg.log() and "exited with code" not in agg.log()
+
+
+def test_run_carries_on_through_a_masters_failover(tmp_path: Path, corpus: Path) -> None:
+    """kill -9 the master serving a project's bucket while `agg run` watches: its replica takes
+    over, the watcher and the writer wait it out, and every line is stored once — lines the dead
+    master took but did not pass on are read again from the files."""
+    from aggregator.connection import cluster_client
+    from aggregator.keys import Keys
+    from devtools.agg import HOST
+    from tests.support.live import file_lines, replayed
+
+    claude = corpus.parent
+    project = "-home-u-failover"
+    with Cluster(tmp_path / "cluster", masters=3, replicas=1) as cl:
+        env = cluster_env(cl, tmp_path, "agg")
+        client = cluster_client(cl.url)
+        b = Buckets(client, Keys("agg"), HOST, cluster=True)
+        out = tmp_path / "current.json"
+        with Agg(["run", "--no-web", "--output", str(out), "--interval", "0.2"], env, tmp_path) as agg:
+            wait_until(lambda: _current(out).get("conversations"), "a first current.json", timeout=60)
+            node = client.get_node_from_key(b.stores[bucket_of(project)].keys.seq)
+            victim = cl.ports.index(int(node.port))
+            path = claude / "projects" / project / "s-fail.jsonl"
+            for n in range(1, 41):
+                append(path, line(record("s-fail", n)))
+                if n == 20:
+                    cl.kill_master(victim, wait=False)
+            cl.wait_failover()
+            wait_until(
+                lambda: any(c["key"] == "s-fail" and c["events"] == 40 for c in _current(out).get("conversations", [])),
+                "all 40 lines of the project on the failed-over master in current.json", timeout=90,
+            )  # fmt: skip
+            assert agg.stop() == 0
+        assert "Traceback" not in agg.log() and "is back" in agg.log()
+        client.close()
+        client = cluster_client(cl.url)
+        b = Buckets(client, Keys("agg"), HOST, cluster=True)
+        store = b.stores[bucket_of(project)]
+        assert replayed(store)["s-fail"] == file_lines(path)
+        for s in b:
+            for conv, bodies in replayed(s).items():
+                assert len(bodies) == len(set(bodies)), conv  # nothing doubled
+        client.close()
