@@ -46,6 +46,8 @@ import orjson
 import zstandard
 
 from aggregator import defaults, scripts
+from aggregator.buckets import Buckets
+from aggregator.projections import Projector
 from aggregator.store import Store
 
 DIGEST_BYTES = 32
@@ -132,6 +134,13 @@ class CompactReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def add(self, other: CompactReport) -> None:
+        """Count ``other`` (another bucket's compaction, same idle time) in this report."""
+        for name, value in asdict(other).items():
+            if name != "idle_s":
+                setattr(self, name, getattr(self, name) + value)
+        self.seconds = round(self.seconds, 3)
 
 
 class Compactor:
@@ -295,6 +304,17 @@ class Compactor:
             pass
         report.seconds = round(time.perf_counter() - started, 3)
         return report
+
+
+def compact_buckets(buckets: Buckets, idle_s: float, *, keep_log: int = defaults.LOG_KEEP_BATCHES) -> CompactReport:
+    """``agg compact``: each bucket's projections caught up (idleness is read from them), then the
+    bucket compacted (:meth:`Compactor.run`, ``keep_log`` batches kept in each bucket's log); one
+    report summed over the buckets — on a single Redis, the one store's."""
+    report = CompactReport(idle_s=idle_s)
+    for store in buckets:
+        Projector(store).catch_up()
+        report.add(Compactor(store).run(idle_s, keep_log=keep_log))
+    return report
 
 
 def _last_seq(first: int, fields: dict[bytes, bytes]) -> int:
