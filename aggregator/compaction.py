@@ -28,6 +28,9 @@ then the archive, so ``agg tail --since 0``, a subscription resuming from an old
 ``agg replay --rebuild`` still see every entry once, in seq order
 (``tests/store/test_log_archive.py``).
 
+On a Redis Cluster ``agg compact`` does both in every bucket, each a whole store with its own log
+(:func:`compact_buckets`, :mod:`aggregator.buckets`).
+
 Chunk format, before compression: records of a 32-byte digest (ASCII hex), the line's length (4
 bytes, big-endian) and its bytes; zstd's frame records the content size. Segment format: per
 batch, its first seq (8 bytes) and field count (2), then per field the name's and the value's
@@ -40,15 +43,16 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import zstandard
 
 from aggregator import defaults, scripts
-from aggregator.buckets import Buckets
-from aggregator.projections import Projector
 from aggregator.store import Store
+
+if TYPE_CHECKING:
+    from aggregator.buckets import Buckets
 
 DIGEST_BYTES = 32
 _LEN = struct.Struct(">I")
@@ -310,6 +314,8 @@ def compact_buckets(buckets: Buckets, idle_s: float, *, keep_log: int = defaults
     """``agg compact``: each bucket's projections caught up (idleness is read from them), then the
     bucket compacted (:meth:`Compactor.run`, ``keep_log`` batches kept in each bucket's log); one
     report summed over the buckets — on a single Redis, the one store's."""
+    from aggregator.projections import Projector  # not for the readers of chunks and segments
+
     report = CompactReport(idle_s=idle_s)
     for store in buckets:
         Projector(store).catch_up()
