@@ -28,6 +28,9 @@ then the archive, so ``agg tail --since 0``, a subscription resuming from an old
 ``agg replay --rebuild`` still see every entry once, in seq order
 (``tests/store/test_log_archive.py``).
 
+On a Redis Cluster ``agg compact`` does both in every bucket, each a whole store with its own log
+(:func:`compact_buckets`, :mod:`aggregator.buckets`).
+
 Chunk format, before compression: records of a 32-byte digest (ASCII hex), the line's length (4
 bytes, big-endian) and its bytes; zstd's frame records the content size. Segment format: per
 batch, its first seq (8 bytes) and field count (2), then per field the name's and the value's
@@ -40,13 +43,16 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import zstandard
 
 from aggregator import defaults, scripts
 from aggregator.store import Store
+
+if TYPE_CHECKING:
+    from aggregator.buckets import Buckets
 
 DIGEST_BYTES = 32
 _LEN = struct.Struct(">I")
@@ -132,6 +138,13 @@ class CompactReport:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def add(self, other: CompactReport) -> None:
+        """Count ``other`` (another bucket's compaction, same idle time) in this report."""
+        for name, value in asdict(other).items():
+            if name != "idle_s":
+                setattr(self, name, getattr(self, name) + value)
+        self.seconds = round(self.seconds, 3)
 
 
 class Compactor:
@@ -295,6 +308,19 @@ class Compactor:
             pass
         report.seconds = round(time.perf_counter() - started, 3)
         return report
+
+
+def compact_buckets(buckets: Buckets, idle_s: float, *, keep_log: int = defaults.LOG_KEEP_BATCHES) -> CompactReport:
+    """``agg compact``: each bucket's projections caught up (idleness is read from them), then the
+    bucket compacted (:meth:`Compactor.run`, ``keep_log`` batches kept in each bucket's log); one
+    report summed over the buckets — on a single Redis, the one store's."""
+    from aggregator.projections import Projector  # not for the readers of chunks and segments
+
+    report = CompactReport(idle_s=idle_s)
+    for store in buckets:
+        Projector(store).catch_up()
+        report.add(Compactor(store).run(idle_s, keep_log=keep_log))
+    return report
 
 
 def _last_seq(first: int, fields: dict[bytes, bytes]) -> int:

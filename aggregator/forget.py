@@ -15,17 +15,25 @@ Log batches compaction archived (:mod:`aggregator.compaction`) cannot be rewritt
 Here the forget runs under the projections' lock (as a rebuild does): the projections are caught
 up first, so what the forget step takes off is everything they hold of the conversation, and no
 other projector applies a step in between.
+
+On a Redis Cluster a conversation is forgotten in its bucket (:mod:`aggregator.buckets`): the
+bucket's log gets the ``agg-forget`` entry, and the bucket's projections — caught up and locked
+here, as on a single Redis — apply it. :func:`resolve` and :func:`project_conversations_in` find
+conversations over every bucket, :func:`summary` sums what each bucket's :func:`forget` removed.
 """
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Any
 
+from aggregator.buckets import Buckets
 from aggregator.compaction import forget_archived
 from aggregator.errors import NotFound
 from aggregator.projections import USAGE_FIELDS, Projector
 from aggregator.projects import matches, project_paths
 from aggregator.store import Store
+from aggregator.transcript import conversation_key
 
 USAGE_REPORTED = (*USAGE_FIELDS, "cache_creation_1h", "responses")
 """The usage counts ``agg forget --json`` reports as subtracted."""
@@ -40,6 +48,32 @@ def project_conversations(store: Store, query: str) -> list[str]:
         convs |= {c.decode() for c in store.r.smembers(store.keys.project_convs(p))}
     held = set(store.conversations())
     return sorted(convs & held)
+
+
+def project_conversations_in(buckets: Buckets, query: str) -> list[tuple[Store, str]]:
+    """:func:`project_conversations` over every bucket (``query`` may select projects of several),
+    each with its bucket's store, in key order."""
+    found = [(store, conv) for store in buckets for conv in project_conversations(store, query)]
+    return sorted(found, key=lambda sc: sc[1])
+
+
+def resolve(buckets: Buckets, name: str) -> tuple[Store, str]:
+    """The store (bucket) holding the conversation ``name`` means, and its key: a key, a unique
+    prefix of one, or a transcript's file name or path, as :func:`~aggregator.transcript.conversation_key`
+    takes them. Raises :class:`NotFound` naming the candidates when ambiguous."""
+    if not buckets.cluster:
+        (store,) = buckets
+        return store, conversation_key(store, name)
+    if name.endswith(".jsonl"):
+        name = PurePath(name).name.removesuffix(".jsonl")
+    try:
+        return buckets.resolve(name)
+    except NotFound as e:
+        found = [c for s in buckets for c in s.conversations() if name and c.startswith(name)]
+        if len(found) > 1:
+            shown = ", ".join(found[:5]) + (", …" if len(found) > 5 else "")
+            raise NotFound(f"{name!r} matches {len(found)} conversations ({shown}); give more of the key") from e
+        raise
 
 
 def forget(store: Store, convs: list[str]) -> dict[str, Any]:
@@ -76,6 +110,12 @@ def forget(store: Store, convs: list[str]) -> dict[str, Any]:
                 }
             )
             projector.catch_up(token=token)  # applies the forget entry: its projections go
+    return summary(out)
+
+
+def summary(out: list[dict[str, Any]]) -> dict[str, Any]:
+    """A :func:`forget` result for the conversations ``out`` (as its ``conversations`` lists them):
+    how several calls, one per bucket, report as one."""
     return {
         "conversations": out,
         "events": sum(c["events"] for c in out),

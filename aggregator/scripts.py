@@ -785,18 +785,26 @@ FORGET = r"""
 -- KEYS[15] forgot    string  its tombstone
 -- KEYS[16] turn      hash    its turn state    KEYS[17] lease  string  its turn lease
 -- KEYS[18] chunks    hash    its sealed bodies (aggregator.compaction)
+-- KEYS[19..] patches hash    the patched batch of each batch of its timeline, in timeline order
+--                            (declared, not spelled here: on a Redis Cluster every key a script
+--                            touches must be one of KEYS)
 --
 -- ARGV[1] conv           the conversation key
 -- ARGV[2] conv_json      the key as a JSON string (as envelopes spell it)
--- ARGV[3] patch_prefix   a patched batch's hash, but for its first seq
+-- ARGV[3] firsts         its timeline's members (first seqs), ','-joined, as the caller read them
+--                        for KEYS[19..]
 -- ARGV[4] events_channel ARGV[5] conv_channel  where the agg-forget envelope is published
 --
 -- Returns {"ok", seq, T, events, revisions, duplicates, lines, conversations (0/1),
---          batches deleted, batches patched}, or {"missing"} (nothing written).
+--          batches deleted, batches patched}, or {"missing"}, or {"moved"} when the timeline is
+--          no longer ARGV[3] (a commit added a batch since the caller read it: read it again) —
+--          nothing written for either.
 local conv, cj = ARGV[1], ARGV[2]
 if redis.call('ZSCORE', KEYS[4], conv) == false and redis.call('EXISTS', KEYS[11]) == 0 then
   return {'missing'}
 end
+local timeline = redis.call('ZRANGE', KEYS[12], 0, -1)
+if table.concat(timeline, ',') ~= ARGV[3] then return {'moved'} end
 local t = redis.call('TIME')
 local T = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local old = tonumber(redis.call('GET', KEYS[15]) or '0')
@@ -809,10 +817,10 @@ local function mine(env)
   return p ~= nil and string.sub(env, p, p + #mark - 1) == mark
 end
 local deleted, patched = 0, 0
-for _, first in ipairs(redis.call('ZRANGE', KEYS[12], 0, -1)) do
+for j, first in ipairs(timeline) do
   local id = first .. '-0'
   local found = redis.call('XRANGE', KEYS[2], id, id)
-  local pkey = ARGV[3] .. first
+  local pkey = KEYS[18 + j]
   local f = {}
   if #found > 0 then
     local kv = found[1][2]
@@ -922,18 +930,21 @@ def forget_call(
     turn: str,
     lease: str,
     chunks: str,
+    patches: list[str],
     conv: str,
     conv_json: bytes,
-    patch_prefix: str,
+    firsts: list[str],
     events_channel: str,
     conv_channel: str,
 ) -> ScriptCall:
-    """KEYS and ARGV of one :data:`FORGET` call (built by :meth:`aggregator.store.Store.forget`)."""
+    """KEYS and ARGV of one :data:`FORGET` call (built by :meth:`aggregator.store.Store.forget`):
+    ``firsts`` the timeline's members as read, ``patches`` their patched batches' keys."""
     return ScriptCall(
         FORGET,
         [
             *(seq, log, stats, convs, dirty, due, queued, running, parked, patched),
             *(cur, tl, body, meta, forgot, turn, lease, chunks),
+            *patches,
         ],
-        [conv, conv_json, patch_prefix, events_channel, conv_channel],
+        [conv, conv_json, ",".join(firsts), events_channel, conv_channel],
     )

@@ -450,7 +450,17 @@ class Store:
         atomic step (:data:`~aggregator.scripts.FORGET`); its projections go when the projector
         applies the ``agg-forget`` entry this appends (:mod:`aggregator.forget` does both).
         Raises :class:`NotFound` for a conversation the store does not hold."""
+        while True:
+            res = self._forget_once(conv)
+            if res[0] == b"missing":
+                raise NotFound(f"no conversation {conv!r}")
+            if res[0] != b"moved":  # moved: a commit added a batch to its timeline meanwhile
+                return Forgotten(conv, *(int(x) for x in res[1:10]))
+
+    def _forget_once(self, conv: str) -> Any:
+        """One :data:`~aggregator.scripts.FORGET` call, for ``conv``'s timeline as read now."""
         k = self.keys
+        firsts = [m.decode() for m in self.r.zrange(k.timeline(conv), 0, -1)]
         call = scripts.forget_call(
             seq=k.seq,
             log=k.log,
@@ -470,16 +480,14 @@ class Store:
             turn=k.turn(conv),
             lease=k.lease(conv),
             chunks=k.chunks(conv),
+            patches=[k.log_patch(first) for first in firsts],
             conv=conv,
             conv_json=dumps(conv),
-            patch_prefix=k.log_patch(""),
+            firsts=firsts,
             events_channel=k.events_channel,
             conv_channel=k.conv_channel(conv),
         )
-        res = self._forget(keys=call.keys, args=call.args)
-        if res[0] == b"missing":
-            raise NotFound(f"no conversation {conv!r}")
-        return Forgotten(conv, *(int(x) for x in res[1:10]))
+        return self._forget(keys=call.keys, args=call.args)
 
     def forgotten_at(self, conv: str) -> int | None:
         """``conv``'s tombstone (ms), if it was ever forgotten."""

@@ -6,9 +6,8 @@ from __future__ import annotations
 import click
 
 from aggregator import defaults
-from aggregator.compaction import Compactor
+from aggregator.compaction import compact_buckets
 from aggregator.config import seal_idle_s
-from aggregator.projections import Projector
 from cli.app import app_context, emit_json
 
 
@@ -26,7 +25,8 @@ from cli.app import app_context, emit_json
     type=click.IntRange(min=0),
     default=defaults.LOG_KEEP_BATCHES,
     show_default=True,
-    help="Newest log batches to keep in the stream; older ones the projections have applied are archived.",
+    help="Newest log batches to keep in the stream; older ones the projections have applied are archived "
+    "(on a Redis Cluster, in each bucket's log).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context
@@ -35,9 +35,7 @@ def compact_cmd(ctx: click.Context, idle: float | None, keep_log: int, as_json: 
     (replay and tail stay byte for byte)."""
     with app_context(ctx) as app:
         idle_s = seal_idle_s() if idle is None else idle
-        store = app.store()
-        Projector(store).catch_up()  # idleness is read from the projections
-        report = Compactor(store).run(idle_s, keep_log=keep_log)
+        report = compact_buckets(app.buckets(), idle_s, keep_log=keep_log)
         if as_json:
             emit_json(report.as_dict())
             return

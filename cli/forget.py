@@ -8,12 +8,11 @@ from typing import Any
 import click
 
 from aggregator.errors import AggError, ConfigError, NotFound
-from aggregator.forget import forget, project_conversations
+from aggregator.forget import forget, project_conversations_in, resolve, summary
 from aggregator.paths import DataPaths
 from aggregator.searchindex import SearchIndex
 from aggregator.store import Store
 from aggregator.text import cut_width
-from aggregator.transcript import conversation_key
 from cli.app import App, app_context, emit_json
 from cli.formats import compact
 
@@ -39,17 +38,18 @@ def forget_cmd(
     if not yes and not sys.stdin.isatty():
         raise ConfigError("agg forget asks for confirmation on a terminal: pass --yes to forget without asking")
     with app_context(ctx) as app:
-        store = app.store()
+        buckets = app.buckets()
         if project:
-            convs = project_conversations(store, project)
-            if not convs:
+            chosen = project_conversations_in(buckets, project)
+            if not chosen:
                 raise NotFound(f"no conversation in a project matching {project!r}")
         else:
             # every name resolved before anything is removed: a typo forgets nothing
-            convs = list(dict.fromkeys(conversation_key(store, name) for name in conversations))
+            named = {(s.keys.ns, c): (s, c) for s, c in (resolve(buckets, name) for name in conversations)}
+            chosen = list(named.values())
         if not yes:
-            _confirm(store, convs)
-        res = _forget_here(app, store, convs)
+            _confirm(chosen)
+        res = _forget_all(app, chosen)
         if as_json:
             emit_json(res)
             return
@@ -94,9 +94,27 @@ def _forget_here(app: App, store: Store, convs: list[str]) -> dict[str, Any]:
             index.close()
 
 
-def _confirm(store: Store, convs: list[str]) -> None:
+def _forget_all(app: App, chosen: list[tuple[Store, str]]) -> dict[str, Any]:
+    """:func:`_forget_here` in each bucket (one on a single Redis) for its conversations of
+    ``chosen``; one result, its conversations in the order of ``chosen``."""
+    groups: dict[str, tuple[Store, list[str]]] = {}
+    for store, conv in chosen:
+        groups.setdefault(store.keys.ns, (store, []))[1].append(conv)
+    if len(groups) == 1:
+        ((store, convs),) = groups.values()
+        return _forget_here(app, store, convs)
+    done = {
+        (ns, c["conv"]): c
+        for ns, (store, convs) in groups.items()
+        for c in _forget_here(app, store, convs)["conversations"]
+    }
+    return summary([done[s.keys.ns, c] for s, c in chosen])
+
+
+def _confirm(chosen: list[tuple[Store, str]]) -> None:
     """Ask on the terminal, naming what would go; :class:`AggError` if the answer is no."""
-    rows = store.projection_fields(convs[:5], ["title", "events"])
+    convs = [c for _, c in chosen]
+    rows = [row for store, conv in chosen[:5] for row in store.projection_fields([conv], ["title", "events"])]
     titles = [f"“{cut_width(t, 60)}”" if t else "(untitled)" for t, _ in rows]
     if len(convs) == 1:
         what = f"conversation {convs[0]} ({titles[0]}, {rows[0][1] or 0} events)"

@@ -26,6 +26,7 @@ from aggregator.tailer import Tailer
 from aggregator.usage import report
 from devtools.agg import HOST
 from tests.support.records import PROJECT, assistant, session_file, tokens, ts, uid, user, write
+from tests.support.scriptkeys import watch_scripts
 from tests.support.store import rebuild_reproduces_live, usage_by_conversation
 
 COUNTS = ("events", "revisions", "duplicates", "conversations", "lines")
@@ -448,3 +449,59 @@ def test_nothing_is_archived_while_a_forget_or_rebuild_holds_the_lock(r: redis.R
     assert archive(keys=call.keys, args=call.args) == 0 and not r.exists("agg:log:archive")
     assert compactor.run(0, keep_log=0).log_batches == 2  # b's batch and the agg-forget entry
     assert [e.env()["conv"] for e in store.entries_after(0)] == ["b"] * 3 + ["a"]
+
+
+def _shared_batch(claude: Path) -> None:
+    """A file holding lines of two sessions, keep and gone (one log batch for both)."""
+    recs = [
+        user("keep", "k1", "keep this"),
+        user("gone", "g1", "forget the zebra", at="2026-03-01T10:00:05.000Z"),
+        assistant("keep", "k2", "mk", "rk", tokens(1, 2), parent=None),
+        assistant("gone", "g2", "mg", "rg", tokens(3, 4), at="2026-03-01T10:00:06.000Z"),
+    ]
+    write(session_file(claude, "keep"), recs)
+
+
+def test_every_script_touches_only_the_keys_it_is_given(r: redis.Redis, corpus: Path, tmp_path: Path) -> None:
+    """On a Redis Cluster a script may only touch the keys it is given (KEYS): ingest, the
+    projector, sealing, archiving, a forget scrubbing the archive and patching a shared batch, a
+    rebuild — no script spells a key name of its own (aggregator.keys spells them all)."""
+    store = Store(r, Keys("agg"), HOST)
+    claude = tmp_path / "shared" / "projects"
+    _shared_batch(claude)
+    with watch_scripts(r) as seen:
+        ingest(store, iter_transcripts([corpus, claude]))
+        Projector(store).catch_up()
+        done = Compactor(store, segment_batches=3).run(0, keep_log=1)
+        forget(store, [store.conversations()[0], "gone"])
+        forget(store, ["keep"])  # the patched batch held nothing else: it goes
+        Projector(store).rebuild()
+    assert done.log_segments > 2 and r.zcard("agg:log:patched") == 0
+    scripts_run = {len(declared) for declared, _ in seen.calls}
+    assert len(seen.calls) > 50 and len(scripts_run) > 4
+    assert seen.undeclared() == set()
+
+
+def test_a_forget_whose_timeline_grew_meanwhile_reads_it_again(r: redis.Redis, tmp_path: Path) -> None:
+    """FORGET is given the patch keys of the timeline its caller read: a commit adding a batch to
+    the conversation in between makes it refuse, writing nothing, and the forget reads it again."""
+    claude = tmp_path / "claude" / "projects"
+    _shared_batch(claude)
+    store = Store(r, Keys("agg"), HOST)
+    ingest(store, iter_transcripts([claude]))
+    script = store._forget
+    replies: list[bytes] = []
+
+    def late_commit(**kwargs: object) -> object:
+        if not replies:
+            path = write(session_file(claude, "gone"), [user("gone", "g3", "the late zebra", at=ts(9))])
+            ingest(store, [sf for sf in iter_transcripts([claude]) if sf.path == str(path)])
+        res = script(**kwargs)
+        replies.append(res[0])
+        return res
+
+    store._forget = late_commit  # type: ignore[method-assign]
+    res = forget(store, ["gone"])
+    assert replies == [b"moved", b"ok"] and res["events"] == 3
+    assert b"zebra" not in _log_text(r, "agg") and store.conversations() == ["keep"]
+    rebuild_reproduces_live(store)
