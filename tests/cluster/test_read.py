@@ -10,6 +10,7 @@ process (click's runner) rather than one subprocess each, for time.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import itertools
 import json
@@ -303,3 +304,26 @@ def test_search_follows_each_bucket_s_log_past_what_it_indexed(pair: Pair) -> No
     on_cluster, on_single = pair.both(["search", "--json", "zebracorn*", "--limit", "0"])
     assert on_cluster["total"] == 3
     assert [h["conv"] for h in on_cluster["hits"]] == [h["conv"] for h in on_single["hits"]]
+
+
+# --- mcp -------------------------------------------------------------------------------------------------
+
+
+def test_mcp_tools_answer_as_on_a_single_redis(pair: Pair) -> None:
+    pytest.importorskip("mcp", reason="the MCP SDK is in the test extras")
+    from tests.process.test_mcp import session
+
+    on_cluster, on_single = (asyncio.run(session(env)) for env in (pair.cluster, pair.single))
+    assert on_single["search"]["hits"] and on_single["pages"][0]["messages"]
+
+    def hits(res: dict[str, Any]) -> list[dict[str, Any]]:
+        return [_drop(h, "seq") for h in res["hits"]]
+
+    for name in ("search", "role"):
+        assert hits(on_cluster[name]) == hits(on_single[name]) and on_cluster[name]["total"] == on_single[name]["total"]
+    assert on_cluster["list"] == on_single["list"]
+    assert on_cluster["pages"] == on_single["pages"]
+    assert _drop(on_cluster["usage"], "seq") == _drop(on_single["usage"], "seq")
+    for name in ("missing", "no_word", "bad_by"):
+        assert on_cluster[name].is_error and on_single[name].is_error
+        assert on_cluster[name].content == on_single[name].content
