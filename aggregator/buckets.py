@@ -19,6 +19,13 @@ that never saw a cluster.
 Ordering on a cluster: ``seq`` is per bucket (strictly increasing, never reused, within the
 bucket); an event's place is ``(bucket, seq)``; envelopes of a cluster store carry ``bucket``.
 A position across buckets names a seq per bucket (``0`` = from the beginning of every bucket).
+
+Reading: the library's reading calls (:mod:`aggregator.usage`, :mod:`aggregator.listing`,
+:mod:`aggregator.search`, :mod:`aggregator.live.status`) take a :data:`StoreSet` — one store or
+the buckets — and merge what each bucket holds (:func:`stores_of`): counters add up, a
+conversation is read in its own bucket (:meth:`Buckets.find`), a seq is given per bucket
+(:func:`per_bucket`), and digests are combined in bucket order (:func:`combined_digest`). On a
+single Redis they answer exactly as they did with the one store.
 """
 
 from __future__ import annotations
