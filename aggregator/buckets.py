@@ -19,6 +19,13 @@ that never saw a cluster.
 Ordering on a cluster: ``seq`` is per bucket (strictly increasing, never reused, within the
 bucket); an event's place is ``(bucket, seq)``; envelopes of a cluster store carry ``bucket``.
 A position across buckets names a seq per bucket (``0`` = from the beginning of every bucket).
+
+Reading: the library's reading calls (:mod:`aggregator.usage`, :mod:`aggregator.listing`,
+:mod:`aggregator.search`, :mod:`aggregator.live.status`) take a :data:`StoreSet` — one store or
+the buckets — and merge what each bucket holds (:func:`stores_of`): counters add up, a
+conversation is read in its own bucket (:meth:`Buckets.find`), a seq is given per bucket
+(:func:`per_bucket`), and digests are combined in bucket order (:func:`combined_digest`). On a
+single Redis they answer exactly as they did with the one store.
 """
 
 from __future__ import annotations
@@ -26,13 +33,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import PurePath
+from typing import Any, TypeVar
 
 from aggregator import defaults
 from aggregator.errors import NotFound
 from aggregator.keys import Keys
 from aggregator.layout import SourceFile
 from aggregator.store import Cursor, Store
+
+T = TypeVar("T")
 
 
 def bucket_of(project: str, count: int = defaults.CLUSTER_BUCKETS) -> int:
@@ -101,3 +111,74 @@ class Buckets:
         if matches:
             raise NotFound(f"{name!r} matches {len(matches)} conversations; give more of the key")
         raise NotFound(f"no conversation {name!r}")
+
+    def find(self, name: str) -> tuple[Store, str]:
+        """What a reading command means by ``name`` (:func:`aggregator.transcript.conversation_key`
+        over every bucket): a key, a unique prefix of one, or a transcript's file name or path
+        (``…/<session>.jsonl``); an ambiguous prefix names the candidates."""
+        from aggregator.transcript import conversation_key  # transcript reads projections: not for ingest
+
+        if not self.cluster:
+            return self.stores[0], conversation_key(self.stores[0], name)
+        if name.endswith(".jsonl"):
+            name = PurePath(name).name.removesuffix(".jsonl")
+        try:
+            return self.resolve(name)
+        except NotFound as e:
+            # sorted: a single store lists them by the last seq that touched them, a bucket's own
+            matches = sorted(c for s in self.stores for c in s.conversations() if name and c.startswith(name))
+            if len(matches) > 1:
+                shown = ", ".join(matches[:5]) + (", …" if len(matches) > 5 else "")
+                raise NotFound(f"{name!r} matches {len(matches)} conversations ({shown}); give more of the key") from e
+            raise
+
+    def seq(self) -> int | list[int]:
+        """The log's last seq: a number on a single Redis, one per bucket (in bucket order) on a cluster."""
+        return per_bucket(self, [s.last_seq() for s in self.stores])
+
+    def stats(self) -> dict[str, int]:
+        """:meth:`Store.stats` over every bucket: counters summed, ``last_ingest_ms`` and
+        ``log_last`` the largest."""
+        out: dict[str, int] = {}
+        for store in self.stores:
+            for k, v in store.stats().items():
+                out[k] = max(out.get(k, v), v) if k in _LARGEST else out.get(k, 0) + v
+        return out
+
+    def masters(self) -> int:
+        """How many masters serve the store (1 on a single Redis)."""
+        if not self.cluster:
+            return 1
+        return len({(n.host, n.port) for n in self.client.get_primaries()})
+
+    def used(self) -> list[int]:
+        """The buckets holding at least one conversation (bucket numbers)."""
+        return [i for i, s in enumerate(self.stores) if s.r.zcard(s.keys.convs)]
+
+
+_LARGEST = frozenset({"last_ingest_ms", "log_last"})
+"""Stats fields that are a moment or a position, not a count: over buckets, the largest."""
+
+StoreSet = Store | Buckets | Sequence[Store]
+"""What a library reading call accepts: one store, or the buckets of one (a cluster store)."""
+
+
+def stores_of(where: StoreSet) -> list[Store]:
+    """The stores of ``where``, in bucket order (a single store: itself)."""
+    if isinstance(where, Store):
+        return [where]
+    if isinstance(where, Buckets):
+        return list(where.stores)
+    return list(where)
+
+
+def per_bucket(where: StoreSet, values: list[T]) -> T | list[T]:
+    """A figure with one value per bucket (a seq): the list on a cluster store, else the one value."""
+    return values if isinstance(where, Buckets) and where.cluster else values[0]
+
+
+def combined_digest(digests: Sequence[str]) -> str:
+    """One digest of several buckets' projection digests, in bucket order (a single one: itself)."""
+    if len(digests) == 1:
+        return digests[0]
+    return hashlib.sha1("\n".join(digests).encode()).hexdigest()

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from aggregator.buckets import StoreSet, stores_of
 from aggregator.config import active_minutes as active_minutes_setting
 from aggregator.parse import ts_ms
 from aggregator.prices import Costing
@@ -36,11 +37,14 @@ class Totals:
     """Models with tokens but no price."""
 
 
-def totals(store: Store) -> Totals:
-    """The :class:`Totals` of the store's projections as they are now."""
+def totals(store: StoreSet) -> Totals:
+    """The :class:`Totals` of the store's projections as they are now (every bucket's)."""
     costing = Costing()
     costs = conversation_costs(store, costing)
-    return Totals(project_paths(store), costs, sorted(costing.unpriced))
+    paths: dict[str, str] = {}
+    for one in stores_of(store):
+        paths.update(project_paths(one))
+    return Totals(paths, costs, sorted(costing.unpriced))
 
 
 def totals_state(store: Store) -> tuple[Any, ...]:
@@ -56,7 +60,7 @@ def totals_state(store: Store) -> tuple[Any, ...]:
 
 
 def conversations(
-    store: Store,
+    store: StoreSet,
     *,
     project: str | None = None,
     active: bool = False,
@@ -73,30 +77,39 @@ def conversations(
 
     ``project`` selects as ``--project`` does (:func:`aggregator.projects.matches`), ``active``
     keeps active ones, ``since_ms`` those with activity since then. ``known``: the :class:`Totals`
-    of the projections as they are (else read here).
+    of the projections as they are (else read here). Over a cluster store's buckets: their
+    conversations in one list.
     """
-    Projector(store).catch_up()
+    stores = stores_of(store)
+    for one in stores:
+        Projector(one).catch_up()
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     minutes = active_minutes_setting()
-    convs = store.conversations()
-    rows = store.projection_fields(convs, ["last_ms", "messages", "project"])
-    known = totals(store) if known is None else known
-    chosen: list[tuple[int, str]] = []
-    for conv, (last, messages, proj) in zip(convs, rows, strict=True):
-        if not messages or int(messages) <= 0:
-            continue
-        name = proj or ""
-        if project is not None and not matches(project, name, known.paths.get(name, name)):
-            continue
-        last_ms = int(last) if last is not None else None
-        if active and not is_active(last_ms, now_ms, minutes):
-            continue
-        if since_ms is not None and (last_ms or 0) < since_ms:
-            continue
-        chosen.append((-1 if last_ms is None else last_ms, conv))
+    known = totals(stores) if known is None else known
+    chosen: list[tuple[int, str, int]] = []
+    for n, one in enumerate(stores):
+        convs = one.conversations()
+        rows = one.projection_fields(convs, ["last_ms", "messages", "project"])
+        for conv, (last, messages, proj) in zip(convs, rows, strict=True):
+            if not messages or int(messages) <= 0:
+                continue
+            name = proj or ""
+            if project is not None and not matches(project, name, known.paths.get(name, name)):
+                continue
+            last_ms = int(last) if last is not None else None
+            if active and not is_active(last_ms, now_ms, minutes):
+                continue
+            if since_ms is not None and (last_ms or 0) < since_ms:
+                continue
+            chosen.append((-1 if last_ms is None else last_ms, conv, n))
     chosen.sort(reverse=True)
     page = chosen[offset : offset + limit if limit else None]
-    out = conversation_views(store, [c for _, c in page], now_ms=now_ms, active_minutes=minutes)
+    views: dict[str, dict[str, Any]] = {}
+    for n, one in enumerate(stores):
+        mine = [c for _, c, m in page if m == n]
+        if mine:
+            views.update((v["key"], v) for v in conversation_views(one, mine, now_ms=now_ms, active_minutes=minutes))
+    out = [views[c] for _, c, _ in page if c in views]
     for v in out:
         v["project_path"] = known.paths.get(v["project"] or "")
         v["cost_usd"] = known.costs.get(v["key"]) if v["responses"] else 0.0

@@ -32,6 +32,7 @@ found again, and ``agg replay --rebuild`` clears what it left in the word index 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 from collections import defaultdict
@@ -44,6 +45,7 @@ import orjson
 import tenacity
 
 from aggregator import defaults
+from aggregator.buckets import Buckets
 from aggregator.errors import StoreError
 from aggregator.fts import INDEXED_TYPES, ROLES, parts, prepare
 from aggregator.parse import loads
@@ -128,6 +130,9 @@ class SearchIndex:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute(f"PRAGMA journal_size_limit={defaults.SEARCH_WAL_LIMIT_BYTES}")
         self.store_id = store_id
+        self.scope = ""
+        """Suffix of the position's meta keys: ``""`` for a store's one log; ``:b<n>`` for bucket
+        ``n``'s log in a cluster store's index (:meth:`follow`)."""
         self._setup()
 
     def _use_wal(self) -> None:
@@ -156,8 +161,12 @@ class SearchIndex:
         open or write at all is one line (:class:`StoreError`).
         """
         sid = store_identity(store)
+        return cls._open_file(DataPaths(data_dir, store.keys.ns).search_index(sid), sid, data_dir)
+
+    @classmethod
+    def _open_file(cls, path: Path, sid: str, data_dir: Path) -> SearchIndex:
+        """:meth:`open`'s work, for the index file ``path`` of store id ``sid``."""
         try:
-            path = DataPaths(data_dir, store.keys.ns).search_index(sid)
             try:
                 return cls(path, sid)
             except sqlite3.DatabaseError as e:
@@ -170,8 +179,55 @@ class SearchIndex:
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"cannot use the search index in {data_dir}: {e}") from None
 
+    @classmethod
+    def open_all(cls, buckets: Buckets, data_dir: Path) -> SearchIndex:
+        """The index of a store's buckets (:mod:`aggregator.buckets`): for one, :meth:`open`; for
+        a cluster store's, one file that follows every bucket's log (:meth:`follow`), named after
+        their ids together — one index, so that ranking weighs every text as a single store's does."""
+        if not buckets.cluster:
+            return cls.open(buckets.stores[0], data_dir)
+        ids = ",".join(store_identity(s) for s in buckets)
+        sid = "c" + hashlib.sha1(ids.encode()).hexdigest()[:16]
+        return cls._open_file(DataPaths(data_dir, buckets.keys.ns).search_index(sid), sid, data_dir)
+
     def close(self) -> None:
         self.db.close()
+
+    @contextlib.contextmanager
+    def following(self, bucket: int | None) -> Iterator[SearchIndex]:
+        """This index with its position that of bucket ``bucket``'s log (None: the store's one log)."""
+        before, self.scope = self.scope, "" if bucket is None else f":b{bucket}"
+        try:
+            yield self
+        finally:
+            self.scope = before
+
+    def follow(self, stores: list[Store], progress: Callable[[int], None] | None = None) -> int:
+        """:meth:`catch_up` with the log of each of ``stores`` (a cluster store's buckets, each at
+        its own position; one store: its log); returns how many entries were taken in. One
+        bucket out of step starts the whole index over: rows are not kept per bucket."""
+        if len(stores) == 1:
+            return self.catch_up(stores[0], progress)
+        for n, store in enumerate(stores):
+            with self.following(n):
+                if not self.in_step(store):
+                    self.reset()
+                    break
+        applied = 0
+        for n, store in enumerate(stores):
+            with self.following(n):
+                applied += self.catch_up(store, progress)
+        return applied
+
+    def behind(self, stores: list[Store]) -> int:
+        """How many seqs the index is behind the logs of ``stores`` (summed over buckets)."""
+        if len(stores) == 1:
+            return stores[0].last_seq() - self.checkpoint()
+        total = 0
+        for n, store in enumerate(stores):
+            with self.following(n):
+                total += max(0, store.last_seq() - self.checkpoint())
+        return total
 
     # --- layout and checkpoint ------------------------------------------------------------------
     def _setup(self) -> None:
@@ -216,7 +272,7 @@ class SearchIndex:
 
     def checkpoint(self) -> int:
         """The last log seq the index holds."""
-        return int(self._meta("seq") or 0)
+        return int(self._meta("seq" + self.scope) or 0)
 
     def reset(self) -> None:
         """Empty the index (its checkpoint back to 0)."""
@@ -241,7 +297,7 @@ class SearchIndex:
         cp = self.checkpoint()
         if cp == 0:
             return True
-        conv, eid, digest = self._meta("last_conv"), self._meta("last_id"), self._meta("last_digest")
+        conv, eid, digest = (self._meta(k + self.scope) for k in ("last_conv", "last_id", "last_digest"))
         if not (conv and eid and digest):
             return False
         if eid.startswith("forget:"):  # the last entry was a forget: the log still holds it
@@ -278,11 +334,19 @@ class SearchIndex:
                 entries = list(store.entries_after(cp, later[0][0] + defaults.SEARCH_STEP_ENTRIES - 1))
         return entries, list(self._docs(store, entries)) if entries else []
 
-    def rebuild(self, store: Store) -> dict[str, Any]:
-        """Drop the index and build it again from the whole log."""
+    def rebuild(self, store: Store | list[Store]) -> dict[str, Any]:
+        """Drop the index and build it again from the whole log (every bucket's: ``seq`` then
+        has one per bucket)."""
+        stores = store if isinstance(store, list) else [store]
         self.reset()
-        entries = self.catch_up(store)
-        return {"entries": entries, "seq": self.checkpoint(), **self.size()}
+        entries = self.follow(stores)
+        if len(stores) == 1:
+            return {"entries": entries, "seq": self.checkpoint(), **self.size()}
+        seqs = []
+        for n in range(len(stores)):
+            with self.following(n):
+                seqs.append(self.checkpoint())
+        return {"entries": entries, "seq": seqs, **self.size()}
 
     def _docs(self, store: Store, entries: list[LogEntry]) -> Iterator[_Texts]:
         """Each entry with its envelope and the texts of its stored bytes."""
@@ -325,10 +389,10 @@ class SearchIndex:
             orphans += self._write_texts(part)
             if orphans:
                 self._set_meta("orphans", str(int(self._meta("orphans") or 0) + orphans))
-            self._set_meta("seq", str(last.seq))
+            self._set_meta("seq" + self.scope, str(last.seq))
             env = last.env()
             for k, v in (("last_conv", env["conv"]), ("last_id", env["id"]), ("last_digest", last.digest)):
-                self._set_meta(k, v)
+                self._set_meta(k + self.scope, v)
         return True
 
     def _write_texts(self, docs: list[_Texts]) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from aggregator.buckets import StoreSet, per_bucket, stores_of
 from aggregator.dates import day_of, month_of, week_of
 from aggregator.errors import ConfigError
 from aggregator.prices import Costing, add_cost, rounded
@@ -66,10 +67,15 @@ def cells(store: Store, tally: str = "cells", who: str | None = None) -> list[Ce
     return out
 
 
-def totals(store: Store) -> dict[str, int]:
-    """Usage over the whole store: ``input``, ``output``, ``cache_read``, ``cache_creation``, ``responses``."""
-    raw = store.usage_total()
-    return {name: raw.get(name, 0) for name in COUNTS}
+def totals(store: StoreSet) -> dict[str, int]:
+    """Usage over the whole store (every bucket of a cluster store): ``input``, ``output``,
+    ``cache_read``, ``cache_creation``, ``responses``."""
+    out = dict.fromkeys(COUNTS, 0)
+    for one in stores_of(store):
+        raw = one.usage_total()
+        for name in COUNTS:
+            out[name] += raw.get(name, 0)
+    return out
 
 
 def _in_range(day: str, since: str | None, until: str | None) -> bool:
@@ -122,7 +128,7 @@ class Usage:
 
 
 def summarize(
-    store: Store,
+    store: StoreSet,
     by: str,
     since_day: str | None = None,
     until_day: str | None = None,
@@ -133,7 +139,8 @@ def summarize(
     Only responses whose UTC day lies in ``[since_day, until_day]`` (``YYYY-MM-DD``; either may be
     None). Days, weeks and months are sorted oldest first, other tables by ``total`` (largest
     first). Conversation rows also carry ``project``, ``project_path`` and ``title``; project rows
-    ``project_path``.
+    ``project_path``. Over a cluster store's buckets the tallies add up: a conversation, and a
+    project, is in one bucket (:mod:`aggregator.buckets`).
     """
     if by not in BY_CHOICES:
         raise ConfigError(f"bad --by {by!r}: choose one of {', '.join(BY_CHOICES)}")
@@ -141,29 +148,39 @@ def summarize(
     rows: dict[str, _Row] = {}
     total = _Row()
     responses = 0
-    for cell in cells(store, TALLY_OF.get(by, "days")):
-        responses += cell.counts.get("responses", 0)
-        if not _in_range(cell.day, since_day, until_day):
-            continue
-        cost = costing.cell(cell.model, cell.long, cell.counts)
-        key = _group_key(by, cell)
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = _Row()
-        row.add(cell, cost)
-        total.add(cell, cost)
+    stores = stores_of(store)
+    owner: dict[str, Store] = {}
+    for one in stores:
+        for cell in cells(one, TALLY_OF.get(by, "days")):
+            responses += cell.counts.get("responses", 0)
+            if not _in_range(cell.day, since_day, until_day):
+                continue
+            cost = costing.cell(cell.model, cell.long, cell.counts)
+            key = _group_key(by, cell)
+            row = rows.get(key)
+            if row is None:
+                row = rows[key] = _Row()
+                owner[key] = one
+            row.add(cell, cost)
+            total.add(cell, cost)
     out = [row.as_dict(key or None) for key, row in rows.items()]
     if by == "conversation":
-        convs = [r["key"] for r in out if r["key"]]
-        fields = dict(zip(convs, store.projection_fields(convs, ["project", "title"]), strict=True))
-        paths = project_paths(store, convs)
+        fields: dict[str, Any] = {}
+        paths: dict[str, str] = {}
+        for one in stores:
+            convs = [r["key"] for r in out if r["key"] and owner[r["key"]] is one]
+            if convs or len(stores) == 1:
+                fields.update(zip(convs, one.projection_fields(convs, ["project", "title"]), strict=True))
+                paths.update(project_paths(one, convs))
         for r in out:
             project, title = fields.get(r["key"], (None, None))
             r["project"] = project or None
             r["project_path"] = paths.get(r["project"] or "")
             r["title"] = title or None
     elif by == "project":
-        paths = project_paths(store)
+        paths = {}
+        for one in stores:
+            paths.update(project_paths(one))
         for r in out:
             r["project_path"] = paths.get(r["key"] or "")
     if by in ("day", "week", "month"):
@@ -175,8 +192,9 @@ def summarize(
     return Usage(out, tot, dict(costing.unpriced), responses == totals(store)["responses"])
 
 
-def report(store: Store, by: str, since_ms: int | None = None, until_ms: int | None = None) -> dict[str, Any]:
-    """What ``agg usage --json`` prints: ``by``, ``seq`` (last log seq covered), ``since`` / ``until``
+def report(store: StoreSet, by: str, since_ms: int | None = None, until_ms: int | None = None) -> dict[str, Any]:
+    """What ``agg usage --json`` prints: ``by``, ``seq`` (last log seq covered; on a cluster, one
+    per bucket), ``since`` / ``until``
     (UTC days, or null), ``rows``, ``total``, and ``prices`` (the table's ``date``, and
     ``unpriced``: models with no price, whose rows have ``cost_usd`` null)."""
     costing = Costing()
@@ -185,7 +203,7 @@ def report(store: Store, by: str, since_ms: int | None = None, until_ms: int | N
     u = summarize(store, by, since, until, costing)
     return {
         "by": by,
-        "seq": store.projections_seq(),
+        "seq": per_bucket(store, [one.projections_seq() for one in stores_of(store)]),
         "since": since,
         "until": until,
         "rows": u.rows,
@@ -200,12 +218,13 @@ def table(store: Store, by: str) -> list[dict[str, Any]]:
     return summarize(store, by).rows
 
 
-def conversation_costs(store: Store, costing: Costing | None = None) -> dict[str, float | None]:
+def conversation_costs(store: StoreSet, costing: Costing | None = None) -> dict[str, float | None]:
     """Cost of each conversation with usage (None where a model has no price)."""
     costing = costing or Costing()
     out: dict[str, float | None] = {}
-    for cell in cells(store):
-        out[cell.who] = add_cost(out.get(cell.who, 0.0), costing.cell(cell.model, cell.long, cell.counts))
+    for one in stores_of(store):
+        for cell in cells(one):
+            out[cell.who] = add_cost(out.get(cell.who, 0.0), costing.cell(cell.model, cell.long, cell.counts))
     return {c: rounded(v) for c, v in out.items()}
 
 

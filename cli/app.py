@@ -113,7 +113,8 @@ class AggGroup(click.Group):
 
 CLUSTER_NOT_YET = (
     "Redis at {where} is a Redis Cluster node: this command does not work on a cluster yet "
-    "(agg ingest, status, replay, usage, list, tail, compact and forget do; README: Redis Cluster)"
+    "(agg ingest, status, usage, list, show, export, replay, rejects, search, mcp, tail, compact and forget do; "
+    "README: Redis Cluster)"
 )
 """Said by a command not made for a cluster store, instead of reading an empty one."""
 

@@ -20,6 +20,7 @@ import itertools
 import threading
 from typing import Any
 
+from aggregator.buckets import Buckets
 from aggregator.dates import parse_when
 from aggregator.errors import AggError, ConfigError
 from aggregator.listing import conversations
@@ -27,7 +28,7 @@ from aggregator.projections import Projector
 from aggregator.search import search
 from aggregator.searchindex import SearchIndex
 from aggregator.store import Store
-from aggregator.transcript import conversation_key, header, messages
+from aggregator.transcript import header, messages
 from aggregator.usage import BY_CHOICES, report
 from cli.app import App
 
@@ -49,10 +50,11 @@ def _when(value: str | None, end: bool = False) -> int | None:
 
 
 class Tools:
-    """The tools' work, on one store and this machine's search index of it."""
+    """The tools' work, on one store (every bucket of a cluster store) and this machine's search index of it."""
 
-    def __init__(self, store: Store, index: SearchIndex) -> None:
-        self.store = store
+    def __init__(self, buckets: Buckets, index: SearchIndex) -> None:
+        self.buckets = buckets
+        self.store: Store | Buckets = buckets if buckets.cluster else buckets.stores[0]
         self.index = index
 
     def search(
@@ -96,9 +98,9 @@ class Tools:
         """One conversation's messages in order, a page at a time (offset/limit; next_offset is
         null at the end). conversation: its key or a unique prefix. Tool calls show the tool and
         its main argument; tool results are cut to 2000 characters."""
-        conv = conversation_key(self.store, conversation)
+        store, conv = self.buckets.find(conversation)
         start, size = max(0, offset), max(1, min(limit, PAGE_MAX))
-        got = list(itertools.islice(messages(self.store, conv), start, start + size + 1))
+        got = list(itertools.islice(messages(store, conv), start, start + size + 1))
         out = []
         for m in got[:size]:
             d = m.as_dict()
@@ -107,7 +109,7 @@ class Tools:
                     b["text"] = b["text"][:RESULT_CHARS] + f"\n… (cut: {len(b['text']):,} characters)"
             out.append(d)
         return {
-            "conversation": header(self.store, conv),
+            "conversation": header(store, conv),
             "offset": start,
             "messages": out,
             "next_offset": start + size if len(got) > size else None,
@@ -117,8 +119,9 @@ class Tools:
         """Tokens and cost (USD, offline list prices) by conversation, project, model, day, week or month."""
         if by not in BY_CHOICES:
             raise ConfigError(f"by must be one of {', '.join(BY_CHOICES)}")
-        Projector(self.store).catch_up()
-        return report(self.store, by, _when(since), _when(until, end=True))
+        for store in self.buckets:
+            Projector(store).catch_up()
+        return report(self.buckets, by, _when(since), _when(until, end=True))
 
 
 TOOL_NAMES = ("search", "list_conversations", "get_conversation", "usage")
@@ -133,8 +136,8 @@ def serve(app: App) -> None:
     except ImportError:
         raise ConfigError("agg mcp needs the MCP SDK: pip install -c constraints.txt '.[mcp]'") from None
 
-    store = app.store()
-    tools = Tools(store, SearchIndex.open(store, app.settings.data_dir))
+    buckets = app.buckets()
+    tools = Tools(buckets, SearchIndex.open_all(buckets, app.settings.data_dir))
     server = MCPServer("agg", instructions=INSTRUCTIONS)
     read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
     lock = threading.Lock()

@@ -18,6 +18,7 @@ import click
 import orjson
 
 from aggregator import defaults
+from aggregator.buckets import Buckets
 from aggregator.errors import ConfigError
 from aggregator.files import write_private
 from aggregator.fts import MARK, ROLES
@@ -27,7 +28,7 @@ from aggregator.render import Terminal, envelope_line, html_page, markdown
 from aggregator.searchindex import SearchIndex
 from aggregator.store import Store
 from aggregator.text import cut_left, cut_width, display_width, wrap_width
-from aggregator.transcript import conversation_key, header, message_of, messages
+from aggregator.transcript import header, message_of, messages
 from cli.app import App, app_context, emit_json
 from cli.formats import compact, date_option, money, terminal_width
 
@@ -54,11 +55,12 @@ def tail_text(store: Store, raw: bytes, width: int) -> str:
     return envelope_line(env, msg, width)
 
 
-def rebuild_index(app: App, store: Store) -> dict[str, Any]:
-    """``agg replay --rebuild``'s part: this machine's search index rebuilt from the whole log."""
-    index = open_index(app, store)
+def rebuild_index(app: App, buckets: Buckets) -> dict[str, Any]:
+    """``agg replay --rebuild``'s part: this machine's search index rebuilt from the whole log
+    (every bucket's)."""
+    index = SearchIndex.open_all(buckets, app.settings.data_dir)
     try:
-        return {"path": str(index.path), **index.rebuild(store)}
+        return {"path": str(index.path), **index.rebuild(buckets.stores)}
     finally:
         index.close()
 
@@ -69,9 +71,9 @@ def describe_index(res: dict[str, Any]) -> str:
     return f"search index: {res['docs']:,} texts from {res['entries']:,} log entries, {size} ({res['path']})"
 
 
-def _progress(store: Store, index: SearchIndex) -> Any:
+def _progress(buckets: Buckets, index: SearchIndex) -> Any:
     """A progress bar on stderr when the index is far behind and stderr is a terminal, else None."""
-    behind = store.last_seq() - index.checkpoint()
+    behind = index.behind(buckets.stores)
     if behind < defaults.SEARCH_STEP_ENTRIES * 4 or not sys.stderr.isatty():
         return None
     return click.progressbar(length=behind, label="indexing for search", file=sys.stderr, show_eta=True)
@@ -117,12 +119,12 @@ def search_cmd(
     from aggregator.search import search
 
     with app_context(ctx) as app:
-        store = app.store()
-        index = open_index(app, store)
-        bar = _progress(store, index)
+        buckets = app.buckets()
+        index = SearchIndex.open_all(buckets, app.settings.data_dir)
+        bar = _progress(buckets, index)
         with bar if bar is not None else contextlib.nullcontext():
             res = search(
-                store,
+                buckets if buckets.cluster else buckets.stores[0],
                 index,
                 " ".join(query),
                 project=project,
@@ -182,7 +184,7 @@ def list_cmd(
 ) -> None:
     """Conversations, newest activity first: title, project, last activity, messages, tokens, cost."""
     with app_context(ctx) as app:
-        res = conversations(app.store(), project=project, active=active, since_ms=since, limit=limit or None)
+        res = conversations(app.buckets(), project=project, active=active, since_ms=since, limit=limit or None)
         if as_json:
             emit_json(res)
             return
@@ -223,8 +225,7 @@ def show_cmd(ctx: click.Context, conversation: str) -> None:
     transcripts open in the pager ($PAGER, else less).
     """
     with app_context(ctx) as app:
-        store = app.store()
-        conv = conversation_key(store, conversation)
+        store, conv = app.buckets().find(conversation)
         tty = sys.stdout.isatty()
         term = Terminal(terminal_width(100), tty)
         lines = [*term.header(header(store, conv)), *term.messages(messages(store, conv))]
@@ -255,8 +256,7 @@ def show_cmd(ctx: click.Context, conversation: str) -> None:
 def export_cmd(ctx: click.Context, conversation: str, fmt: str, output: Path | None) -> None:
     """A CONVERSATION as a document: Markdown, one HTML file, or its original JSONL lines."""
     with app_context(ctx) as app:
-        store = app.store()
-        conv = conversation_key(store, conversation)
+        store, conv = app.buckets().find(conversation)
         if fmt == "jsonl":
             data = b"".join(body + b"\n" for _eid, body in store.replay(conv))
         else:

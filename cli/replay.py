@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
+from aggregator.buckets import Buckets, combined_digest
 from aggregator.parse import loads
 from aggregator.projections import Projector
 from aggregator.text import render
 from cli import read
 from cli.app import app_context, emit_json
+
+
+def rebuild_all(buckets: Buckets) -> dict[str, Any]:
+    """:meth:`Projector.rebuild` of every bucket, as one result: counts summed, ``seq`` one per
+    bucket, and the digests those of the buckets' digests in bucket order
+    (:func:`~aggregator.buckets.combined_digest`): a single Redis gives its own store's result."""
+    results = [Projector(store).rebuild() for store in buckets]
+    if not buckets.cluster:
+        return results[0]
+    return {
+        "rebuilt": results[0]["rebuilt"],
+        "entries": sum(r["entries"] for r in results),
+        "conversations": sum(r["conversations"] for r in results),
+        "seq": [r["seq"] for r in results],
+        "digest": combined_digest([r["digest"] for r in results]),
+        "digest_before": combined_digest([r["digest_before"] for r in results]),
+        "buckets": len(results),
+    }
 
 
 @click.command("replay")
@@ -31,10 +51,10 @@ def replay_cmd(ctx: click.Context, conversation: str | None, fmt: str, rebuild: 
     if rebuild == (conversation is not None):
         raise click.UsageError("give a CONVERSATION or --rebuild (not both)")
     with app_context(ctx) as app:
-        store = app.store()
+        buckets = app.buckets()
         if rebuild:
-            res = Projector(store).rebuild()
-            res["search_index"] = read.rebuild_index(app, store)
+            res = rebuild_all(buckets)
+            res["search_index"] = read.rebuild_index(app, buckets)
             if as_json:
                 emit_json(res)
             else:
@@ -47,7 +67,7 @@ def replay_cmd(ctx: click.Context, conversation: str | None, fmt: str, rebuild: 
                 click.echo(read.describe_index(res["search_index"]))
             return
         assert conversation is not None
-        conv = store.resolve_conversation(conversation)
+        store, conv = buckets.resolve(conversation)
         out = sys.stdout.buffer
         for _eid, body in store.replay(conv):
             if fmt == "jsonl":

@@ -7,10 +7,12 @@ from typing import Any
 
 import click
 
+from aggregator.buckets import Buckets, combined_digest
 from aggregator.endpoint import mask_url
 from aggregator.errors import AggError
-from aggregator.live.status import NOT_RUNNING, describe, gather, host_files, live_status
+from aggregator.live.status import NOT_RUNNING, describe, gather, host_files, live_status, one_node
 from aggregator.projections import Projector
+from aggregator.store import Store
 from cli.app import App, app_context, emit_json
 from cli.quick import run_quick
 from workers.scripts import READ_ONLY
@@ -51,21 +53,31 @@ def status(app: App, as_json: bool, digest: bool) -> None:
             raise
         emit_json({"redis": {"url": mask_url(url) if url else "embedded", "ok": False, "error": str(e)}, **live})
         sys.exit(e.exit_code)
-    store = app.store()
+    buckets = app.buckets()
+    store: Store | Buckets = buckets if buckets.cluster else buckets.stores[0]
     if digest:
-        Projector(store).catch_up()
+        for one in buckets:
+            Projector(one).catch_up()
     files = host_files(store)
     st = gather(conn, store, files)
-    st["redis"]["binary"] = conn.client.info("server").get("executable")
+    st["redis"]["binary"] = one_node(conn.client.info("server")).get("executable")
     st.update(live_status(app.settings, store, files))
     if digest:
-        st["projections"]["digest"] = Projector(store).digest()
+        st["projections"]["digest"] = combined_digest([Projector(one).digest() for one in buckets])
     if as_json:
         emit_json(st)
         return
+    print_status(st, digest)
+
+
+def print_status(st: dict[str, Any], digest: bool) -> None:
+    """``agg status`` as text, from the status object."""
     r = st["redis"]
     served = f", embedded: {r['binary']}" if r["embedded"] else ""
     click.echo(f"redis        {r['url']} (redis {r['version']}{served})")
+    if "cluster" in st:
+        c = st["cluster"]
+        click.echo(f"cluster      {c['masters']} masters, {len(c['buckets_used'])} of {c['buckets']} buckets used")
     click.echo(
         f"events       {st['events']} ({st['revisions']} revisions, "
         f"{st['duplicates']} duplicates skipped, {st['rejected']} lines rejected"

@@ -44,11 +44,12 @@ def usage_cmd(ctx: click.Context, by: str, since: int | None, until: int | None,
 
 def usage(app: App, by: str, since: int | None, until: int | None, as_json: bool) -> None:
     """``agg usage`` on ``app``'s connection (the quick client's, or redis-py's)."""
-    store = app.store()
+    buckets = app.buckets()
     # Two GETs when the projections are current; else it applies the log, which only redis-py does
     # (the quick client hands over at its first write: cli.quick).
-    Projector(store).catch_up()
-    rep = report(store, by, since, until)
+    for store in buckets:
+        Projector(store).catch_up()
+    rep = report(buckets, by, since, until)
     if as_json:
         emit_json(rep)
     else:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aggregator import defaults
+from aggregator.buckets import Buckets, StoreSet, per_bucket, stores_of
 from aggregator.config import Settings
 from aggregator.embedded import EmbeddedRedis
 from aggregator.endpoint import Connection, mask_url
@@ -42,12 +43,14 @@ class HostFiles:
     """This host's files: (path, bytes on disk not yet committed; 0 if unreadable)."""
 
 
-def host_files(store: Store) -> HostFiles:
-    """Every cursor's host, path and offset (one script call per 1,000 files), this host's stat-ed."""
-    states = store.file_states()
+def host_files(store: StoreSet) -> HostFiles:
+    """Every cursor's host, path and offset (one script call per 1,000 files; every bucket's),
+    this host's stat-ed."""
+    stores = stores_of(store)
+    states = [fs for one in stores for fs in one.file_states()]
     lags = []
     for fs in states:
-        if fs.host != store.host or fs.path is None:
+        if fs.host != stores[0].host or fs.path is None:
             continue
         try:
             lag = max(0, os.stat(fs.path).st_size - fs.off)
@@ -68,24 +71,28 @@ def rq_figures(client: redis.Redis, namespace: str) -> dict[str, Any]:
     return turn_figures(client, keys, keys.turns_queue)
 
 
-def gather(conn: Connection, store: Store, files: HostFiles | None = None) -> dict[str, Any]:
+def gather(conn: Connection, store: Store | Buckets, files: HostFiles | None = None) -> dict[str, Any]:
     """The status object (``agg status --json``) but for the live service's part
-    (:func:`live_status`); ``files``: :func:`host_files`, if already read."""
+    (:func:`live_status`); ``files``: :func:`host_files`, if already read. On a cluster store
+    (its :class:`Buckets`) the figures are summed over the buckets, ``seq`` and the projections'
+    ``seq`` are one per bucket, and ``cluster`` says how many masters and buckets are used."""
     r = conn.client
-    info = r.info("server")
+    info = one_node(r.info("server"))
     mem = r.info("memory")
-    stats = store.stats()
+    buckets = store if isinstance(store, Buckets) else None
+    stats = buckets.stats() if buckets is not None else store.stats()
+    root = _root(store)
     out: dict[str, Any] = {
         "redis": {
             "url": conn.masked_url,
             "version": info.get("redis_version"),
             "ok": True,
             "embedded": conn.embedded is not None,
-            "used_memory_bytes": mem.get("used_memory"),
+            "used_memory_bytes": _used_memory(mem),
         },
-        "namespace": store.keys.ns,
-        "host": store.host,
-        "seq": store.last_seq(),
+        "namespace": root.keys.ns,
+        "host": root.host,
+        "seq": per_bucket(store, [s.last_seq() for s in stores_of(store)]),
         "events": stats["events"],
         "revisions": stats["revisions"],
         "duplicates": stats["duplicates"],
@@ -95,12 +102,43 @@ def gather(conn: Connection, store: Store, files: HostFiles | None = None) -> di
         "conversations": stats["conversations"],
         **file_figures(files or host_files(store)),
         "last_ingest_at": iso_ms(stats["last_ingest_ms"]) if "last_ingest_ms" in stats else None,
-        **rq_figures(r, store.keys.ns),
+        **rq_figures(r, root.keys.ns),
         "last_snapshot_at": None,
-        "projections": {"seq": store.projections_seq()},
+        "projections": {"seq": per_bucket(store, [s.projections_seq() for s in stores_of(store)])},
         "usage": usage_totals(store),
     }
+    if buckets is not None and buckets.cluster:
+        # each bucket's ingest marks its own conversations changed (for the turns to come)
+        out["turns"]["dirty"] = sum(int(r.zcard(b.keys.dirty)) for b in buckets)
+        used = buckets.used()
+        out["cluster"] = {"masters": buckets.masters(), "buckets": len(buckets), "buckets_used": used}
     return out
+
+
+def _root(store: Store | Buckets) -> Store:
+    """The store of the namespace itself: the one store, or on a cluster the namespace's own keys
+    (what is kept once for all buckets: the writer's snapshot record)."""
+    if isinstance(store, Store):
+        return store
+    if not store.cluster:
+        return store.stores[0]
+    return Store(store.client, store.keys, store.host)
+
+
+def one_node(info: dict[str, Any]) -> dict[str, Any]:
+    """``INFO`` of one node: a cluster client answers with one reply per node (by node name)."""
+    if "redis_version" in info:
+        return info
+    replies = [v for v in info.values() if isinstance(v, dict)]
+    return replies[0] if replies else info
+
+
+def _used_memory(mem: dict[str, Any]) -> Any:
+    """``used_memory`` (on a cluster: summed over the nodes that answered)."""
+    nodes = [v for v in mem.values() if isinstance(v, dict)]
+    if "used_memory" in mem or not nodes:
+        return mem.get("used_memory")
+    return sum(int(v.get("used_memory", 0)) for v in nodes)
 
 
 NOT_RUNNING = "not running"
@@ -140,7 +178,7 @@ def roots_from_cursors(settings: Settings, files: HostFiles) -> list[dict[str, A
     return list(out.values())
 
 
-def live_status(settings: Settings, store: Store | None, files: HostFiles | None = None) -> dict[str, Any]:
+def live_status(settings: Settings, store: Store | Buckets | None, files: HostFiles | None = None) -> dict[str, Any]:
     """The live-service part of ``agg status --json`` (``store`` None when Redis is down;
     ``files``: :func:`host_files`, if already read)."""
     ns = settings.namespace
@@ -157,7 +195,7 @@ def live_status(settings: Settings, store: Store | None, files: HostFiles | None
         out["roots"] = watcher.get("roots", [])
         out["last_snapshot_at"] = writer.get("last_snapshot_at")
         return out
-    s = store.snapshot_record()
+    s = _root(store).snapshot_record()
     if s:
         out["last_snapshot_at"] = iso_ms(int(s["at_ms"])) if "at_ms" in s else None
         out["snapshot"] = {
@@ -170,7 +208,8 @@ def live_status(settings: Settings, store: Store | None, files: HostFiles | None
     else:
         out["last_snapshot_at"] = None
     out["roots"] = roots_from_cursors(settings, files or host_files(store))
-    out["seq_floor_raised"] = store.stats().get("seq_floor_raised", 0)
+    stats = store.stats()
+    out["seq_floor_raised"] = stats.get("seq_floor_raised", 0)
     return out
 
 
