@@ -16,6 +16,7 @@ Lua scripts), :mod:`~aggregator.connection` and :mod:`~aggregator.embedded` (rea
 :mod:`~aggregator.seqfloor` (seq never goes back), :mod:`~aggregator.layout` (where transcripts
 live), :mod:`~aggregator.parse` (a line → an event), :mod:`~aggregator.titles`,
 :mod:`~aggregator.text`, :mod:`~aggregator.store` (committing and reading events),
+:mod:`~aggregator.buckets` (the store on a Redis Cluster: buckets, and reading over them),
 :mod:`~aggregator.compaction` (idle conversations' lines sealed into compressed chunks),
 :mod:`~aggregator.tailer` and :mod:`~aggregator.sidecars` (files → store),
 :mod:`~aggregator.ingest` (``agg ingest``), :mod:`~aggregator.projections`,
