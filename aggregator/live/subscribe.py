@@ -224,7 +224,7 @@ class Subscription:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         keys: Keys | None = None,
         *,
         since: int | Mapping[int, int] | str | None = None,

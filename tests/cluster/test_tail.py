@@ -22,7 +22,8 @@ from devtools.agg import agg_env, run_agg, wait_until
 from devtools.cluster import Cluster
 from devtools.redisproc import RedisProcess
 from tests.cluster.conftest import cluster_env
-from tests.support.live import Agg, Reader, append, line, record
+from tests.support.live import Agg, Reader, append, record
+from tests.support.records import line
 
 PROJECT_A = "-Users-chip-dev-ai-music"  # bucket 10
 PROJECT_B = "-home-marco-projects-spotter"  # bucket 5
@@ -307,3 +308,49 @@ def test_a_bucket_whose_seq_went_back_gets_its_floor_raised(
         wait_until(lambda: len(c.envs) == 7, "the next event of bucket a")
     assert c.envs[-1]["bucket"] == a and c.envs[-1]["seq"] == 5  # no seq handed out twice
     assert f"bucket {a}'s seq (1) is behind what was delivered (4)" in caplog.text
+
+
+def test_subscription_moves_to_another_node_when_its_node_dies(tmp_path: Path) -> None:
+    """The node the subscription listens on is killed (a master: its replica takes over): it
+    listens on another node and reads what it missed from each bucket's log."""
+    from aggregator.connection import cluster_client
+
+    with Cluster(tmp_path / "own", masters=3, replicas=1) as own:
+        keys = Keys("failover")
+        src = tmp_path / "claude"
+        before = Buckets(cluster_client(own.url), keys, cluster=True)
+        _ingest_lines(before, src, PROJECT_A, "s", 3)
+        _ingest_lines(before, src, PROJECT_B, "t", 2)
+        sub = Subscription(cluster_client(own.url), keys, since=0, poll_s=0.1, check_s=1.0)
+        with _Consumer(sub) as c:
+            wait_until(lambda: len(c.envs) == 5, "the stored events")
+            node = sub._pubsub.get_pubsub_node()
+            i = own.ports.index(int(node.port))
+            assert i in own.master_indexes()  # the client's first node, a master
+            time.sleep(0.5)  # the replicas have the writes before their master dies
+            own.kill_master(i)
+            after = Buckets(cluster_client(own.url), keys, cluster=True)
+            _ingest_lines(after, src, PROJECT_A, "s", 2, start=3)
+            _ingest_lines(after, src, PROJECT_B, "t", 2, start=2)
+            wait_until(lambda: len(c.envs) == 9, "the events committed after the node died", timeout=60)
+            time.sleep(0.5)
+            assert int(sub._pubsub.get_pubsub_node().port) != int(node.port)
+        a, b = bucket_of(PROJECT_A), bucket_of(PROJECT_B)
+        assert _per_bucket(c.envs) == {a: [1, 2, 3, 4, 5], b: [1, 2, 3, 4]}
+        assert sub.reconnects > 0
+
+
+def test_tail_text_lines_start_with_the_events_place(cluster: Cluster, tmp_path: Path, namespace: str) -> None:
+    env = cluster_env(cluster, tmp_path, namespace)
+    for i in range(3):
+        append(tmp_path / "claude" / "projects" / PROJECT_A / "c1.jsonl", line(record("c1", i, text=f"hello {i}")))
+    run_agg(["ingest"], env)
+    tail = Agg(["tail", "--since", "0", "--format", "text"], env, tmp_path).start(stdout=subprocess.PIPE)
+    with tail:
+        assert tail.proc is not None and tail.proc.stdout is not None
+        lines = [tail.proc.stdout.readline().decode() for _ in range(3)]
+        assert tail.stop() == 0
+    a = bucket_of(PROJECT_A)
+    assert [ln.split()[0] for ln in lines] == [f"{a}:1", f"{a}:2", f"{a}:3"]
+    assert [ln.split()[2:5] for ln in lines] == [["c1", "user", "hello"]] * 3
+    assert f"agg: resume with --since {a}:3" in tail.log()
