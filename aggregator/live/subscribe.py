@@ -289,7 +289,8 @@ class Subscription:
                     self.reconnects += 1
                     yield from self._catch_up_all()
                 if msg is not None and msg.get("type") == "message":
-                    stream = self._by_channel.get(msg["channel"])
+                    channel = msg["channel"]
+                    stream = self._by_channel.get(channel if isinstance(channel, bytes) else channel.encode())
                     if stream is not None:
                         yield from stream.tag(stream.deliver(msg["data"]))
                 # A bucket quiet for check_s is checked even while others are busy: its last

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -18,7 +19,7 @@ from redis.cluster import RedisCluster
 from aggregator.buckets import Buckets, bucket_of
 from aggregator.keys import Keys
 from aggregator.live.subscribe import Subscription
-from devtools.agg import agg_env, run_agg, wait_until
+from devtools.agg import REPO, agg_env, run_agg, wait_until
 from devtools.cluster import Cluster
 from devtools.redisproc import RedisProcess
 from tests.cluster.conftest import cluster_env
@@ -374,3 +375,21 @@ def test_the_web_event_stream_says_it_is_not_for_a_cluster_yet(
     res = TestClient(app, base_url=BASE).get("/api/events", headers={"authorization": f"Bearer {TOKEN}"})
     assert res.status_code == 501
     assert res.json() == {"error": "/api/events does not work on a Redis Cluster yet (agg tail does)"}
+
+
+def test_the_subscribe_example_on_a_cluster(cluster: Cluster, tmp_path: Path, namespace: str, buckets: Buckets) -> None:
+    src = tmp_path / "claude"
+    _ingest_lines(buckets, src, PROJECT_A, "s", 3)
+    _ingest_lines(buckets, src, PROJECT_B, "t", 2)
+    a, b = bucket_of(PROJECT_A), bucket_of(PROJECT_B)
+    env = cluster_env(cluster, tmp_path, namespace)
+    proc = subprocess.run(
+        [sys.executable, "-m", "scripts.examples.subscribe", "--since", f"{a}:1", "--count", "4"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(ln.split()[0] for ln in proc.stdout.splitlines()) == sorted([f"{a}:2", f"{a}:3", f"{b}:1", f"{b}:2"])
