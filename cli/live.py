@@ -10,8 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
+import orjson
 
 from aggregator import defaults
+from aggregator.buckets import Buckets
 from aggregator.config import check_env
 from aggregator.errors import AggError, ConfigError, NotFound, StoreError
 from aggregator.lifecycle import StopFlag
@@ -24,7 +26,7 @@ from aggregator.live.install import (
     setup_procfile,
     systemd_unit,
 )
-from aggregator.live.subscribe import Subscription
+from aggregator.live.subscribe import Subscription, parse_position
 from aggregator.live.supervisor import Supervisor, default_parts
 from aggregator.live.watcher import Watcher
 from aggregator.live.writer import SnapshotWriter, WriterService
@@ -132,13 +134,35 @@ def writer_cmd(ctx: click.Context, output: Path | None, interval: float, once: b
 
 
 # --- tail --------------------------------------------------------------------------------------
+class SinceType(click.ParamType[int | str]):
+    """``--since``: a seq (``0`` = all), or on a Redis Cluster a position ``3:120,7:55``."""
+
+    name = "since"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if text.isdigit():
+            return int(text)
+        if ":" not in text:
+            self.fail(f"{text!r} is not a seq (0 or more), nor a position like 3:120,7:55 (Redis Cluster)", param, ctx)
+        try:
+            parse_position(text)
+        except ConfigError as e:
+            self.fail(str(e), param, ctx)
+        return text
+
+
 @click.command("tail")
 @click.option("--conversation", metavar="KEY", help="Only this conversation (a unique prefix is enough).")
 @click.option(
     "--since",
-    type=click.IntRange(min=0),
+    type=SinceType(),
     metavar="SEQ",
-    help="First print the stored events after SEQ (0 = all), then the live ones, with no gap.",
+    help="First print the stored events after SEQ (0 = all), then the live ones, with no gap. "
+    "On a Redis Cluster seq is per bucket: 0, or a position BUCKET:SEQ,… (as printed on stderr when "
+    "tail stops; a bucket not named is read from its beginning).",
 )
 @click.option(
     "--format",
@@ -149,19 +173,25 @@ def writer_cmd(ctx: click.Context, output: Path | None, interval: float, once: b
     help="jsonl: the envelopes; text: one readable line each (seq, time, conversation, role, preview).",
 )
 @click.pass_context
-def tail_cmd(ctx: click.Context, conversation: str | None, since: int | None, fmt: str) -> None:
+def tail_cmd(ctx: click.Context, conversation: str | None, since: int | str | None, fmt: str) -> None:
     """Print event envelopes as JSON lines as they are committed.
 
     Gaps in `seq` (a dropped connection, a slow reader cut off by Redis) are filled from the
     store, so the output has every event once, in increasing `seq` order.
+
+    On a Redis Cluster, `seq` counts per bucket: each envelope carries its `bucket`, the order
+    holds within a bucket, and when tail stops it prints on stderr the position to resume from
+    (`agg: resume with --since 3:120,7:55`).
     """
     with app_context(ctx) as app:
         conn = app.connect()
-        store = app.store()
+        buckets = app.buckets()
+        if not conn.cluster and isinstance(since, str):
+            raise ConfigError(f"--since {since}: a position per bucket is for a store on a Redis Cluster; give a seq")
         conv = None
         if conversation is not None:
             try:
-                conv = store.resolve_conversation(conversation)
+                _, conv = buckets.resolve(conversation)
             except NotFound as e:
                 if "matches" in str(e):
                     raise
@@ -171,9 +201,21 @@ def tail_cmd(ctx: click.Context, conversation: str | None, since: int | None, fm
         out = sys.stdout.buffer
         sub = Subscription(conn.client, app.settings.keys, since=since, conversation=conv, stop=stop)
         width = terminal_width(160)
-        for raw in sub.raw():
-            out.write((tail_text(store, raw, width).encode("utf-8", "replace") if fmt == "text" else raw) + b"\n")
-            out.flush()
+        try:
+            for raw in sub.raw():
+                out.write((_text(buckets, raw, width).encode("utf-8", "replace") if fmt == "text" else raw) + b"\n")
+                out.flush()
+        finally:
+            if conn.cluster:
+                click.echo(f"agg: resume with --since {sub.position()}", err=True)
+
+
+def _text(buckets: Buckets, raw: bytes, width: int) -> str:
+    """``--format text``: on a Redis Cluster the line starts ``bucket:seq``, the event's place."""
+    if not buckets.cluster:
+        return tail_text(buckets.stores[0], raw, width)
+    bucket = int(orjson.loads(raw)["bucket"])
+    return f"{bucket}:{tail_text(buckets.stores[bucket], raw, width)}"
 
 
 # --- run ---------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from aggregator.ingest import ingest
 from aggregator.layout import iter_transcripts
 from aggregator.live.subscribe import Subscription
 from aggregator.store import Store
-from devtools.agg import REPO, agg_env, wait_until
+from devtools.agg import REPO, agg_env, run_agg, wait_until
 from devtools.redisproc import RedisProcess
 from tests.support.live import Agg, Reader, append, line, record
 
@@ -144,3 +144,14 @@ def test_subscribe_example_script(redis_server: RedisProcess, store: Store, tmp_
     )
     assert proc.returncode == 0, proc.stderr
     assert [ln.split()[0] for ln in proc.stdout.splitlines()] == ["2", "3", "4"]
+
+
+def test_tail_refuses_a_position_per_bucket_on_a_single_redis(redis_server: RedisProcess, tmp_path: Path) -> None:
+    env = agg_env(redis_server, tmp_path)
+    for since, said in (
+        ("3:120", "agg: --since 3:120: a position per bucket is for a store on a Redis Cluster; give a seq"),
+        ("-1", "'-1' is not a seq (0 or more), nor a position like 3:120,7:55 (Redis Cluster)"),
+    ):
+        proc = run_agg(["tail", "--since", since], env, check=False)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        assert said in proc.stderr and "Traceback" not in proc.stderr

@@ -134,6 +134,7 @@ class Web:
 
     def __init__(self, settings: Settings, conn: Connection) -> None:
         self.data = WebData(settings, conn)
+        self.cluster = conn.cluster
         self.assets = load_assets()
         self.urls = {name: a.url for name, a in self.assets.items()}
 
@@ -282,6 +283,8 @@ class Web:
         return JSON(self.data.rejects(_int(request, "limit", high=10_000) or 50))
 
     async def api_events(self, request: Request) -> Response:
+        if self.cluster:  # an SSE id is one seq; on a cluster a place is (bucket, seq)
+            return JSON({"error": "/api/events does not work on a Redis Cluster yet (agg tail does)"}, status_code=501)
         header = request.headers.get("last-event-id")
         raw = header if header else request.query_params.get("since")
         since: int | None = None
