@@ -145,6 +145,20 @@ class Buckets:
                 out[k] = max(out.get(k, v), v) if k in _LARGEST else out.get(k, 0) + v
         return out
 
+    def rejections(self, limit: int | None) -> tuple[list[dict[str, Any]], int]:
+        """:meth:`~aggregator.store.Store.rejections` over every bucket: newest first, at most
+        ``limit``; and how many are kept in all."""
+        if len(self.stores) == 1:
+            return self.stores[0].rejections(limit)
+        records: list[dict[str, Any]] = []
+        kept = 0
+        for store in self.stores:
+            mine, n = store.rejections(limit)
+            records += mine
+            kept += n
+        records.sort(key=lambda r: str(r.get("at") or ""), reverse=True)  # stable: a bucket's own order among equals
+        return records[:limit] if limit is not None else records, kept
+
     def masters(self) -> int:
         """How many masters serve the store (1 on a single Redis)."""
         if not self.cluster:

@@ -930,15 +930,15 @@ def forget_call(
     turn: str,
     lease: str,
     chunks: str,
-    patches: list[str],
+    patches: Sequence[str],
     conv: str,
     conv_json: bytes,
-    firsts: list[str],
+    firsts: str,
     events_channel: str,
     conv_channel: str,
 ) -> ScriptCall:
     """KEYS and ARGV of one :data:`FORGET` call (built by :meth:`aggregator.store.Store.forget`):
-    ``firsts`` the timeline's members as read, ``patches`` their patched batches' keys."""
+    ``firsts`` the timeline's members as read (``,``-joined), ``patches`` their patched batches' keys."""
     return ScriptCall(
         FORGET,
         [
@@ -946,5 +946,5 @@ def forget_call(
             *(cur, tl, body, meta, forgot, turn, lease, chunks),
             *patches,
         ],
-        [conv, conv_json, ",".join(firsts), events_channel, conv_channel],
+        [conv, conv_json, firsts, events_channel, conv_channel],
     )

@@ -483,7 +483,7 @@ class Store:
             patches=[k.log_patch(first) for first in firsts],
             conv=conv,
             conv_json=dumps(conv),
-            firsts=firsts,
+            firsts=",".join(firsts),
             events_channel=k.events_channel,
             conv_channel=k.conv_channel(conv),
         )

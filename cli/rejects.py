@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
-from aggregator.buckets import Buckets
 from cli.app import app_context, emit_json
-
-
-def rejections(buckets: Buckets, limit: int | None) -> tuple[list[dict[str, Any]], int]:
-    """:meth:`~aggregator.store.Store.rejections` over every bucket: newest first, at most ``limit``;
-    and how many are kept in all."""
-    if len(buckets) == 1:
-        return buckets.stores[0].rejections(limit)
-    records: list[dict[str, Any]] = []
-    kept = 0
-    for store in buckets:
-        mine, n = store.rejections(limit)
-        records += mine
-        kept += n
-    records.sort(key=lambda r: str(r.get("at") or ""), reverse=True)  # stable: a bucket's own order among equals
-    return records[:limit] if limit is not None else records, kept
 
 
 @click.command("rejects")
@@ -37,7 +19,7 @@ def rejects_cmd(ctx: click.Context, as_json: bool, limit: int | None) -> None:
     with app_context(ctx) as app:
         buckets = app.buckets()
         rejected = buckets.stats()["rejected"]
-        records, kept = rejections(buckets, limit)
+        records, kept = buckets.rejections(limit)
         if as_json:
             emit_json({"rejects": records, "rejected": rejected, "kept": kept})
             return

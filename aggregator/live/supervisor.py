@@ -47,7 +47,7 @@ from aggregator.paths import DataPaths
 
 log = logging.getLogger("agg.run")
 
-NOT_ON_A_CLUSTER = ("serve", "worker")
+NOT_ON_A_CLUSTER = ("worker",)
 """Parts ``agg run`` leaves out on a Redis Cluster: not made for a store in buckets yet."""
 
 EXIT_ALREADY_RUNNING = AlreadyRunning.exit_code

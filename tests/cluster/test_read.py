@@ -12,72 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import itertools
 import json
-import os
-import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
-from aggregator.buckets import Buckets, bucket_of
-from aggregator.config import Settings
-from aggregator.connection import cluster_client
-from aggregator.keys import Keys
+from aggregator.buckets import bucket_of
 from cli.main import cli
-from devtools.agg import HOST, run_agg
-from devtools.cluster import Cluster
-from devtools.redisproc import RedisProcess
-from tests.cluster.conftest import cluster_env
-from tests.support import CORPUS, records
-
-_names = itertools.count(1)
-
-
-@dataclass
-class Pair:
-    """The same corpus in a cluster store and in a single Redis: each one's ``agg`` environment."""
-
-    cluster: dict[str, str]
-    single: dict[str, str]
-    buckets: Buckets
-    corpus: Path
-
-    def both(self, args: list[str]) -> tuple[Any, Any]:
-        """``agg ARGS`` (printing JSON) on the cluster and on the single Redis, parsed."""
-        return tuple(json.loads(run_agg(args, env).stdout) for env in (self.cluster, self.single))
-
-    def conversations(self) -> list[str]:
-        return sorted(c for s in self.buckets for c in s.conversations())
-
-
-@pytest.fixture(scope="module")
-def pair(cluster: Cluster, redis_server: RedisProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    """The corpus ingested (real ``agg ingest``) into a cluster store and into a single Redis; both
-    read the same files (same paths), under their own namespaces, from one data dir."""
-    if not CORPUS.is_dir():
-        pytest.skip(f"corpus not found at {CORPUS}")
-    tmp = tmp_path_factory.mktemp("read")
-    corpus = tmp / "claude" / "projects"
-    shutil.copytree(CORPUS, corpus)
-    ns = f"r{os.getpid()}x{next(_names)}"
-    on_cluster = cluster_env(cluster, tmp, f"{ns}c")
-    settings = Settings(
-        redis_url=redis_server.url, data_dir=tmp / "data", claude_dirs=[tmp / "claude"], host=HOST, namespace=f"{ns}s"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGG_")}
-    on_single = {**env, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
-    for e in (on_cluster, on_single):
-        run_agg(["ingest", str(corpus), "--json"], e)
-    client = cluster_client(cluster.url)
-    try:
-        yield Pair(on_cluster, on_single, Buckets(client, Keys(f"{ns}c"), HOST, cluster=True), corpus)
-    finally:
-        client.close()
+from devtools.agg import run_agg
+from tests.cluster.conftest import Pair
+from tests.support import records
 
 
 def _invoke(env: dict[str, str], args: list[str]) -> bytes:

@@ -357,26 +357,6 @@ def test_tail_text_lines_start_with_the_events_place(cluster: Cluster, tmp_path:
     assert f"agg: resume with --since {a}:3" in tail.log()
 
 
-def test_the_web_event_stream_says_it_is_not_for_a_cluster_yet(
-    cluster: Cluster, cclient: RedisCluster, namespace: str, tmp_path: Path
-) -> None:
-    from starlette.testclient import TestClient
-
-    from aggregator.config import Settings
-    from aggregator.connection import Connection
-    from aggregator.live.web.access import allowed_hosts
-    from aggregator.live.web.app import build_app
-    from devtools.agg import HOST
-    from tests.support.web import BASE, PORT, TOKEN
-
-    settings = Settings(redis_url=cluster.url, data_dir=tmp_path / "data", host=HOST, namespace=namespace)
-    conn = Connection(cclient, cluster.url, cluster=True)
-    app = build_app(settings, conn, token=TOKEN, allowed_hosts=allowed_hosts("127.0.0.1", PORT), port=PORT)
-    res = TestClient(app, base_url=BASE).get("/api/events", headers={"authorization": f"Bearer {TOKEN}"})
-    assert res.status_code == 501
-    assert res.json() == {"error": "/api/events does not work on a Redis Cluster yet (agg tail does)"}
-
-
 def test_the_subscribe_example_on_a_cluster(cluster: Cluster, tmp_path: Path, namespace: str, buckets: Buckets) -> None:
     src = tmp_path / "claude"
     _ingest_lines(buckets, src, PROJECT_A, "s", 3)

@@ -54,6 +54,7 @@ from aggregator.connection import Connection, as_agg_error
 from aggregator.dates import parse_when
 from aggregator.errors import AggError, ConfigError, NotFound
 from aggregator.fts import ROLES
+from aggregator.live.subscribe import parse_position
 from aggregator.live.web import pages
 from aggregator.live.web.data import WebData
 from aggregator.live.web.events import envelopes
@@ -158,19 +159,20 @@ class Web:
         active = _flag(request, "active")
         offset = _int(request, "offset") or 0
         limit = defaults.WEB_PAGE_CONVERSATIONS
-        seq = self.data.store.last_seq()  # the page's events follow on from here: none is missed
+        since = self.data.position()  # the page's events follow on from here: none is missed
         listing = self.data.conversations(project=project, active=active, limit=limit, offset=offset)
         body = pages.conversations_page(
-            listing, self.data.projects(), project=project, active=active, offset=offset, limit=limit, seq=seq
+            listing, self.data.projects(), project=project, active=active, offset=offset, limit=limit, since=since
         )
         return self.page("conversations", "Conversations", body, request)
 
     def conversation(self, request: Request) -> Response:
-        seq = self.data.store.last_seq()
-        view = self.data.conversation(request.path_params["key"])
+        key = self.data.key(request.path_params["key"])
+        since, bucket = self.data.position(key), self.data.bucket_of(key)
+        view = self.data.conversation(key)
         window, all_types = self._window(request, view["key"])
         tail = all(request.query_params.get(k) in (None, "") for k in ("before", "after", "at"))
-        body = pages.conversation_page(view, window, all_types=all_types, tail=tail, seq=seq)
+        body = pages.conversation_page(view, window, all_types=all_types, tail=tail, since=since, bucket=bucket)
         return self.page("conversation", view.get("title") or view["key"], body, request)
 
     def search(self, request: Request) -> Response:
@@ -253,7 +255,7 @@ class Web:
         limit = _int(request, "limit", low=1, high=1000) or defaults.SEARCH_LIMIT
         with self.data.search_index() as index:
             return search(
-                self.data.store,
+                self.data.buckets,
                 index,
                 request.query_params.get("q", ""),
                 project=_text(request, "project"),
@@ -283,12 +285,16 @@ class Web:
         return JSON(self.data.rejects(_int(request, "limit", high=10_000) or 50))
 
     async def api_events(self, request: Request) -> Response:
-        if self.cluster:  # an SSE id is one seq; on a cluster a place is (bucket, seq)
-            return JSON({"error": "/api/events does not work on a Redis Cluster yet (agg tail does)"}, status_code=501)
         header = request.headers.get("last-event-id")
         raw = header if header else request.query_params.get("since")
-        since: int | None = None
-        if raw not in (None, ""):
+        since: int | str | None = None
+        if raw not in (None, "") and self.cluster:
+            try:
+                parse_position(raw)  # a seq per bucket: the SSE ids of a cluster's stream
+            except ConfigError as e:
+                return JSON({"error": f"Last-Event-ID / since: {e}"}, status_code=400)
+            since = raw
+        elif raw not in (None, ""):
             try:
                 since = int(raw)
             except ValueError:

@@ -21,16 +21,18 @@ from typing import Any
 import orjson
 
 from aggregator import defaults
+from aggregator.buckets import Buckets
 from aggregator.config import Settings
 from aggregator.connection import Connection
 from aggregator.listing import Totals, conversation, conversations, totals, totals_state
 from aggregator.live.status import gather, host_files, live_status
+from aggregator.live.subscribe import format_position
 from aggregator.live.web.render import Item
 from aggregator.parse import loads
 from aggregator.projections import Projector
 from aggregator.searchindex import SearchIndex
 from aggregator.store import Store
-from aggregator.transcript import HIDDEN_TYPES, conversation_key
+from aggregator.transcript import HIDDEN_TYPES
 from aggregator.usage import report as usage_report
 from aggregator.views import conversation_view
 
@@ -68,7 +70,9 @@ class WebData:
     def __init__(self, settings: Settings, conn: Connection) -> None:
         self.settings = settings
         self.conn = conn
-        self.store = Store(conn.client, settings.keys, settings.host)
+        self.buckets = Buckets(conn.client, settings.keys, settings.host, cluster=conn.cluster)
+        """The store's buckets (one on a single Redis): lists, usage, search and status read
+        them all; a conversation is read in its own (:meth:`store_of`)."""
         self.r: Any = conn.client
         self.keys = settings.keys
         self._index: SearchIndex | None = None
@@ -95,7 +99,7 @@ class WebData:
     ) -> dict[str, Any]:
         """``agg list --json`` (all of it without ``limit``), from ``offset`` on."""
         return conversations(
-            self.store,
+            self.buckets,
             project=project,
             active=active,
             since_ms=since_ms,
@@ -108,29 +112,55 @@ class WebData:
         """The projects' paths and every conversation's cost, read again only when the projections
         changed since the last time (:func:`aggregator.listing.totals_state`): a list page reads them
         once per change, not once per request."""
-        Projector(self.store).catch_up()
-        state = totals_state(self.store)
+        self.catch_up()
+        state = tuple(totals_state(store) for store in self.buckets)
         with self._totals_lock:
             if self._totals is not None and self._totals[0] == state:
                 return self._totals[1]
-        known = totals(self.store)
+        known = totals(self.buckets)
         with self._totals_lock:
             self._totals = (state, known)
         return known
 
+    def catch_up(self) -> None:
+        """Bring every bucket's projections up to date."""
+        for store in self.buckets:
+            Projector(store).catch_up()
+
+    def position(self, conv: str | None = None) -> str:
+        """Where the store's log (``conv``'s bucket's, if given) ends now, as ``/api/events``
+        takes it back: a page's live events follow on from here, none missed. A seq; on a Redis
+        Cluster, ``bucket:seq`` pairs (:func:`~aggregator.live.subscribe.format_position`)."""
+        if not self.buckets.cluster:
+            return str(self.buckets.stores[0].last_seq())
+        stores = dict(enumerate(self.buckets.stores))
+        if conv is not None:
+            n = self.bucket_of(conv)
+            stores = {n: stores[n]} if n is not None else stores
+        return format_position({n: store.last_seq() for n, store in stores.items()})
+
+    def bucket_of(self, conv: str) -> int | None:
+        """The bucket holding ``conv`` on a Redis Cluster (None on a single Redis)."""
+        return self.buckets.stores.index(self.store_of(conv)) if self.buckets.cluster else None
+
     def key(self, name: str) -> str:
         """The conversation ``name`` means (a key, a unique prefix, a transcript file name);
         :class:`~aggregator.errors.NotFound` otherwise."""
-        return conversation_key(self.store, name)
+        return self.buckets.find(name)[1]
+
+    def store_of(self, conv: str) -> Store:
+        """The store (the bucket, on a cluster) holding conversation ``conv``."""
+        return self.buckets.stores[0] if not self.buckets.cluster else self.buckets.resolve(conv)[0]
 
     def conversation(self, name: str) -> dict[str, Any]:
         """One conversation as ``agg list --json`` lists it (``name`` as :meth:`key` takes it)."""
-        return conversation(self.store, self.key(name))
+        store, conv = self.buckets.find(name)
+        return conversation(store, conv)
 
     def agents(self, conv: str) -> dict[str, dict[str, Any]]:
         """``conv``'s subagents by id, as its projection has them now (not caught up: what a live
         page's new events need)."""
-        view = conversation_view(conv, self.store.projection(conv), now_ms=0, active_minutes=0)
+        view = conversation_view(conv, self.store_of(conv).projection(conv), now_ms=0, active_minutes=0)
         return {a["id"]: a for a in view["subagents"]}
 
     def projects(self) -> list[tuple[str, str]]:
@@ -138,10 +168,11 @@ class WebData:
         return sorted(self.totals().paths.items(), key=lambda p: (p[1], p[0]))
 
     # --- events --------------------------------------------------------------------------------
-    def _entries(self, conv: str, firsts: list[int]) -> list[tuple[int, dict[str, Any]]]:
+    @staticmethod
+    def _entries(store: Store, conv: str, firsts: list[int]) -> list[tuple[int, dict[str, Any]]]:
         """(seq, envelope) of ``conv``'s first versions in the log batches starting at ``firsts``."""
         out = []
-        for entries in self.store.batches_at(firsts):
+        for entries in store.batches_at(firsts):
             for entry in entries:
                 env = orjson.loads(entry.envelope)
                 if env["conv"] == conv and not env["revision"]:
@@ -152,26 +183,27 @@ class WebData:
         """``conv``'s events (seq, envelope) after ``after`` (ascending) or before ``before``
         (descending; None = from the newest), a chunk of timeline batches at a time."""
         chunk = 64
+        store = self.store_of(conv)
         if after is not None:
             # The batch holding after + 1 may have started at or before `after`.
-            holding = self.store.timeline_holding(conv, after)
+            holding = store.timeline_holding(conv, after)
             firsts = [] if holding is None else [holding]
             low = after
             while True:
-                firsts += self.store.timeline_after(conv, low, chunk)
+                firsts += store.timeline_after(conv, low, chunk)
                 if not firsts:
                     return
-                for seq, env in sorted(self._entries(conv, firsts)):
+                for seq, env in sorted(self._entries(store, conv, firsts)):
                     if seq > after:
                         yield seq, env
                 low = max(firsts)
                 firsts = []
         high = before
         while True:
-            firsts = self.store.timeline_before(conv, high, chunk)
+            firsts = store.timeline_before(conv, high, chunk)
             if not firsts:
                 return
-            for seq, env in sorted(self._entries(conv, firsts), reverse=True):
+            for seq, env in sorted(self._entries(store, conv, firsts), reverse=True):
                 if before is None or seq < before:
                     yield seq, env
             high = min(firsts)
@@ -186,7 +218,7 @@ class WebData:
         return got, False
 
     def _with_records(self, conv: str, picked: list[tuple[int, Any]]) -> list[Item]:
-        bodies = self.store.newest_bodies([(conv, env["id"]) for _, env in picked])
+        bodies = self.store_of(conv).newest_bodies([(conv, env["id"]) for _, env in picked])
         return [Item(seq, env, _parse(b)) for (seq, env), b in zip(picked, bodies, strict=True)]
 
     def events(
@@ -225,20 +257,20 @@ class WebData:
         :func:`aggregator.search.search` catches it up before it answers)."""
         with self._search_lock:
             if self._index is None:
-                self._index = SearchIndex.open(self.store, self.settings.data_dir)
+                self._index = SearchIndex.open_all(self.buckets, self.settings.data_dir)
             yield self._index
 
     # --- usage and status ----------------------------------------------------------------------
     def usage(self, by: str, since_ms: int | None = None, until_ms: int | None = None) -> dict[str, Any]:
         """``agg usage --by BY [--since] [--until] --json``: each row and the total with ``cost_usd``."""
-        Projector(self.store).catch_up()
-        return usage_report(self.store, by, since_ms, until_ms)
+        self.catch_up()
+        return usage_report(self.buckets, by, since_ms, until_ms)
 
     def status(self) -> dict[str, Any]:
         """``agg status --json`` (with ``redis.binary``, the running server's executable)."""
-        files = host_files(self.store)
-        st = gather(self.conn, self.store, files)
-        st.update(live_status(self.settings, self.store, files))
+        files = host_files(self.buckets)
+        st = gather(self.conn, self.buckets, files)
+        st.update(live_status(self.settings, self.buckets, files))
         st["redis"].setdefault("binary", self.r.info("server").get("executable"))
         return st
 
@@ -248,5 +280,5 @@ class WebData:
 
     def rejects(self, limit: int = 50) -> dict[str, Any]:
         """``agg rejects --json --limit LIMIT``: ``{"rejects": [...], "rejected", "kept"}``, newest first."""
-        records, kept = self.store.rejections(limit)
-        return {"rejects": records, "rejected": self.store.stats()["rejected"], "kept": kept}
+        records, kept = self.buckets.rejections(limit)
+        return {"rejects": records, "rejected": self.buckets.stats()["rejected"], "kept": kept}

@@ -6,7 +6,8 @@ subscription guarantees carries over: it starts after ``Last-Event-ID`` (the ``s
 event the client got; browsers send it by themselves when they reconnect) or ``?since=``, fills
 any gap from the store, and waits out a Redis outage, then reads what it missed
 (``tests/process/test_serve.py::test_events_resume_after_redis_is_killed``). Each SSE ``id`` is the
-envelope's ``seq``.
+envelope's ``seq``; on a Redis Cluster, the subscription's whole position after it (``3:120,7:55``,
+a seq per bucket), which ``Last-Event-ID`` and ``?since=`` take back.
 
 Flow control: at most :data:`~aggregator.defaults.WEB_SSE_QUEUE` envelopes wait for a client;
 beyond that the subscription stops reading until the client catches up, and what Redis drops
@@ -36,9 +37,11 @@ RETRY_MS = 1000
 
 
 class _Pump(threading.Thread):
-    """Runs a subscription and hands each envelope to the event loop's queue."""
+    """Runs a subscription and hands each envelope, with its SSE id, to the event loop's queue."""
 
-    def __init__(self, sub: Subscription, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[bytes | None]) -> None:
+    def __init__(
+        self, sub: Subscription, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[str, bytes] | None]
+    ) -> None:
         super().__init__(name="agg-sse", daemon=True)
         self.sub = sub
         self.loop = loop
@@ -55,22 +58,26 @@ class _Pump(threading.Thread):
                 while not self.room.acquire(timeout=0.5):
                     if self.stopped:
                         return
-                self._hand(raw)
+                # On a cluster the id is the whole position (a seq per bucket), read right after
+                # the envelope: what the browser sends back as Last-Event-ID resumes every bucket.
+                self._hand((self.sub.position() if self.sub.cluster else "", raw))
         except Exception as e:  # the stream ends; the browser reconnects with Last-Event-ID
             log.warning("event stream stopped: %s", first_line(e))
         finally:
             self._hand(None)
 
-    def _hand(self, item: bytes | None) -> None:
+    def _hand(self, item: tuple[str, bytes] | None) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the server is stopping
             self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
 
 async def envelopes(
-    client: redis.Redis, keys: Keys, *, since: int | None, conversation: str | None
+    client: redis.Redis, keys: Keys, *, since: int | str | None, conversation: str | None
 ) -> AsyncIterator[dict[str, object]]:
-    """Server-sent events (as sse-starlette dicts) for the envelopes after ``since`` (None: from now on)."""
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    """Server-sent events (as sse-starlette dicts) for the envelopes after ``since`` (None: from
+    now on; on a Redis Cluster, a position as :func:`~aggregator.live.subscribe.parse_position`
+    reads it)."""
+    queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
     stop = threading.Event()
     sub = Subscription(client, keys, since=since, conversation=conversation, stop=stop, poll_s=0.5)
     pump = _Pump(sub, asyncio.get_running_loop(), queue)
@@ -78,10 +85,11 @@ async def envelopes(
     try:
         yield {"retry": RETRY_MS, "comment": "agg events"}
         while True:
-            raw = await queue.get()
-            if raw is None:
+            item = await queue.get()
+            if item is None:
                 return
             pump.room.release()
-            yield {"id": str(orjson.loads(raw)["seq"]), "data": raw.decode()}
+            position, raw = item
+            yield {"id": position or str(orjson.loads(raw)["seq"]), "data": raw.decode()}
     finally:
         stop.set()

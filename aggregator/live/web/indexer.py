@@ -24,6 +24,7 @@ import redis
 
 from aggregator import defaults
 from aggregator.backoff import Backoff
+from aggregator.buckets import Buckets
 from aggregator.connection import as_agg_error
 from aggregator.errors import AggError
 from aggregator.searchindex import SearchIndex
@@ -37,10 +38,11 @@ class _Stopped(Exception):
 
 
 class Indexer:
-    """Follows ``store``'s log into its search index in ``data_dir``, on a thread of its own."""
+    """Follows ``store``'s log (every bucket's, on a Redis Cluster) into its search index in
+    ``data_dir``, on a thread of its own."""
 
-    def __init__(self, store: Store, data_dir: Path, every_s: float = defaults.SEARCH_FOLLOW_S) -> None:
-        self.store = store
+    def __init__(self, store: Store | Buckets, data_dir: Path, every_s: float = defaults.SEARCH_FOLLOW_S) -> None:
+        self.buckets = store if isinstance(store, Buckets) else Buckets(store.client, store.keys, store.host)
         self.data_dir = data_dir
         self.every_s = every_s
         self.error: str | None = None
@@ -79,8 +81,8 @@ class Indexer:
             while not self._stop.is_set():
                 try:
                     if index is None:
-                        index = SearchIndex.open(self.store, self.data_dir)
-                    index.catch_up(self.store, self._step_done)
+                        index = SearchIndex.open_all(self.buckets, self.data_dir)
+                    index.follow(self.buckets.stores, self._step_done)
                 except _Stopped:
                     return
                 except (AggError, redis.RedisError, OSError, sqlite3.Error) as e:

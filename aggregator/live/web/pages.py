@@ -94,10 +94,11 @@ def conversations_page(
     active: bool,
     offset: int,
     limit: int,
-    seq: int,
+    since: str,
 ) -> str:
-    """The body of ``/``: the filter form and the table, newest activity first; ``seq``: the store's
-    last seq before the list was read (the page's live updates start after it)."""
+    """The body of ``/``: the filter form and the table, newest activity first; ``since``: where
+    the store's log ended before the list was read (a seq; on a Redis Cluster, a position), which
+    the page's live updates start after."""
     options = '<option value="">all projects</option>' + "".join(
         f'<option value="{e(p)}"{" selected" if p == project else ""}>{e(label)}</option>' for p, label in projects
     )
@@ -128,7 +129,7 @@ def conversations_page(
         '<span class="live" id="live" title="live updates">live</span></div>'
         '<table class="convs"><thead><tr><th>Title</th><th>Project</th><th>Last activity</th>'
         '<th class="num">Messages</th><th class="num">Tokens</th><th class="num">Cost</th></tr></thead>'
-        f'<tbody id="conv-rows" data-live="{1 if offset == 0 else 0}" data-since="{seq}">{rows}</tbody></table>'
+        f'<tbody id="conv-rows" data-live="{1 if offset == 0 else 0}" data-since="{e(since)}">{rows}</tbody></table>'
         f'<nav class="pager">{" ".join(pager)}</nav>'
     )
 
@@ -163,9 +164,12 @@ def agents_of(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {a["id"]: a for a in view.get("subagents") or []}
 
 
-def conversation_page(view: dict[str, Any], window: Window, *, all_types: bool, tail: bool, seq: int) -> str:
+def conversation_page(
+    view: dict[str, Any], window: Window, *, all_types: bool, tail: bool, since: str, bucket: int | None = None
+) -> str:
     """The body of ``/conversations/<key>``: header, the window of events, paging, live state
-    (``seq``: the store's last seq before the page was read)."""
+    (``since``: where the conversation's log ended before the page was read; ``bucket``: its
+    bucket on a Redis Cluster, where a place in the log is ``bucket:seq``)."""
     key = view["key"]
     usage = view.get("usage") or {}
     meta = [
@@ -209,7 +213,8 @@ def conversation_page(view: dict[str, Any], window: Window, *, all_types: bool, 
         f'<a href="/api/conversations/{e(quote(key, safe=""))}">JSON</a>'
         ' · <span class="live" id="live">live</span></p></div>'
         f'<section id="events" data-conv="{e(key)}" data-tail="{int(tail and not window.more_after)}" '
-        f'data-all="{int(all_types)}" data-since="{seq}" data-hidden="{",".join(sorted(HIDDEN_TYPES))}">'
+        f'data-all="{int(all_types)}" data-since="{e(since)}" data-bucket="{"" if bucket is None else bucket}" '
+        f'data-hidden="{",".join(sorted(HIDDEN_TYPES))}">'
         f"{earlier}{chunk(window, agents_of(view))}{later}</section>"
         '<button type="button" id="jump" class="jump" hidden>↓ jump to latest</button>'
     )

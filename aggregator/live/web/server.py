@@ -18,6 +18,7 @@ import sys
 import uvicorn
 
 from aggregator import defaults
+from aggregator.buckets import Buckets
 from aggregator.config import Settings
 from aggregator.connection import open_redis
 from aggregator.errors import ConfigError
@@ -25,7 +26,6 @@ from aggregator.lifecycle import StopFlag
 from aggregator.live.web.access import allowed_hosts, load_token, serve_url
 from aggregator.live.web.app import build_app
 from aggregator.live.web.indexer import Indexer
-from aggregator.store import Store
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -77,7 +77,9 @@ def serve(settings: Settings, *, host: str, port: int, print_url: bool = True) -
     if print_url:
         sys.stdout.write(serve_url(host, port, token) + "\n")
         sys.stdout.flush()
-    indexer = Indexer(Store(conn.client, settings.keys, settings.host), settings.data_dir).start()
+    indexer = Indexer(
+        Buckets(conn.client, settings.keys, settings.host, cluster=conn.cluster), settings.data_dir
+    ).start()
     try:
         server.run(sockets=[sock])
     finally:

@@ -43,8 +43,10 @@
   // Follow /api/events from `since` on. A browser keeps at most six connections to one server
   // over HTTP/1.1, and each open stream holds one: a hidden tab lets its stream go and, when
   // shown again, opens a new one from the last seq it had, so nothing is missed.
+  // Each event's id is where the stream stands after it (a seq; on a Redis Cluster, a seq per
+  // bucket as "3:120,7:55"): reopening from the last id resumes every bucket.
   function follow(query, since, onEnvelope) {
-    let last = Number(since) || 0;
+    let last = since || "0";
     let source = null;
     function open() {
       if (source) return;
@@ -53,7 +55,7 @@
       source.onerror = () => setLive("reconnecting");
       source.onmessage = (ev) => {
         const env = JSON.parse(ev.data);
-        if (env.seq > last) last = env.seq;
+        if (ev.lastEventId) last = ev.lastEventId;
         onEnvelope(env);
       };
     }
@@ -272,7 +274,9 @@
     }
 
     // The tail follows on from its last event; a page further back counts what is new since it was read.
-    const since = tail ? lastSeq() : section.dataset.since;
+    // On a Redis Cluster a place in the log is bucket:seq (the conversation is in one bucket).
+    const here = section.dataset.bucket ? section.dataset.bucket + ":" + lastSeq() : String(lastSeq());
+    const since = tail ? here : section.dataset.since;
     follow("conversation=" + encodeURIComponent(conv), since, (env) => {
       if (!all && hidden.has(env.type)) return;
       if (env.revision) {
