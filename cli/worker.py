@@ -56,6 +56,12 @@ def worker_cmd(ctx: click.Context, count: int, burst: bool, name: str | None, ve
 
         make_provider(config)
         load_turn_function(config.turn)
+        # ... and a queue's Redis that cannot serve (none for a cluster store, a cluster node, away)
+        from aggregator.connection import open_queue
+
+        queue = open_queue(app.settings, conn)
+        if queue is not conn:
+            queue.close()
         setup_logging(verbose)
         codes = run_workers(app.settings, count, stop, redis_url=conn.url, args=["-v"] if verbose else [])
         click.echo(f"stopped {count} workers (exit codes {codes})", err=True)
