@@ -301,8 +301,12 @@ class Scheduler:
             for key in (k.dirty, k.turns_queued, k.turns_running):
                 pipe.zcard(key)
             pipe.zrange(k.turns_due, 0, self.batch - 1)
-        pipe.time()
-        *res, (secs, micros) = pipe.execute()
+        if not self.cluster:
+            pipe.time()
+            *res, (secs, micros) = pipe.execute()
+        else:  # a cluster pipeline refuses TIME (no key to route it by)
+            res = pipe.execute()
+            secs, micros = self.r.time()
         rows = [res[i : i + 4] for i in range(0, len(res), 4)]
         if any(any(row[:3]) for row in rows):
             return True
