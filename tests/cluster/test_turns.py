@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -306,3 +307,67 @@ def test_a_worker_on_a_cluster_needs_a_standalone_queue_redis(
             (line,) = out.stderr.strip().splitlines()
             assert line.startswith("agg: ") and says in line, line
             assert "pw" not in line  # the URL is shown masked
+
+
+# --- crashes and faults ---------------------------------------------------------------------------------
+def test_kill9_mid_turn_redoes_the_turn_once_in_its_bucket_and_a_failing_one_is_parked(
+    cluster: Cluster,
+    tmp_path: Path,
+    namespace: str,
+    buckets: Buckets,
+    cclient: RedisCluster,
+    queue: RedisProcess,
+    qclient: redis.Redis,
+    llm: FakeLLM,
+) -> None:
+    """A worker killed while its turn waits for the LLM: the reconciler, reading the bucket's
+    ``turns:running``, queues the turn again under a new generation and the other worker commits
+    it once. Meanwhile a conversation of another bucket whose provider calls fail is parked, which
+    `turn_figures` reports across buckets, and resumes."""
+    projects = projects_in_distinct_buckets(3)
+    data = Projects(buckets, tmp_path)
+    env = worker_env(cluster, tmp_path, namespace, queue)
+    workers = ClusterWorkers(queue, tmp_path, queue=f"{namespace}-turns", base=env)
+
+    def figures() -> dict[str, Any]:
+        keys = [s.keys for s in buckets]
+        return turn_figures(cclient, Keys(namespace), f"{namespace}-turns", buckets=keys, queue_client=qclient)
+
+    try:
+        ws = workers.start(2, **openai_env(llm), AGG_TURN_PARK_S="3")
+        llm.delay("conv-0", 30.0)  # the first call of conv-0 hangs: its worker will be killed
+        llm.fail_next("500", "500", "500", "500", conv="conv-1")  # every attempt of conv-1's first turn
+        data.burst(projects[0], "conv-0", 0, 2)
+        wait_until(lambda: llm.calls("conv-0", outcome=None), what="the first call of conv-0")
+        holder = cclient.hget(data.store("conv-0").keys.turn("conv-0"), "holder")
+        assert holder is not None
+        victim = int(holder.decode().rsplit(":", 1)[1])
+        assert victim in [w.pid for w in ws]
+        os.kill(victim, signal.SIGKILL)
+        data.burst(projects[1], "conv-1", 0, 2)
+        wait_until(lambda: figures()["turns"]["parked"] == 1, what="conv-1 to be parked", every=0.01)
+        (parked,) = figures()["turns"]["parked_conversations"]
+        assert parked["conv"] == "conv-1" and "500" in parked["error"]
+        for i in range(2, 6):  # the other conversations go on meanwhile
+            data.burst(projects[i % 3], f"conv-{i}", 0, 2)
+        convs = [f"conv-{i}" for i in range(6)]
+
+        def settled() -> bool:
+            st = figures()["turns"]
+            done = all(turn_records(data.store(c), c) for c in convs)
+            return done and (st["queued"], st["running"], st["parked"], st["scheduled"], st["dirty"]) == (0,) * 5
+
+        wait_until(settled, timeout=60, what="the killed turn to be redone and the parked one to resume")
+        st = figures()["turns"]
+    finally:
+        workers.stop_all()
+    store0 = data.store("conv-0")
+    turns = turn_records(store0, "conv-0")
+    assert len(turns) == 1 and turns[0]["turn"]["upto_seq"] == last_event_seq(store0, "conv-0")
+    assert len(llm.calls("conv-0", outcome=None)) == 2  # the killed call, and the redo
+    assert int(cclient.hget(store0.keys.turns_stats, "abandoned") or 0) == 1
+    assert [q.outcome for q in llm.calls("conv-1", outcome=None)] == ["500"] * 4 + ["ok"]
+    assert int(cclient.hget(data.store("conv-1").keys.turns_stats, "failed") or 0) == 1
+    for i in range(1, 6):
+        assert len(turn_records(data.store(f"conv-{i}"), f"conv-{i}")) == 1
+    assert (st["abandoned"], st["failed"], st["committed"]) == (1, 1, 6)
