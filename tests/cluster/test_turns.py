@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from aggregator.buckets import Buckets, bucket_of
+from aggregator.connection import cluster_client
 from aggregator.ingest import ingest
 from aggregator.keys import Keys
 from aggregator.layout import classify
@@ -371,3 +373,52 @@ def test_kill9_mid_turn_redoes_the_turn_once_in_its_bucket_and_a_failing_one_is_
     for i in range(1, 6):
         assert len(turn_records(data.store(f"conv-{i}"), f"conv-{i}")) == 1
     assert (st["abandoned"], st["failed"], st["committed"]) == (1, 1, 6)
+
+
+@pytest.mark.slow
+def test_turns_go_on_after_a_master_fails_over(
+    tmp_path: Path, namespace: str, queue: RedisProcess, llm: FakeLLM
+) -> None:
+    """kill -9 of the master serving a bucket with conversations while two workers run: they wait
+    for the replica to take over and carry on; every conversation still ends with a turn that saw
+    its last event, each turn committed once."""
+    with Cluster(tmp_path / "own-cluster", masters=3, replicas=1) as own:
+        client = cluster_client(own.url)
+        buckets = Buckets(client, Keys(namespace), "testhost", cluster=True)
+        data = Projects(buckets, tmp_path)
+        projects = projects_in_distinct_buckets(6)
+        convs = {f"conv-{i}": projects[i % 6] for i in range(12)}
+        env = worker_env(own, tmp_path, namespace, queue)
+        workers = ClusterWorkers(queue, tmp_path, queue=f"{namespace}-turns", base=env)
+
+        def settled() -> bool:
+            for conv in convs:
+                store = data.store(conv)
+                turns = turn_records(store, conv)
+                if not turns or turns[-1]["turn"]["upto_seq"] < last_event_seq(store, conv):
+                    return False
+            return True
+
+        try:
+            workers.start(2, **openai_env(llm))
+            for conv, project in convs.items():
+                data.burst(project, conv, 0, 2)
+            wait_until(settled, timeout=60, what="turns before the failover")
+            time.sleep(0.5)  # replicas have the turns (replication is asynchronous)
+            port = int(client.get_node_from_key(data.store("conv-0").keys.seq).port)
+            own.kill_master(own.ports.index(port))
+            client.close()
+            client = cluster_client(own.url)
+            data.buckets = buckets = Buckets(client, Keys(namespace), "testhost", cluster=True)
+            for conv, project in convs.items():
+                data.burst(project, conv, 1, 2)
+            wait_until(settled, timeout=90, what="turns after the failover")
+            assert all(w.proc.poll() is None for w in workers.procs), workers.logs()[-3000:]
+            for conv in convs:
+                turns = turn_records(data.store(conv), conv)
+                uptos = [t["turn"]["upto_seq"] for t in turns]
+                assert uptos == sorted(set(uptos)) and len(turns) >= 2, (conv, uptos)
+                assert turns[-1]["turn"]["summary"] == f"up to {conv} b1 l1"
+        finally:
+            workers.stop_all()
+            client.close()

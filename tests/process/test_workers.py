@@ -516,7 +516,8 @@ def test_a_queue_redis_of_its_own_holds_rq_the_limits_and_the_budget(
     try:
         for i in range(3):
             transcripts.burst(f"conv-{i}", 0, 2)
-        limits = {"AGG_LLM_RPM": "6000", "AGG_LLM_DAILY_TOKENS": "1000000"}
+        # 3 requests at once, then 1 each 10 s: the limit keys outlive the run by far
+        limits = {"AGG_LLM_RPM": "6", "AGG_LLM_RPM_BURST": "3", "AGG_LLM_DAILY_TOKENS": "1000000"}
         env = agg_env(redis_server, tmp_path, **{**FAST, "AGG_QUEUE_URL": queue.url, **openai_env(llm, **limits)})
         run_agg(["worker", "--burst"], env, timeout=120)
         convs = [f"conv-{i}" for i in range(3)]
