@@ -107,16 +107,19 @@ class Scheduler:
             if not dirty and not due:
                 return 0
             return self._dispatch_bucket(0, dirty, due, self.config.concurrency, burst)
+        if not any(dirty or due for dirty, due, _, _ in self._read_buckets()):
+            return 0  # idle: no lock taken
         token = secrets.token_hex(8)
         if not self.q.set(self.keys.turns_dispatch, token, nx=True, px=defaults.TURN_DISPATCH_LOCK_MS):
             return 0  # another scheduler is dispatching: the cap is counted by one at a time
         try:
-            return self._tick_buckets(burst)
+            return self._claim_in_buckets(self._read_buckets(), burst)  # read again, under the lock
         finally:
             call = store_scripts.project_unlock_call(proj_lock=self.keys.turns_dispatch, token=token)
             self._unlock(keys=call.keys, args=call.args)
 
-    def _tick_buckets(self, burst: bool) -> int:
+    def _read_buckets(self) -> list[list[Any]]:
+        """Per bucket: dirty and due conversations (the first :attr:`batch`), queued and running counts."""
         pipe = self.r.pipeline(transaction=False)
         for k in self.bucket_keys:
             pipe.zrange(k.dirty, 0, self.batch - 1)
@@ -124,7 +127,9 @@ class Scheduler:
             pipe.zcard(k.turns_queued)
             pipe.zcard(k.turns_running)
         res = pipe.execute()
-        rows = [res[i : i + 4] for i in range(0, len(res), 4)]
+        return [res[i : i + 4] for i in range(0, len(res), 4)]
+
+    def _claim_in_buckets(self, rows: list[list[Any]], burst: bool) -> int:
         inflight = sum(q + r for _, _, q, r in rows)
         claimed = 0
         for b, (dirty, due, queued, running) in enumerate(rows):
