@@ -13,6 +13,10 @@ setting                   environment        default
 ``claude_dirs``           ``AGG_CLAUDE_DIR`` ``$CLAUDE_CONFIG_DIR`` (``,``-separated), else
                           (``:``-separated)  ``~/.claude`` and ``~/.config/claude`` that exist
 ``host``                  ``AGG_HOST``       this machine's host name (cursors are per host)
+``queue_url``             ``AGG_QUEUE_URL``  none: the store's Redis. The standalone Redis that
+                                             holds the turn queue (RQ), the LLM limits and the
+                                             daily budget; required when the store is a Redis
+                                             Cluster (RQ does not run on a cluster)
 ========================= ================== ==============================================
 
 :meth:`Settings.to_env` is the one builder of the ``AGG_*`` environment a child process gets
@@ -155,6 +159,8 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     claude_dirs: Sequence[Path] = field(default_factory=default_claude_dirs)
     host: str = field(default_factory=default_host)
+    queue_url: str | None = None
+    """Redis of the turn queue (:mod:`workers`); None: the store's own Redis."""
 
     def __post_init__(self) -> None:
         validate_namespace(self.namespace)
@@ -174,6 +180,7 @@ class Settings:
             data_dir=Path(env["AGG_DATA_DIR"]).expanduser() if env.get("AGG_DATA_DIR") else default_data_dir(),
             claude_dirs=([Path(p).expanduser() for p in dirs.split(":") if p] if dirs else default_claude_dirs(env)),
             host=default_host(env),
+            queue_url=env.get("AGG_QUEUE_URL") or None,
         )
 
     def to_env(self, redis_url: str | None = None) -> dict[str, str]:
@@ -181,7 +188,7 @@ class Settings:
 
         ``redis_url``: the URL the child should use (e.g. the embedded server's), if not
         :attr:`redis_url`. It may hold a password: the environment is readable only by this user,
-        a command line by everyone.
+        a command line by everyone; so may :attr:`queue_url`.
         """
         env = {
             "AGG_NAMESPACE": self.namespace,
@@ -192,4 +199,6 @@ class Settings:
         url = redis_url or self.redis_url
         if url:
             env["AGG_REDIS_URL"] = url
+        if self.queue_url:
+            env["AGG_QUEUE_URL"] = self.queue_url
         return env

@@ -208,3 +208,40 @@ def open_redis(settings: Settings, *, start: bool = True, **options: object) -> 
         conn.client = cluster_client(conn.url, **options)
         conn.cluster = True
     return conn
+
+
+QUEUE_NEEDED = (
+    "Redis at {where} is a Redis Cluster node: LLM turns need a standalone Redis for their queue "
+    "(RQ does not run on a cluster): give one with --queue-url or AGG_QUEUE_URL"
+)
+
+
+def queue_url(settings: Settings, conn: Connection) -> str:
+    """The URL of the Redis that holds the turn queue (RQ), the LLM limits and the daily budget:
+    ``settings.queue_url``, else the store's own (``conn``'s) — which a Redis Cluster cannot be
+    (:class:`ConfigError`)."""
+    if settings.queue_url:
+        return settings.queue_url
+    if conn.cluster:
+        raise ConfigError(QUEUE_NEEDED.format(where=conn.masked_url))
+    return conn.url
+
+
+def open_queue(settings: Settings, conn: Connection, **options: object) -> Connection:
+    """The connection to the turn queue's Redis (:func:`queue_url`): ``conn`` itself when that is
+    the store's Redis (close only a connection that is not ``conn``), else a new one, checked like
+    the store's and refused if it is a cluster node."""
+    if not settings.queue_url:
+        queue_url(settings, conn)  # a cluster store needs a queue of its own
+        return conn
+    queue = Connection(client_from_url(settings.queue_url, **options), settings.queue_url)
+    try:
+        if check(queue.client, f"{queue.masked_url} (the turn queue)"):
+            raise ConfigError(
+                f"the turn queue's Redis at {queue.masked_url} is a Redis Cluster node: "
+                "AGG_QUEUE_URL must name a standalone Redis (RQ does not run on a cluster)"
+            )
+    except BaseException:
+        queue.close()
+        raise
+    return queue

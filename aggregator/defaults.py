@@ -156,6 +156,11 @@ TURN_RECONCILE_INTERVAL_MS = 1_000
 TURN_DISPATCH_BATCH = 200
 """Conversations examined per scheduler step (per list: newly dirty, and due)."""
 
+TURN_DISPATCH_LOCK_MS = 5_000
+"""On a Redis Cluster store: how long one scheduler may hold the dispatch lock (on the queue's
+Redis) while it claims turns across the buckets; a scheduler that dies holding it delays the
+others' dispatch by at most this."""
+
 TURN_BUDGET_TOKENS = 4_000
 """Input tokens of the default turn's prompt at most: previous summary plus the newest messages."""
 

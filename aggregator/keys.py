@@ -93,6 +93,9 @@ key                        type   written by   meaning
 ``agg:turns:parked``       zset   workers      conversation → time (ms) its failing turn is retried
 ``agg:turns:stats``        hash   workers      turn counters: dispatched, committed, skipped,
                                                failed, stale, abandoned, calls, …
+``agg:turns:dispatch``     string workers      on a Redis Cluster store, on the queue's Redis: the
+                                               lock of the one scheduler dispatching across the
+                                               buckets (so the cap of concurrent turns holds)
 ``agg:limit:<p>:<kind>``   string workers      shared limits of provider p: ``req`` / ``tok``
                                                (GCRA theoretical arrival time, ms), ``pause``
                                                (set after a 429 with ``Retry-After``)
@@ -109,6 +112,13 @@ key                        type   written by   meaning
 RQ's names (RQ builds its own keys from them): the queue ``agg-turns`` (``<ns>-turns``; RQ keeps
 it as ``rq:queue:agg-turns``) and one job per conversation's turn generation,
 ``agg-turn-<sha1 of namespace and conversation, 20 hex>-<gen>`` (``rq:job:<id>``).
+
+On a Redis Cluster store the turn keys of a conversation (``turn``, ``lease``) and the
+``turns:due`` / ``queued`` / ``running`` / ``parked`` / ``stats`` keys are its bucket's
+(``<ns>:{b<n>}:…``), next to the log the turn commits to; RQ's keys, the limits
+(``agg:limit:…``), the budget (``agg:llm:budget``) and ``agg:turns:dispatch`` are on the queue's
+standalone Redis (``AGG_QUEUE_URL``), under the namespace itself. On a single Redis the queue's
+Redis is the store's unless ``AGG_QUEUE_URL`` names another.
 
 Channels: ``agg:events`` (every appended event), ``agg:conv:<K>`` (one conversation),
 ``agg:snapshots`` (after each ``current.json`` write).
@@ -284,6 +294,10 @@ class Keys:
     @property
     def turns_stats(self) -> str:
         return f"{self.ns}:turns:stats"
+
+    @property
+    def turns_dispatch(self) -> str:
+        return f"{self.ns}:turns:dispatch"
 
     def limit(self, provider: str, kind: str) -> str:
         return f"{self.ns}:limit:{provider}:{kind}"

@@ -2,7 +2,7 @@
 
 Global options (each also an environment variable) come before the command::
 
-    agg [--redis-url URL] [--namespace NS] [--data-dir DIR] [--claude-dir DIR]... COMMAND
+    agg [--redis-url URL] [--namespace NS] [--data-dir DIR] [--claude-dir DIR]... [--queue-url URL] COMMAND
 
 Errors a user can cause end with one line on stderr and a non-zero exit (handled once, by the
 group: :class:`cli.app.AggGroup`): 2 for bad options or configuration, 3 when Redis is unreachable,
@@ -127,10 +127,22 @@ def _claude_dirs(values: tuple[str, ...]) -> list[Path]:
     help="Claude Code config dir to read (repeatable; env: ':'-separated). "
     "Default: $CLAUDE_CONFIG_DIR, else ~/.claude and ~/.config/claude.",
 )
+@click.option(
+    "--queue-url",
+    envvar="AGG_QUEUE_URL",
+    metavar="URL",
+    help="Standalone Redis for the LLM turn queue (needed when the store is a Redis Cluster). "
+    "Default: the store's Redis.",
+)
 @click.version_option(package_name="agg")
 @click.pass_context
 def cli(
-    ctx: click.Context, redis_url: str | None, namespace: str, data_dir: Path | None, claude_dirs: tuple[str, ...]
+    ctx: click.Context,
+    redis_url: str | None,
+    namespace: str,
+    data_dir: Path | None,
+    claude_dirs: tuple[str, ...],
+    queue_url: str | None,
 ) -> None:
     """agg keeps a live, durable, replayable record of every Claude Code conversation in Redis."""
     if isinstance(claude_dirs, str):  # a single env value arrives unsplit
@@ -142,6 +154,7 @@ def cli(
         namespace=validate_namespace(namespace),
         data_dir=(data_dir or default_data_dir()).expanduser(),
         claude_dirs=_claude_dirs(claude_dirs),
+        queue_url=queue_url or None,
     )
     ctx.obj = App(settings)
 

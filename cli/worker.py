@@ -26,7 +26,8 @@ def worker_cmd(ctx: click.Context, count: int, burst: bool, name: str | None, ve
     """Run LLM turns: an RQ worker with the turn scheduler inside it.
 
     `agg watch` plus `agg worker` are all that turns need. The provider and limits come from
-    AGG_LLM_* / AGG_TURN_* environment variables (see the README). SIGTERM or Ctrl-C stops warm:
+    AGG_LLM_* / AGG_TURN_* environment variables (see the README). On a Redis Cluster store the
+    turn queue needs a standalone Redis: --queue-url / AGG_QUEUE_URL. SIGTERM or Ctrl-C stops warm:
     running turns finish first.
     """
     if count > 1 and (burst or name):
@@ -56,6 +57,12 @@ def worker_cmd(ctx: click.Context, count: int, burst: bool, name: str | None, ve
 
         make_provider(config)
         load_turn_function(config.turn)
+        # ... and a queue's Redis that cannot serve (none for a cluster store, a cluster node, away)
+        from aggregator.connection import open_queue
+
+        queue = open_queue(app.settings, conn)
+        if queue is not conn:
+            queue.close()
         setup_logging(verbose)
         codes = run_workers(app.settings, count, stop, redis_url=conn.url, args=["-v"] if verbose else [])
         click.echo(f"stopped {count} workers (exit codes {codes})", err=True)

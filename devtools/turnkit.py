@@ -131,8 +131,11 @@ class Workers:
     """Factory of real `agg worker` processes against the test Redis; stops them at teardown."""
 
     redis_server: RedisProcess
+    """The Redis of the turn queue (the store's too, unless :meth:`env` says otherwise)."""
     tmp_path: Path
     procs: list[WorkerProc] = field(default_factory=list)
+    queue: str = "agg-turns"
+    """The RQ queue the workers register on."""
 
     def env(self, **extra: str) -> dict[str, str]:
         return agg_env(self.redis_server, self.tmp_path, **{**FAST, **extra})
@@ -154,7 +157,7 @@ class Workers:
         client = self.redis_server.client()
         try:
             wait_until(
-                lambda: client.scard("rq:workers:agg-turns") >= len(self.live()) or self._dead(started),
+                lambda: client.scard(f"rq:workers:{self.queue}") >= len(self.live()) or self._dead(started),
                 timeout=60,
                 what="workers to register",
             )

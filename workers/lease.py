@@ -30,14 +30,15 @@ log = logging.getLogger("agg.turns")
 class Fence:
     """The fenced turn-state operations of one namespace."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, heartbeat: Heartbeat | None = None) -> None:
         self.client = client
         self.keys = keys
         self._acquire = client.register_script(scripts.ACQUIRE)
         self._renew = client.register_script(scripts.RENEW)
         self._commit = client.register_script(scripts.COMMIT)
         self._release = client.register_script(scripts.RELEASE)
-        self.heartbeat = Heartbeat()
+        self.heartbeat = heartbeat or Heartbeat()
+        """Renews the leases taken here (the fences of a cluster store's buckets share one)."""
 
     def acquire(self, conv: str, gen: int, ttl_ms: int, holder: str) -> Lease | None:
         """The lease of ``conv`` for the job of generation ``gen``; None if that job is stale."""

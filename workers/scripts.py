@@ -18,8 +18,9 @@ has that epoch, so a worker that was paused, partitioned or killed and retried c
 twice or over a newer turn (``tests/contract/test_turn_scripts.py``, ``tests/process/test_workers.py``).
 
 All times are Redis ``TIME`` (ms), so workers on machines with skewed clocks agree. Like INGEST,
-DISPATCH and COMMIT touch global keys next to per-conversation ones: they target a single Redis
-node (a Cluster would need per-shard schedules and logs).
+DISPATCH and COMMIT touch the store's keys next to per-conversation ones: on a Redis Cluster they
+run per bucket (:mod:`aggregator.buckets`), whose keys — the conversation's turn state and the
+bucket's ``turns:*`` zsets and log — share one slot.
 """
 
 from __future__ import annotations

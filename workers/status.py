@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aggregator.keys import Keys, RQKeys
@@ -35,7 +36,14 @@ COUNTERS = (
 )
 
 
-def turn_figures(client: redis.Redis, keys: Keys, queue: str) -> dict[str, Any]:
+def turn_figures(
+    client: redis.Redis,
+    keys: Keys,
+    queue: str,
+    *,
+    buckets: Sequence[Keys] | None = None,
+    queue_client: redis.Redis | None = None,
+) -> dict[str, Any]:
     """``turns`` and ``workers`` of ``agg status --json``.
 
     ``turns``: ``queued``, ``running``, ``parked`` (conversations whose last turn failed and that
@@ -44,22 +52,37 @@ def turn_figures(client: redis.Redis, keys: Keys, queue: str) -> dict[str, Any]:
     the counters (``committed``, ``calls``, …), ``parked_conversations`` (the first few, with
     their error), ``budget`` (today's calls and tokens against the daily cap, ``exhausted`` and
     ``resumes_at``; None before the first paid request) and ``rq`` (the queue as RQ sees it).
+
+    On a Redis Cluster store pass ``buckets`` (each bucket's keys: ``[s.keys for s in
+    app.buckets()]``): the figures are summed over them, the parked conversations are the ones
+    retried first in any bucket. ``queue_client``: the queue's Redis (``AGG_QUEUE_URL``: RQ's
+    keys and the budget), if not ``client``'s; ``keys`` names the budget and ``queue`` there.
     """
     r: Any = client
+    bucket_keys = list(buckets) if buckets is not None else [keys]
     pipe = r.pipeline(transaction=False)
-    for key in (keys.turns_queued, keys.turns_running, keys.turns_parked, keys.turns_due, keys.dirty):
-        pipe.zcard(key)
-    pipe.hgetall(keys.turns_stats)
-    pipe.zrange(keys.turns_parked, 0, PARKED_SHOWN - 1, withscores=True)
-    queued, running, parked, due, dirty, raw, parked_rows = pipe.execute()
+    for k in bucket_keys:
+        for key in (k.turns_queued, k.turns_running, k.turns_parked, k.turns_due, k.dirty):
+            pipe.zcard(key)
+        pipe.hgetall(k.turns_stats)
+        pipe.zrange(k.turns_parked, 0, PARKED_SHOWN - 1, withscores=True)
+    res = pipe.execute()
+    sums = [0, 0, 0, 0, 0]
     counters = {name: 0 for name in COUNTERS}
-    counters.update({k.decode(): int(v) for k, v in raw.items()})
+    rows: list[tuple[float, int, str]] = []
+    for b in range(len(bucket_keys)):
+        *cards, raw, parked_rows = res[7 * b : 7 * b + 7]
+        sums = [a + c for a, c in zip(sums, cards, strict=True)]
+        for name, v in raw.items():
+            counters[name.decode()] = counters.get(name.decode(), 0) + int(v)
+        rows += [(retry_ms, b, c.decode()) for c, retry_ms in parked_rows]
+    queued, running, parked, due, dirty = sums
+    rows = sorted(rows, key=lambda row: (row[0], row[1]))[:PARKED_SHOWN] if len(bucket_keys) > 1 else rows
     pipe = r.pipeline(transaction=False)
-    convs = [c.decode() for c, _ in parked_rows]
-    for conv in convs:
-        pipe.hmget(keys.turn(conv), "error", "fails", "error_at")
+    for _, b, conv in rows:
+        pipe.hmget(bucket_keys[b].turn(conv), "error", "fails", "error_at")
     details = []
-    for conv, (_, retry_ms), (error, fails, error_at) in zip(convs, parked_rows, pipe.execute(), strict=True):
+    for (retry_ms, _, conv), (error, fails, error_at) in zip(rows, pipe.execute(), strict=True):
         details.append(
             {
                 "conv": conv,
@@ -69,8 +92,9 @@ def turn_figures(client: redis.Redis, keys: Keys, queue: str) -> dict[str, Any]:
                 "retry_at_ms": int(retry_ms),
             }
         )
-    budget = budget_state(client, keys)
-    queued_jobs, started_jobs, failed_jobs, workers = rq_counts(client, queue)
+    q = queue_client if queue_client is not None else client
+    budget = budget_state(q, keys)
+    queued_jobs, started_jobs, failed_jobs, workers = rq_counts(q, queue)
     return {
         "turns": {
             "queued": queued,

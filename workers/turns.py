@@ -33,7 +33,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,7 @@ from workers import prompt
 from workers.budget import DailyBudget
 from workers.config import TurnConfig
 from workers.history import TURN_TYPE, History, Message, read_new
-from workers.lease import Fence, Lease
+from workers.lease import Fence, Heartbeat, Lease
 from workers.limits import Limiter
 from workers.providers import Caller, CallStats, Provider, make_provider
 
@@ -128,7 +128,12 @@ def turn_event(conv: str, project: str, turn: dict[str, Any]) -> Event:
 
 
 class TurnRunner:
-    """Runs turns in one worker process (one per process; see :func:`install`)."""
+    """Runs turns in one worker process (one per process; see :func:`install`).
+
+    ``buckets``: the keys of each bucket of a Redis Cluster store (None: one store, ``keys``);
+    a turn reads and commits in its conversation's bucket. ``queue_client``: the queue's Redis,
+    which holds the shared limits and the daily budget (None: ``client``).
+    """
 
     def __init__(
         self,
@@ -140,22 +145,29 @@ class TurnRunner:
         turn_fn: TurnFunction | None = None,
         sleep: Callable[[float], None] = time.sleep,
         floor: SeqFloor | None = None,
+        buckets: Sequence[Keys] | None = None,
+        queue_client: redis.Redis | None = None,
     ) -> None:
         self.config = config
         self.floor = floor
-        self.store = Store(client, keys)
-        self.fence = Fence(client, keys)
+        heartbeat = Heartbeat()
+        self.stores = [Store(client, k) for k in (buckets if buckets is not None else [keys])]
+        self.fences = [Fence(client, s.keys, heartbeat) for s in self.stores]
+        self.store, self.fence = self.stores[0], self.fences[0]
+        shared = queue_client if queue_client is not None else client
         self.provider = provider or make_provider(config)
-        self.limiter = Limiter(client, keys, config, sleep=sleep)
-        self.caller = Caller(self.provider, self.limiter, DailyBudget(client, keys, config), config, sleep=sleep)
+        self.limiter = Limiter(shared, keys, config, sleep=sleep)
+        self.caller = Caller(self.provider, self.limiter, DailyBudget(shared, keys, config), config, sleep=sleep)
         self.turn_fn = turn_fn or load_turn_function(config.turn)
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
 
-    def run(self, conv: str, gen: int) -> str:
-        """Run the turn of ``conv`` dispatched as generation ``gen``; returns its outcome."""
+    def run(self, conv: str, gen: int, bucket: int = 0) -> str:
+        """Run the turn of ``conv`` (in ``bucket``) dispatched as generation ``gen``; returns its
+        outcome."""
         cfg = self.config
         started = time.perf_counter()
-        lease = self.fence.acquire(conv, gen, cfg.lease_ms, self.holder)
+        store = self.stores[bucket]
+        lease = self.fences[bucket].acquire(conv, gen, cfg.lease_ms, self.holder)
         if lease is None:
             log.info("turn conv=%s gen=%d outcome=stale-job", conv, gen)
             return "stale-job"
@@ -163,7 +175,7 @@ class TurnRunner:
         info: dict[str, Any] = {}
         with lease:
             try:
-                outcome = self._turn(lease, stats, info)
+                outcome = self._turn(store, lease, stats, info)
             except LimitTimeout as e:
                 lease.release("abort")
                 log.info("turn of %s handed back: %s", conv, e)
@@ -185,7 +197,7 @@ class TurnRunner:
                     lease.release("abort")
                 raise
         with contextlib.suppress(redis.RedisError):
-            self._count(stats)
+            self._count(store, stats)
         ms = (time.perf_counter() - started) * 1000
         log.info(
             "turn conv=%s gen=%d epoch=%d outcome=%s seq=%s entries=%s messages=%s calls=%d ms=%.2f provider_ms=%.2f",
@@ -217,11 +229,11 @@ class TurnRunner:
         chars = self.config.budget_tokens * defaults.CHARS_PER_TOKEN - len(prompt.SYSTEM) - len(prev_summary) - 400
         return max(1000, chars)
 
-    def _turn(self, lease: Lease, stats: CallStats, info: dict[str, Any]) -> str:
+    def _turn(self, store: Store, lease: Lease, stats: CallStats, info: dict[str, Any]) -> str:
         cfg = self.config
         conv = lease.conv
         h: History = read_new(
-            self.store,
+            store,
             conv,
             lease.done,
             budget_chars=self._budget_chars(lease),
@@ -286,11 +298,11 @@ class TurnRunner:
             raise TurnError(f"the turn function's result is not JSON: {e}") from None
         return turn
 
-    def _count(self, stats: CallStats) -> None:
+    def _count(self, store: Store, stats: CallStats) -> None:
         if not stats.requests:
             return
-        k = self.store.keys.turns_stats
-        pipe = self.store.client.pipeline(transaction=False)
+        k = store.keys.turns_stats
+        pipe = store.client.pipeline(transaction=False)
         pipe.hincrby(k, "calls", stats.requests)
         pipe.hincrby(k, "input_tokens", stats.input_tokens)
         pipe.hincrby(k, "output_tokens", stats.output_tokens)
@@ -306,8 +318,11 @@ def install(runner: TurnRunner | None) -> None:
     _runner = runner
 
 
-def run_turn(conv: str, gen: int) -> str:
-    """The RQ job of a turn (its payload holds only the conversation and the generation)."""
+def run_turn(conv: str, gen: int, bucket: int = 0) -> str:
+    """The RQ job of a turn (its payload holds only the conversation and the generation, and on a
+    Redis Cluster store the conversation's bucket)."""
     if _runner is None:
         raise TurnError("no turn runner in this process: turn jobs run under `agg worker`")
-    return _runner.run(conv, int(gen))
+    if not 0 <= int(bucket) < len(_runner.stores):
+        raise TurnError(f"turn job for bucket {bucket}, but this worker's store has {len(_runner.stores)}")
+    return _runner.run(conv, int(gen), int(bucket))

@@ -8,9 +8,14 @@ RQ settings chosen for turns:
   few Redis calls and one HTTP request, and forking would dominate its overhead. A turn that hangs
   is still ended by RQ's job timeout (SIGALRM), and the provider call has its own timeout;
 * JSON serializer (job payloads are ``["workers.turns.run_turn", null, [conv, gen], {}]``:
-  readable, and nothing secret can be pickled into them);
+  readable, and nothing secret can be pickled into them; ``[conv, gen, bucket]`` on a Redis
+  Cluster store);
 * maintenance every minute instead of every ten, short result TTL (the outcome is in the event
   log), worker TTL of a minute so ``agg status`` forgets dead workers quickly;
+* the queue's Redis (RQ, the shared limits, the daily budget) is the store's, unless
+  ``AGG_QUEUE_URL`` names another; a Redis Cluster store needs one (RQ does not run on a
+  cluster), while each turn's state stays in its conversation's bucket, next to the log its
+  result is committed to (:mod:`workers.dispatch`);
 * warm shutdown: the first SIGTERM / Ctrl-C lets the running turn finish and commit, then exits
   (the scheduler thread stops at once); a second one aborts the turn, handing it back to be
   redone at once by another worker.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -30,8 +36,9 @@ from rq.serializers import JSONSerializer
 from aggregator import defaults
 from aggregator.backoff import Backoff
 from aggregator.config import Settings
-from aggregator.connection import Connection, client_from_url, open_redis
+from aggregator.connection import Connection, client_from_url, cluster_client, open_queue, open_redis
 from aggregator.errors import first_line
+from aggregator.keys import Keys
 from aggregator.logs import rq_level, setup_logging
 from aggregator.paths import DataPaths
 from aggregator.seqfloor import SeqFloor
@@ -78,6 +85,65 @@ class TurnWorker(SimpleWorker):
             self._stop_requested = True
 
 
+@dataclass
+class _Clients:
+    """The Redis clients of one worker besides its RQ worker's: the runner's and the scheduler's
+    (the store's Redis, or cluster), and the scheduler's own client of the queue's Redis."""
+
+    runner: Any
+    scheduler: Any
+    scheduler_queue: Any
+    qconn: Connection
+    separate: bool
+    """The queue's Redis is not the store's (``AGG_QUEUE_URL``)."""
+    floor: SeqFloor | None
+    buckets: list[Keys] | None
+
+    @classmethod
+    def open(cls, settings: Settings, conn: Connection, *, owned: bool) -> _Clients:
+        """The clients for ``conn``'s store; ``owned``: close ``conn`` if the queue's Redis cannot
+        be used (a bad ``AGG_QUEUE_URL``, none for a cluster store)."""
+        try:
+            qconn = open_queue(settings, conn)
+        except BaseException:
+            if owned:
+                conn.close()
+            raise
+        keys = settings.keys
+        if conn.cluster:
+            # Each bucket has its own seq: the floor of a single Redis does not apply (aggregator.seqfloor).
+            buckets = [keys.bucket(n) for n in range(defaults.CLUSTER_BUCKETS)]
+            floor, runner, scheduler = None, cluster_client(conn.url), cluster_client(conn.url)
+        else:
+            # Turn commits hand out seqs: the connect hook keeps them above any seq already given
+            # out, even on a Redis restored from an older copy (aggregator.seqfloor).
+            buckets = None
+            floor = SeqFloor(keys, DataPaths(settings.data_dir, keys.ns).floor)
+            runner = client_from_url(conn.url, **floor.client_options())
+            scheduler = client_from_url(conn.url)
+        separate = qconn is not conn
+        queue = client_from_url(qconn.url) if separate else scheduler
+        return cls(runner, scheduler, queue, qconn, separate, floor, buckets)
+
+    @property
+    def runner_queue(self) -> Any:
+        """The runner's client of the queue's Redis (limits, budget), if not its own."""
+        return self.qconn.client if self.separate else None
+
+    def where(self) -> str:
+        """What the start-up line says of a cluster store (nothing on a single Redis)."""
+        return f" ({len(self.buckets)} buckets, queue at {self.qconn.masked_url})" if self.buckets else ""
+
+    def close(self) -> None:
+        if self.floor is not None:
+            self.floor.save()
+        self.runner.close()
+        self.scheduler.close()
+        if self.separate:
+            self.scheduler_queue.close()
+            self.qconn.close()
+
+
 def run_worker(
     settings: Settings,
     *,
@@ -99,23 +165,24 @@ def run_worker(
     setup_logging(verbose)
     conn = connection or open_redis(settings)
     keys = settings.keys
-    # Turn commits hand out seqs: the connect hook keeps them above any seq already given out,
-    # even on a Redis restored from an older copy (aggregator.seqfloor).
-    floor = SeqFloor(keys, DataPaths(settings.data_dir, keys.ns).floor)
-    runner_client = client_from_url(conn.url, **floor.client_options())
-    scheduler_client = client_from_url(conn.url)
-    runner = TurnRunner(runner_client, keys, config, floor=floor)
+    rc = _Clients.open(settings, conn, owned=connection is None)
+    runner = TurnRunner(rc.runner, keys, config, floor=rc.floor, buckets=rc.buckets, queue_client=rc.runner_queue)
     install(runner)
-    queue = Queue(keys.turns_queue, connection=conn.client, serializer=JSONSerializer)
+    queue = Queue(keys.turns_queue, connection=rc.qconn.client, serializer=JSONSerializer)
     scheduler = Scheduler(
-        scheduler_client, keys, config, Queue(queue.name, connection=scheduler_client, serializer=JSONSerializer)
+        rc.scheduler,
+        keys,
+        config,
+        Queue(queue.name, connection=rc.scheduler_queue, serializer=JSONSerializer),
+        buckets=rc.buckets,
+        queue_client=rc.scheduler_queue if rc.separate else None,
     )
     stop = stop or threading.Event()
 
     def make_worker(name: str | None) -> TurnWorker:
         w = TurnWorker(
             [queue],
-            connection=conn.client,
+            connection=rc.qconn.client,
             name=name,
             default_result_ttl=defaults.RQ_RESULT_TTL_S,
             maintenance_interval=defaults.RQ_MAINTENANCE_INTERVAL_S,
@@ -130,9 +197,10 @@ def run_worker(
     jobs = 0
     watch_parent(stop)
     log.info(  # agg.turns: shown with -v
-        "worker %s: namespace %s, provider %s (%s), concurrency %d, debounce %.1f s, cooldown %.1f s",
+        "worker %s: namespace %s%s, provider %s (%s), concurrency %d, debounce %.1f s, cooldown %.1f s",
         worker.name,
         keys.ns,
+        rc.where(),
         config.provider,
         runner.provider.model,
         config.concurrency,
@@ -181,9 +249,7 @@ def run_worker(
                 thread.join(timeout=10)
     finally:
         install(None)
-        floor.save()
-        runner_client.close()
-        scheduler_client.close()
+        rc.close()
         if connection is None:
             conn.close()
     return int(jobs if not burst else worker.successful_job_count + worker.failed_job_count)

@@ -80,8 +80,9 @@ def service_env(settings: Settings, env: dict[str, str] | None = None) -> dict[s
 
 
 def secret_env(settings: Settings) -> dict[str, str]:
-    """The settings that may hold a secret (the Redis URL): for a 0600 file only."""
-    return {k: v for k, v in settings.to_env().items() if k == "AGG_REDIS_URL"}
+    """The settings that may hold a secret (the Redis URL, and the turn queue's if given): for a
+    0600 file only."""
+    return {k: v for k, v in settings.to_env().items() if k in ("AGG_REDIS_URL", "AGG_QUEUE_URL")}
 
 
 def _sd_quote(value: str) -> str:

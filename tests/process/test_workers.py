@@ -24,7 +24,7 @@ from aggregator.store import Store
 from devtools.agg import agg_env, run_agg, wait_until
 from devtools.fakellm import FakeLLM
 from devtools.redisproc import RedisProcess
-from devtools.turnkit import Transcripts, Workers, last_event_seq, record, turn_records
+from devtools.turnkit import FAST, Transcripts, Workers, last_event_seq, record, turn_records
 from workers import prompt
 from workers.config import TurnConfig
 from workers.providers import estimate_tokens
@@ -503,3 +503,32 @@ def test_workers_survive_a_redis_restart(llm: FakeLLM, tmp_path: Path) -> None:
     finally:
         w.stop_all()
         server.stop()
+
+
+def test_a_queue_redis_of_its_own_holds_rq_the_limits_and_the_budget(
+    llm: FakeLLM, redis_server: RedisProcess, r: redis.Redis, transcripts: Transcripts, store: Store, tmp_path: Path
+) -> None:
+    """``AGG_QUEUE_URL`` on a single Redis: RQ's keys, the shared limits and the day's budget go to
+    that Redis, the turn state stays next to the conversation, and `agg worker --burst` commits the
+    turns as without it."""
+    queue = RedisProcess(tmp_path / "queue", appendonly=False, password="pw3").start()
+    q = queue.client()
+    try:
+        for i in range(3):
+            transcripts.burst(f"conv-{i}", 0, 2)
+        # 3 requests at once, then 1 each 10 s: the limit keys outlive the run by far
+        limits = {"AGG_LLM_RPM": "6", "AGG_LLM_RPM_BURST": "3", "AGG_LLM_DAILY_TOKENS": "1000000"}
+        env = agg_env(redis_server, tmp_path, **{**FAST, "AGG_QUEUE_URL": queue.url, **openai_env(llm, **limits)})
+        run_agg(["worker", "--burst"], env, timeout=120)
+        convs = [f"conv-{i}" for i in range(3)]
+        assert settled(store, convs) and len(llm.calls()) == 3
+        assert r.keys("rq:*") == [] and q.keys("rq:job:*")
+        assert r.keys("agg:limit:*") == [] and q.keys("agg:limit:openai:*")
+        assert not r.exists("agg:llm:budget") and int(q.hget("agg:llm:budget", "calls") or 0) == 3
+        assert q.keys("agg:{c:*") == [] and all(r.exists(store.keys.turn(c)) for c in convs)
+        figures = turn_figures(r, store.keys, "agg-turns", queue_client=q)["turns"]
+        assert figures["committed"] == 3 and figures["budget"]["calls"] == 3
+        assert turn_figures(r, store.keys, "agg-turns")["turns"]["budget"] is None  # not on the store's Redis
+    finally:
+        q.close()
+        queue.stop()

@@ -26,6 +26,9 @@ def test_a_child_given_to_env_resolves_the_same_settings(tmp_path: Path) -> None
     env = embedded.to_env(redis_url="unix:///y.sock?password=secret")
     assert env["AGG_REDIS_URL"] == "unix:///y.sock?password=secret"  # the child is told which Redis
     assert "AGG_REDIS_URL" not in embedded.to_env()
+    queued = Settings(redis_url="redis://c:7000", data_dir=tmp_path / "d", queue_url="unix:///q.sock?password=pw")
+    assert Settings.from_env(queued.to_env()) == queued  # a pool's workers and agg run's parts find the queue
+    assert "AGG_QUEUE_URL" not in s.to_env()
 
 
 def test_backoff_doubles_to_its_cap_and_resets() -> None:
