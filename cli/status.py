@@ -59,7 +59,16 @@ def status(app: App, as_json: bool, digest: bool) -> None:
         for one in buckets:
             Projector(one).catch_up()
     files = host_files(store)
-    st = gather(conn, store, files)
+    queue = None
+    if buckets.cluster and app.settings.queue_url:
+        from aggregator.connection import open_queue  # redis-py: not on the quick client's path
+
+        queue = open_queue(app.settings, conn)
+    try:
+        st = gather(conn, store, files, queue=queue.client if queue else None)
+    finally:
+        if queue is not None:
+            queue.close()
     st["redis"]["binary"] = one_node(conn.client.info("server")).get("executable")
     st.update(live_status(app.settings, store, files))
     if digest:

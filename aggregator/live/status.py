@@ -71,11 +71,14 @@ def rq_figures(client: redis.Redis, namespace: str) -> dict[str, Any]:
     return turn_figures(client, keys, keys.turns_queue)
 
 
-def gather(conn: Connection, store: Store | Buckets, files: HostFiles | None = None) -> dict[str, Any]:
+def gather(
+    conn: Connection, store: Store | Buckets, files: HostFiles | None = None, *, queue: redis.Redis | None = None
+) -> dict[str, Any]:
     """The status object (``agg status --json``) but for the live service's part
     (:func:`live_status`); ``files``: :func:`host_files`, if already read. On a cluster store
     (its :class:`Buckets`) the figures are summed over the buckets, ``seq`` and the projections'
-    ``seq`` are one per bucket, and ``cluster`` says how many masters and buckets are used."""
+    ``seq`` are one per bucket, ``cluster`` says how many masters and buckets are used, and the
+    turns' queue figures come from ``queue`` (the ``AGG_QUEUE_URL`` Redis; none: zero)."""
     r = conn.client
     info = one_node(r.info("server"))
     mem = r.info("memory")
@@ -102,14 +105,14 @@ def gather(conn: Connection, store: Store | Buckets, files: HostFiles | None = N
         "conversations": stats["conversations"],
         **file_figures(files or host_files(store)),
         "last_ingest_at": iso_ms(stats["last_ingest_ms"]) if "last_ingest_ms" in stats else None,
-        **rq_figures(r, root.keys.ns),
+        **(rq_figures(r, root.keys.ns) if buckets is None or not buckets.cluster else {}),
         "last_snapshot_at": None,
         "projections": {"seq": per_bucket(store, [s.projections_seq() for s in stores_of(store)])},
         "usage": usage_totals(store),
     }
     if buckets is not None and buckets.cluster:
-        # each bucket's ingest marks its own conversations changed (for the turns to come)
-        out["turns"]["dirty"] = sum(int(r.zcard(b.keys.dirty)) for b in buckets)
+        keys = buckets.keys
+        out.update(turn_figures(r, keys, keys.turns_queue, buckets=[b.keys for b in buckets], queue_client=queue))
         used = buckets.used()
         out["cluster"] = {"masters": buckets.masters(), "buckets": len(buckets), "buckets_used": used}
     return out

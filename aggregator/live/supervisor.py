@@ -38,7 +38,7 @@ import psutil
 from aggregator import defaults
 from aggregator.children import Children
 from aggregator.config import Settings
-from aggregator.connection import mask_url, open_redis
+from aggregator.connection import mask_url, open_queue, open_redis
 from aggregator.embedded import EmbeddedRedis
 from aggregator.errors import AlreadyRunning, ConfigError
 from aggregator.layout import display_path
@@ -46,9 +46,6 @@ from aggregator.lifecycle import ProcessLock, StateFile, StopFlag
 from aggregator.paths import DataPaths
 
 log = logging.getLogger("agg.run")
-
-NOT_ON_A_CLUSTER = ("worker",)
-"""Parts ``agg run`` leaves out on a Redis Cluster: not made for a store in buckets yet."""
 
 EXIT_ALREADY_RUNNING = AlreadyRunning.exit_code
 EXIT_USAGE = ConfigError.exit_code
@@ -127,13 +124,17 @@ class Supervisor:
                 self.started_redis = self.embedded.ensure_running()
             # A Redis it cannot use at all stops `agg run` here, with one line (the CLI prints it).
             conn = open_redis(self.settings, start=False)
-            conn.close()
-            if conn.cluster:
-                later = [p.name for p in self.parts if p.name in NOT_ON_A_CLUSTER]
-                if later:
-                    log.warning("on a Redis Cluster, agg run does not start %s yet", " or ".join(later))
-                self.parts = [p for p in self.parts if p.name not in NOT_ON_A_CLUSTER]
-                self.web = None
+            try:
+                if conn.cluster and not self.settings.queue_url:
+                    if any(p.name == "worker" for p in self.parts):
+                        log.warning("LLM turns on a Redis Cluster need a standalone Redis for their queue "
+                                    "(--queue-url / AGG_QUEUE_URL): agg run starts no worker")  # fmt: skip
+                    self.parts = [p for p in self.parts if p.name != "worker"]
+                    self.turns = ""
+                elif self.settings.queue_url:
+                    open_queue(self.settings, conn).close()  # a queue it cannot use stops it here too
+            finally:
+                conn.close()
             env = {**os.environ, **self.settings.to_env(redis_url=self._redis_url()), "PYTHONUNBUFFERED": "1"}
             self.children = Children(env, log=log)
             for part in self.parts:

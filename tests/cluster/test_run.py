@@ -40,10 +40,13 @@ def test_run_fills_the_buckets_and_current_json_joins_them(
     cluster: Cluster, tmp_path: Path, namespace: str, corpus: Path, buckets: Buckets
 ) -> None:
     claude = corpus.parent  # the copy is <tmp>/claude/projects: the claude dir cluster_env names
-    env = cluster_env(cluster, tmp_path, namespace)
     out = tmp_path / "current.json"
     single = _single_current(tmp_path, claude / "projects")
-    with Agg(["run", "--no-web", "--output", str(out), "--interval", "0.2"], env, tmp_path) as agg:
+    with (
+        RedisProcess(tmp_path / "queue") as queue,
+        Agg(["run", "--no-web", "--output", str(out), "--interval", "0.2"],
+            cluster_env(cluster, tmp_path, namespace, AGG_QUEUE_URL=queue.url), tmp_path) as agg,
+    ):  # fmt: skip
         total = sum(c["events"] for c in single["conversations"])
         doc = wait_until(
             lambda: (d := _current(out)) and sum(c["events"] for c in d["conversations"]) == total and d,
@@ -65,6 +68,8 @@ def test_run_fills_the_buckets_and_current_json_joins_them(
         wait_until(lambda: any(c["key"] == "s-new" for c in _current(out).get("conversations", [])), "the new line")
         holding = [s.keys.ns for s in buckets if "s-new" in s.conversations()]
         assert holding == [buckets.stores[bucket_of(project)].keys.ns]
+        wait_until(lambda: "ready: watch, writer, worker running" in agg.log(), "the ready line, with a worker")
+        wait_until(lambda: queue.client().keys("rq:*"), "the worker's keys on the queue's Redis")
         assert agg.stop() == 0
     assert "Traceback" not in agg.log() and "exited with code" not in agg.log()
 
@@ -101,6 +106,7 @@ def test_run_carries_on_through_a_masters_failover(tmp_path: Path, corpus: Path)
             )  # fmt: skip
             assert agg.stop() == 0
         assert "Traceback" not in agg.log() and "is back" in agg.log()
+        assert "need a standalone Redis for their queue" in agg.log()  # no AGG_QUEUE_URL: no worker
         client.close()
         client = cluster_client(cl.url)
         b = Buckets(client, Keys("agg"), HOST, cluster=True)

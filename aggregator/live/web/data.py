@@ -23,7 +23,7 @@ import orjson
 from aggregator import defaults
 from aggregator.buckets import Buckets
 from aggregator.config import Settings
-from aggregator.connection import Connection
+from aggregator.connection import Connection, open_queue
 from aggregator.listing import Totals, conversation, conversations, totals, totals_state
 from aggregator.live.status import gather, host_files, live_status
 from aggregator.live.subscribe import format_position
@@ -79,13 +79,16 @@ class WebData:
         self._search_lock = threading.Lock()  # a SearchIndex is used by one thread at a time
         self._totals: tuple[tuple[Any, ...], Totals] | None = None
         self._totals_lock = threading.Lock()
+        self._queue_conn: Connection | None = None
 
     def close(self) -> None:
-        """Close the search index file (if a search opened it)."""
+        """Close the search index file (if a search opened it) and the queue's connection."""
         with self._search_lock:
             if self._index is not None:
                 self._index.close()
                 self._index = None
+        if self._queue_conn is not None:
+            self._queue_conn.close()
 
     # --- conversations -------------------------------------------------------------------------
     def conversations(
@@ -269,10 +272,18 @@ class WebData:
     def status(self) -> dict[str, Any]:
         """``agg status --json`` (with ``redis.binary``, the running server's executable)."""
         files = host_files(self.buckets)
-        st = gather(self.conn, self.buckets, files)
+        st = gather(self.conn, self.buckets, files, queue=self._queue())
         st.update(live_status(self.settings, self.buckets, files))
         st["redis"].setdefault("binary", self.r.info("server").get("executable"))
         return st
+
+    def _queue(self) -> Any:
+        """The turn queue's Redis on a cluster store with ``AGG_QUEUE_URL`` (opened once), else None."""
+        if not (self.buckets.cluster and self.settings.queue_url):
+            return None
+        if self._queue_conn is None:
+            self._queue_conn = open_queue(self.settings, self.conn)
+        return self._queue_conn.client
 
     def status_without_redis(self, error: str) -> dict[str, Any]:
         """What ``agg status --json`` says while Redis cannot be reached."""
