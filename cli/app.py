@@ -22,13 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aggregator.errors import AggError, ConfigError
+from aggregator.errors import AggError
 
 if TYPE_CHECKING:
     from aggregator.buckets import Buckets
     from aggregator.config import Settings
     from aggregator.endpoint import Connection
-    from aggregator.store import Store
 
 EXIT_INTERRUPTED = 130
 
@@ -111,14 +110,6 @@ class AggGroup(click.Group):
                 formatter.write_dl([(name, cmd.get_short_help_str(limit)) for name, cmd in rows])
 
 
-CLUSTER_NOT_YET = (
-    "Redis at {where} is a Redis Cluster node: this command does not work on a cluster yet "
-    "(agg ingest, status, usage, list, show, export, replay, rejects, search, mcp, tail, compact and forget do; "
-    "README: Redis Cluster)"
-)
-"""Said by a command not made for a cluster store, instead of reading an empty one."""
-
-
 class App:
     """Per-invocation state: resolved settings and, once asked for, the Redis connection."""
 
@@ -149,15 +140,6 @@ class App:
                     err=True,
                 )
         return self._conn
-
-    def store(self) -> Store:
-        """The store, for a command that reads or writes one store (see :meth:`buckets`)."""
-        from aggregator.store import Store
-
-        conn = self.connect()
-        if conn.cluster:
-            raise ConfigError(CLUSTER_NOT_YET.format(where=conn.masked_url))
-        return Store(conn.client, self.settings.keys, self.settings.host)
 
     def buckets(self) -> Buckets:
         """The store's buckets: one on a single Redis, many on a Redis Cluster (:mod:`aggregator.buckets`)."""

@@ -29,7 +29,7 @@ from aggregator.live.install import (
 from aggregator.live.subscribe import Subscription, parse_position
 from aggregator.live.supervisor import Supervisor, default_parts
 from aggregator.live.watcher import Watcher
-from aggregator.live.writer import SnapshotWriter, WriterService
+from aggregator.live.writer import BucketsSnapshotWriter, SnapshotWriter, WriterService
 from aggregator.logs import setup_logging
 from aggregator.paths import DataPaths
 from aggregator.seqfloor import SeqFloor
@@ -110,9 +110,13 @@ def writer_cmd(ctx: click.Context, output: Path | None, interval: float, once: b
     check_env()
     if once:
         with app_context(ctx):
-            store = app.store()
+            buckets = app.buckets()
             floor = SeqFloor(app.settings.keys, DataPaths(app.settings.data_dir, app.settings.namespace).floor)
-            writer = SnapshotWriter(store, path, floor=floor)
+            writer: SnapshotWriter = (
+                BucketsSnapshotWriter(buckets, path)
+                if buckets.cluster
+                else SnapshotWriter(buckets.stores[0], path, floor=floor)
+            )
             writer.refresh()
             if not writer.built:
                 raise StoreError(

@@ -240,6 +240,7 @@ class BucketsSnapshotWriter(SnapshotWriter):
         tagged.sort(key=lambda t: t[:3])
         self.messages = [{**m, "bucket": i} for _, i, _, m in tagged[-self.limit :]] if self.limit else []
         self.seq = sum(part.seq for part in self.parts)
+        self.built = all(part.built for part in self.parts)
         return any(changed)
 
     def document(self) -> dict[str, Any]:

@@ -72,6 +72,14 @@ def test_run_fills_the_buckets_and_current_json_joins_them(
         wait_until(lambda: queue.client().keys("rq:*"), "the worker's keys on the queue's Redis")
         assert agg.stop() == 0
     assert "Traceback" not in agg.log() and "exited with code" not in agg.log()
+    # `agg writer --once` on the same store writes the same snapshot.
+    once = tmp_path / "once.json"
+    run_agg(["writer", "--once", "--output", str(once)], cluster_env(cluster, tmp_path, namespace))
+    final = _current(out)
+    assert {c["key"]: c["events"] for c in _current(once)["conversations"]} == {
+        c["key"]: c["events"] for c in final["conversations"]
+    }
+    assert _current(once)["seqs"] == final["seqs"]
 
 
 def test_run_carries_on_through_a_masters_failover(tmp_path: Path, corpus: Path) -> None:
