@@ -25,7 +25,7 @@ import redis
 from aggregator import defaults
 from aggregator.backoff import Backoff
 from aggregator.buckets import Buckets
-from aggregator.connection import is_away
+from aggregator.connection import as_agg_error, is_away
 from aggregator.errors import AggError, RedisUnavailable
 from aggregator.layout import SourceFile, Walk, display_path, iter_transcripts
 from aggregator.projections import Projector
@@ -244,7 +244,12 @@ class _ClusterIngest:
                 _add_counts(report, attempt)
                 if not is_away(e):
                     raise
-                self.wait(e)
+                self.wait(
+                    RedisUnavailable(
+                        f"{as_agg_error(e)}; the Redis Cluster did not recover in {self.wait_s:.0f} s (no replica "
+                        "took the master's place?): what was committed is kept, and the next agg ingest continues"
+                    )
+                )
                 time.sleep(backoff.fail())
                 self.refresh()
                 continue
@@ -266,12 +271,12 @@ class _ClusterIngest:
             self.last[n] = attempt
             return node
 
-    def wait(self, error: BaseException) -> None:
-        """Raise ``error`` if the cluster has been waited for long enough."""
+    def wait(self, error: AggError) -> None:
+        """Raise ``error`` (one line) if the cluster has been waited for long enough."""
         now = time.monotonic()
         self.deadline = self.deadline if self.deadline is not None else now + self.wait_s
         if now >= self.deadline:
-            raise error
+            raise error from None
 
     def moved(self, served: dict[int, str]) -> list[int]:
         """The buckets (of ``served``: bucket → the master that took its writes) whose master has

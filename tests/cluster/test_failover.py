@@ -29,6 +29,8 @@ import redis
 from aggregator import defaults
 from aggregator.buckets import Buckets
 from aggregator.connection import cluster_client
+from aggregator.errors import RedisUnavailable
+from aggregator.ingest import discover, ingest_buckets
 from aggregator.keys import Keys
 from aggregator.store import Store
 from devtools import gen_corpus
@@ -252,3 +254,28 @@ def test_a_master_killed_mid_ingest_loses_doubles_and_reuses_nothing(
     raised = sum(int(s.r.hget(s.keys.stats, "seq_floor_raised") or 0) for s in buckets)
     assert raised > 0
     print(f"run {run}: killed node {victim} at {at:.0%}, {went_back} published seqs lost, floor raised {raised}x")
+
+
+def test_a_master_no_replica_replaces_is_waited_for_then_said_in_one_line(
+    tmp_path: Path, history: Path, reference: tuple[Replays, int]
+) -> None:
+    """With no replica to take over, agg ingest waits for the cluster (up to
+    CLUSTER_FAILOVER_WAIT_S; shortened here) and then gives up in one line; with the master back
+    (restarted from its AOF), the next run completes the job."""
+    with Cluster(tmp_path / "cluster", masters=3, replicas=0) as cluster:
+        keys = Keys(f"nr{os.getpid()}")
+        buckets = Buckets(cluster_client(cluster.url), keys, HOST, cluster=True)
+        buckets.keep_floors(tmp_path / "data")
+        dead = cluster.kill_master(sorted(cluster.master_indexes())[-1], wait=False)
+        sources, walk = discover([history])
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailable) as raised:
+            ingest_buckets(buckets, sources, walk=walk, failover_wait_s=2.0)
+        # Each attempt waits out redis-py's own retries first (about 1 s per command).
+        assert 2.0 <= time.monotonic() - started < 60
+        said = str(raised.value)
+        assert "\n" not in said and "did not recover in 2 s" in said and cluster.password not in said, said
+        cluster.nodes[dead].start()
+        cluster.wait_ok()
+        ingest_buckets(buckets, sources, walk=walk, failover_wait_s=2.0)
+        assert replays(list(buckets)) == reference[0]
