@@ -163,6 +163,9 @@ def test_a_master_killed_mid_ingest_loses_doubles_and_reuses_nothing(
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
+    """Issue 12 on a cluster: the kill lands at a different point and master in each run (the
+    first run kills the node agg's URL names); agg ingest waits the failover out, or gives up in
+    one line and a rerun completes."""
     cluster = cluster6
     rng = random.Random(1200 + run)
     # A master that still has a replica: each run kills another one.
@@ -221,6 +224,7 @@ def test_a_master_killed_mid_ingest_loses_doubles_and_reuses_nothing(
     rerun = run_agg(["ingest", str(history), "--json"], cluster_env(cluster, tmp_path, namespace))
     assert orjson.loads(rerun.stdout)["events_added"] == 0, rerun.stdout
     seen = subscriber.close()
+    client.close()
 
     # Nothing lost, nothing doubled: every conversation replays as with a single Redis.
     client = cluster_client(cluster.url)
@@ -240,7 +244,8 @@ def test_a_master_killed_mid_ingest_loses_doubles_and_reuses_nothing(
         given: dict[int, str] = {}
         for seq, eid in seen.get(channel, []):
             # Published twice, even for the same event (lines read again in the same order), is a
-            # seq handed out twice: a subscriber that skips what it has seen would skip the second.
+            # seq handed out twice: a subscriber that skips the seqs it has seen would skip the
+            # second, another event in general.
             assert seq not in given, f"{channel}: seq {seq} was published for {given[seq]} and again for {eid}"
             given[seq] = eid
             assert eid in ids, f"{channel}: event {eid} (seq {seq}) was published and is not stored"
