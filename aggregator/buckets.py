@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
 from aggregator import defaults
@@ -69,6 +69,49 @@ class Buckets:
         if not self.cluster:
             return [self.keys]
         return [self.keys.bucket(i) for i in range(defaults.CLUSTER_BUCKETS)]
+
+    def keep_floors(self, data_dir: Path) -> None:
+        """On a cluster, give every bucket a seq floor kept in ``data_dir`` (:attr:`Store.floor
+        <aggregator.store.Store.floor>`): a master that fails over to a replica lacking its last
+        writes must not hand out a seq of the bucket twice. A single Redis is left as it is."""
+        if not self.cluster:
+            return
+        from aggregator.paths import DataPaths
+        from aggregator.seqfloor import SeqFloor
+
+        for store in self.stores:
+            store.floor = SeqFloor(store.keys, DataPaths(data_dir, store.keys.ns).floor)
+
+    def save_floors(self) -> None:
+        """Write every bucket's floor to its file (a later process starts from it)."""
+        for store in self.stores:
+            if store.floor is not None:
+                store.floor.save()
+
+    def node_of(self, n: int) -> str:
+        """The node serving bucket ``n`` (``host:port``) as this client last heard; "" on a
+        single Redis."""
+        if not self.cluster:
+            return ""
+        return str(self.client.get_node_from_key(self.stores[n].keys.seq).name)
+
+    def node_answers(self, name: str) -> bool:
+        """Whether the cluster node ``name`` (``host:port``) answers a PING."""
+        import redis
+
+        node = self.client.get_node(node_name=name)
+        if node is None:
+            return False
+        try:
+            return bool(self.client.get_redis_connection(node).ping())
+        except (redis.RedisError, OSError):
+            return False
+
+    def refresh(self) -> None:
+        """After a failover: ask the cluster again which node serves which slot."""
+        manager = getattr(self.client, "nodes_manager", None)
+        if manager is not None:
+            manager.initialize()
 
     def __iter__(self) -> Iterator[Store]:
         return iter(self.stores)

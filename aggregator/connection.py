@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+import redis.exceptions
 
 from aggregator import defaults
 from aggregator.config import Settings
@@ -22,6 +23,12 @@ AWAY_TYPES: tuple[type[BaseException], ...] = (
     redis.OutOfMemoryError,  # an OOM reply to a plain command (redis-py strips its "OOM" code)
     RedisUnavailable,
     ConnectionError,  # the builtin one, raised by sockets
+    # A Redis Cluster failing a master over (redis-py strips the reply's code from the message):
+    redis.exceptions.ClusterDownError,  # CLUSTERDOWN, MASTERDOWN
+    redis.exceptions.TryAgainError,  # TRYAGAIN
+    redis.exceptions.AskError,  # MOVED (a subclass) and ASK: the slot map changed under us
+    redis.exceptions.ClusterError,  # redis-py gave up redirecting ("TTL exhausted")
+    redis.exceptions.SlotNotCoveredError,  # no node serves the slot yet
 )
 """Exception types that mean "Redis is away or cannot take writes right now"."""
 

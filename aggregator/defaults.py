@@ -327,6 +327,15 @@ RETRY_MIN_S = 0.1
 RETRY_MAX_S = 5.0
 """Longest wait (s) between attempts to reach Redis again."""
 
+CLUSTER_FAILOVER_WAIT_S = 60.0
+"""How long (s) ``agg ingest`` on a Redis Cluster waits for a bucket's master to be back (a
+replica promoted: Redis' ``cluster-node-timeout``, 15 s by default, plus the election) before it
+gives up with one line; the next run continues from the cursors."""
+
+CLUSTER_RETRY_MAX_S = 1.0
+"""Longest wait (s) between attempts while a cluster fails a master over: the failover ends at
+an instant nobody announces, and each attempt only asks the cluster where the slot is now."""
+
 WRITER_INTERVAL_S = 5.0
 """Default shortest time (s) between two ``current.json`` writes (``agg writer --interval``)."""
 

@@ -7,6 +7,7 @@ every file it could not read too (``tests/adversarial/test_files.py``).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.process
 import os
@@ -22,8 +23,10 @@ from typing import Any
 import redis
 
 from aggregator import defaults
+from aggregator.backoff import Backoff
 from aggregator.buckets import Buckets
-from aggregator.errors import AggError
+from aggregator.connection import as_agg_error, is_away
+from aggregator.errors import AggError, EvictingRedis, RedisUnavailable
 from aggregator.layout import SourceFile, Walk, display_path, iter_transcripts
 from aggregator.projections import Projector
 from aggregator.store import Store
@@ -153,22 +156,159 @@ def ingest_buckets(
     progress: Callable[[int], None] | None = None,
     report: IngestReport | None = None,
     walk: Walk | None = None,
+    failover_wait_s: float = defaults.CLUSTER_FAILOVER_WAIT_S,
 ) -> IngestReport:
     """:func:`ingest` into each bucket the files of its projects (one bucket on a single Redis),
-    bucket after bucket, into one report."""
+    bucket after bucket, into one report.
+
+    On a Redis Cluster a master may die mid-ingest and a replica lacking its last writes take
+    over (``tests/cluster/test_failover.py``): see :class:`_ClusterIngest`.
+    """
     report = report if report is not None else IngestReport()
     started = time.perf_counter()
     groups: dict[int, list[SourceFile]] = {}
     for sf in sources:
         groups.setdefault(buckets.index_of(sf.project), []).append(sf)
-    sync = 0.0
     groups = groups or {0: []}  # no files: still report what the walk skipped, catch projections up
-    for i, (n, files) in enumerate(sorted(groups.items())):
-        ingest(buckets.stores[n], files, progress=progress, report=report, walk=walk if i == 0 else None)
-        sync += report.sync_seconds  # each call sets it to its own
+    if buckets.cluster:
+        try:
+            _ClusterIngest(buckets, groups, progress, walk, failover_wait_s).run(report)
+        finally:
+            buckets.save_floors()
+    else:
+        sync = 0.0
+        for i, (n, files) in enumerate(sorted(groups.items())):
+            ingest(buckets.stores[n], files, progress=progress, report=report, walk=walk if i == 0 else None)
+            sync += report.sync_seconds  # each call sets it to its own
+        report.sync_seconds = sync
     report.seconds = time.perf_counter() - started
-    report.sync_seconds = sync
     return report
+
+
+class _ClusterIngest:
+    """:func:`ingest` of each bucket of a cluster store, through failovers.
+
+    A bucket whose master goes away mid-ingest (``kill -9``: connection refused, then MOVED,
+    CLUSTERDOWN, TRYAGAIN while a replica takes over) is ingested again, from the cursors its new
+    master holds, once the cluster says where its slot is now — for up to ``wait_s``, then the
+    error is raised (one line; the next run continues from the cursors). A bucket ingested
+    earlier on a master that has died since is ingested again too: its new master may lack the
+    last writes. What a replica lacked is read again from the files; the buckets' seq floors
+    (:meth:`Buckets.keep_floors`) keep them from handing a seq out twice.
+
+    The report's files and skipped paths are those of each bucket's last attempt (over all its
+    files); its line counts add every attempt up: lines committed before a failover and again
+    after it count twice, and those of a file cut by a failover before it was done not at all.
+    """
+
+    def __init__(
+        self,
+        buckets: Buckets,
+        groups: dict[int, list[SourceFile]],
+        progress: Callable[[int], None] | None,
+        walk: Walk | None,
+        wait_s: float,
+    ) -> None:
+        self.buckets = buckets
+        self.groups = groups
+        self.progress = progress
+        self.walk = walk
+        self.wait_s = wait_s
+        self.last: dict[int, IngestReport] = {}  # each bucket's last, successful attempt
+        self.deadline: float | None = None
+        """Until when the cluster is waited for: set by a failure, cleared by the next success."""
+
+    def run(self, report: IngestReport) -> None:
+        """Ingest every bucket into ``report``, filled in as buckets finish (an interrupted run
+        can tell what was done)."""
+        first = min(self.groups)
+        todo = sorted(self.groups)
+        while todo:
+            served: dict[int, str] = {}
+            for n in todo:
+                served[n] = self.bucket(n, self.walk if n == first else None, report)
+            todo = self.moved(served)
+
+    def bucket(self, n: int, walk: Walk | None, report: IngestReport) -> str:
+        """Ingest bucket ``n``, again while its master goes away; returns the master it was
+        ingested into, as known before the last attempt: what happens during one (the client
+        learning of a failover from a read it retried on its own) must not hide a master that
+        took writes and died since."""
+        backoff = Backoff(cap=defaults.CLUSTER_RETRY_MAX_S)
+        while True:
+            attempt = IngestReport()
+            node = self.buckets.node_of(n)
+            try:
+                ingest(self.buckets.stores[n], self.groups[n], progress=self.progress, report=attempt, walk=walk)
+            except (AggError, redis.RedisError, OSError) as e:
+                _add_counts(report, attempt)
+                if not is_away(e) or isinstance(e, EvictingRedis):  # a setting, not a failover: said at once
+                    raise
+                self.wait(
+                    RedisUnavailable(
+                        f"{as_agg_error(e)}; the Redis Cluster did not recover in {self.wait_s:.0f} s (no replica "
+                        "took the master's place?): what was committed is kept, and the next agg ingest continues"
+                    )
+                )
+                time.sleep(backoff.fail())
+                self.refresh()
+                continue
+            self.deadline = None
+            _add_counts(report, attempt)
+            before = self.last.get(n)
+            if before is not None:  # done again after a failover: its files count once
+                report.files -= before.files
+                report.files_reset -= before.files_reset
+                report.files_skipped -= before.files_skipped
+                report.skipped = [s for s in report.skipped if s not in before.skipped]
+                report.sync_seconds -= before.sync_seconds
+            report.files += attempt.files
+            report.files_reset += attempt.files_reset
+            report.files_skipped += attempt.files_skipped
+            report.skipped += attempt.skipped
+            report.last_seq = max(report.last_seq, attempt.last_seq)
+            report.sync_seconds += attempt.sync_seconds
+            self.last[n] = attempt
+            return node
+
+    def wait(self, error: AggError) -> None:
+        """Raise ``error`` (one line) if the cluster has been waited for long enough."""
+        now = time.monotonic()
+        self.deadline = self.deadline if self.deadline is not None else now + self.wait_s
+        if now >= self.deadline:
+            raise error from None
+
+    def moved(self, served: dict[int, str]) -> list[int]:
+        """The buckets (of ``served``: bucket → the master that took its writes) whose master has
+        changed since: a replica took over, maybe without the last writes. Waits while a master
+        that took some does not answer (its replica may be about to take over) — ``agg ingest``
+        does not end with its writes on a dead node alone."""
+        backoff = Backoff(cap=defaults.CLUSTER_RETRY_MAX_S)
+        while True:
+            self.refresh()
+            now = {n: self.buckets.node_of(n) for n in served}
+            dead = {node for node in set(served.values()) if not self.buckets.node_answers(node)}
+            waiting = sorted({node for n, node in served.items() if node in dead and now[n] == node})
+            if not waiting:
+                self.deadline = None
+                return [n for n in served if now[n] != served[n]]
+            self.wait(
+                RedisUnavailable(
+                    f"the Redis Cluster master {waiting[0]} does not answer and no replica took its place "
+                    f"in {self.wait_s:.0f} s; what it took is kept if it comes back, and the next agg ingest "
+                    "reads the rest again"
+                )
+            )
+            time.sleep(backoff.fail())
+
+    def refresh(self) -> None:
+        with contextlib.suppress(redis.RedisError, OSError):  # none answers yet: the next attempt says
+            self.buckets.refresh()
+
+
+def _add_counts(report: IngestReport, attempt: IngestReport) -> None:
+    for name in COUNTED:
+        setattr(report, name, getattr(report, name) + getattr(attempt, name))
 
 
 def pending_bytes_all(buckets: Buckets, sources: list[SourceFile]) -> int:

@@ -40,6 +40,8 @@ from aggregator.parse import Event, Rejection, dumps
 if TYPE_CHECKING:  # imported where used: `agg status` and `agg usage` read a Store without redis-py
     import redis
 
+    from aggregator.seqfloor import SeqFloor
+
 STAT_FIELDS = ("events", "revisions", "duplicates", "rejected", "lines", "conversations", "batches", "forgotten")
 
 
@@ -177,6 +179,12 @@ class Store:
     host: str = ""
     expect_id: str = ""
     """The store identity every commit expects (:meth:`identity`); "" = commits are not checked."""
+    floor: SeqFloor | None = None
+    """The highest seq of this store some commit of this process has handed out (``agg ingest`` on
+    a Redis Cluster): every commit stream raises the store's ``seq`` to it before its first commit
+    (:class:`CommitStream`), so a master that failed over to a replica lacking the last writes
+    never hands a seq out twice. None: commits are not checked (a single Redis, where the
+    long-running parts use the :class:`~aggregator.seqfloor.SeqFloor` connect hook)."""
 
     def __post_init__(self) -> None:
         # redis-py types replies for every client mode (str or bytes, RESP2 or RESP3); agg's
@@ -373,7 +381,7 @@ class Store:
             expect_id=self.expect_id,
         )
         size = sum(len(raw) for _, mapping in bodies for raw in mapping.values())
-        return Batch(sf.display, bodies, call.keys, call.args, chain or Chain(), size)
+        return Batch(sf.display, bodies, call.keys, call.args, chain or Chain(), size, events=len(events))
 
     def commit(
         self, sf: SourceFile, fid: str, expected_tok: str, cursor: dict[str, Any], items: Iterable[Event | Rejection]
@@ -385,6 +393,17 @@ class Store:
         ``expected_tok``; then nothing was committed (bodies written in step 1 are harmless).
         """
         batch = self.prepare(sf, fid, expected_tok, cursor, items)
+        if self.floor is not None:
+            # Through a stream, which applies the floor on its connection before the commit.
+            stream = self.stream()
+            try:
+                answered = stream.submit(batch) + stream.finish()
+            finally:
+                stream.close()
+            result = answered[0][1]
+            if result is None:
+                raise CursorConflict(f"the cursor of {sf.display} moved under us")
+            return result
         if batch.bodies:
             pipe = self.r.pipeline(transaction=False)
             for key, mapping in batch.bodies:
@@ -913,6 +932,8 @@ class Batch:
     """Whatever the caller wants back with the batch's result."""
     acked: bool = False
     """Redis acknowledged the body writes: the script may go."""
+    events: int = 0
+    """Events the batch carries: at most this many seqs are handed out by its script."""
 
     def result(self, res: list[Any]) -> CommitResult:
         if res[0] == b"conflict":
@@ -955,6 +976,8 @@ class CommitStream:
         self.in_flight = 0  # batches submitted and not answered
         self.in_flight_bytes = 0
         self.answered: Answered = []
+        self.unanswered_seqs = 0
+        """Seqs the scripts sent and not answered yet may have handed out."""
 
     def _connection(self) -> Any:
         if self.conn is None:
@@ -965,7 +988,20 @@ class CommitStream:
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, defaults.INGEST_SEND_BUFFER_BYTES)
+            if self.store.floor is not None:
+                self._apply_floor(self.conn, self.store.floor)
         return self.conn
+
+    def _apply_floor(self, conn: Any, floor: SeqFloor) -> None:
+        """Raise the store's ``seq`` to ``floor`` on ``conn`` and wait for the answer, before
+        anything is committed through it: every commit of the stream then runs on a server that
+        knows the floor (one that lost it since also lost this connection). An error (the slot
+        moved, the node is a replica) is raised: nothing was committed, the caller retries."""
+        k = self.store.keys
+        call = scripts.seq_floor_call(seq=k.seq, stats=k.stats, floor=floor.value)
+        conn.send_packed_command([pack(("EVAL", call.script, len(call.keys), *call.keys, *call.args))])
+        res = conn.read_response()
+        floor.observe(int(res[1]))
 
     def _send(self, packed: list[bytes]) -> None:
         if packed:
@@ -1035,6 +1071,7 @@ class CommitStream:
             else:
                 packed.append(self._script(batch))
                 self.sent.append(("script", batch, 1))
+                self.unanswered_seqs += batch.events
         self._send(packed)
 
     def _read_one(self) -> None:
@@ -1056,6 +1093,7 @@ class CommitStream:
             batch.acked = True
             self._send_ready()
             return
+        self.unanswered_seqs -= batch.events
         if error is not None:
             raise error
         try:
@@ -1064,12 +1102,18 @@ class CommitStream:
             batch.chain.lost = True
             self._done(batch, None)
         else:
+            if self.store.floor is not None:
+                self.store.floor.observe(result.last_seq)
             self._done(batch, result)
 
     def close(self) -> None:
         """Give the connection back; one with replies left unread is dropped instead."""
         if self.conn is None:
             return
+        if self.unanswered_seqs and self.store.floor is not None:
+            # Scripts whose answer never came (the master died) may have run and published their
+            # envelopes before a replica lacking them took over: their seqs count as handed out.
+            self.store.floor.observe(self.store.floor.value + self.unanswered_seqs)
         if self.sent:
             self.conn.disconnect()
         self.pool.release(self.conn)

@@ -31,6 +31,7 @@ def ingest_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> No
             if not os.path.lexists(p):
                 raise ConfigError(f"no such file or directory: {p}")
         buckets = app.buckets()
+        buckets.keep_floors(app.settings.data_dir)
         sources, walk = discover(roots)
         report = IngestReport()
         try:

@@ -107,6 +107,8 @@ class Service:
                 self.on_lost()
                 self.on_stop()
                 self.floor.save()
+                if self.buckets is not None:
+                    self.buckets.save_floors()
                 self.state.update(state=STATE_STOPPED, stopped_reason=self.stop.reason, **self.figures())
                 self.redis.close()
 
@@ -114,6 +116,16 @@ class Service:
         client = self.redis.client
         assert client is not None
         buckets = Buckets(client, self.keys, self.settings.host, cluster=self.redis.cluster)
+        if buckets.cluster:
+            # A seq floor per bucket, applied by every commit stream before it commits: a master
+            # failed over to a replica lacking its last writes never hands a seq out twice
+            # (tests/cluster/test_run.py::test_run_carries_on_through_a_masters_failover). Kept
+            # across reconnects: the files are saved only now and then.
+            if self.buckets is not None and self.buckets.cluster:
+                for new, old in zip(buckets, self.buckets, strict=True):
+                    new.floor = old.floor
+            else:
+                buckets.keep_floors(self.settings.data_dir)
         identity = self._identity(buckets, create=True)
         if self.store_id and identity != self.store_id:
             # Reconnected to a store that is not the one we served (an empty Redis at the same

@@ -55,20 +55,35 @@ def test_ingest_refuses_an_evicting_redis(tmp_path: Path, corpus: Path) -> None:
         assert server.client().dbsize() == 0  # refused before writing anything
 
 
-def test_a_cluster_node_is_refused_in_one_line(tmp_path: Path, corpus: Path) -> None:
-    """Given a Redis Cluster node, agg ingest failed on its first cross-slot script with a
-    traceback from the projecting child; agg does not support a cluster, and says so."""
+def test_a_cluster_node_is_served_its_password_never_printed_and_an_evicting_master_refused(
+    tmp_path: Path, corpus: Path
+) -> None:
+    """Given a Redis Cluster node, agg ingest used to fail on its first cross-slot script with a
+    traceback from the projecting child. It now stores into the cluster's buckets (tests/cluster/)
+    and reads them back; a wrong password is one line without either password; and a master that
+    may evict keys — any of them, not only the one in the URL — is refused before anything is
+    written to it."""
     with Cluster(tmp_path / "cluster", masters=3, replicas=0) as cluster:
         settings = Settings(redis_url=cluster.url, data_dir=tmp_path / "data", claude_dirs=[corpus], host=HOST)
         env = {**os.environ, **settings.to_env()}
-        said = "is a Redis Cluster node: agg does not support Redis Cluster"
-        for args in (["ingest", str(corpus)], ["usage", "--json"], ["replay", "--rebuild"]):
-            proc = run_agg(args, env, check=False)
-            one_line_error(proc, 2, said)
-            assert cluster.password not in proc.stderr, args
-        status = run_agg(["status", "--json"], env, check=False)  # its JSON says why, on stdout
-        assert status.returncode == 2 and said in json.loads(status.stdout)["redis"]["error"]
-        assert sum(cluster.node_client(i).dbsize() for i in cluster.master_indexes()) == 0
+        proc = run_agg(["ingest", str(corpus)], env)
+        assert "5935 lines" in proc.stdout and cluster.password not in proc.stdout + proc.stderr
+        assert json.loads(run_agg(["rejects", "--json"], env).stdout)["rejected"] == 10
+        wrong = {**env, "AGG_REDIS_URL": cluster.url.replace(cluster.password, "not-the-password")}
+        proc = run_agg(["status"], wrong, check=False)
+        one_line_error(proc, 3, "refused our password")
+        assert cluster.password not in proc.stderr and "not-the-password" not in proc.stderr
+        # Every master but the one the URL names may evict: each is refused when agg reaches it.
+        url_port = int(cluster.url.rsplit(":", 1)[1])
+        for i in cluster.master_indexes():
+            if cluster.ports[i] != url_port:
+                cluster.node_client(i).config_set("maxmemory-policy", "allkeys-lru")
+        for n in range(40):  # projects in every bucket, so every master is written to
+            (corpus / f"-home-u-p{n}").mkdir()
+            (corpus / f"-home-u-p{n}" / "s.jsonl").write_text(line(record(f"s{n}", 1)).decode())
+        proc = run_agg(["ingest", str(corpus)], env, check=False)
+        one_line_error(proc, 3, "maxmemory-policy is allkeys-lru")
+        assert cluster.password not in proc.stderr
 
 
 def test_a_policy_changed_later_is_refused_on_check_and_on_reconnect(tmp_path: Path) -> None:
