@@ -121,7 +121,9 @@ standalone Redis (``AGG_QUEUE_URL``), under the namespace itself. On a single Re
 Redis is the store's unless ``AGG_QUEUE_URL`` names another.
 
 Channels: ``agg:events`` (every appended event), ``agg:conv:<K>`` (one conversation),
-``agg:snapshots`` (after each ``current.json`` write).
+``agg:snapshots`` (after each ``current.json`` write). On a Redis Cluster store the first two are
+each bucket's (``agg:{b3}:events``); ``agg:snapshot`` and ``agg:snapshots`` stay the namespace's
+own, since one ``current.json`` covers every bucket (plain commands: any slot will do).
 
 RQ keeps its own keys (``rq:…``, :class:`RQKeys`): ``agg status`` reads four of them directly, so
 that it need not import RQ (and with it redis-py) to count a queue.
