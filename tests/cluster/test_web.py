@@ -72,6 +72,10 @@ def test_the_api_answers_as_on_a_single_redis(pair: Pair, tmp_path: Path) -> Non
         single = on_single.get(f"/conversations/{conv}", headers=AUTH)
         section = next(a for t, a in Tags(single.text).tags if t == "section" and a.get("id") == "events")
         assert section["data-bucket"] == ""
+    for path in ("/", "/search?q=the", "/usage", "/status", "/fragments/status"):
+        assert on_cluster.get(path, headers=AUTH).status_code == 200, path
+    status = Tags(on_cluster.get("/status", headers=AUTH).text).all_text()
+    assert "3 masters" in status and "projections caught up" in status
     home = Tags(on_cluster.get("/", headers=AUTH).text)
     rows = next(a for t, a in home.tags if t == "tbody" and a.get("id") == "conv-rows")
     heads = {i: s.last_seq() for i, s in enumerate(pair.buckets) if s.last_seq()}

@@ -370,6 +370,10 @@ def status_fragment(st: dict[str, Any], rejects: dict[str, Any] | None) -> str:
             ("embedded", "yes" if r.get("embedded") else "no"),
             ("memory", f"{compact(int(r.get('used_memory_bytes') or 0))}B"),
         ]
+        cl = st.get("cluster")
+        if cl:
+            used = len(cl.get("buckets_used", []))
+            redis_rows.append(("cluster", f"{cl['masters']} masters, {used} of {cl['buckets']} buckets used"))
     parts = [f"<section><h2>Redis</h2>{_kv(redis_rows)}</section>"]
     service = [("watcher", _state(st.get("watcher", {}))), ("writer", _state(st.get("writer", {})))]
     if "workers" in st:
@@ -380,7 +384,7 @@ def status_fragment(st: dict[str, Any], rejects: dict[str, Any] | None) -> str:
         store = [
             ("events", f"{st['events']:,} ({st['revisions']:,} revisions, {st['duplicates']:,} duplicates skipped)"),
             ("conversations", f"{st['conversations']:,}"),
-            ("seq", f"{st['seq']:,} (projections at {st['projections']['seq']:,})"),
+            ("seq", _seqs(st["seq"], st["projections"]["seq"])),
             ("files", f"{st['files']:,} tracked, {st['files_on_host']:,} on this host"),
             ("lag", f"{st['lag_bytes']:,} bytes not yet read"),
             ("last ingest", time_tag(st.get("last_ingest_at")) or "never"),
@@ -427,6 +431,17 @@ def status_fragment(st: dict[str, Any], rejects: dict[str, Any] | None) -> str:
         )
         parts.append(f"<section><h2>Rejected lines (newest {len(recs)})</h2>{body}</section>")
     return "".join(parts)
+
+
+def _seqs(seq: int | list[int], projected: int | list[int]) -> str:
+    """The log's end and the projections' as the status page shows them: a seq each, or on a Redis
+    Cluster each used bucket's (``bucket:seq``), the projections' only where they lag."""
+    if isinstance(seq, int):
+        return f"{seq:,} (projections at {projected:,})"
+    assert isinstance(projected, list)
+    ends = " ".join(f"{b}:{n:,}" for b, n in enumerate(seq) if n) or "0"
+    behind = [f"{b}:{p:,}" for b, (n, p) in enumerate(zip(seq, projected, strict=True)) if p != n]
+    return f"{ends} ({'projections at ' + ' '.join(behind) if behind else 'projections caught up'})"
 
 
 def status_page(fragment: str) -> str:
