@@ -124,7 +124,7 @@ def search_cmd(
         bar = _progress(buckets, index)
         with bar if bar is not None else contextlib.nullcontext():
             res = search(
-                buckets if buckets.cluster else buckets.stores[0],
+                buckets,
                 index,
                 " ".join(query),
                 project=project,
