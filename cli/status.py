@@ -10,7 +10,7 @@ import click
 from aggregator.buckets import combined_digest
 from aggregator.endpoint import mask_url
 from aggregator.errors import AggError
-from aggregator.live.status import NOT_RUNNING, describe, gather, host_files, live_status, one_node
+from aggregator.live.status import NOT_RUNNING, describe, gather, host_files, live_status
 from aggregator.projections import Projector, catch_up_all
 from cli.app import App, app_context, emit_json
 from cli.quick import run_quick
@@ -66,7 +66,7 @@ def status(app: App, as_json: bool, digest: bool) -> None:
     finally:
         if queue is not None:
             queue.close()
-    st["redis"]["binary"] = one_node(conn.client.info("server")).get("executable")
+    st["redis"]["binary"] = conn.client.info("server").get("executable")
     st.update(live_status(app.settings, buckets, files))
     if digest:
         st["projections"]["digest"] = combined_digest([Projector(one).digest() for one in buckets])
