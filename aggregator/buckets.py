@@ -63,12 +63,8 @@ class Buckets:
     stores: list[Store] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.stores = [Store(self.client, k, self.host) for k in self.bucket_keys()]
-
-    def bucket_keys(self) -> list[Keys]:
-        if not self.cluster:
-            return [self.keys]
-        return [self.keys.bucket(i) for i in range(defaults.CLUSTER_BUCKETS)]
+        keys = [self.keys.bucket(i) for i in range(defaults.CLUSTER_BUCKETS)] if self.cluster else [self.keys]
+        self.stores = [Store(self.client, k, self.host) for k in keys]
 
     def keep_floors(self, data_dir: Path) -> None:
         """On a cluster, give every bucket a seq floor kept in ``data_dir`` (:attr:`Store.floor

@@ -18,13 +18,13 @@ other projector applies a step in between.
 
 On a Redis Cluster a conversation is forgotten in its bucket (:mod:`aggregator.buckets`): the
 bucket's log gets the ``agg-forget`` entry, and the bucket's projections — caught up and locked
-here, as on a single Redis — apply it. :func:`resolve` and :func:`project_conversations_in` find
-conversations over every bucket, :func:`summary` sums what each bucket's :func:`forget` removed.
+here, as on a single Redis — apply it. :func:`project_conversations_in` finds conversations over
+every bucket (a name: :meth:`Buckets.find <aggregator.buckets.Buckets.find>`), :func:`summary`
+sums what each bucket's :func:`forget` removed.
 """
 
 from __future__ import annotations
 
-from pathlib import PurePath
 from typing import Any
 
 from aggregator.buckets import Buckets
@@ -33,7 +33,6 @@ from aggregator.errors import NotFound
 from aggregator.projections import USAGE_FIELDS, Projector
 from aggregator.projects import matches, project_paths
 from aggregator.store import Store
-from aggregator.transcript import conversation_key
 
 USAGE_REPORTED = (*USAGE_FIELDS, "cache_creation_1h", "responses")
 """The usage counts ``agg forget --json`` reports as subtracted."""
@@ -55,25 +54,6 @@ def project_conversations_in(buckets: Buckets, query: str) -> list[tuple[Store, 
     each with its bucket's store, in key order."""
     found = [(store, conv) for store in buckets for conv in project_conversations(store, query)]
     return sorted(found, key=lambda sc: sc[1])
-
-
-def resolve(buckets: Buckets, name: str) -> tuple[Store, str]:
-    """The store (bucket) holding the conversation ``name`` means, and its key: a key, a unique
-    prefix of one, or a transcript's file name or path, as :func:`~aggregator.transcript.conversation_key`
-    takes them. Raises :class:`NotFound` naming the candidates when ambiguous."""
-    if not buckets.cluster:
-        (store,) = buckets
-        return store, conversation_key(store, name)
-    if name.endswith(".jsonl"):
-        name = PurePath(name).name.removesuffix(".jsonl")
-    try:
-        return buckets.resolve(name)
-    except NotFound as e:
-        found = [c for s in buckets for c in s.conversations() if name and c.startswith(name)]
-        if len(found) > 1:
-            shown = ", ".join(found[:5]) + (", …" if len(found) > 5 else "")
-            raise NotFound(f"{name!r} matches {len(found)} conversations ({shown}); give more of the key") from e
-        raise
 
 
 def forget(store: Store, convs: list[str]) -> dict[str, Any]:

@@ -164,23 +164,18 @@ def ingest_buckets(
     On a Redis Cluster a master may die mid-ingest and a replica lacking its last writes take
     over (``tests/cluster/test_failover.py``): see :class:`_ClusterIngest`.
     """
+    if not buckets.cluster:
+        return ingest(buckets.stores[0], sources, progress=progress, report=report, walk=walk)
     report = report if report is not None else IngestReport()
     started = time.perf_counter()
     groups: dict[int, list[SourceFile]] = {}
     for sf in sources:
         groups.setdefault(buckets.index_of(sf.project), []).append(sf)
     groups = groups or {0: []}  # no files: still report what the walk skipped, catch projections up
-    if buckets.cluster:
-        try:
-            _ClusterIngest(buckets, groups, progress, walk, failover_wait_s).run(report)
-        finally:
-            buckets.save_floors()
-    else:
-        sync = 0.0
-        for i, (n, files) in enumerate(sorted(groups.items())):
-            ingest(buckets.stores[n], files, progress=progress, report=report, walk=walk if i == 0 else None)
-            sync += report.sync_seconds  # each call sets it to its own
-        report.sync_seconds = sync
+    try:
+        _ClusterIngest(buckets, groups, progress, walk, failover_wait_s).run(report)
+    finally:
+        buckets.save_floors()
     report.seconds = time.perf_counter() - started
     return report
 

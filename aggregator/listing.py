@@ -17,7 +17,7 @@ from aggregator.config import active_minutes as active_minutes_setting
 from aggregator.parse import ts_ms
 from aggregator.prices import Costing
 from aggregator.prices import load as load_prices
-from aggregator.projections import Projector
+from aggregator.projections import Projector, catch_up_all
 from aggregator.projects import matches, project_paths
 from aggregator.store import Store
 from aggregator.transcript import header
@@ -81,8 +81,7 @@ def conversations(
     conversations in one list.
     """
     stores = stores_of(store)
-    for one in stores:
-        Projector(one).catch_up()
+    catch_up_all(stores)
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     minutes = active_minutes_setting()
     known = totals(stores) if known is None else known

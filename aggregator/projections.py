@@ -75,6 +75,7 @@ from typing import Any
 import orjson
 
 from aggregator import defaults, scripts
+from aggregator.buckets import StoreSet, stores_of
 from aggregator.errors import StoreError
 from aggregator.parse import MESSAGE_TYPES, facts, loads
 from aggregator.store import LogEntry, Store, parse_recent_member, recent_member
@@ -932,3 +933,9 @@ class Projector:
     def conversation_projections(self, convs: Iterable[str]) -> Iterator[tuple[str, dict[bytes, bytes]]]:
         """``(conv, projection hash)`` for each of ``convs`` (:meth:`Store.projections`)."""
         return self.store.projections(convs)
+
+
+def catch_up_all(where: StoreSet) -> int:
+    """:meth:`Projector.catch_up` of every bucket of ``where`` (a cluster store's buckets; else
+    the one store); returns how many entries were applied."""
+    return sum(Projector(one).catch_up() for one in stores_of(where))

@@ -19,7 +19,7 @@ from aggregator.buckets import Buckets, stores_of
 from aggregator.errors import ConfigError, StoreError
 from aggregator.fts import ROLES, parts, snippet, terms, translate
 from aggregator.parse import loads
-from aggregator.projections import Projector
+from aggregator.projections import catch_up_all
 from aggregator.projects import matches, project_paths
 from aggregator.searchindex import Row, SearchIndex
 from aggregator.store import Store
@@ -66,8 +66,7 @@ def search(
     else:
         conv = conversation_key(store, conversation)
     projects = select_projects(store, project) if project else None
-    for one in stores:
-        Projector(one).catch_up()  # titles and projects as of now (a no-op when current)
+    catch_up_all(stores)  # titles and projects as of now (a no-op when current)
     rows: list[Row] = []
     total = 0
     try:

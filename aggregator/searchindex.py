@@ -74,6 +74,11 @@ CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
 """
 
 
+def _buckets_id(ids: list[str]) -> str:
+    """The id of a cluster store's index: one for its buckets' ids together."""
+    return "c" + hashlib.sha1(",".join(ids).encode()).hexdigest()[:16]
+
+
 def store_identity(store: Store) -> str:
     """The store's id (``<ns>:store``), given to it now if it has none."""
     return store.identity()
@@ -186,9 +191,18 @@ class SearchIndex:
         their ids together — one index, so that ranking weighs every text as a single store's does."""
         if not buckets.cluster:
             return cls.open(buckets.stores[0], data_dir)
-        ids = ",".join(store_identity(s) for s in buckets)
-        sid = "c" + hashlib.sha1(ids.encode()).hexdigest()[:16]
+        sid = _buckets_id([store_identity(s) for s in buckets])
         return cls._open_file(DataPaths(data_dir, buckets.keys.ns).search_index(sid), sid, data_dir)
+
+    @classmethod
+    def existing(cls, buckets: Buckets, data_dir: Path) -> SearchIndex | None:
+        """:meth:`open_all`'s index if this machine has one (none is created), else None."""
+        ids = [s.current_identity() for s in buckets]
+        sid = "" if not all(ids) else ids[0] if not buckets.cluster else _buckets_id(ids)
+        path = DataPaths(data_dir, buckets.keys.ns).search_index(sid)
+        if not sid or not path.exists():
+            return None
+        return cls._open_file(path, sid, data_dir)
 
     def close(self) -> None:
         self.db.close()

@@ -121,7 +121,7 @@ class SeqFloor:
         :class:`~aggregator.errors.EvictingRedis`, which the long-running parts wait out).
         """
         conn.on_connect()
-        self.node_hook(conn)
+        self._meet(conn, nodes=False)
         floor = self.value
         if floor <= 0:
             return
@@ -150,11 +150,19 @@ class SeqFloor:
         hook on a Redis Cluster's connections (``RedisCluster`` runs its handshake first), where a
         connection reaches one node of many and the store's seqs are per bucket: a failover
         still counts as a new server, so the watcher re-checks every file against its cursor."""
+        self._meet(conn, nodes=True)
+
+    def _meet(self, conn: Any, *, nodes: bool) -> None:
+        """Refuse an evicting Redis, and count a new server process: on a single Redis one other
+        than the last (a server met again after another may lack what that one took:
+        ``tests/store/test_seqfloor.py::test_a_server_met_again_after_another_counts_as_a_new_server_on_a_single_redis``);
+        on a cluster (``nodes``, connections to many nodes interleaving) one not met before."""
         check_policy(conn)
         run_id = self._run_id(conn)
         with self._lock:
             self.connects += 1
-            if run_id is None or run_id not in self._run_ids:
+            new = run_id not in self._run_ids if nodes else run_id != self.run_id
+            if run_id is None or new:
                 self.servers += 1
                 self._run_ids.add(run_id or "")
                 self.run_id = run_id

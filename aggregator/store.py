@@ -473,7 +473,9 @@ class Store:
             res = self._forget_once(conv)
             if res[0] == b"missing":
                 raise NotFound(f"no conversation {conv!r}")
-            if res[0] != b"moved":  # moved: a commit added a batch to its timeline meanwhile
+            # moved: a commit added a batch to its timeline meanwhile: read it again
+            # (tests/store/test_forget.py::test_a_forget_whose_timeline_grew_meanwhile_reads_it_again)
+            if res[0] != b"moved":
                 return Forgotten(conv, *(int(x) for x in res[1:10]))
 
     def _forget_once(self, conv: str) -> Any:

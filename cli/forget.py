@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
+from aggregator.buckets import Buckets
 from aggregator.errors import AggError, ConfigError, NotFound
-from aggregator.forget import forget, project_conversations_in, resolve, summary
-from aggregator.paths import DataPaths
+from aggregator.forget import forget, project_conversations_in, summary
 from aggregator.searchindex import SearchIndex
 from aggregator.store import Store
 from aggregator.text import cut_width
@@ -45,11 +45,11 @@ def forget_cmd(
                 raise NotFound(f"no conversation in a project matching {project!r}")
         else:
             # every name resolved before anything is removed: a typo forgets nothing
-            named = {(s.keys.ns, c): (s, c) for s, c in (resolve(buckets, name) for name in conversations)}
+            named = {(s.keys.ns, c): (s, c) for s, c in (buckets.find(name) for name in conversations)}
             chosen = list(named.values())
         if not yes:
             _confirm(chosen)
-        res = _forget_all(app, chosen)
+        res = _forget_all(app, buckets, chosen)
         if as_json:
             emit_json(res)
             return
@@ -61,53 +61,43 @@ def forget_cmd(
             )
 
 
-def _local_index(app: App, store: Store) -> SearchIndex | None:
-    """This machine's search index of the store, caught up, if it has one (none is created)."""
-    sid = store.current_identity()
-    if not sid or not DataPaths(app.settings.data_dir, store.keys.ns).search_index(sid).exists():
-        return None
-    index = SearchIndex.open(store, app.settings.data_dir)
-    index.catch_up(store)
+def _local_index(app: App, buckets: Buckets) -> SearchIndex | None:
+    """This machine's search index of the store (every bucket's), caught up, if it has one (none
+    is created)."""
+    index = SearchIndex.existing(buckets, app.settings.data_dir)
+    if index is not None:
+        index.follow(buckets.stores)
     return index
 
 
-def _forget_here(app: App, store: Store, convs: list[str]) -> dict[str, Any]:
-    """:func:`aggregator.forget.forget`, and this machine's search index purged of them."""
-    index = _local_index(app, store)
+def _forget_all(app: App, buckets: Buckets, chosen: list[tuple[Store, str]]) -> dict[str, Any]:
+    """:func:`aggregator.forget.forget` in each bucket (one on a single Redis) of its conversations
+    of ``chosen``, and this machine's search index purged of them; one result, its conversations
+    in the order of ``chosen``."""
+    groups: dict[str, tuple[Store, list[str]]] = {}
+    for store, conv in chosen:
+        groups.setdefault(store.keys.ns, (store, []))[1].append(conv)
+    index = _local_index(app, buckets)
     try:
         if index:
             # the texts' words go too, read while the store has them — before the forget, so that
             # an indexer following the log (agg serve) cannot drop the rows first and leave the words
-            for c in convs:
-                index.purge(index.indexed_texts(store, c))
+            for store, conv in chosen:
+                index.purge(index.indexed_texts(store, conv))
         try:
-            res = forget(store, convs)
+            results = [forget(store, convs) for store, convs in groups.values()]
         except BaseException:
             if index:
                 index.reset()  # it lacks rows of conversations the store may still hold: built again
             raise
         if index:
-            index.catch_up(store)  # applies the forget entries: rows indexed meanwhile go too
-        return res
+            index.follow(buckets.stores)  # applies the forget entries: rows indexed meanwhile go too
     finally:
         if index:
             index.close()
-
-
-def _forget_all(app: App, chosen: list[tuple[Store, str]]) -> dict[str, Any]:
-    """:func:`_forget_here` in each bucket (one on a single Redis) for its conversations of
-    ``chosen``; one result, its conversations in the order of ``chosen``."""
-    groups: dict[str, tuple[Store, list[str]]] = {}
-    for store, conv in chosen:
-        groups.setdefault(store.keys.ns, (store, []))[1].append(conv)
-    if len(groups) == 1:
-        ((store, convs),) = groups.values()
-        return _forget_here(app, store, convs)
-    done = {
-        (ns, c["conv"]): c
-        for ns, (store, convs) in groups.items()
-        for c in _forget_here(app, store, convs)["conversations"]
-    }
+    if len(results) == 1:
+        return results[0]
+    done = {(ns, c["conv"]): c for ns, res in zip(groups, results, strict=True) for c in res["conversations"]}
     return summary([done[s.keys.ns, c] for s, c in chosen])
 
 

@@ -24,10 +24,9 @@ from aggregator.buckets import Buckets
 from aggregator.dates import parse_when
 from aggregator.errors import AggError, ConfigError
 from aggregator.listing import conversations
-from aggregator.projections import Projector
+from aggregator.projections import catch_up_all
 from aggregator.search import search
 from aggregator.searchindex import SearchIndex
-from aggregator.store import Store
 from aggregator.transcript import header, messages
 from aggregator.usage import BY_CHOICES, report
 from cli.app import App
@@ -54,7 +53,6 @@ class Tools:
 
     def __init__(self, buckets: Buckets, index: SearchIndex) -> None:
         self.buckets = buckets
-        self.store: Store | Buckets = buckets if buckets.cluster else buckets.stores[0]
         self.index = index
 
     def search(
@@ -75,7 +73,7 @@ class Tools:
         (conv), the event id, role, time and a snippet with matches between ⟦ and ⟧.
         """
         return search(
-            self.store,
+            self.buckets,
             self.index,
             query,
             project=project,
@@ -91,7 +89,7 @@ class Tools:
     ) -> dict[str, Any]:
         """Conversations, newest activity first: key, title, project, times, messages, tokens, cost_usd."""
         return conversations(
-            self.store, project=project, active=active, since_ms=_when(since), limit=max(1, min(limit, 500))
+            self.buckets, project=project, active=active, since_ms=_when(since), limit=max(1, min(limit, 500))
         )
 
     def get_conversation(self, conversation: str, offset: int = 0, limit: int = 50) -> dict[str, Any]:
@@ -119,8 +117,7 @@ class Tools:
         """Tokens and cost (USD, offline list prices) by conversation, project, model, day, week or month."""
         if by not in BY_CHOICES:
             raise ConfigError(f"by must be one of {', '.join(BY_CHOICES)}")
-        for store in self.buckets:
-            Projector(store).catch_up()
+        catch_up_all(self.buckets)
         return report(self.buckets, by, _when(since), _when(until, end=True))
 
 

@@ -37,11 +37,6 @@ def _when(ts: str | None) -> str:
     return f"{ts[:10]} {ts[11:16]}" if ts else "-"
 
 
-def open_index(app: App, store: Store) -> SearchIndex:
-    """This machine's search index of the store (in the data dir)."""
-    return SearchIndex.open(store, app.settings.data_dir)
-
-
 def tail_text(store: Store, raw: bytes, width: int) -> str:
     """``agg tail --format text``: one event envelope as a line with its role and a preview."""
     env = orjson.loads(raw)
@@ -124,7 +119,7 @@ def search_cmd(
         bar = _progress(buckets, index)
         with bar if bar is not None else contextlib.nullcontext():
             res = search(
-                buckets if buckets.cluster else buckets.stores[0],
+                buckets,
                 index,
                 " ".join(query),
                 project=project,

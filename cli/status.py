@@ -7,12 +7,11 @@ from typing import Any
 
 import click
 
-from aggregator.buckets import Buckets, combined_digest
+from aggregator.buckets import combined_digest
 from aggregator.endpoint import mask_url
 from aggregator.errors import AggError
-from aggregator.live.status import NOT_RUNNING, describe, gather, host_files, live_status, one_node
-from aggregator.projections import Projector
-from aggregator.store import Store
+from aggregator.live.status import NOT_RUNNING, describe, gather, host_files, live_status
+from aggregator.projections import Projector, catch_up_all
 from cli.app import App, app_context, emit_json
 from cli.quick import run_quick
 from workers.scripts import READ_ONLY
@@ -54,23 +53,21 @@ def status(app: App, as_json: bool, digest: bool) -> None:
         emit_json({"redis": {"url": mask_url(url) if url else "embedded", "ok": False, "error": str(e)}, **live})
         sys.exit(e.exit_code)
     buckets = app.buckets()
-    store: Store | Buckets = buckets if buckets.cluster else buckets.stores[0]
     if digest:
-        for one in buckets:
-            Projector(one).catch_up()
-    files = host_files(store)
+        catch_up_all(buckets)
+    files = host_files(buckets)
     queue = None
     if buckets.cluster and app.settings.queue_url:
         from aggregator.connection import open_queue  # redis-py: not on the quick client's path
 
         queue = open_queue(app.settings, conn)
     try:
-        st = gather(conn, store, files, queue=queue.client if queue else None)
+        st = gather(conn, buckets, files, queue=queue.client if queue else None)
     finally:
         if queue is not None:
             queue.close()
-    st["redis"]["binary"] = one_node(conn.client.info("server")).get("executable")
-    st.update(live_status(app.settings, store, files))
+    st["redis"]["binary"] = conn.client.info("server").get("executable")
+    st.update(live_status(app.settings, buckets, files))
     if digest:
         st["projections"]["digest"] = combined_digest([Projector(one).digest() for one in buckets])
     if as_json:

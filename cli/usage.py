@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from aggregator.projections import Projector
+from aggregator.projections import catch_up_all
 from aggregator.text import cut_left, cut_width, pad_width
 from aggregator.usage import BY_CHOICES, report
 from cli.app import App, app_context, emit_json
@@ -47,8 +47,7 @@ def usage(app: App, by: str, since: int | None, until: int | None, as_json: bool
     buckets = app.buckets()
     # Two GETs when the projections are current; else it applies the log, which only redis-py does
     # (the quick client hands over at its first write: cli.quick).
-    for store in buckets:
-        Projector(store).catch_up()
+    catch_up_all(buckets)
     rep = report(buckets, by, since, until)
     if as_json:
         emit_json(rep)

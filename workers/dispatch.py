@@ -215,25 +215,18 @@ class Scheduler:
         """Re-queue turns left behind by dead workers or lost jobs; returns how many."""
         secs, micros = self.r.time()
         now_ms = int(secs) * 1000 + int(micros) // 1000
-        if not self.cluster:
-            k = self.keys
-            running = [self.r.zrangebyscore(k.turns_running, "-inf", now_ms, start=0, num=self.batch)]
-        else:
-            pipe = self.r.pipeline(transaction=False)
-            for k in self.bucket_keys:
-                pipe.zrangebyscore(k.turns_running, "-inf", now_ms, start=0, num=self.batch)
-            running = pipe.execute()
+        running = self._scored_until(lambda k: k.turns_running, now_ms)
         redone = sum(self._redo_expired(b, convs) for b, convs in enumerate(running) if convs)
-        until = now_ms - self.config.queued_grace_ms
-        if not self.cluster:
-            k = self.keys
-            stuck = [self.r.zrangebyscore(k.turns_queued, "-inf", until, start=0, num=self.batch)]
-        else:
-            pipe = self.r.pipeline(transaction=False)
-            for k in self.bucket_keys:
-                pipe.zrangebyscore(k.turns_queued, "-inf", until, start=0, num=self.batch)
-            stuck = pipe.execute()
+        stuck = self._scored_until(lambda k: k.turns_queued, now_ms - self.config.queued_grace_ms)
         return redone + sum(self._requeue_lost(b, convs) for b, convs in enumerate(stuck) if convs)
+
+    def _scored_until(self, zset: Callable[[Keys], str], until_ms: int) -> list[list[bytes]]:
+        """Per bucket (one pipelined read), the first :attr:`batch` members of its ``zset(keys)``
+        scored ``until_ms`` or less."""
+        pipe = self.r.pipeline(transaction=False)
+        for k in self.bucket_keys:
+            pipe.zrangebyscore(zset(k), "-inf", until_ms, start=0, num=self.batch)
+        return list(pipe.execute())
 
     def _redo_expired(self, b: int, running: list[bytes]) -> int:
         k = self.bucket_keys[b]

@@ -80,10 +80,9 @@ def gather(
     ``seq`` are one per bucket, ``cluster`` says how many masters and buckets are used, and the
     turns' queue figures come from ``queue`` (the ``AGG_QUEUE_URL`` Redis; none: zero)."""
     r = conn.client
-    info = one_node(r.info("server"))
-    mem = r.info("memory")
-    buckets = store if isinstance(store, Buckets) else None
-    stats = buckets.stats() if buckets is not None else store.stats()
+    info = r.info("server")  # a cluster client asks one node
+    cluster = store if isinstance(store, Buckets) and store.cluster else None
+    stats = store.stats()
     root = _root(store)
     out: dict[str, Any] = {
         "redis": {
@@ -91,7 +90,7 @@ def gather(
             "version": info.get("redis_version"),
             "ok": True,
             "embedded": conn.embedded is not None,
-            "used_memory_bytes": _used_memory(mem),
+            "used_memory_bytes": _used_memory(r, cluster is not None),
         },
         "namespace": root.keys.ns,
         "host": root.host,
@@ -105,16 +104,16 @@ def gather(
         "conversations": stats["conversations"],
         **file_figures(files or host_files(store)),
         "last_ingest_at": iso_ms(stats["last_ingest_ms"]) if "last_ingest_ms" in stats else None,
-        **(rq_figures(r, root.keys.ns) if buckets is None or not buckets.cluster else {}),
+        **(rq_figures(r, root.keys.ns) if cluster is None else {}),
         "last_snapshot_at": None,
         "projections": {"seq": per_bucket(store, [s.projections_seq() for s in stores_of(store)])},
         "usage": usage_totals(store),
     }
-    if buckets is not None and buckets.cluster:
-        keys = buckets.keys
-        out.update(turn_figures(r, keys, keys.turns_queue, buckets=[b.keys for b in buckets], queue_client=queue))
-        used = buckets.used()
-        out["cluster"] = {"masters": buckets.masters(), "buckets": len(buckets), "buckets_used": used}
+    if cluster is not None:
+        keys = cluster.keys
+        out.update(turn_figures(r, keys, keys.turns_queue, buckets=[b.keys for b in cluster], queue_client=queue))
+        used = cluster.used()
+        out["cluster"] = {"masters": cluster.masters(), "buckets": len(cluster), "buckets_used": used}
     return out
 
 
@@ -128,19 +127,15 @@ def _root(store: Store | Buckets) -> Store:
     return Store(store.client, store.keys, store.host)
 
 
-def one_node(info: dict[str, Any]) -> dict[str, Any]:
-    """``INFO`` of one node: a cluster client answers with one reply per node (by node name)."""
-    if "redis_version" in info:
-        return info
-    replies = [v for v in info.values() if isinstance(v, dict)]
-    return replies[0] if replies else info
+def _used_memory(client: Any, cluster: bool) -> Any:
+    """``used_memory``: on a Redis Cluster, the masters' together (the store is spread over them;
+    ``tests/cluster/test_read.py::test_status_memory_is_every_masters_together``)."""
+    if not cluster:
+        return client.info("memory").get("used_memory")
+    from redis.cluster import RedisCluster  # not on the quick client's path (a single Redis)
 
-
-def _used_memory(mem: dict[str, Any]) -> Any:
-    """``used_memory`` (on a cluster: summed over the nodes that answered)."""
-    nodes = [v for v in mem.values() if isinstance(v, dict)]
-    if "used_memory" in mem or not nodes:
-        return mem.get("used_memory")
+    mem = client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+    nodes = [mem] if "used_memory" in mem else list(mem.values())  # one master: its reply alone
     return sum(int(v.get("used_memory", 0)) for v in nodes)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,28 @@ def test_a_log_batch_shared_with_another_conversation_is_patched_in_the_bucket(
     assert store.r.zcard(store.keys.log_patched) == 1 and b"zebra" not in _log_text(store)
     assert store.usage_total()["output"] == 2
     rebuild_reproduces_live(store)
+
+
+def test_forget_takes_the_words_out_of_this_machines_search_index(
+    cluster: Cluster, tmp_path: Path, namespace: str, corpus: Path, buckets: Buckets
+) -> None:
+    """As on a single Redis (``tests/store/test_forget.py::test_search_indexes_drop_the_conversation``),
+    ``agg forget`` purges this machine's index of a cluster store (one file for every bucket) of the
+    forgotten texts' words, not only of their rows: no orphan is left to match them."""
+    env = cluster_env(cluster, tmp_path, namespace)
+    run_agg(["ingest", str(corpus)], env)
+    run_agg(["search", "the"], env)  # builds this machine's index of the buckets
+    (path,) = (tmp_path / "data" / "index").glob("search-*.sqlite")
+    usage = _usage_of(buckets)
+    conv = max(usage, key=lambda c: (usage[c]["output"], c))
+
+    _json(["forget", conv, "--yes"], env)
+
+    index = sqlite3.connect(path)
+    try:
+        orphans = index.execute("SELECT v FROM meta WHERE k = 'orphans'").fetchone()
+        assert orphans is None or int(orphans[0]) == 0
+        rows = "SELECT count(*) FROM convs c JOIN docs d ON d.conv = c.n WHERE c.conv = ?"
+        assert index.execute(rows, (conv,)).fetchone()[0] == 0
+    finally:
+        index.close()

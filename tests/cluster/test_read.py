@@ -66,6 +66,16 @@ def test_status_sums_the_buckets_as_a_single_redis_counts_them(pair: Pair) -> No
     assert "cluster " not in run_agg(["status"], pair.single).stdout
 
 
+def test_status_memory_is_every_masters_together(pair: Pair) -> None:
+    """``redis.used_memory_bytes`` on a cluster: what the masters the store is spread over use
+    together, not one node's (within 10 %: memory moves between the readings)."""
+    on_cluster, _ = pair.both(["status", "--json"])
+    client = pair.buckets.client
+    masters = [int(client.get_redis_connection(n).info("memory")["used_memory"]) for n in client.get_primaries()]
+    assert len(masters) == 3
+    assert abs(on_cluster["redis"]["used_memory_bytes"] - sum(masters)) < 0.1 * sum(masters)
+
+
 def test_status_digest_is_the_same_on_every_run(pair: Pair) -> None:
     first = json.loads(run_agg(["status", "--json", "--digest"], pair.cluster).stdout)
     again = json.loads(run_agg(["status", "--json", "--digest"], pair.cluster).stdout)

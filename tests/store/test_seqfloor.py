@@ -66,3 +66,34 @@ def test_projector_crosses_a_large_gap(store: Store, tmp_path: Path) -> None:
     assert projector.checkpoint() == 1_000_002
     live = projector.digest()
     assert projector.rebuild()["digest"] == live
+
+
+class _Conn:
+    """A redis-py connection as the connect hook sees it, to a server with ``run_id``."""
+
+    host, port = "127.0.0.1", 1
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.asked = ""
+
+    def on_connect(self) -> None:
+        pass
+
+    def send_command(self, *args: str) -> None:
+        self.asked = args[1]
+
+    def read_response(self) -> bytes:
+        if self.asked == "memory":
+            return b"maxmemory_policy:noeviction\r\n"
+        return f"run_id:{self.run_id}\r\n".encode()
+
+
+def test_a_server_met_again_after_another_counts_as_a_new_server_on_a_single_redis(tmp_path: Path) -> None:
+    """A single Redis URL that reaches A, then B, then A again (a failover and back, A not
+    restarted): A may lack what B took meanwhile, so each change counts, as before the cluster
+    work (the watcher re-checks every file against its cursor on each)."""
+    floor = SeqFloor(Keys("agg"), tmp_path / "floor")
+    for run_id in ("a", "a", "b", "a"):
+        floor.hook(_Conn(run_id))
+    assert floor.connects == 4 and floor.servers == 3

@@ -29,7 +29,7 @@ from aggregator.live.status import gather, host_files, live_status
 from aggregator.live.subscribe import format_position
 from aggregator.live.web.render import Item
 from aggregator.parse import loads
-from aggregator.projections import Projector
+from aggregator.projections import catch_up_all
 from aggregator.searchindex import SearchIndex
 from aggregator.store import Store
 from aggregator.transcript import HIDDEN_TYPES
@@ -115,7 +115,7 @@ class WebData:
         """The projects' paths and every conversation's cost, read again only when the projections
         changed since the last time (:func:`aggregator.listing.totals_state`): a list page reads them
         once per change, not once per request."""
-        self.catch_up()
+        catch_up_all(self.buckets)
         state = tuple(totals_state(store) for store in self.buckets)
         with self._totals_lock:
             if self._totals is not None and self._totals[0] == state:
@@ -124,11 +124,6 @@ class WebData:
         with self._totals_lock:
             self._totals = (state, known)
         return known
-
-    def catch_up(self) -> None:
-        """Bring every bucket's projections up to date."""
-        for store in self.buckets:
-            Projector(store).catch_up()
 
     def position(self, conv: str | None = None) -> str:
         """Where the store's log (``conv``'s bucket's, if given) ends now, as ``/api/events``
@@ -266,7 +261,7 @@ class WebData:
     # --- usage and status ----------------------------------------------------------------------
     def usage(self, by: str, since_ms: int | None = None, until_ms: int | None = None) -> dict[str, Any]:
         """``agg usage --by BY [--since] [--until] --json``: each row and the total with ``cost_usd``."""
-        self.catch_up()
+        catch_up_all(self.buckets)
         return usage_report(self.buckets, by, since_ms, until_ms)
 
     def status(self) -> dict[str, Any]:
