@@ -80,6 +80,7 @@ class WebData:
         self._totals: tuple[tuple[Any, ...], Totals] | None = None
         self._totals_lock = threading.Lock()
         self._queue_conn: Connection | None = None
+        self._bucket_of: dict[str, Store] = {}
 
     def close(self) -> None:
         """Close the search index file (if a search opened it) and the queue's connection."""
@@ -147,8 +148,14 @@ class WebData:
         return self.buckets.find(name)[1]
 
     def store_of(self, conv: str) -> Store:
-        """The store (the bucket, on a cluster) holding conversation ``conv``."""
-        return self.buckets.stores[0] if not self.buckets.cluster else self.buckets.resolve(conv)[0]
+        """The store (the bucket, on a cluster) holding conversation ``conv``. Remembered: a
+        conversation never changes bucket (its project's), and a page asks several times."""
+        if not self.buckets.cluster:
+            return self.buckets.stores[0]
+        store = self._bucket_of.get(conv)
+        if store is None:
+            store = self._bucket_of[conv] = self.buckets.resolve(conv)[0]
+        return store
 
     def conversation(self, name: str) -> dict[str, Any]:
         """One conversation as ``agg list --json`` lists it (``name`` as :meth:`key` takes it)."""
