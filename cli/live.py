@@ -210,7 +210,7 @@ def tail_cmd(ctx: click.Context, conversation: str | None, since: int | str | No
                 out.write((_text(buckets, raw, width).encode("utf-8", "replace") if fmt == "text" else raw) + b"\n")
                 out.flush()
         finally:
-            if conn.cluster:
+            if conn.cluster and sub.started:  # before it started there is no place to resume from
                 click.echo(f"agg: resume with --since {sub.position()}", err=True)
 
 

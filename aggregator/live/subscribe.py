@@ -309,6 +309,12 @@ class Subscription:
         """Stop the iteration (from another thread, or from the loop body)."""
         self._closed = True
 
+    @property
+    def started(self) -> bool:
+        """Whether it knows its place in every bucket (after ``since`` or, live only, once it has
+        subscribed): :meth:`position` means something only then."""
+        return all(s.last is not None for s in self.streams)
+
     def position(self) -> str:
         """Where the subscription stands, as ``since`` takes it back (``agg tail --since``): on a
         Redis Cluster ``"3:120,7:55"`` (the last seq delivered or skipped per bucket), on a single

@@ -373,3 +373,26 @@ def test_the_subscribe_example_on_a_cluster(cluster: Cluster, tmp_path: Path, na
     )
     assert proc.returncode == 0, proc.stderr
     assert sorted(ln.split()[0] for ln in proc.stdout.splitlines()) == sorted([f"{a}:2", f"{a}:3", f"{b}:1", f"{b}:2"])
+
+
+def test_a_live_only_subscription_has_no_position_until_it_has_subscribed(
+    cclient: RedisCluster, namespace: str, buckets: Buckets, tmp_path: Path
+) -> None:
+    """Stopped before it knew where each bucket stood, `agg tail` used to say "resume with
+    --since 0", which replays everything; a live-only subscription knows its place once subscribed
+    (each bucket's head), and one from a position knows it from the start."""
+    src = tmp_path / "claude"
+    _ingest_lines(buckets, src, PROJECT_A, "s", 3)
+    live = Subscription(cclient, Keys(namespace))
+    assert not live.started
+    stop = threading.Event()
+    live.stop = stop
+    it = live.raw()
+    reader = threading.Thread(target=lambda: list(it), daemon=True)
+    reader.start()
+    wait_until(lambda: live.started, "the live subscription to know its place")
+    a = bucket_of(PROJECT_A)
+    assert live.position() == f"{a}:3"  # the head of every bucket: nothing stored is replayed
+    stop.set()
+    reader.join(timeout=10)
+    assert Subscription(cclient, Keys(namespace), since="0").started
