@@ -142,6 +142,20 @@ class Cluster:
                 c.close()
         return out
 
+    def replica_of(self, master: int) -> int:
+        """The index of the live replica of node ``master``."""
+        port = self.ports[master]
+        for i, node in enumerate(self.nodes):
+            if node.running and i != master:
+                c = self.node_client(i)
+                try:
+                    role = c.role()
+                finally:
+                    c.close()
+                if role[0] in (b"slave", "slave") and int(role[2]) == port:
+                    return i
+        raise AssertionError(f"node {master} has no live replica")
+
     def kill_master(self, i: int | None = None, *, wait: bool = True) -> int:
         """``kill -9`` a master (the first one if ``i`` is None); returns its index. With ``wait``,
         returns once a replica has taken its place and the cluster is ok again."""

@@ -308,11 +308,8 @@ class WriterService(Service):
     def serve(self) -> None:
         store, buckets = self.store, self.buckets
         assert store is not None and buckets is not None
-        # (Re)built from what Redis holds now: after an outage it may hold less than before.
-        if buckets.cluster:
-            self.writer = BucketsSnapshotWriter(buckets, self.output)
-        else:
-            self.writer = SnapshotWriter(store, self.output, floor=self.floor)
+        self._build()
+        servers = self.floor.servers
         self._pubsub = store.client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.subscribe(*(s.keys.events_channel for s in buckets))
         # A timer re-checks even without a message (one may be lost; `active` flags expire with
@@ -326,6 +323,15 @@ class WriterService(Service):
             now = time.monotonic()
             if now >= next_check:
                 dirty, next_check = True, now + check_every
+            if self.floor.servers != servers and buckets.cluster:
+                # A connection reached a server process not met before: on a cluster, a replica
+                # that took a master's place (redis-py follows the slot by itself, no outage seen
+                # here), maybe without its last writes. What was built from the old master may be
+                # more than the store holds and its change marks ahead of the new one's: build again
+                # (tests/cluster/test_run.py::test_run_carries_on_through_a_masters_failover).
+                servers = self.floor.servers
+                self._build()
+                dirty = True
             if dirty and now - self.last_write >= self.interval:
                 dirty = not self._write()
                 if first:
@@ -350,6 +356,15 @@ class WriterService(Service):
             self.check_due()
             if self.state.due(defaults.STATE_HEARTBEAT_S):
                 self.state.update(**self.figures())
+
+    def _build(self) -> None:
+        """A new snapshot writer, from what Redis holds now (after an outage or a failover it may
+        hold less than before)."""
+        assert self.store is not None and self.buckets is not None
+        if self.buckets.cluster:
+            self.writer = BucketsSnapshotWriter(self.buckets, self.output)
+        else:
+            self.writer = SnapshotWriter(self.store, self.output, floor=self.floor)
 
     def _write(self) -> bool:
         """Write if something changed; False if the write failed (it is tried again)."""

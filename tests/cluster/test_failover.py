@@ -111,20 +111,9 @@ class Subscriber:
         return self.seen
 
 
-def replica_of(cluster: Cluster, master: int) -> int:
-    """The index of the live replica of node ``master``."""
-    port = cluster.ports[master]
-    for i, node in enumerate(cluster.nodes):
-        if node.running and i != master:
-            role = cluster.node_client(i).role()
-            if role[0] in (b"slave", "slave") and int(role[2]) == port:
-                return i
-    raise AssertionError(f"node {master} has no live replica")
-
-
 def _has_replica(cluster: Cluster, master: int) -> bool:
     try:
-        replica_of(cluster, master)
+        cluster.replica_of(master)
     except AssertionError:
         return False
     return True
@@ -170,7 +159,7 @@ def test_a_master_killed_mid_ingest_loses_doubles_and_reuses_nothing(
     rng = random.Random(1200 + run)
     # A master that still has a replica: each run kills another one.
     victim = next(i for i in sorted(cluster.master_indexes()) if _has_replica(cluster, i))
-    standby = replica_of(cluster, victim)
+    standby = cluster.replica_of(victim)
     namespace = f"fo{os.getpid()}r{run}"
     keys = Keys(namespace)
     channels = [keys.bucket(n).events_channel for n in range(defaults.CLUSTER_BUCKETS)]

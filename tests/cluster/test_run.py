@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import orjson
@@ -21,6 +23,11 @@ def _current(path: Path) -> dict:  # type: ignore[type-arg]
         return dict(orjson.loads(path.read_bytes()))
     except (OSError, ValueError):
         return {}
+
+
+def _events(path: Path, conv: str) -> int | None:
+    """``conv``'s event count in the ``current.json`` at ``path`` (None if not there)."""
+    return next((c["events"] for c in _current(path).get("conversations", []) if c["key"] == conv), None)
 
 
 def _single_current(tmp_path: Path, corpus: Path) -> dict:  # type: ignore[type-arg]
@@ -83,9 +90,10 @@ def test_run_fills_the_buckets_and_current_json_joins_them(
 
 
 def test_run_carries_on_through_a_masters_failover(tmp_path: Path, corpus: Path) -> None:
-    """kill -9 the master serving a project's bucket while `agg run` watches: its replica takes
-    over, the watcher and the writer wait it out, and every line is stored once — lines the dead
-    master took but did not pass on are read again from the files."""
+    """kill -9 the master serving a project's bucket while `agg run` watches, its replica cut off
+    first so that it lacks the master's last writes: the replica takes over, the watcher and the
+    writer wait it out, every line is stored once — those the dead master took are read again
+    from the files — and current.json shows what the store holds, not what it lost."""
     from aggregator.connection import cluster_client
     from aggregator.keys import Keys
     from devtools.agg import HOST
@@ -102,16 +110,27 @@ def test_run_carries_on_through_a_masters_failover(tmp_path: Path, corpus: Path)
             wait_until(lambda: _current(out).get("conversations"), "a first current.json", timeout=60)
             node = client.get_node_from_key(b.stores[bucket_of(project)].keys.seq)
             victim = cl.ports.index(int(node.port))
+            standby = cl.replica_of(victim)
             path = claude / "projects" / project / "s-fail.jsonl"
-            for n in range(1, 41):
-                append(path, line(record("s-fail", n)))
-                if n == 20:
-                    cl.kill_master(victim, wait=False)
+            stopped = cl.nodes[standby].proc
+            assert stopped is not None
+            os.kill(stopped.pid, signal.SIGSTOP)
+            try:
+                # Its link cut while it is stopped, the replica misses what the master takes next.
+                cl.node_client(victim).client_kill_filter(_type="replica")
+                for n in range(1, 21):
+                    append(path, line(record("s-fail", n)))
+                wait_until(lambda: _events(out, "s-fail") == 20, "the first 20 lines, from the master about to die")
+                cl.kill_master(victim, wait=False)
+            finally:
+                os.kill(stopped.pid, signal.SIGCONT)
             cl.wait_failover()
+            assert "s-fail" not in b.stores[bucket_of(project)].conversations()  # the replica lacks them
+            for n in range(21, 41):
+                append(path, line(record("s-fail", n)))
             wait_until(
-                lambda: any(c["key"] == "s-fail" and c["events"] == 40 for c in _current(out).get("conversations", [])),
-                "all 40 lines of the project on the failed-over master in current.json", timeout=90,
-            )  # fmt: skip
+                lambda: _events(out, "s-fail") == 40, "all 40 lines in current.json after the failover", timeout=90
+            )
             assert agg.stop() == 0
         assert "Traceback" not in agg.log() and "is back" in agg.log()
         assert "need a standalone Redis for their queue" in agg.log()  # no AGG_QUEUE_URL: no worker
