@@ -49,6 +49,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import re
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
@@ -69,6 +70,13 @@ log = logging.getLogger("agg.subscribe")
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
 """Errors that mean "Redis went away for a while" (``BusyLoadingError`` is a ConnectionError)."""
 
+_DIGITS = re.compile(r"[0-9]+")
+"""A bucket or a seq: ASCII digits (``str.isdigit`` takes ``²``, which ``int`` refuses)."""
+
+MAX_SEQ = 2**63 - 1
+"""The largest seq a bucket can reach (``seq`` is an INCR counter); a position past it would be
+read as a stream ID Redis refuses, after the buckets before it were already printed."""
+
 Position = dict[int, int]
 """Where a subscription on a Redis Cluster stands: bucket → the last seq seen there (a bucket
 not in it: nothing seen, from its beginning)."""
@@ -87,13 +95,15 @@ def parse_position(text: str, buckets: int = defaults.CLUSTER_BUCKETS) -> Positi
     pos: Position = {}
     for part in text.split(","):
         b, sep, s = part.strip().partition(":")
-        if not sep or not b.isdigit() or not s.isdigit():
+        if not sep or not _DIGITS.fullmatch(b) or not _DIGITS.fullmatch(s):
             raise ConfigError(f"bad position {text!r}: give bucket:seq pairs like 3:120,7:55 (or 0 for all)")
         bucket, seq = int(b), int(s)
         if bucket >= buckets:
             raise ConfigError(f"bad position {text!r}: bucket {bucket} does not exist (0 to {buckets - 1})")
         if bucket in pos:
             raise ConfigError(f"bad position {text!r}: bucket {bucket} is named twice")
+        if seq > MAX_SEQ:
+            raise ConfigError(f"bad position {text!r}: seq {seq} is too large (a bucket's seq is at most {MAX_SEQ})")
         pos[bucket] = seq
     return pos
 

@@ -1,0 +1,48 @@
+"""An adversarial user of a cluster store: hostile input to the commands and pages that read every
+bucket must be refused in one line before anything is printed or streamed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devtools.agg import run_agg
+from tests.cluster.conftest import Pair
+from tests.cluster.test_web import AUTH, _client
+
+HUGE = "3:99999999999999999999999"
+"""A position whose seq no bucket can reach (a seq is an INCR counter: at most 2**63 - 1), and
+past the largest stream ID Redis reads (2**64 - 1)."""
+
+
+@pytest.mark.parametrize("since", [HUGE, f"0:5,{HUGE}", "3:18446744073709551615", "3:9223372036854775808"])
+def test_agg_tail_refuses_a_seq_past_any_bucket_s_in_one_line(pair: Pair, since: str) -> None:
+    """Was: the events of the buckets before 3 printed, then ``Redis answered with an error: …
+    Invalid stream ID`` (exit 3) once the subscriber reached bucket 3."""
+    proc = run_agg(["tail", "--since", since], pair.cluster, check=False, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    assert "too large" in proc.stderr
+
+
+@pytest.mark.parametrize("since", ["3:\u00b2", "\u00b2:1"])
+def test_a_superscript_digit_in_a_position_is_refused_in_one_line(pair: Pair, tmp_path: Path, since: str) -> None:
+    """Was: a traceback (``int('²')``, exit 1) from agg tail, a 500 from /api/events."""
+    proc = run_agg(["tail", "--since", since], pair.cluster, check=False, timeout=30)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "bad position" in proc.stderr
+    with _client(pair.cluster, tmp_path, cluster=True) as client:
+        r = client.get("/api/events", params={"since": since}, headers=AUTH)
+        assert r.status_code == 400, r.text[:300]
+        assert "bad position" in r.json()["error"]
+
+
+def test_api_events_refuses_a_seq_past_any_bucket_s(pair: Pair, tmp_path: Path) -> None:
+    """Was: the stream sent the buckets before 3, then stopped (logged ``Invalid stream ID``); a
+    browser reconnecting with its Last-Event-ID met the same wall every second."""
+    with _client(pair.cluster, tmp_path, cluster=True) as client:
+        for headers, url in (({**AUTH, "last-event-id": HUGE}, "/api/events"), (AUTH, f"/api/events?since={HUGE}")):
+            r = client.get(url, headers=headers)
+            assert r.status_code == 400, r.text[:300]
+            assert "too large" in r.json()["error"]
