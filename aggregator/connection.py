@@ -199,6 +199,10 @@ def cluster_client(url: str, **options: object) -> Any:
         return RedisCluster.from_url(url, **kwargs)
     except redis.RedisError as e:
         raise as_agg_error(e, mask_url(url)) from None
+    except redis.exceptions.RedisClusterException as e:  # not a RedisError: a cluster being created, say
+        raise RedisUnavailable(
+            f"the Redis Cluster of {mask_url(url)} is not serving every slot yet: {first_line(e)}"
+        ) from None
 
 
 def open_redis(settings: Settings, *, start: bool = True, **options: object) -> Connection:

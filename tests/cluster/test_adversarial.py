@@ -3,11 +3,14 @@ bucket must be refused in one line before anything is printed or streamed."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from devtools.agg import run_agg
+from devtools.cluster import free_port
+from devtools.redisproc import RedisProcess
 from tests.cluster.conftest import Pair
 from tests.cluster.test_web import AUTH, _client
 
@@ -46,3 +49,30 @@ def test_api_events_refuses_a_seq_past_any_bucket_s(pair: Pair, tmp_path: Path) 
             r = client.get(url, headers=headers)
             assert r.status_code == 400, r.text[:300]
             assert "too large" in r.json()["error"]
+
+
+@pytest.mark.parametrize("args", [["status"], ["ingest"], ["list"], ["tail", "--since", "0"]])
+def test_a_node_of_a_cluster_not_created_yet_is_said_in_one_line(tmp_path: Path, args: list[str]) -> None:
+    """A node started with ``cluster-enabled yes`` before ``redis-cli --cluster create`` (no slot
+    served: ``cluster_state:fail``). Was: a traceback ending in redis-py's ``RedisClusterException:
+    All slots are not covered`` (exit 1) from every command: it is not a RedisError."""
+    extra = {
+        "port": str(free_port()),
+        "bind": "127.0.0.1",
+        "cluster-enabled": "yes",
+        "cluster-config-file": "nodes.conf",
+    }
+    node = RedisProcess(tmp_path / "node", password="pw", extra=extra).start()
+    (tmp_path / "claude").mkdir()
+    try:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AGG_")},
+            "AGG_REDIS_URL": f"redis://:pw@127.0.0.1:{node.args['port']}", "AGG_DATA_DIR": str(tmp_path / "data"),
+            "AGG_CLAUDE_DIR": str(tmp_path / "claude"), "AGG_NAMESPACE": "fresh",
+        }  # fmt: skip
+        proc = run_agg(args, env, check=False, timeout=60)
+    finally:
+        node.kill()
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "not serving every slot" in proc.stderr and "pw@" not in proc.stderr
