@@ -147,7 +147,7 @@ class SinceType(click.ParamType[int | str]):
         if isinstance(value, int):
             return value
         text = str(value).strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():  # "²" is a digit to isdigit, not to int
             return int(text)
         if ":" not in text:
             self.fail(f"{text!r} is not a seq (0 or more), nor a position like 3:120,7:55 (Redis Cluster)", param, ctx)
