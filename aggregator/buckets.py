@@ -141,15 +141,22 @@ class Buckets:
         if not self.cluster:
             store = self.stores[0]
             return store, store.resolve_conversation(name)
-        exact = [s for s in self.stores if s.r.zscore(s.keys.convs, name) is not None]
+        exact = self.holding(name)
         if exact:
             return exact[0], name
         matches = [(s, c) for s in self.stores for c in s.conversations() if name and c.startswith(name)]
-        if len(matches) == 1:
+        # one key in two buckets (a session file copied to a project of another bucket) is one name
+        keys = {c for _, c in matches}
+        if len(keys) == 1:
             return matches[0]
         if matches:
-            raise NotFound(f"{name!r} matches {len(matches)} conversations; give more of the key")
+            raise NotFound(f"{name!r} matches {len(keys)} conversations; give more of the key")
         raise NotFound(f"no conversation {name!r}")
+
+    def holding(self, key: str) -> list[Store]:
+        """The buckets holding conversation ``key``, in bucket order: one, unless the same session
+        file was read in projects of different buckets (each bucket then holds its own copy)."""
+        return [s for s in self.stores if s.r.zscore(s.keys.convs, key) is not None]
 
     def find(self, name: str) -> tuple[Store, str]:
         """What a reading command means by ``name`` (:func:`aggregator.transcript.conversation_key`
@@ -165,7 +172,7 @@ class Buckets:
             return self.resolve(name)
         except NotFound as e:
             # sorted: a single store lists them by the last seq that touched them, a bucket's own
-            matches = sorted(c for s in self.stores for c in s.conversations() if name and c.startswith(name))
+            matches = sorted({c for s in self.stores for c in s.conversations() if name and c.startswith(name)})
             if len(matches) > 1:
                 shown = ", ".join(matches[:5]) + (", …" if len(matches) > 5 else "")
                 raise NotFound(f"{name!r} matches {len(matches)} conversations ({shown}); give more of the key") from e

@@ -56,6 +56,16 @@ def project_conversations_in(buckets: Buckets, query: str) -> list[tuple[Store, 
     return sorted(found, key=lambda sc: sc[1])
 
 
+def resolve_every(buckets: Buckets, name: str) -> list[tuple[Store, str]]:
+    """What ``agg forget`` means by ``name`` (:meth:`Buckets.find <aggregator.buckets.Buckets.find>`),
+    with every bucket holding the key: the same session file read in projects of different buckets
+    is in each of them, and a forget must leave no copy."""
+    store, key = buckets.find(name)
+    if not buckets.cluster:
+        return [(store, key)]
+    return [(s, key) for s in buckets.holding(key)] or [(store, key)]
+
+
 def forget(store: Store, convs: list[str]) -> dict[str, Any]:
     """Forget each of ``convs`` (conversation keys); returns what was removed: ``conversations``
     (each with its ``seq``, ``forgotten_at`` ms, ``events``, ``revisions``, ``usage``), ``events``,

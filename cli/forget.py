@@ -9,7 +9,7 @@ import click
 
 from aggregator.buckets import Buckets
 from aggregator.errors import AggError, ConfigError, NotFound
-from aggregator.forget import forget, project_conversations_in, summary
+from aggregator.forget import forget, project_conversations_in, resolve_every, summary
 from aggregator.searchindex import SearchIndex
 from aggregator.store import Store
 from aggregator.text import cut_width
@@ -45,7 +45,7 @@ def forget_cmd(
                 raise NotFound(f"no conversation in a project matching {project!r}")
         else:
             # every name resolved before anything is removed: a typo forgets nothing
-            named = {(s.keys.ns, c): (s, c) for s, c in (buckets.find(name) for name in conversations)}
+            named = {(s.keys.ns, c): (s, c) for name in conversations for s, c in resolve_every(buckets, name)}
             chosen = list(named.values())
         if not yes:
             _confirm(chosen)

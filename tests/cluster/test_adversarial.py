@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from aggregator.buckets import Buckets, bucket_of
 from devtools.agg import run_agg
 from devtools.cluster import Cluster, free_port
 from devtools.redisproc import RedisProcess
-from tests.cluster.conftest import Pair
+from tests.cluster.conftest import Pair, cluster_env
 from tests.cluster.test_web import AUTH, _client
+from tests.support import CORPUS
 
 HUGE = "3:99999999999999999999999"
 """A position whose seq no bucket can reach (a seq is an INCR counter: at most 2**63 - 1), and
@@ -114,3 +116,37 @@ def test_status_with_a_frozen_master_ends_about_as_soon_as_on_a_single_redis(tmp
         finally:
             os.kill(proc.pid, signal.SIGCONT)
     assert done.returncode == 3 and "Traceback" not in done.stderr
+
+
+def _session_in_two_buckets(tmp_path: Path) -> tuple[str, str]:
+    """One session file of the corpus in its project and, cut to 5 lines, in a project of another
+    bucket (a project directory copied under a new name): its key and its corpus project."""
+    project, copy = "-Users-chip-dev-ai-music", "-Users-chip-dev-ai-music-copy"
+    assert bucket_of(project) != bucket_of(copy)
+    src = CORPUS / project / "ba79134d-b6e9-4867-af0c-6941038c9e4b.jsonl"
+    if not src.is_file():
+        pytest.skip(f"{src} not in the corpus")
+    for p, data in ((project, src.read_bytes()), (copy, b"".join(src.read_bytes().splitlines(True)[:5]))):
+        (tmp_path / "claude" / "projects" / p).mkdir(parents=True)
+        (tmp_path / "claude" / "projects" / p / src.name).write_bytes(data)
+    return src.stem, project
+
+
+def _holding(buckets: Buckets, key: str) -> int:
+    return sum(s.r.zscore(s.keys.convs, key) is not None for s in buckets)
+
+
+@pytest.mark.parametrize("by", ["key", "prefix"])
+def test_forget_leaves_no_copy_of_a_session_read_in_two_buckets(
+    cluster: Cluster, tmp_path: Path, namespace: str, buckets: Buckets, by: str
+) -> None:
+    """Was: ``agg forget KEY`` said "forgot KEY: 5 events" and the 76 events of the other bucket's
+    copy stayed (``agg show KEY`` showed them); a prefix of it was "ambiguous", naming KEY twice."""
+    key, _ = _session_in_two_buckets(tmp_path)
+    env = cluster_env(cluster, tmp_path, namespace)
+    run_agg(["ingest"], env)
+    assert _holding(buckets, key) == 2
+    run_agg(["forget", "--yes", key if by == "key" else key[:8]], env)
+    assert _holding(buckets, key) == 0
+    shown = run_agg(["show", key], env, check=False)
+    assert shown.returncode == 4 and "no conversation" in shown.stderr
