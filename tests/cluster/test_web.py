@@ -4,12 +4,9 @@ each event's id the whole position, which ``Last-Event-ID`` resumes from."""
 
 from __future__ import annotations
 
-import json
-import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
 from starlette.testclient import TestClient
 
 from aggregator.config import Settings
@@ -20,7 +17,8 @@ from aggregator.live.web.app import build_app
 from devtools.agg import HOST, wait_until
 from devtools.cluster import Cluster
 from tests.cluster.conftest import Pair
-from tests.support.web import BASE, PORT, TOKEN, Tags, base_of, serving, sse_events, token_of
+from tests.support.web import BASE, PORT, TOKEN, Tags, base_of, serving, token_of
+from tests.support.web import EventStream as Stream
 
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
@@ -82,37 +80,6 @@ def test_the_api_answers_as_on_a_single_redis(pair: Pair, tmp_path: Path) -> Non
     assert parse_position(str(rows["data-since"])) == heads  # a bucket not named: nothing there yet
     bad = on_cluster.get("/api/events?since=12", headers=AUTH)
     assert bad.status_code == 400 and "bucket:seq" in bad.json()["error"]
-
-
-class Stream(threading.Thread):
-    """Reads ``/api/events`` (from ``since``, or ``last_id``) until ``limit`` events or stopped."""
-
-    def __init__(self, base: str, token: str, *, since: str | None = None, last_id: str | None = None, limit: int = 0):
-        super().__init__(daemon=True)
-        self.base, self.token, self.since, self.last_id, self.limit = base, token, since, last_id, limit
-        self.envs: list[dict[str, Any]] = []
-        self.ids: list[str] = []
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        headers = {"authorization": f"Bearer {self.token}"}
-        if self.last_id is not None:
-            headers["last-event-id"] = self.last_id
-        params = {"since": self.since} if self.since is not None else {}
-        try:
-            with (
-                httpx.Client(base_url=self.base, timeout=httpx.Timeout(5, read=None)) as http,
-                http.stream("GET", "/api/events", params=params, headers=headers) as res,
-            ):
-                assert res.status_code == 200
-                for ev in sse_events(res.iter_lines()):
-                    self.envs.append(json.loads(ev["data"]))
-                    self.ids.append(ev["id"])
-                    if self.stop.is_set() or len(self.envs) == self.limit:
-                        return
-        except BaseException as e:  # reported by the test
-            self.error = e
 
 
 def test_events_stream_every_bucket_and_resume_from_the_last_id(pair: Pair, tmp_path: Path, cluster: Cluster) -> None:

@@ -5,12 +5,10 @@ resuming without gap or duplicate after a dropped connection and after Redis is 
 from __future__ import annotations
 
 import itertools
-import json
 import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +26,8 @@ from devtools.agg import HOST, REPO, agg_env, embedded_env, run_agg, wait_until
 from devtools.redisproc import RedisProcess
 from tests.support.live import Agg, Appender, descendants, file_lines, state
 from tests.support.records import user, write
-from tests.support.web import base_of, serving, sse_events, token_of
+from tests.support.web import EventStream as Stream
+from tests.support.web import base_of, serving, token_of
 
 
 def _sessions(tmp_path: Path, names: list[str], count: int, first: int = 0) -> list[Appender]:
@@ -121,41 +120,6 @@ def test_agg_help_does_not_load_the_web_stack() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
-
-
-class Stream(threading.Thread):
-    """Reads ``/api/events`` into a list of envelopes; ``last_id`` resumes where it stopped;
-    ``limit``: drops the connection after that many events (the stop flag is only seen when an
-    event comes, and none may come again: waiting for one cost a joining test 30 s)."""
-
-    def __init__(
-        self, base: str, token: str, *, since: int | None = None, last_id: str | None = None, limit: int = 0
-    ) -> None:
-        super().__init__(daemon=True)
-        self.base, self.token, self.since, self.last_id, self.limit = base, token, since, last_id, limit
-        self.envs: list[dict[str, Any]] = []
-        self.ids: list[str] = []
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        headers = {"authorization": f"Bearer {self.token}"}
-        if self.last_id is not None:
-            headers["last-event-id"] = self.last_id
-        params = {"since": str(self.since)} if self.since is not None else {}
-        try:
-            with (
-                httpx.Client(base_url=self.base, timeout=httpx.Timeout(5, read=None)) as http,
-                http.stream("GET", "/api/events", params=params, headers=headers) as res,
-            ):
-                assert res.status_code == 200 and res.headers["content-type"].startswith("text/event-stream")
-                for ev in sse_events(res.iter_lines()):
-                    self.envs.append(json.loads(ev["data"]))
-                    self.ids.append(ev["id"])
-                    if self.stop.is_set() or len(self.envs) == self.limit:
-                        return
-        except BaseException as e:  # reported by the test
-            self.error = e
 
 
 def _seqs_exactly(envs: list[dict[str, Any]], upto: int) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
 from starlette.testclient import TestClient
 
@@ -110,3 +113,38 @@ def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
                 event["data"] = event.get("data", "") + value
             elif name == "id":
                 event["id"] = value
+
+
+class EventStream(threading.Thread):
+    """Reads ``/api/events`` into a list of envelopes; ``last_id`` resumes where it stopped;
+    ``limit``: drops the connection after that many events (the stop flag is only seen when an
+    event comes, and none may come again: waiting for one cost a joining test 30 s)."""
+
+    def __init__(
+        self, base: str, token: str, *, since: int | str | None = None, last_id: str | None = None, limit: int = 0
+    ) -> None:
+        super().__init__(daemon=True)
+        self.base, self.token, self.since, self.last_id, self.limit = base, token, since, last_id, limit
+        self.envs: list[dict[str, Any]] = []
+        self.ids: list[str] = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        headers = {"authorization": f"Bearer {self.token}"}
+        if self.last_id is not None:
+            headers["last-event-id"] = self.last_id
+        params = {"since": str(self.since)} if self.since is not None else {}
+        try:
+            with (
+                httpx.Client(base_url=self.base, timeout=httpx.Timeout(5, read=None)) as http,
+                http.stream("GET", "/api/events", params=params, headers=headers) as res,
+            ):
+                assert res.status_code == 200 and res.headers["content-type"].startswith("text/event-stream")
+                for ev in sse_events(res.iter_lines()):
+                    self.envs.append(json.loads(ev["data"]))
+                    self.ids.append(ev["id"])
+                    if self.stop.is_set() or len(self.envs) == self.limit:
+                        return
+        except BaseException as e:  # reported by the test
+            self.error = e
