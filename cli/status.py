@@ -57,7 +57,7 @@ def status(app: App, as_json: bool, digest: bool) -> None:
         catch_up_all(buckets)
     files = host_files(buckets)
     queue = None
-    if buckets.cluster and app.settings.queue_url:
+    if app.settings.queue_url:  # RQ and the budget are there, not on the store's Redis
         from aggregator.connection import open_queue  # redis-py: not on the quick client's path
 
         queue = open_queue(app.settings, conn)

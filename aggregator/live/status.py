@@ -20,7 +20,6 @@ from aggregator.buckets import Buckets, StoreSet, per_bucket, stores_of
 from aggregator.config import Settings
 from aggregator.embedded import EmbeddedRedis
 from aggregator.endpoint import Connection, mask_url
-from aggregator.keys import Keys
 from aggregator.layout import watch_path
 from aggregator.lifecycle import ProcessLock, StateFile
 from aggregator.paths import DataPaths
@@ -65,20 +64,15 @@ def file_figures(files: HostFiles) -> dict[str, Any]:
     return {"files": files.total, "files_on_host": len(files.lags), "lag_bytes": sum(lag for _, lag in files.lags)}
 
 
-def rq_figures(client: redis.Redis, namespace: str) -> dict[str, Any]:
-    """Turns (queued, running, parked, failed, …) and workers (see :mod:`workers.status`)."""
-    keys = Keys(namespace)
-    return turn_figures(client, keys, keys.turns_queue)
-
-
 def gather(
     conn: Connection, store: Store | Buckets, files: HostFiles | None = None, *, queue: redis.Redis | None = None
 ) -> dict[str, Any]:
     """The status object (``agg status --json``) but for the live service's part
     (:func:`live_status`); ``files``: :func:`host_files`, if already read. On a cluster store
     (its :class:`Buckets`) the figures are summed over the buckets, ``seq`` and the projections'
-    ``seq`` are one per bucket, ``cluster`` says how many masters and buckets are used, and the
-    turns' queue figures come from ``queue`` (the ``AGG_QUEUE_URL`` Redis; none: zero)."""
+    ``seq`` are one per bucket, and ``cluster`` says how many masters and buckets are used. The
+    turns' queue figures (RQ, the budget) come from ``queue``, the ``AGG_QUEUE_URL`` Redis when
+    one is set, else from the store's Redis."""
     r = conn.client
     info = r.info("server")  # a cluster client asks one node
     cluster = store if isinstance(store, Buckets) and store.cluster else None
@@ -104,14 +98,14 @@ def gather(
         "conversations": stats["conversations"],
         **file_figures(files or host_files(store)),
         "last_ingest_at": iso_ms(stats["last_ingest_ms"]) if "last_ingest_ms" in stats else None,
-        **(rq_figures(r, root.keys.ns) if cluster is None else {}),
         "last_snapshot_at": None,
         "projections": {"seq": per_bucket(store, [s.projections_seq() for s in stores_of(store)])},
         "usage": usage_totals(store),
     }
+    keys = cluster.keys if cluster is not None else root.keys
+    bucket_keys = [b.keys for b in cluster] if cluster is not None else None
+    out.update(turn_figures(r, keys, keys.turns_queue, buckets=bucket_keys, queue_client=queue))
     if cluster is not None:
-        keys = cluster.keys
-        out.update(turn_figures(r, keys, keys.turns_queue, buckets=[b.keys for b in cluster], queue_client=queue))
         used = cluster.used()
         out["cluster"] = {"masters": cluster.masters(), "buckets": len(cluster), "buckets_used": used}
     return out

@@ -529,6 +529,9 @@ def test_a_queue_redis_of_its_own_holds_rq_the_limits_and_the_budget(
         figures = turn_figures(r, store.keys, "agg-turns", queue_client=q)["turns"]
         assert figures["committed"] == 3 and figures["budget"]["calls"] == 3
         assert turn_figures(r, store.keys, "agg-turns")["turns"]["budget"] is None  # not on the store's Redis
+        # agg status reads them where they are (it read the store's Redis: no budget, no RQ jobs)
+        status = json.loads(run_agg(["status", "--json"], env).stdout)["turns"]
+        assert status["committed"] == 3 and status["budget"]["calls"] == 3
     finally:
         q.close()
         queue.stop()

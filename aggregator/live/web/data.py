@@ -280,8 +280,8 @@ class WebData:
         return st
 
     def _queue(self) -> Any:
-        """The turn queue's Redis on a cluster store with ``AGG_QUEUE_URL`` (opened once), else None."""
-        if not (self.buckets.cluster and self.settings.queue_url):
+        """The turn queue's Redis when ``AGG_QUEUE_URL`` names one (opened once), else None."""
+        if not self.settings.queue_url:
             return None
         if self._queue_conn is None:
             self._queue_conn = open_queue(self.settings, self.conn)
