@@ -75,6 +75,7 @@ class Service:
         self.store_resets = 0
         """Times the store was found to have lost its keys under this process."""
         self.serves = 0
+        self._servers_seen = -1
         self._checked_at = 0.0
 
     # --- the loop ----------------------------------------------------------------------------
@@ -170,6 +171,15 @@ class Service:
         assert self.buckets is not None
         if self._identity(self.buckets) != self.store_id:
             raise StoreReset("the store lost its keys (FLUSHALL, or an empty backup restored)")
+
+    def met_another_server(self) -> bool:
+        """Whether a connection has reached a Redis server process not met before since the last
+        call (the first call: True): a restart, or on a cluster a replica that took a master's
+        place — redis-py follows the slot by itself, so no outage is seen — which may hold less
+        than what this process built on (tests/process/test_live_faults.py,
+        tests/cluster/test_run.py::test_run_carries_on_through_a_masters_failover)."""
+        seen, self._servers_seen = self._servers_seen, self.floor.servers
+        return seen != self._servers_seen
 
     def _waiting(self, reason: str) -> None:
         self.state.update(state=STATE_WAITING, error=reason, **self.figures())

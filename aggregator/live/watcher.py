@@ -155,7 +155,6 @@ class Watcher(Service):
             "poll": now + defaults.WATCH_POLL_DIRS_S,
         }
         self._hot_until_ns = 0
-        self._servers_seen = -1
         self._resets_seen = 0
         stop.on_set(self._wake)
 
@@ -192,7 +191,7 @@ class Watcher(Service):
                 len(self.tracked),
             )
         while not self.stop:
-            if self.floor.servers != self._servers_seen:
+            if self.met_another_server():
                 # A new connection reached another Redis process: one that restarted and lost its
                 # last writes, or was restored from an older copy. Re-check every file against its
                 # cursor (tests/process/test_live_faults.py).
@@ -386,7 +385,7 @@ class Watcher(Service):
     def _full_sync(self, why: str) -> None:
         """Walk the claude dirs and sync every file whose stat differs from its stored cursor."""
         assert self.store is not None
-        self._servers_seen = self.floor.servers
+        self.met_another_server()  # what is met from here on is checked again
         # Said once: not again on each attempt while Redis refuses writes (OOM, MISCONF).
         level = logging.DEBUG if self.redis.down else logging.INFO
         if why != "start":

@@ -309,7 +309,7 @@ class WriterService(Service):
         store, buckets = self.store, self.buckets
         assert store is not None and buckets is not None
         self._build()
-        servers = self.floor.servers
+        self.met_another_server()  # from here on
         self._pubsub = store.client.pubsub(ignore_subscribe_messages=True)
         self._pubsub.subscribe(*(s.keys.events_channel for s in buckets))
         # A timer re-checks even without a message (one may be lost; `active` flags expire with
@@ -323,13 +323,9 @@ class WriterService(Service):
             now = time.monotonic()
             if now >= next_check:
                 dirty, next_check = True, now + check_every
-            if self.floor.servers != servers and buckets.cluster:
-                # A connection reached a server process not met before: on a cluster, a replica
-                # that took a master's place (redis-py follows the slot by itself, no outage seen
-                # here), maybe without its last writes. What was built from the old master may be
-                # more than the store holds and its change marks ahead of the new one's: build again
-                # (tests/cluster/test_run.py::test_run_carries_on_through_a_masters_failover).
-                servers = self.floor.servers
+            if self.met_another_server():
+                # What was built from the old server may be more than the store holds now, and
+                # its change marks ahead of the new one's: build again.
                 self._build()
                 dirty = True
             if dirty and now - self.last_write >= self.interval:
