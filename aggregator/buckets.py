@@ -34,13 +34,17 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aggregator import defaults
 from aggregator.errors import NotFound
 from aggregator.keys import Keys
 from aggregator.layout import SourceFile
 from aggregator.store import Cursor, Store
+
+if TYPE_CHECKING:
+    from aggregator.config import Settings
+    from aggregator.endpoint import Connection
 
 T = TypeVar("T")
 
@@ -108,6 +112,11 @@ class Buckets:
         manager = getattr(self.client, "nodes_manager", None)
         if manager is not None:
             manager.initialize()
+
+    @classmethod
+    def of(cls, conn: Connection, settings: Settings) -> Buckets:
+        """The buckets of ``settings``' namespace through ``conn`` (a cluster if it is one)."""
+        return cls(conn.client, settings.keys, settings.host, cluster=conn.cluster)
 
     def __iter__(self) -> Iterator[Store]:
         return iter(self.stores)

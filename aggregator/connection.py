@@ -140,6 +140,16 @@ def connect_hook(conn: Any) -> None:
     check_policy(conn)
 
 
+def _client_options(hook: Any, options: dict[str, object]) -> dict[str, object]:
+    """agg's timeouts and connect hook for a redis-py client, overridden by ``options``."""
+    return {
+        "socket_timeout": defaults.REDIS_SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": defaults.REDIS_CONNECT_TIMEOUT_S,
+        "redis_connect_func": hook,
+        **options,
+    }
+
+
 def client_from_url(url: str, **options: object) -> redis.Redis:
     """A client for ``url``; raises :class:`ConfigError` if the URL is not a Redis URL.
 
@@ -148,14 +158,8 @@ def client_from_url(url: str, **options: object) -> redis.Redis:
     scheme = urlsplit(url).scheme
     if scheme not in _SCHEMES:
         raise ConfigError(f"bad Redis URL {mask_url(url)!r}: scheme must be one of {', '.join(_SCHEMES)}")
-    kwargs: dict[str, object] = {
-        "socket_timeout": defaults.REDIS_SOCKET_TIMEOUT_S,
-        "socket_connect_timeout": defaults.REDIS_CONNECT_TIMEOUT_S,
-        "redis_connect_func": connect_hook,
-    }
-    kwargs.update(options)
     try:
-        return redis.Redis.from_url(url, **kwargs)
+        return redis.Redis.from_url(url, **_client_options(connect_hook, options))
     except ValueError as e:
         raise ConfigError(f"bad Redis URL {mask_url(url)!r}: {e}") from None
 
@@ -189,14 +193,8 @@ def cluster_client(url: str, **options: object) -> Any:
     handshake."""
     from redis.cluster import RedisCluster
 
-    kwargs: dict[str, object] = {
-        "socket_timeout": defaults.REDIS_SOCKET_TIMEOUT_S,
-        "socket_connect_timeout": defaults.REDIS_CONNECT_TIMEOUT_S,
-        "redis_connect_func": check_policy,
-    }
-    kwargs.update(options)
     try:
-        return RedisCluster.from_url(url, **kwargs)
+        return RedisCluster.from_url(url, **_client_options(check_policy, options))
     except redis.RedisError as e:
         raise as_agg_error(e, mask_url(url)) from None
     except redis.exceptions.RedisClusterException as e:  # not a RedisError: a cluster being created, say

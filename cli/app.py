@@ -146,7 +146,7 @@ class App:
         from aggregator.buckets import Buckets
 
         conn = self.connect()
-        return Buckets(conn.client, self.settings.keys, self.settings.host, cluster=conn.cluster)
+        return Buckets.of(conn, self.settings)
 
     def close(self) -> None:
         """Give the connection back (the next :meth:`connect` opens a new one)."""

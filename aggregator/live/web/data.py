@@ -70,7 +70,7 @@ class WebData:
     def __init__(self, settings: Settings, conn: Connection) -> None:
         self.settings = settings
         self.conn = conn
-        self.buckets = Buckets(conn.client, settings.keys, settings.host, cluster=conn.cluster)
+        self.buckets = Buckets.of(conn, settings)
         """The store's buckets (one on a single Redis): lists, usage, search and status read
         them all; a conversation is read in its own (:meth:`store_of`)."""
         self.r: Any = conn.client

@@ -77,9 +77,7 @@ def serve(settings: Settings, *, host: str, port: int, print_url: bool = True) -
     if print_url:
         sys.stdout.write(serve_url(host, port, token) + "\n")
         sys.stdout.flush()
-    indexer = Indexer(
-        Buckets(conn.client, settings.keys, settings.host, cluster=conn.cluster), settings.data_dir
-    ).start()
+    indexer = Indexer(Buckets.of(conn, settings), settings.data_dir).start()
     try:
         server.run(sockets=[sock])
     finally:
