@@ -265,8 +265,9 @@ def test_a_master_no_replica_replaces_is_waited_for_then_said_in_one_line(
         started = time.monotonic()
         with pytest.raises(RedisUnavailable) as raised:
             ingest_buckets(buckets, sources, walk=walk, failover_wait_s=2.0)
-        # Each attempt waits out redis-py's own retries first (about 1 s per command).
-        assert 2.0 <= time.monotonic() - started < 60
+        # It waited for the cluster as long as told before giving up (no upper bound: a speed
+        # figure does not belong in a test; the message below says it gave up).
+        assert time.monotonic() - started >= 2.0
         said = str(raised.value)
         assert "\n" not in said and "did not recover in 2 s" in said and cluster.password not in said, said
         cluster.nodes[dead].start()
