@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from aggregator.buckets import bucket_of
 from aggregator.text import now_iso
-from devtools.agg import wait_until
+from devtools.agg import run_agg, wait_until
 from devtools.cluster import Cluster
 from tests.browser.test_pages import LIVE_MS
 from tests.cluster.conftest import cluster_env
@@ -55,9 +55,13 @@ def test_a_cluster_store_s_pages_follow_every_bucket(tmp_path: Path, browser: An
                 expect(page.locator("article.ev", has_text=f"appended line number {n}")).to_have_count(
                     1, timeout=LIVE_MS
                 )
-            # A line in the other bucket is not this conversation's: nothing more shows.
+            # A line of the other bucket's conversation, then one of this one: once the second
+            # shows, the first (committed before it) would have shown too if it were followed.
             append(paths[0], line(user("s0", "other", "not on this page", at=now_iso())))
-            page.wait_for_timeout(1000)
+            stored = lambda: "not on this page" in run_agg(["replay", "s0"], env, check=False).stdout  # noqa: E731
+            wait_until(stored, "the other conversation's line stored", timeout=LIVE_MS / 1000)
+            append(paths[1], line(user("s1", "after", "after the other one", at=now_iso())))
+            expect(page.locator("article.ev", has_text="after the other one")).to_have_count(1, timeout=LIVE_MS)
             expect(page.locator("article.ev", has_text="not on this page")).to_have_count(0)
             context.close()
             assert errors == []
